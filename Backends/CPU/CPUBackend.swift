@@ -1,0 +1,294 @@
+import Foundation
+import LoRAFuse
+
+/// Memory the CPU backend allocated for one node's value.
+final class CPUAllocation: @unchecked Sendable {
+    let pointer: UnsafeMutableRawPointer
+    let byteCount: Int
+
+    init(byteCount: Int) {
+        self.byteCount = byteCount
+        self.pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+    }
+
+    deinit { pointer.deallocate() }
+}
+
+/// A node's value during execution: typed bytes and whatever keeps them alive.
+struct CPUValue {
+    let type: TensorType
+    let base: UnsafeRawPointer
+    let owner: AnyObject
+
+    init(_ tensor: HostTensor) {
+        type = tensor.type
+        base = tensor.storage.baseAddress + tensor.byteOffset
+        owner = tensor.storage
+    }
+
+    init(type: TensorType, allocation: CPUAllocation) {
+        self.type = type
+        self.base = UnsafeRawPointer(allocation.pointer)
+        self.owner = allocation
+    }
+
+    var floats: UnsafePointer<Float> { base.assumingMemoryBound(to: Float.self) }
+
+    var hostTensor: HostTensor {
+        HostTensor(type: type, storage: TensorStorage(borrowing: base, byteCount: type.byteCount, owner: owner))
+    }
+}
+
+/// A host tensor held by the CPU backend (upload/download are reference moves).
+final class CPUBuffer: BackendBuffer, @unchecked Sendable {
+    let tensor: HostTensor
+    var type: TensorType { tensor.type }
+    init(_ tensor: HostTensor) { self.tensor = tensor }
+}
+
+/// The reference backend: every op, float32 arithmetic and accumulation, multithreaded
+/// with Dispatch; large float32 matmuls optionally go to OpenBLAS.
+public final class CPUBackend: Backend, @unchecked Sendable {
+    public struct Configuration: Sendable, Hashable {
+        public var threadCount: Int
+        /// Hand float32 matmuls to OpenBLAS when it is installed.
+        public var useBLAS: Bool
+
+        public init(threadCount: Int = ProcessInfo.processInfo.activeProcessorCount, useBLAS: Bool = true) {
+            self.threadCount = max(1, threadCount)
+            self.useBLAS = useBLAS
+        }
+
+        /// Defaults, overridden by `LORAFUSE_CPU_THREADS` and `LORAFUSE_CPU_BLAS=0`.
+        public static var fromEnvironment: Configuration {
+            let environment = ProcessInfo.processInfo.environment
+            var configuration = Configuration()
+            if let threads = environment["LORAFUSE_CPU_THREADS"].flatMap(Int.init), threads > 0 {
+                configuration.threadCount = threads
+            }
+            if let blas = environment["LORAFUSE_CPU_BLAS"], ["0", "off", "no", "false"].contains(blas.lowercased()) {
+                configuration.useBLAS = false
+            }
+            return configuration
+        }
+    }
+
+    public let name = "cpu"
+    public let configuration: Configuration
+    public let device: DeviceInfo
+    public let capabilities = BackendCapabilities(ops: Set(OpKind.allCases), weightTypes: DType.weightTypes)
+    let blas: OpenBLAS?
+
+    public init(configuration: Configuration = .fromEnvironment) {
+        self.configuration = configuration
+        self.blas = configuration.useBLAS ? OpenBLAS.shared : nil
+        self.device = CPUBackendPlugin.deviceInfo(configuration: configuration)
+        blas?.setThreadCount(configuration.threadCount)
+    }
+
+    /// Whether float32 matmuls go to OpenBLAS.
+    public var usesBLAS: Bool { blas != nil }
+
+    public func upload(_ tensor: HostTensor) throws -> any BackendBuffer { CPUBuffer(tensor) }
+
+    public func download(_ buffer: any BackendBuffer) throws -> HostTensor {
+        guard let buffer = buffer as? CPUBuffer else { throw BackendError.foreignBuffer(backend: name) }
+        return buffer.tensor
+    }
+
+    public func execute(_ graph: Graph, inputs: [String: HostTensor], options: ExecutionOptions) throws -> ExecutionResult {
+        try validate(graph, inputs: inputs)
+        var values = [CPUValue?](repeating: nil, count: graph.nodes.count)
+        var remainingUses = [Int](repeating: 0, count: graph.nodes.count)
+        for node in graph.nodes { for input in node.inputs { remainingUses[input] += 1 } }
+        let kept = Set(graph.outputs)
+        var result = ExecutionResult(outputs: [])
+        for node in graph.nodes {
+            let start = options.recordTimings ? DispatchTime.now().uptimeNanoseconds : 0
+            let value: CPUValue
+            do {
+                value = try evaluate(node, values: values, graph: graph, inputs: inputs)
+            } catch let error as CPUKernelError {
+                throw BackendError.deviceFailure(backend: name, reason: "node %\(node.id) \(node.op.summary): \(error.message)")
+            }
+            values[node.id] = value
+            if options.recordTimings {
+                result.nodeSeconds[node.id] = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            }
+            if options.keepIntermediates { result.intermediates[node.id] = value.hostTensor }
+            for input in node.inputs {
+                remainingUses[input] -= 1
+                if remainingUses[input] == 0 && !kept.contains(input) { values[input] = nil }
+            }
+        }
+        result.outputs = graph.outputs.map { values[$0]!.hostTensor }
+        return result
+    }
+
+    // MARK: - Evaluation
+
+    private func allocate(_ type: TensorType) -> (CPUValue, UnsafeMutablePointer<Float>) {
+        let allocation = CPUAllocation(byteCount: type.byteCount)
+        return (CPUValue(type: type, allocation: allocation), allocation.pointer.assumingMemoryBound(to: Float.self))
+    }
+
+    private func evaluate(_ node: Node, values: [CPUValue?], graph: Graph, inputs: [String: HostTensor]) throws -> CPUValue {
+        let operands = node.inputs.map { values[$0]! }
+        let threads = configuration.threadCount
+        let type = node.type
+        switch node.op {
+        case let .input(inputName):
+            return CPUValue(inputs[inputName]!)
+        case .parameter:
+            return CPUValue(graph.parameters[node.id]!)
+        case let .matmul(transposeA, transposeB):
+            let (value, out) = allocate(type)
+            matmul(operands[0], operands[1], transposeA: transposeA, transposeB: transposeB, out: out, outShape: type.shape)
+            return value
+        case let .binary(op):
+            let (value, out) = allocate(type)
+            ElementwiseKernels.binary(op, a: operands[0].floats, aShape: operands[0].type.shape,
+                                      b: operands[1].floats, bShape: operands[1].type.shape,
+                                      out: out, outShape: type.shape, threads: threads)
+            return value
+        case let .scale(factor):
+            let (value, out) = allocate(type)
+            ElementwiseKernels.scale(operands[0].floats, by: factor, out: out, count: type.shape.elementCount, threads: threads)
+            return value
+        case let .unary(function):
+            let (value, out) = allocate(type)
+            ElementwiseKernels.unary(function, operands[0].floats, out: out, count: type.shape.elementCount, threads: threads)
+            return value
+        case .softmax:
+            let (value, out) = allocate(type)
+            NormalizationKernels.softmax(operands[0].floats, out: out, rows: type.shape.rowCount, width: type.shape.last, threads: threads)
+            return value
+        case let .layerNorm(epsilon):
+            let (value, out) = allocate(type)
+            NormalizationKernels.layerNorm(operands[0].floats, weight: operands.count == 3 ? operands[1].floats : nil,
+                                           bias: operands.count == 3 ? operands[2].floats : nil, epsilon: epsilon,
+                                           out: out, rows: type.shape.rowCount, width: type.shape.last, threads: threads)
+            return value
+        case let .rmsNorm(epsilon):
+            let (value, out) = allocate(type)
+            NormalizationKernels.rmsNorm(operands[0].floats, weight: operands.count == 2 ? operands[1].floats : nil,
+                                         epsilon: epsilon, out: out, rows: type.shape.rowCount, width: type.shape.last, threads: threads)
+            return value
+        case .rotaryEmbedding:
+            let (value, out) = allocate(type)
+            let shape = type.shape
+            AttentionKernels.rotaryEmbedding(operands[0].floats, cos: operands[1].floats, sin: operands[2].floats, out: out,
+                                             batch: shape[0], length: shape[1], heads: shape[2], headDim: shape[3], threads: threads)
+            return value
+        case let .attention(scale, causal):
+            let (value, out) = allocate(type)
+            let q = operands[0].type.shape, k = operands[1].type.shape
+            AttentionKernels.attention(q: operands[0].floats, k: operands[1].floats, v: operands[2].floats,
+                                       mask: operands.count == 4 ? operands[3].floats : nil,
+                                       maskShape: operands.count == 4 ? operands[3].type.shape : nil, out: out,
+                                       batch: q[0], queryLength: q[1], keyLength: k[1], heads: q[2], headDim: q[3],
+                                       scale: scale, causal: causal, threads: threads)
+            return value
+        case .reshape:
+            return CPUValue(operands[0].hostTensor.reshaped(type.shape))
+        case let .permute(order):
+            let allocation = CPUAllocation(byteCount: type.byteCount)
+            LayoutKernels.permute(operands[0].base, shape: operands[0].type.shape, order: order,
+                                  elementSize: type.dtype.byteSize, out: allocation.pointer, threads: threads)
+            return CPUValue(type: type, allocation: allocation)
+        case let .slice(axis, start, end):
+            let allocation = CPUAllocation(byteCount: type.byteCount)
+            LayoutKernels.slice(operands[0].base, shape: operands[0].type.shape, axis: axis, start: start, end: end,
+                                elementSize: type.dtype.byteSize, out: allocation.pointer)
+            return CPUValue(type: type, allocation: allocation)
+        case let .concat(axis):
+            let allocation = CPUAllocation(byteCount: type.byteCount)
+            LayoutKernels.concat(operands.map { ($0.base, $0.type.shape[axis]) }, outShape: type.shape, axis: axis,
+                                 elementSize: type.dtype.byteSize, out: allocation.pointer)
+            return CPUValue(type: type, allocation: allocation)
+        case .embedding:
+            let (value, out) = allocate(type)
+            let table = operands[0]
+            let width = table.type.shape[1]
+            try LayoutKernels.embedding(
+                table: MatrixOperand(base: table.base, dtype: table.type.dtype, rowStride: width, columnStride: 1),
+                vocabulary: table.type.shape[0], width: width, ids: operands[1].base, idType: operands[1].type.dtype,
+                count: operands[1].type.shape.elementCount, out: out)
+            return value
+        case let .cast(target):
+            let source = operands[0]
+            let count = type.shape.elementCount
+            let allocation = CPUAllocation(byteCount: type.byteCount)
+            if target == .float32 {
+                ElementConversion.convertToFloat(source.base, dtype: source.type.dtype, count: count,
+                                                 into: allocation.pointer.assumingMemoryBound(to: Float.self))
+            } else {
+                let widened = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
+                defer { widened.deallocate() }
+                ElementConversion.convertToFloat(source.base, dtype: source.type.dtype, count: count, into: widened)
+                ElementConversion.convertFromFloat(widened, count: count, to: target, into: allocation.pointer)
+            }
+            return CPUValue(type: type, allocation: allocation)
+        }
+    }
+
+    /// Batched matmul with numpy-broadcast batch axes.
+    private func matmul(_ a: CPUValue, _ b: CPUValue, transposeA: Bool, transposeB: Bool,
+                        out: UnsafeMutablePointer<Float>, outShape: Shape) {
+        let aDims = a.type.shape.dimensions, bDims = b.type.shape.dimensions
+        let m = outShape[outShape.rank - 2], n = outShape[outShape.rank - 1]
+        let k = transposeA ? aDims[aDims.count - 2] : aDims[aDims.count - 1]
+        let aMatrix = m * k, bMatrix = k * n
+        let batchShape = Array(outShape.dimensions.dropLast(2))
+        func batchStrides(_ dims: [Int], matrix: Int) -> [Int] {
+            let padded = [Int](repeating: 1, count: batchShape.count - (dims.count - 2)) + dims.dropLast(2)
+            var strides = [Int](repeating: 0, count: padded.count)
+            var running = matrix
+            for axis in stride(from: padded.count - 1, through: 0, by: -1) {
+                strides[axis] = padded[axis] == 1 ? 0 : running
+                running *= padded[axis]
+            }
+            return strides
+        }
+        let aStrides = batchStrides(aDims, matrix: aMatrix), bStrides = batchStrides(bDims, matrix: bMatrix)
+        let batchCount = batchShape.reduce(1, *)
+        let elementSize = b.type.dtype.byteSize
+
+        func operands(_ batchIndex: Int) -> (MatrixOperand, MatrixOperand, UnsafeMutablePointer<Float>) {
+            var remainder = batchIndex, aOffset = 0, bOffset = 0
+            for axis in stride(from: batchShape.count - 1, through: 0, by: -1) {
+                let index = remainder % batchShape[axis]
+                remainder /= batchShape[axis]
+                aOffset += index * aStrides[axis]
+                bOffset += index * bStrides[axis]
+            }
+            let aOperand = transposeA
+                ? MatrixOperand(base: a.base + aOffset * 4, dtype: .float32, rowStride: 1, columnStride: m)
+                : MatrixOperand(base: a.base + aOffset * 4, dtype: .float32, rowStride: k, columnStride: 1)
+            let bOperand = transposeB
+                ? MatrixOperand(base: b.base + bOffset * elementSize, dtype: b.type.dtype, rowStride: 1, columnStride: k)
+                : MatrixOperand(base: b.base + bOffset * elementSize, dtype: b.type.dtype, rowStride: n, columnStride: 1)
+            return (aOperand, bOperand, out + batchIndex * m * n)
+        }
+
+        let threads = configuration.threadCount
+        if batchCount > 1 && m * n * k < (1 << 21) {
+            // Many small products (attention heads, LoRA factors): one per core.
+            parallelFor(batchCount, threads: threads) { range in
+                for batchIndex in range {
+                    let (aOperand, bOperand, c) = operands(batchIndex)
+                    Gemm.multiply(m: m, n: n, k: k, a: aOperand, b: bOperand, c: c, ldc: n, accumulate: false, threads: 1)
+                }
+            }
+            return
+        }
+        for batchIndex in 0..<batchCount {
+            let (aOperand, bOperand, c) = operands(batchIndex)
+            if let blas, m * n * k >= 32 * 32 * 32,
+               blas.multiply(m: m, n: n, k: k, a: aOperand, b: bOperand, c: c, ldc: n, accumulate: false) {
+                continue
+            }
+            Gemm.multiply(m: m, n: n, k: k, a: aOperand, b: bOperand, c: c, ldc: n, accumulate: false, threads: threads)
+        }
+    }
+}

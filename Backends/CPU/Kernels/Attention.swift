@@ -1,0 +1,79 @@
+import LoRAFuse
+
+/// Attention and rotary embedding on the [B, L, H, D] layout.
+enum AttentionKernels {
+    /// Rotates each pair (x[2i], x[2i+1]) of every head by the angle of frequency i at
+    /// that position: (a, b) → (a·cos − b·sin, b·cos + a·sin).
+    static func rotaryEmbedding(_ x: UnsafePointer<Float>, cos: UnsafePointer<Float>, sin: UnsafePointer<Float>,
+                                out: UnsafeMutablePointer<Float>, batch: Int, length: Int, heads: Int, headDim: Int, threads: Int) {
+        let half = headDim / 2
+        parallelFor(batch * length, threads: threads, minimumChunk: 16) { range in
+            for row in range {
+                let position = row % length
+                let c = cos + position * half, s = sin + position * half
+                for head in 0..<heads {
+                    let base = (row * heads + head) * headDim
+                    for i in 0..<half {
+                        let a = x[base + 2 * i], b = x[base + 2 * i + 1]
+                        out[base + 2 * i] = a * c[i] - b * s[i]
+                        out[base + 2 * i + 1] = b * c[i] + a * s[i]
+                    }
+                }
+            }
+        }
+    }
+
+    /// softmax(scale·Q·Kᵀ + mask)·V per batch and head, a block of queries at a time:
+    /// the scores of one block (`queryBlock × Lk`) are the only temporary.
+    static func attention(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                          mask: UnsafePointer<Float>?, maskShape: Shape?, out: UnsafeMutablePointer<Float>,
+                          batch: Int, queryLength: Int, keyLength: Int, heads: Int, headDim: Int,
+                          scale: Float, causal: Bool, threads: Int) {
+        let queryBlock = 128
+        let blocks = (queryLength + queryBlock - 1) / queryBlock
+        let rowStride = heads * headDim
+        // Mask strides over (batch, head, query, key); 0 where the mask broadcasts.
+        var maskStrides = (batch: 0, head: 0, query: keyLength)
+        if let maskShape, maskShape.rank == 4 {
+            maskStrides.batch = maskShape[0] == 1 ? 0 : maskShape[1] * queryLength * keyLength
+            maskStrides.head = maskShape[1] == 1 ? 0 : queryLength * keyLength
+        }
+        let tasks = batch * heads * blocks
+        parallelFor(tasks, threads: threads) { range in
+            let scores = UnsafeMutablePointer<Float>.allocate(capacity: queryBlock * keyLength)
+            defer { scores.deallocate() }
+            for task in range {
+                let block = task % blocks, head = (task / blocks) % heads, b = task / (blocks * heads)
+                let firstQuery = block * queryBlock
+                let rows = min(queryBlock, queryLength - firstQuery)
+                let qOperand = MatrixOperand(base: q + (b * queryLength + firstQuery) * rowStride + head * headDim,
+                                             dtype: .float32, rowStride: rowStride, columnStride: 1)
+                let kOperand = MatrixOperand(base: k + b * keyLength * rowStride + head * headDim,
+                                             dtype: .float32, rowStride: rowStride, columnStride: 1)
+                let vOperand = MatrixOperand(base: v + b * keyLength * rowStride + head * headDim,
+                                             dtype: .float32, rowStride: rowStride, columnStride: 1)
+                Gemm.multiply(m: rows, n: keyLength, k: headDim, a: qOperand, b: kOperand.transposed,
+                              c: scores, ldc: keyLength, accumulate: false, threads: 1)
+                for row in 0..<rows {
+                    let query = firstQuery + row
+                    let line = scores + row * keyLength
+                    for j in 0..<keyLength { line[j] *= scale }
+                    if let mask {
+                        let maskLine = mask + b * maskStrides.batch + head * maskStrides.head + query * maskStrides.query
+                        for j in 0..<keyLength { line[j] += maskLine[j] }
+                    }
+                    if causal {
+                        // Query i sees keys j ≤ i + (Lk − Lq): the usual bottom-right alignment.
+                        let visible = max(0, min(keyLength, query + 1 + keyLength - queryLength))
+                        for j in visible..<keyLength { line[j] = -.infinity }
+                    }
+                    NormalizationKernels.softmaxRow(line, line, keyLength)
+                }
+                Gemm.multiply(m: rows, n: headDim, k: keyLength,
+                              a: MatrixOperand(base: scores, dtype: .float32, rowStride: keyLength, columnStride: 1),
+                              b: vOperand, c: out + (b * queryLength + firstQuery) * rowStride + head * headDim,
+                              ldc: rowStride, accumulate: false, threads: 1)
+            }
+        }
+    }
+}

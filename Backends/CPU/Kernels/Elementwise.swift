@@ -1,0 +1,71 @@
+import Foundation
+import LoRAFuse
+
+/// Element-wise kernels: broadcasting binary ops, scale and activations.
+enum ElementwiseKernels {
+    /// out = a ∘ b with numpy broadcasting. The innermost output axis is looped with
+    /// per-operand strides (0 where broadcast); outer axes are walked with a counter.
+    static func binary(_ op: BinaryOperator, a: UnsafePointer<Float>, aShape: Shape, b: UnsafePointer<Float>, bShape: Shape,
+                       out: UnsafeMutablePointer<Float>, outShape: Shape, threads: Int) {
+        let rank = outShape.rank
+        func broadcastStrides(_ shape: Shape) -> [Int] {
+            let padded = [Int](repeating: 1, count: rank - shape.rank) + shape.dimensions
+            let strides = Shape(padded).strides
+            return (0..<rank).map { padded[$0] == 1 ? 0 : strides[$0] }
+        }
+        let aStrides = broadcastStrides(aShape), bStrides = broadcastStrides(bShape)
+        let inner = rank == 0 ? 1 : outShape[rank - 1]
+        let rows = outShape.elementCount / max(inner, 1)
+        let aInner = rank == 0 ? 0 : aStrides[rank - 1], bInner = rank == 0 ? 0 : bStrides[rank - 1]
+        let outer = Array(outShape.dimensions.dropLast())
+        parallelFor(rows, threads: threads, minimumChunk: max(1, 16384 / max(inner, 1))) { range in
+            for row in range {
+                var remainder = row, aOffset = 0, bOffset = 0
+                for axis in stride(from: outer.count - 1, through: 0, by: -1) {
+                    let index = remainder % outer[axis]
+                    remainder /= outer[axis]
+                    aOffset &+= index &* aStrides[axis]
+                    bOffset &+= index &* bStrides[axis]
+                }
+                let o = out + row &* inner
+                let x = a + aOffset, y = b + bOffset
+                switch op {
+                case .add: for j in 0..<inner { o[j] = x[j &* aInner] + y[j &* bInner] }
+                case .sub: for j in 0..<inner { o[j] = x[j &* aInner] - y[j &* bInner] }
+                case .mul: for j in 0..<inner { o[j] = x[j &* aInner] * y[j &* bInner] }
+                case .div: for j in 0..<inner { o[j] = x[j &* aInner] / y[j &* bInner] }
+                }
+            }
+        }
+    }
+
+    static func scale(_ x: UnsafePointer<Float>, by factor: Float, out: UnsafeMutablePointer<Float>, count: Int, threads: Int) {
+        parallelFor(count, threads: threads, minimumChunk: 65536) { range in
+            for index in range { out[index] = x[index] * factor }
+        }
+    }
+
+    static func unary(_ function: UnaryFunction, _ x: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, count: Int, threads: Int) {
+        parallelFor(count, threads: threads, minimumChunk: 16384) { range in
+            switch function {
+            case .gelu:
+                for index in range { let v = x[index]; out[index] = 0.5 * v * (1 + erf(v * 0.70710678118654752)) }
+            case .geluTanh:
+                for index in range {
+                    let v = x[index]
+                    out[index] = 0.5 * v * (1 + tanh(0.79788456080286536 * (v + 0.044715 * v * v * v)))
+                }
+            case .quickGelu:
+                for index in range { let v = x[index]; out[index] = v / (1 + exp(-1.702 * v)) }
+            case .silu:
+                for index in range { let v = x[index]; out[index] = v / (1 + exp(-v)) }
+            case .sigmoid:
+                for index in range { out[index] = 1 / (1 + exp(-x[index])) }
+            case .relu:
+                for index in range { out[index] = max(x[index], 0) }
+            case .tanh:
+                for index in range { out[index] = Foundation.tanh(x[index]) }
+            }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+/// A device a backend can run on.
+public struct DeviceInfo: Sendable, Hashable, Codable {
+    public var index: Int
+    public var name: String
+    /// e.g. "cpu", "discrete-gpu", "integrated-gpu", "virtual-gpu".
+    public var kind: String
+    /// Free-form facts worth showing (driver, threads, memory, limits).
+    public var details: [String: String]
+
+    public init(index: Int, name: String, kind: String, details: [String: String] = [:]) {
+        self.index = index
+        self.name = name
+        self.kind = kind
+        self.details = details
+    }
+}
+
+/// What a backend can execute.
+public struct BackendCapabilities: Sendable, Hashable {
+    public var ops: Set<OpKind>
+    /// Element types its matmul and embedding kernels read directly.
+    public var weightTypes: Set<DType>
+
+    public init(ops: Set<OpKind>, weightTypes: Set<DType>) {
+        self.ops = ops
+        self.weightTypes = weightTypes
+    }
+}
+
+/// Whether a plugin can run here, and on what.
+public enum BackendAvailability: Sendable {
+    case available([DeviceInfo])
+    case unavailable(reason: String)
+
+    public var devices: [DeviceInfo] {
+        if case let .available(devices) = self { return devices }
+        return []
+    }
+}
+
+public struct ExecutionOptions: Sendable {
+    /// Record the wall time of every node.
+    public var recordTimings = false
+    /// Return every node's value, not only the graph's outputs (for parity reports).
+    public var keepIntermediates = false
+
+    public init(recordTimings: Bool = false, keepIntermediates: Bool = false) {
+        self.recordTimings = recordTimings
+        self.keepIntermediates = keepIntermediates
+    }
+}
+
+public struct ExecutionResult: Sendable {
+    /// Values of `graph.outputs`, in order, as float32 (or the node's own type for casts).
+    public var outputs: [HostTensor]
+    /// Every node's value when `keepIntermediates` was set, by node id.
+    public var intermediates: [Int: HostTensor] = [:]
+    /// Seconds per node id when `recordTimings` was set.
+    public var nodeSeconds: [Int: Double] = [:]
+
+    public init(outputs: [HostTensor], intermediates: [Int: HostTensor] = [:], nodeSeconds: [Int: Double] = [:]) {
+        self.outputs = outputs
+        self.intermediates = intermediates
+        self.nodeSeconds = nodeSeconds
+    }
+}
+
+/// A tensor resident on a backend's device.
+public protocol BackendBuffer: AnyObject, Sendable {
+    var type: TensorType { get }
+}
+
+/// An instantiated backend on one device: it allocates and fills buffers and executes graphs.
+public protocol Backend: AnyObject, Sendable {
+    /// The plugin name, e.g. "cpu".
+    var name: String { get }
+    var device: DeviceInfo { get }
+    var capabilities: BackendCapabilities { get }
+
+    /// Copies a host tensor to the device.
+    func upload(_ tensor: HostTensor) throws -> any BackendBuffer
+    /// Copies a device buffer back to the host.
+    func download(_ buffer: any BackendBuffer) throws -> HostTensor
+
+    /// Runs `graph` with its `.input` nodes bound to `inputs` by name.
+    func execute(_ graph: Graph, inputs: [String: HostTensor], options: ExecutionOptions) throws -> ExecutionResult
+}
+
+extension Backend {
+    public func execute(_ graph: Graph, inputs: [String: HostTensor]) throws -> ExecutionResult {
+        try execute(graph, inputs: inputs, options: ExecutionOptions())
+    }
+
+    /// Checks that every op of `graph` is supported and every input is bound with the
+    /// right type; backends call this before doing any work.
+    public func validate(_ graph: Graph, inputs: [String: HostTensor]) throws(BackendError) {
+        for node in graph.nodes {
+            guard capabilities.ops.contains(node.op.kind) else {
+                throw BackendError.unsupportedOp(backend: name, op: node.op.summary, node: node.id)
+            }
+            switch node.op {
+            case let .input(inputName):
+                guard let tensor = inputs[inputName] else { throw BackendError.missingInput(name: inputName, expected: node.type) }
+                guard tensor.type == node.type else {
+                    throw BackendError.inputTypeMismatch(name: inputName, expected: node.type, actual: tensor.type)
+                }
+            case .parameter:
+                guard capabilities.weightTypes.contains(node.type.dtype) || node.type.dtype.isInteger else {
+                    throw BackendError.unsupportedDType(backend: name, dtype: node.type.dtype, node: node.id)
+                }
+            default:
+                break
+            }
+        }
+    }
+}
+
+public enum BackendError: Error, Sendable, CustomStringConvertible, Equatable {
+    case unknownBackend(name: String, known: [String])
+    case unavailable(name: String, reason: String)
+    case noSuchDevice(backend: String, index: Int, count: Int)
+    case unsupportedOp(backend: String, op: String, node: Int)
+    case unsupportedDType(backend: String, dtype: DType, node: Int)
+    case missingInput(name: String, expected: TensorType)
+    case inputTypeMismatch(name: String, expected: TensorType, actual: TensorType)
+    case outOfMemory(backend: String, bytes: Int, reason: String)
+    case foreignBuffer(backend: String)
+    case deviceFailure(backend: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .unknownBackend(name, known): "unknown backend '\(name)' (known: \(known.joined(separator: ", ")))"
+        case let .unavailable(name, reason): "backend '\(name)' is unavailable: \(reason)"
+        case let .noSuchDevice(backend, index, count): "backend '\(backend)' has no device \(index) (it has \(count))"
+        case let .unsupportedOp(backend, op, node): "backend '\(backend)' does not implement \(op) (node %\(node))"
+        case let .unsupportedDType(backend, dtype, node): "backend '\(backend)' cannot read \(dtype.name) weights (node %\(node))"
+        case let .missingInput(name, expected): "input '\(name)' (\(expected)) was not given"
+        case let .inputTypeMismatch(name, expected, actual): "input '\(name)' is \(actual), expected \(expected)"
+        case let .outOfMemory(backend, bytes, reason): "backend '\(backend)' cannot allocate \(bytes) bytes: \(reason)"
+        case let .foreignBuffer(backend): "backend '\(backend)' was given a buffer of another backend"
+        case let .deviceFailure(backend, reason): "backend '\(backend)': \(reason)"
+        }
+    }
+}

@@ -1,0 +1,56 @@
+import Synchronization
+
+/// A backend implementation that can be discovered at run time. A new backend is a new
+/// target under `Backends/` exposing one of these; nothing in the models changes.
+public protocol BackendPlugin: Sendable {
+    /// Name used on the command line (`--backend NAME`).
+    var name: String { get }
+    /// One line saying what it is.
+    var summary: String { get }
+    /// Probes the machine (loads libraries, enumerates devices). Must not crash when the
+    /// backend's runtime is missing; it reports why instead.
+    func availability() -> BackendAvailability
+    /// Opens device `deviceIndex` (an index into `availability().devices`).
+    func makeBackend(deviceIndex: Int) throws -> any Backend
+}
+
+/// The plugins this process knows, in registration order.
+public final class BackendRegistry: Sendable {
+    public static let shared = BackendRegistry()
+
+    private let plugins = Mutex<[any BackendPlugin]>([])
+
+    public init() {}
+
+    /// Adds `plugin`, replacing any earlier one with the same name.
+    public func register(_ plugin: any BackendPlugin) {
+        plugins.withLock { list in
+            list.removeAll { $0.name == plugin.name }
+            list.append(plugin)
+        }
+    }
+
+    public var all: [any BackendPlugin] { plugins.withLock { $0 } }
+    public var names: [String] { all.map(\.name) }
+
+    public func plugin(named name: String) throws(BackendError) -> any BackendPlugin {
+        guard let plugin = all.first(where: { $0.name == name }) else {
+            throw BackendError.unknownBackend(name: name, known: names)
+        }
+        return plugin
+    }
+
+    /// Opens backend `name` on device `deviceIndex`, or says why it cannot.
+    public func makeBackend(named name: String, deviceIndex: Int = 0) throws -> any Backend {
+        let plugin = try plugin(named: name)
+        switch plugin.availability() {
+        case let .unavailable(reason):
+            throw BackendError.unavailable(name: name, reason: reason)
+        case let .available(devices):
+            guard devices.indices.contains(deviceIndex) else {
+                throw BackendError.noSuchDevice(backend: name, index: deviceIndex, count: devices.count)
+            }
+            return try plugin.makeBackend(deviceIndex: deviceIndex)
+        }
+    }
+}

@@ -1,0 +1,300 @@
+/// A value in a graph under construction: the id of the node that produces it, and its type.
+public struct Tensor: Sendable, Hashable, CustomStringConvertible {
+    public let id: Int
+    public let type: TensorType
+    public var shape: Shape { type.shape }
+    public var dtype: DType { type.dtype }
+    public var description: String { "%\(id): \(type)" }
+}
+
+/// One node: an op, the nodes it reads, and the type it produces.
+public struct Node: Sendable, Hashable {
+    public let id: Int
+    public let op: Op
+    public let inputs: [Int]
+    public let type: TensorType
+    /// Optional label for reports (e.g. `double_blocks.0.attn.to_q`).
+    public var label: String?
+}
+
+/// A compute graph in topological order (a node only reads earlier nodes). Models build
+/// it with the methods below, which check shapes as they go; backends execute it.
+public struct Graph: Sendable {
+    public private(set) var nodes: [Node] = []
+    /// Weights bound to `.parameter` nodes, by node id.
+    public private(set) var parameters: [Int: HostTensor] = [:]
+    /// The nodes whose values an execution returns, in order.
+    public private(set) var outputs: [Int] = []
+
+    public init() {}
+
+    public func node(_ tensor: Tensor) -> Node { nodes[tensor.id] }
+
+    /// Names of the `.input` nodes with their expected types.
+    public var inputTypes: [(name: String, type: TensorType)] {
+        nodes.compactMap { node in
+            if case let .input(name) = node.op { return (name, node.type) }
+            return nil
+        }
+    }
+
+    public mutating func markOutput(_ tensor: Tensor) { outputs.append(tensor.id) }
+
+    /// Attaches a label (used by reports) to the node producing `tensor`.
+    public mutating func label(_ tensor: Tensor, _ text: String) { nodes[tensor.id].label = text }
+
+    private mutating func append(_ op: Op, _ inputs: [Tensor], _ type: TensorType) -> Tensor {
+        let id = nodes.count
+        nodes.append(Node(id: id, op: op, inputs: inputs.map(\.id), type: type))
+        return Tensor(id: id, type: type)
+    }
+
+    private func requireFloat32(_ tensor: Tensor, _ op: String, _ role: String) throws(GraphError) {
+        guard tensor.dtype == .float32 else {
+            throw GraphError(op: op, "\(role) must be F32, got \(tensor.type) (cast it first)")
+        }
+    }
+
+    // MARK: Leaves
+
+    public mutating func input(_ name: String, _ shape: Shape, _ dtype: DType = .float32) -> Tensor {
+        append(.input(name: name), [], TensorType(shape, dtype))
+    }
+
+    public mutating func parameter(_ name: String, _ value: HostTensor) -> Tensor {
+        let tensor = append(.parameter(name: name), [], value.type)
+        parameters[tensor.id] = value
+        return tensor
+    }
+
+    // MARK: Linear algebra
+
+    public mutating func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false) throws(GraphError) -> Tensor {
+        let op = Op.matmul(transposeA: transposeA, transposeB: transposeB)
+        try requireFloat32(a, op.summary, "a")
+        guard DType.weightTypes.contains(b.dtype) else {
+            throw GraphError(op: op.summary, "b must be F32, F16 or BF16, got \(b.type)")
+        }
+        guard a.shape.rank >= 2, b.shape.rank >= 2 else {
+            throw GraphError(op: op.summary, "operands need rank ≥ 2, got a \(a.shape) and b \(b.shape)")
+        }
+        let aDims = a.shape.dimensions, bDims = b.shape.dimensions
+        let (m, kA) = transposeA ? (aDims[aDims.count - 1], aDims[aDims.count - 2]) : (aDims[aDims.count - 2], aDims[aDims.count - 1])
+        let (kB, n) = transposeB ? (bDims[bDims.count - 1], bDims[bDims.count - 2]) : (bDims[bDims.count - 2], bDims[bDims.count - 1])
+        guard kA == kB else {
+            throw GraphError(op: op.summary, "inner dimensions differ: a \(a.shape) has K=\(kA), b \(b.shape) has K=\(kB)")
+        }
+        guard let batch = Self.broadcast(Array(aDims.dropLast(2)), Array(bDims.dropLast(2))) else {
+            throw GraphError(op: op.summary, "batch dimensions of a \(a.shape) and b \(b.shape) do not broadcast")
+        }
+        return append(op, [a, b], TensorType(Shape(batch + [m, n])))
+    }
+
+    /// `x · Wᵀ (+ bias)`: a PyTorch `Linear` with weight [out, in].
+    public mutating func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) throws(GraphError) -> Tensor {
+        let product = try matmul(x, weight, transposeB: true)
+        guard let bias else { return product }
+        return try add(product, bias)
+    }
+
+    // MARK: Element-wise
+
+    /// numpy broadcasting of two shapes (aligned at the last axis), or nil.
+    public static func broadcast(_ a: [Int], _ b: [Int]) -> [Int]? {
+        let rank = max(a.count, b.count)
+        var result = [Int](repeating: 1, count: rank)
+        for axis in 0..<rank {
+            let x = axis - (rank - a.count) >= 0 ? a[axis - (rank - a.count)] : 1
+            let y = axis - (rank - b.count) >= 0 ? b[axis - (rank - b.count)] : 1
+            if x == y || y == 1 { result[axis] = x } else if x == 1 { result[axis] = y } else { return nil }
+        }
+        return result
+    }
+
+    public mutating func binary(_ op: BinaryOperator, _ a: Tensor, _ b: Tensor) throws(GraphError) -> Tensor {
+        try requireFloat32(a, op.rawValue, "lhs")
+        try requireFloat32(b, op.rawValue, "rhs")
+        guard let shape = Self.broadcast(a.shape.dimensions, b.shape.dimensions) else {
+            throw GraphError(op: op.rawValue, "shapes \(a.shape) and \(b.shape) do not broadcast")
+        }
+        return append(.binary(op), [a, b], TensorType(Shape(shape)))
+    }
+
+    public mutating func add(_ a: Tensor, _ b: Tensor) throws(GraphError) -> Tensor { try binary(.add, a, b) }
+    public mutating func sub(_ a: Tensor, _ b: Tensor) throws(GraphError) -> Tensor { try binary(.sub, a, b) }
+    public mutating func mul(_ a: Tensor, _ b: Tensor) throws(GraphError) -> Tensor { try binary(.mul, a, b) }
+    public mutating func div(_ a: Tensor, _ b: Tensor) throws(GraphError) -> Tensor { try binary(.div, a, b) }
+
+    public mutating func scale(_ x: Tensor, _ factor: Float) throws(GraphError) -> Tensor {
+        try requireFloat32(x, "scale", "input")
+        return append(.scale(factor), [x], x.type)
+    }
+
+    public mutating func unary(_ function: UnaryFunction, _ x: Tensor) throws(GraphError) -> Tensor {
+        try requireFloat32(x, function.rawValue, "input")
+        return append(.unary(function), [x], x.type)
+    }
+
+    public mutating func gelu(_ x: Tensor, approximateTanh: Bool = false) throws(GraphError) -> Tensor {
+        try unary(approximateTanh ? .geluTanh : .gelu, x)
+    }
+    public mutating func silu(_ x: Tensor) throws(GraphError) -> Tensor { try unary(.silu, x) }
+    public mutating func sigmoid(_ x: Tensor) throws(GraphError) -> Tensor { try unary(.sigmoid, x) }
+
+    // MARK: Row-wise
+
+    public mutating func softmax(_ x: Tensor) throws(GraphError) -> Tensor {
+        try requireFloat32(x, "softmax", "input")
+        guard x.shape.rank >= 1 else { throw GraphError(op: "softmax", "needs rank ≥ 1, got \(x.shape)") }
+        return append(.softmax, [x], x.type)
+    }
+
+    private func checkRowVector(_ vector: Tensor, width: Int, _ op: String, _ role: String) throws(GraphError) {
+        try requireFloat32(vector, op, role)
+        guard vector.shape.dimensions == [width] else {
+            throw GraphError(op: op, "\(role) must be [\(width)] to match the last axis, got \(vector.shape)")
+        }
+    }
+
+    /// LayerNorm over the last axis; pass both `weight` and `bias` for the affine form.
+    public mutating func layerNorm(_ x: Tensor, weight: Tensor? = nil, bias: Tensor? = nil, epsilon: Float = 1e-5) throws(GraphError) -> Tensor {
+        let op = Op.layerNorm(epsilon: epsilon)
+        try requireFloat32(x, op.summary, "input")
+        guard x.shape.rank >= 1 else { throw GraphError(op: op.summary, "needs rank ≥ 1, got \(x.shape)") }
+        switch (weight, bias) {
+        case (nil, nil):
+            return append(op, [x], x.type)
+        case let (weight?, bias?):
+            try checkRowVector(weight, width: x.shape.last, op.summary, "weight")
+            try checkRowVector(bias, width: x.shape.last, op.summary, "bias")
+            return append(op, [x, weight, bias], x.type)
+        default:
+            throw GraphError(op: op.summary, "the affine form needs both weight and bias")
+        }
+    }
+
+    public mutating func rmsNorm(_ x: Tensor, weight: Tensor? = nil, epsilon: Float = 1e-6) throws(GraphError) -> Tensor {
+        let op = Op.rmsNorm(epsilon: epsilon)
+        try requireFloat32(x, op.summary, "input")
+        guard x.shape.rank >= 1 else { throw GraphError(op: op.summary, "needs rank ≥ 1, got \(x.shape)") }
+        guard let weight else { return append(op, [x], x.type) }
+        try checkRowVector(weight, width: x.shape.last, op.summary, "weight")
+        return append(op, [x, weight], x.type)
+    }
+
+    // MARK: Attention
+
+    public mutating func rotaryEmbedding(_ x: Tensor, cos: Tensor, sin: Tensor) throws(GraphError) -> Tensor {
+        let op = "rotaryEmbedding"
+        try requireFloat32(x, op, "x")
+        try requireFloat32(cos, op, "cos")
+        try requireFloat32(sin, op, "sin")
+        guard x.shape.rank == 4, x.shape[3] % 2 == 0 else {
+            throw GraphError(op: op, "x must be [B, L, H, D] with even D, got \(x.shape)")
+        }
+        let expected = Shape([x.shape[1], x.shape[3] / 2])
+        guard cos.shape == expected, sin.shape == expected else {
+            throw GraphError(op: op, "cos and sin must be \(expected) for x \(x.shape), got \(cos.shape) and \(sin.shape)")
+        }
+        return append(.rotaryEmbedding, [x, cos, sin], x.type)
+    }
+
+    /// Scaled dot-product attention (`scale` defaults to 1/√D).
+    public mutating func attention(query: Tensor, key: Tensor, value: Tensor, mask: Tensor? = nil,
+                                   scale: Float? = nil, causal: Bool = false) throws(GraphError) -> Tensor {
+        let op = Op.attention(scale: scale ?? 1 / Float(query.shape.last).squareRoot(), causal: causal)
+        for (tensor, role) in [(query, "query"), (key, "key"), (value, "value")] {
+            try requireFloat32(tensor, op.summary, role)
+            guard tensor.shape.rank == 4 else {
+                throw GraphError(op: op.summary, "\(role) must be [B, L, H, D], got \(tensor.shape)")
+            }
+        }
+        let q = query.shape, k = key.shape, v = value.shape
+        guard k == v, q[0] == k[0], q[2] == k[2], q[3] == k[3] else {
+            throw GraphError(op: op.summary, "query \(q), key \(k) and value \(v) disagree (need [B, Lq, H, D] and [B, Lk, H, D])")
+        }
+        var inputs = [query, key, value]
+        if let mask {
+            try requireFloat32(mask, op.summary, "mask")
+            let lq = q[1], lk = k[1]
+            let valid = mask.shape.dimensions == [lq, lk] ||
+                (mask.shape.rank == 4 && [1, q[0]].contains(mask.shape[0]) && [1, q[2]].contains(mask.shape[1])
+                    && mask.shape[2] == lq && mask.shape[3] == lk)
+            guard valid else {
+                throw GraphError(op: op.summary, "mask must be [\(lq), \(lk)] or [B|1, H|1, \(lq), \(lk)], got \(mask.shape)")
+            }
+            inputs.append(mask)
+        }
+        return append(op, inputs, TensorType(q))
+    }
+
+    // MARK: Layout
+
+    public mutating func reshape(_ x: Tensor, _ shape: Shape) throws(GraphError) -> Tensor {
+        guard shape.checkedElementCount == x.shape.elementCount else {
+            throw GraphError(op: "reshape", "cannot reshape \(x.shape) (\(x.shape.elementCount) elements) to \(shape)")
+        }
+        return append(.reshape(shape), [x], TensorType(shape, x.dtype))
+    }
+
+    public mutating func permute(_ x: Tensor, _ order: [Int]) throws(GraphError) -> Tensor {
+        guard order.sorted() == Array(0..<x.shape.rank) else {
+            throw GraphError(op: "permute", "\(order) is not a permutation of the axes of \(x.shape)")
+        }
+        return append(.permute(order), [x], TensorType(Shape(order.map { x.shape[$0] }), x.dtype))
+    }
+
+    public mutating func slice(_ x: Tensor, axis: Int, start: Int, end: Int) throws(GraphError) -> Tensor {
+        guard let resolved = x.shape.normalizedAxis(axis) else {
+            throw GraphError(op: "slice", "axis \(axis) out of range for \(x.shape)")
+        }
+        guard 0 <= start, start <= end, end <= x.shape[resolved] else {
+            throw GraphError(op: "slice", "range \(start)..<\(end) outside axis \(resolved) of \(x.shape)")
+        }
+        var dimensions = x.shape.dimensions
+        dimensions[resolved] = end - start
+        return append(.slice(axis: resolved, start: start, end: end), [x], TensorType(Shape(dimensions), x.dtype))
+    }
+
+    public mutating func concat(_ tensors: [Tensor], axis: Int) throws(GraphError) -> Tensor {
+        guard let first = tensors.first else { throw GraphError(op: "concat", "needs at least one tensor") }
+        guard let resolved = first.shape.normalizedAxis(axis) else {
+            throw GraphError(op: "concat", "axis \(axis) out of range for \(first.shape)")
+        }
+        var total = 0
+        for tensor in tensors {
+            var expected = first.shape.dimensions
+            var actual = tensor.shape.dimensions
+            guard tensor.dtype == first.dtype, actual.count == expected.count else {
+                throw GraphError(op: "concat", "\(tensor.type) does not match \(first.type)")
+            }
+            expected[resolved] = 0
+            actual[resolved] = 0
+            guard expected == actual else {
+                throw GraphError(op: "concat", "shapes \(first.shape) and \(tensor.shape) differ outside axis \(resolved)")
+            }
+            total += tensor.shape[resolved]
+        }
+        var dimensions = first.shape.dimensions
+        dimensions[resolved] = total
+        return append(.concat(axis: resolved), tensors, TensorType(Shape(dimensions), first.dtype))
+    }
+
+    public mutating func embedding(table: Tensor, ids: Tensor) throws(GraphError) -> Tensor {
+        guard table.shape.rank == 2, DType.weightTypes.contains(table.dtype) else {
+            throw GraphError(op: "embedding", "table must be [V, D] of F32, F16 or BF16, got \(table.type)")
+        }
+        guard [.int32, .int64].contains(ids.dtype) else {
+            throw GraphError(op: "embedding", "ids must be I32 or I64, got \(ids.type)")
+        }
+        return append(.embedding, [table, ids], TensorType(Shape(ids.shape.dimensions + [table.shape[1]])))
+    }
+
+    public mutating func cast(_ x: Tensor, to dtype: DType) throws(GraphError) -> Tensor {
+        guard x.dtype.isFloatingPoint || x.dtype.isInteger, [.float32, .float16, .bfloat16].contains(dtype) else {
+            throw GraphError(op: "cast", "cannot cast \(x.type) to \(dtype.name) (targets: F32, F16, BF16)")
+        }
+        if x.dtype == dtype { return x }
+        return append(.cast(dtype), [x], TensorType(x.shape, dtype))
+    }
+}

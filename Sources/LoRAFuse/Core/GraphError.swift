@@ -1,0 +1,12 @@
+/// A graph that cannot be built: the op, and what about its operands is wrong.
+public struct GraphError: Error, Sendable, CustomStringConvertible, Equatable {
+    public let op: String
+    public let message: String
+
+    public init(op: String, _ message: String) {
+        self.op = op
+        self.message = message
+    }
+
+    public var description: String { "\(op): \(message)" }
+}

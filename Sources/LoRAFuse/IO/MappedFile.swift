@@ -1,0 +1,41 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A read-only memory mapping of a whole file. Pages are read on first touch, so a
+/// multi-gigabyte checkpoint opens instantly and is never copied.
+public final class MappedFile: @unchecked Sendable {
+    public let path: String
+    public let baseAddress: UnsafeRawPointer?
+    public let size: Int
+
+    public init(path: String) throws(SafeTensorsError) {
+        self.path = path
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw SafeTensorsError(path: path, .cannotOpen(Self.errnoText())) }
+        defer { close(descriptor) }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0 else { throw SafeTensorsError(path: path, .cannotOpen(Self.errnoText())) }
+        guard (status.st_mode & S_IFMT) == S_IFREG else {
+            throw SafeTensorsError(path: path, .cannotOpen("not a regular file"))
+        }
+        size = Int(status.st_size)
+        if size == 0 {
+            baseAddress = nil
+            return
+        }
+        let mapping = mmap(nil, size, PROT_READ, MAP_PRIVATE, descriptor, 0)
+        guard let mapping, mapping != MAP_FAILED else {
+            throw SafeTensorsError(path: path, .cannotOpen("mmap failed: \(Self.errnoText())"))
+        }
+        baseAddress = UnsafeRawPointer(mapping)
+    }
+
+    deinit {
+        if let baseAddress { munmap(UnsafeMutableRawPointer(mutating: baseAddress), size) }
+    }
+
+    static func errnoText() -> String { String(cString: strerror(errno)) }
+}

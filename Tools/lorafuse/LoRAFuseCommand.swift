@@ -1,0 +1,23 @@
+import ArgumentParser
+import LoRAFuse
+import LoRAFuseBackends
+
+@main
+struct LoRAFuseCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lorafuse",
+        abstract: "Run FLUX-style diffusion transformers with several LoRAs fused, on CPU or Vulkan.",
+        version: "0.1.0",
+        subcommands: [BackendsCommand.self, InspectCommand.self]
+    )
+
+    static func main() {
+        BuiltinBackends.register()
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
