@@ -1,0 +1,41 @@
+/// SplitMix64: a tiny, fast, reproducible generator for test data and default noise.
+public struct SeededRandom: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform values in `range`, as a tensor of `dtype` (rounded once to it).
+    public mutating func tensor(_ shape: Shape, dtype: DType = .float32, in range: ClosedRange<Double> = -1...1) -> HostTensor {
+        let values = (0..<shape.elementCount).map { _ in Double(Float(Double.random(in: range, using: &self))) }
+        return HostTensor(shape: shape, dtype: dtype, values: values)
+    }
+}
+
+/// Relative error as DESIGN.md defines it: max|actual − expected| / max|expected|.
+/// Positions where both are NaN agree; a NaN on one side only is an infinite error.
+public func relativeError(actual: [Float], expected: [Double]) -> Double {
+    precondition(actual.count == expected.count, "comparing \(actual.count) values with \(expected.count)")
+    var worst = 0.0, scale = 0.0
+    for (a, e) in zip(actual, expected) {
+        if e.isNaN || a.isNaN {
+            if e.isNaN != a.isNaN { return .infinity }
+            continue
+        }
+        if e.isInfinite || a.isInfinite {
+            if Double(a) != e { return .infinity }
+            continue
+        }
+        worst = max(worst, abs(Double(a) - e))
+        scale = max(scale, abs(e))
+    }
+    if scale == 0 { return worst }
+    return worst / scale
+}

@@ -1,0 +1,68 @@
+import Testing
+import LoRAFuse
+import LoRAFuseBackends
+import LoRAFuseCPU
+
+@Suite struct BackendBehaviourTests {
+    @Test func registryListsAnAvailableCPUBackend() throws {
+        BuiltinBackends.register()
+        let plugin = try BackendRegistry.shared.plugin(named: "cpu")
+        #expect(plugin.availability().devices.count == 1)
+        let backend = try BackendRegistry.shared.makeBackend(named: "cpu")
+        #expect(backend.name == "cpu")
+        #expect(backend.capabilities.ops == Set(OpKind.allCases))
+        #expect(throws: BackendError.self) { try BackendRegistry.shared.makeBackend(named: "tpu") }
+        #expect(throws: BackendError.noSuchDevice(backend: "cpu", index: 3, count: 1)) {
+            try BackendRegistry.shared.makeBackend(named: "cpu", deviceIndex: 3)
+        }
+    }
+
+    @Test(arguments: BackendsUnderTest.all.indices)
+    func rejectsMissingAndMistypedInputs(_ index: Int) throws {
+        let backend = BackendsUnderTest.all[index]
+        var graph = Graph()
+        let x = graph.input("x", [2, 3])
+        graph.markOutput(try graph.scale(x, 2))
+        #expect(throws: BackendError.missingInput(name: "x", expected: TensorType([2, 3]))) {
+            try backend.execute(graph, inputs: [:])
+        }
+        let wrong = HostTensor(shape: [3, 2], floats: [1, 2, 3, 4, 5, 6])
+        #expect(throws: BackendError.inputTypeMismatch(name: "x", expected: TensorType([2, 3]), actual: TensorType([3, 2]))) {
+            try backend.execute(graph, inputs: ["x": wrong])
+        }
+    }
+
+    @Test(arguments: BackendsUnderTest.all.indices)
+    func outOfRangeTokenIdIsAnError(_ index: Int) throws {
+        let backend = BackendsUnderTest.all[index]
+        var graph = Graph()
+        let table = graph.parameter("table", HostTensor(shape: [4, 2], floats: Array(repeating: 1, count: 8)))
+        let ids = graph.input("ids", [3], .int64)
+        graph.markOutput(try graph.embedding(table: table, ids: ids))
+        let bad = HostTensor(shape: [3], dtype: .int64, values: [0, 4, 1])
+        #expect(throws: BackendError.self) { try backend.execute(graph, inputs: ["ids": bad]) }
+    }
+
+    @Test(arguments: BackendsUnderTest.all.indices)
+    func chainedGraphKeepsIntermediatesAndTimings(_ index: Int) throws {
+        let backend = BackendsUnderTest.all[index]
+        var random = SeededRandom(seed: 5)
+        var graph = Graph()
+        let x = graph.input("x", [2, 5, 12])
+        let w = graph.parameter("w", random.tensor([24, 12], dtype: .bfloat16))
+        let bias = graph.parameter("b", random.tensor([24]))
+        let hidden = try graph.gelu(graph.linear(x, weight: w, bias: bias), approximateTanh: true)
+        let heads = try graph.reshape(hidden, [2, 5, 3, 8])
+        let attended = try graph.attention(query: heads, key: heads, value: heads)
+        let output = try graph.layerNorm(graph.reshape(attended, [2, 5, 24]))
+        graph.markOutput(output)
+        let inputs = ["x": random.tensor([2, 5, 12])]
+        let result = try backend.execute(graph, inputs: inputs, options: ExecutionOptions(recordTimings: true, keepIntermediates: true))
+        #expect(result.intermediates.count == graph.nodes.count)
+        #expect(result.nodeSeconds.count == graph.nodes.count)
+        let expected = try ReferenceEvaluator.evaluate(graph, inputs: inputs)[0]
+        #expect(relativeError(actual: result.outputs[0].floats(), expected: expected.values) <= 1e-4)
+        let buffer = try backend.upload(inputs["x"]!)
+        #expect(try backend.download(buffer).floats() == inputs["x"]!.floats())
+    }
+}

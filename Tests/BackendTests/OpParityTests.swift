@@ -1,0 +1,28 @@
+import Testing
+import LoRAFuse
+
+extension OpCase: CustomTestStringConvertible {
+    public var testDescription: String { name }
+}
+
+/// Every op of the catalogue on every backend against the float64 reference evaluator.
+@Suite struct OpParityTests {
+    @Test(arguments: OpCaseCatalog.all())
+    func matchesFloat64Reference(_ opCase: OpCase) throws {
+        let expected = try ReferenceEvaluator.evaluate(opCase.graph, inputs: opCase.inputs)[0]
+        #expect(!BackendsUnderTest.all.isEmpty)
+        for backend in BackendsUnderTest.all {
+            let result = try backend.execute(opCase.graph, inputs: opCase.inputs)
+            let output = result.outputs[0]
+            #expect(output.shape == expected.shape, "\(BackendsUnderTest.label(backend))")
+            let error = relativeError(actual: output.floats(), expected: expected.values)
+            #expect(error <= opCase.tolerance, "\(BackendsUnderTest.label(backend)): relative error \(error) > \(opCase.tolerance)")
+        }
+    }
+
+    @Test func catalogueCoversEveryComputeOp() {
+        let covered = Set(OpCaseCatalog.all().map(\.op))
+        let leaves: Set<OpKind> = [.input, .parameter]
+        #expect(covered.union(leaves) == Set(OpKind.allCases))
+    }
+}
