@@ -80,7 +80,8 @@ import Testing
             let tensor = try file.tensor(named: name)
             #expect(tensor.dtype.name == description["dtype"] as! String, "\(name)")
             #expect(tensor.shape.dimensions == description["shape"] as! [Int], "\(name)")
-            let expected = (description["values"] as! [Any]).map { ($0 as? NSNumber)?.doubleValue ?? .nan }
+            // Values are written as exact hex floats ("0x1.8p+1"), "nan", "inf" or "-inf".
+            let expected = (description["values"] as! [String]).map { Double($0)! }
             let actual = tensor.doubles()
             #expect(actual.count == expected.count)
             for (a, e) in zip(actual, expected) {
