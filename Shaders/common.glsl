@@ -1,0 +1,51 @@
+// Shared helpers for LoRAFuse compute shaders (GLSL 450, Vulkan 1.1).
+#extension GL_EXT_control_flow_attributes : enable
+
+// 1-D work is dispatched as a 2-D grid so counts past maxComputeWorkGroupCount[0] (65535)
+// still fit: the host splits the group count into x ≤ 65535 and y.
+uint flat_workgroup() { return gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x; }
+uint flat_invocation() { return flat_workgroup() * gl_WorkGroupSize.x + gl_LocalInvocationID.x; }
+
+// Narrow floats are stored two to a 32-bit word (little-endian: element 0 in the low half).
+float half_at(uint word, uint which) { return unpackHalf2x16(word)[which]; }
+float bfloat_at(uint word, uint which) { return uintBitsToFloat(which == 0u ? (word << 16) : (word & 0xFFFF0000u)); }
+
+// float32 → bfloat16 bits, round to nearest even; NaN stays a quiet NaN.
+uint bfloat_bits(float value) {
+    uint bits = floatBitsToUint(value);
+    if (isnan(value)) return (bits >> 16) | 0x40u;
+    return (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+}
+
+// Dtype codes shared with the host (VulkanKernels.swift).
+const uint DTYPE_F32 = 0u;
+const uint DTYPE_F16 = 1u;
+const uint DTYPE_BF16 = 2u;
+const uint DTYPE_I32 = 3u;
+const uint DTYPE_I64 = 4u;
+
+// float32 → float16 bits, round to nearest even (packHalf2x16's rounding is left to the
+// implementation, so casts use this exact version).
+uint half_bits(float value) {
+    uint bits = floatBitsToUint(value);
+    uint sign = (bits >> 16) & 0x8000u;
+    int exponent = int((bits >> 23) & 0xFFu);
+    uint mantissa = bits & 0x7FFFFFu;
+    if (exponent == 0xFF) return mantissa == 0u ? (sign | 0x7C00u) : (sign | 0x7E00u | (mantissa >> 13));
+    int half_exponent = exponent - 112;
+    if (half_exponent >= 0x1F) return sign | 0x7C00u;
+    if (half_exponent <= 0) {
+        if (half_exponent < -10) return sign;
+        uint significand = mantissa | 0x800000u;
+        uint shift = uint(14 - half_exponent);
+        uint result = significand >> shift;
+        uint remainder = significand & ((1u << shift) - 1u);
+        uint halfway = 1u << (shift - 1u);
+        if (remainder > halfway || (remainder == halfway && (result & 1u) == 1u)) result += 1u;
+        return sign | result;
+    }
+    uint result = (uint(half_exponent) << 10) | (mantissa >> 13);
+    uint remainder = mantissa & 0x1FFFu;
+    if (remainder > 0x1000u || (remainder == 0x1000u && (result & 1u) == 1u)) result += 1u;
+    return sign | result;
+}

@@ -1,0 +1,51 @@
+#version 450
+// Conversions: embedding gathers (table rows of F32/F16/BF16 picked by I32/I64 ids) and
+// casts between F32, F16, BF16 and integer ids. Narrowing writes one 32-bit word (two
+// elements) per invocation so no two invocations share a word.
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(local_size_x = 256) in;
+layout(std430, binding = 0) readonly buffer InBuffer { uint in_words[]; };
+layout(std430, binding = 1) readonly buffer IdBuffer { uint id_words[]; };
+layout(std430, binding = 2) writeonly buffer OutBuffer { uint out_words[]; };
+
+layout(push_constant) uniform Parameters {
+    uint count;        // output elements (widening, gather) or output words (narrowing)
+    uint mode;         // 0 gather, 1 widen to F32, 2 narrow F32 → F16, 3 narrow F32 → BF16
+    uint in_dtype;     // DTYPE_* of the source (table or cast input)
+    uint id_dtype;     // DTYPE_I32 or DTYPE_I64
+    uint width;        // gather: row width
+    uint elements;     // narrowing: element count (the last word may hold one)
+} p;
+
+float load_element(uint index) {
+    switch (p.in_dtype) {
+        case DTYPE_F32: return uintBitsToFloat(in_words[index]);
+        case DTYPE_F16: return half_at(in_words[index >> 1], index & 1u);
+        case DTYPE_BF16: return bfloat_at(in_words[index >> 1], index & 1u);
+        case DTYPE_I32: return float(int(in_words[index]));
+        default: {
+            // I64 as two words; the value is widened from the low word and the sign of the high one.
+            uint low = in_words[2 * index], high = in_words[2 * index + 1];
+            return float(int(high)) * 4294967296.0 + float(low);
+        }
+    }
+}
+
+void main() {
+    uint index = flat_invocation();
+    if (index >= p.count) return;
+    if (p.mode == 0u) {
+        uint token = index / p.width, column = index % p.width;
+        uint id = p.id_dtype == DTYPE_I64 ? id_words[2 * token] : id_words[token];
+        out_words[index] = floatBitsToUint(load_element(id * p.width + column));
+    } else if (p.mode == 1u) {
+        out_words[index] = floatBitsToUint(load_element(index));
+    } else {
+        uint first = 2 * index;
+        float x = load_element(first);
+        float y = first + 1 < p.elements ? load_element(first + 1) : 0.0;
+        out_words[index] = p.mode == 2u ? (half_bits(x) | (half_bits(y) << 16)) : (bfloat_bits(x) | (bfloat_bits(y) << 16));
+    }
+}

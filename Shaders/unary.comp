@@ -1,0 +1,47 @@
+#version 450
+// Element-wise activations and scaling. GLSL has no erf, so exact GELU uses an erf with
+// |error| < 1.2e-7 (Numerical Recipes' erfc Chebyshev fit), far inside the 1e-4 tolerance.
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(local_size_x = 256) in;
+layout(std430, binding = 0) readonly buffer InBuffer { float in_data[]; };
+layout(std430, binding = 1) writeonly buffer OutBuffer { float out_data[]; };
+
+layout(push_constant) uniform Parameters {
+    uint count;
+    uint function;  // 0 gelu, 1 gelu-tanh, 2 quick-gelu, 3 silu, 4 sigmoid, 5 relu, 6 tanh, 7 scale
+    float factor;
+} p;
+
+float erf_approx(float x) {
+    float z = abs(x);
+    float t = 1.0 / (1.0 + 0.5 * z);
+    float r = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
+              t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 +
+              t * (-0.82215223 + t * 0.17087277)))))))));
+    return x >= 0.0 ? 1.0 - r : r - 1.0;
+}
+
+// tanh that stays finite for large |x| (some drivers compute it through exp overflow).
+float safe_tanh(float x) { return tanh(clamp(x, -15.0, 15.0)); }
+
+float sigmoid(float x) { return 1.0 / (1.0 + exp(-x)); }
+
+void main() {
+    uint index = flat_invocation();
+    if (index >= p.count) return;
+    float v = in_data[index];
+    float result;
+    switch (p.function) {
+        case 0u: result = 0.5 * v * (1.0 + erf_approx(v * 0.70710678118654752)); break;
+        case 1u: result = 0.5 * v * (1.0 + safe_tanh(0.79788456080286536 * (v + 0.044715 * v * v * v))); break;
+        case 2u: result = v * sigmoid(1.702 * v); break;
+        case 3u: result = v * sigmoid(v); break;
+        case 4u: result = sigmoid(v); break;
+        case 5u: result = max(v, 0.0); break;
+        case 6u: result = safe_tanh(v); break;
+        default: result = v * p.factor; break;
+    }
+    out_data[index] = result;
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Compiles Shaders/*.comp to the SPIR-V the Vulkan backend loads (Backends/Vulkan/SPIRV/),
+# one file per variant, and validates each with spirv-val. The .spv files are committed;
+# ShaderBuildTests recompiles them and fails if any differs from its source.
+#   usage: Tools/shaders/compile-shaders.sh [OUTPUT_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out="${1:-Backends/Vulkan/SPIRV}"
+mkdir -p "$out"
+
+compile() {  # name source [defines...]
+    local name="$1" source="$2"
+    shift 2
+    glslangValidator -V --target-env vulkan1.1 -IShaders "$@" "Shaders/$source" -o "$out/$name.spv" > /dev/null
+    spirv-val --target-env vulkan1.1 "$out/$name.spv"
+}
+
+for dtype in f32 f16 bf16; do
+    upper=$(echo "$dtype" | tr a-z A-Z)
+    compile "matmul_$dtype" matmul.comp "-DB_$upper"
+    compile "matmul_tiled_$dtype" matmul.comp "-DB_$upper" -DTILED
+done
+for shader in binary unary rowwise rope attention copy convert; do
+    compile "$shader" "$shader.comp"
+done
