@@ -35,10 +35,24 @@ let package = Package(
             path: "Backends/CPU",
             swiftSettings: simdKernelSettings
         ),
+        // Vulkan headers without prototypes and a dlopen loader (no link-time libvulkan).
+        .target(
+            name: "CVulkan",
+            path: "Backends/Vulkan/CVulkan",
+            linkerSettings: [.linkedLibrary("dl")]
+        ),
+        .target(
+            name: "LoRAFuseVulkan",
+            dependencies: ["LoRAFuse", "CVulkan"],
+            path: "Backends/Vulkan",
+            exclude: ["CVulkan"],
+            sources: ["Sources"],
+            resources: [.copy("SPIRV")]
+        ),
         // The list of built-in plugins, registered by the CLI and the tests.
         .target(
             name: "LoRAFuseBackends",
-            dependencies: ["LoRAFuse", "LoRAFuseCPU"],
+            dependencies: ["LoRAFuse", "LoRAFuseCPU", "LoRAFuseVulkan"],
             path: "Backends/Registry"
         ),
         .executableTarget(
@@ -56,7 +70,7 @@ let package = Package(
         ),
         .testTarget(
             name: "BackendTests",
-            dependencies: ["LoRAFuse", "LoRAFuseBackends", "LoRAFuseCPU"],
+            dependencies: ["LoRAFuse", "LoRAFuseBackends", "LoRAFuseCPU", "LoRAFuseVulkan"],
             path: "Tests/BackendTests"
         ),
     ]

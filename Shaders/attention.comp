@@ -4,10 +4,11 @@
 // query rows of one (batch, head); keys and values stream through shared memory 16 at a
 // time, and each invocation keeps an online softmax (running max, running sum, rescaled
 // accumulator) per query row.
+layout(local_size_x = 64) in;
+// common.glsl reads gl_WorkGroupSize, so it is included after the size is declared.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
-layout(local_size_x = 64) in;
 layout(constant_id = 0) const uint HEAD_DIM = 64;
 const uint KEY_TILE = 16;
 

@@ -1,10 +1,11 @@
 #version 450
 // out = a ∘ b (add, sub, mul, div) with numpy broadcasting: the host pads shapes to rank 6
 // and gives each operand's element strides, 0 along broadcast axes.
+layout(local_size_x = 256) in;
+// common.glsl reads gl_WorkGroupSize, so it is included after the size is declared.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
-layout(local_size_x = 256) in;
 layout(std430, binding = 0) readonly buffer ABuffer { float a_data[]; };
 layout(std430, binding = 1) readonly buffer BBuffer { float b_data[]; };
 layout(std430, binding = 2) writeonly buffer OutBuffer { float out_data[]; };

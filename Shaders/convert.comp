@@ -2,10 +2,11 @@
 // Conversions: embedding gathers (table rows of F32/F16/BF16 picked by I32/I64 ids) and
 // casts between F32, F16, BF16 and integer ids. Narrowing writes one 32-bit word (two
 // elements) per invocation so no two invocations share a word.
+layout(local_size_x = 256) in;
+// common.glsl reads gl_WorkGroupSize, so it is included after the size is declared.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
-layout(local_size_x = 256) in;
 layout(std430, binding = 0) readonly buffer InBuffer { uint in_words[]; };
 layout(std430, binding = 1) readonly buffer IdBuffer { uint id_words[]; };
 layout(std430, binding = 2) writeonly buffer OutBuffer { uint out_words[]; };

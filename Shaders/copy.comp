@@ -1,10 +1,11 @@
 #version 450
 // Strided copy of 32-bit elements over a rank-6 iteration space: permute (input strides
 // reordered), slice (input offset), concat (output offset and strides of the whole).
+layout(local_size_x = 256) in;
+// common.glsl reads gl_WorkGroupSize, so it is included after the size is declared.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
-layout(local_size_x = 256) in;
 layout(std430, binding = 0) readonly buffer InBuffer { uint in_data[]; };
 layout(std430, binding = 1) buffer OutBuffer { uint out_data[]; };
 

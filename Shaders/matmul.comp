@@ -8,10 +8,11 @@
 //    slices, TM×TN outputs per invocation — the layout real GPUs reward.
 //  - registers: each invocation computes TM×TN outputs straight from memory with clamped
 //    (branch-free) loads — what Mesa's lavapipe, a CPU rasteriser, runs fastest.
+layout(local_size_x = 8, local_size_y = 8, local_size_z = 1) in;
+// common.glsl reads gl_WorkGroupSize, so it is included after the size is declared.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
-layout(local_size_x = 8, local_size_y = 8, local_size_z = 1) in;
 layout(constant_id = 0) const uint TM = 8;
 layout(constant_id = 1) const uint TN = 8;
 

@@ -1,10 +1,11 @@
 #version 450
 // FLUX rotary embedding on x [B, L, H, D]: pair (x[2i], x[2i+1]) of every head at
 // position l is rotated by (cos, sin)[l, i].
+layout(local_size_x = 256) in;
+// common.glsl reads gl_WorkGroupSize, so it is included after the size is declared.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
-layout(local_size_x = 256) in;
 layout(std430, binding = 0) readonly buffer XBuffer { float x[]; };
 layout(std430, binding = 1) readonly buffer CosBuffer { float cos_table[]; };
 layout(std430, binding = 2) readonly buffer SinBuffer { float sin_table[]; };

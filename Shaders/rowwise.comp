@@ -2,10 +2,11 @@
 // Row-wise ops over the last axis, one workgroup per row with a shared-memory reduction:
 // softmax (max-subtracted), LayerNorm (two-pass mean and centred variance, optional
 // affine), RMSNorm (optional weight).
+layout(local_size_x = 128) in;
+// common.glsl reads gl_WorkGroupSize, so it is included after the size is declared.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
-layout(local_size_x = 128) in;
 layout(std430, binding = 0) readonly buffer InBuffer { float in_data[]; };
 layout(std430, binding = 1) readonly buffer WeightBuffer { float weight[]; };
 layout(std430, binding = 2) readonly buffer BiasBuffer { float bias[]; };

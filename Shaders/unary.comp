@@ -1,10 +1,11 @@
 #version 450
 // Element-wise activations and scaling. GLSL has no erf, so exact GELU uses an erf with
 // |error| < 1.2e-7 (Numerical Recipes' erfc Chebyshev fit), far inside the 1e-4 tolerance.
+layout(local_size_x = 256) in;
+// common.glsl reads gl_WorkGroupSize, so it is included after the size is declared.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
-layout(local_size_x = 256) in;
 layout(std430, binding = 0) readonly buffer InBuffer { float in_data[]; };
 layout(std430, binding = 1) writeonly buffer OutBuffer { float out_data[]; };
 

@@ -3,7 +3,7 @@ import LoRAFuse
 import LoRAFuseBackends
 import LoRAFuseCPU
 
-@Suite struct BackendBehaviourTests {
+@Suite(.serialized) struct BackendBehaviourTests {
     @Test func registryListsAnAvailableCPUBackend() throws {
         BuiltinBackends.register()
         let plugin = try BackendRegistry.shared.plugin(named: "cpu")

@@ -2,10 +2,13 @@ import Foundation
 import LoRAFuse
 import LoRAFuseBackends
 import LoRAFuseCPU
+import LoRAFuseVulkan
 
 /// Every backend the parity tests run on: each registered plugin that is available here,
-/// plus the CPU backend with its built-in kernels only (BLAS off), so both matmul paths
-/// are checked. A new backend plugin inherits every test by being registered.
+/// plus the variants a device would otherwise hide — the CPU backend with its built-in
+/// kernels (BLAS off) and the Vulkan backend with the matmul kernel its device does not
+/// pick by default (so lavapipe also checks the shared-memory GPU kernel). A new backend
+/// plugin inherits every test by being registered.
 enum BackendsUnderTest {
     static let all: [any Backend] = {
         BuiltinBackends.register()
@@ -15,13 +18,19 @@ enum BackendsUnderTest {
                 if let backend = try? plugin.makeBackend(deviceIndex: device.index) { backends.append(backend) }
             }
         }
-        let builtIn = CPUBackend(configuration: .init(useBLAS: false))
-        if backends.contains(where: { ($0 as? CPUBackend)?.usesBLAS == true }) { backends.append(builtIn) }
+        if backends.contains(where: { ($0 as? CPUBackend)?.usesBLAS == true }) {
+            backends.append(CPUBackend(configuration: .init(useBLAS: false)))
+        }
+        for case let vulkan as VulkanBackend in backends {
+            let other: VulkanBackend.MatmulVariant = vulkan.effectiveMatmulVariant == .tiled ? .registers : .tiled
+            if let variant = try? VulkanBackend(deviceIndex: vulkan.device.index, matmulVariant: other) { backends.append(variant) }
+        }
         return backends
     }()
 
     static func label(_ backend: any Backend) -> String {
         if let cpu = backend as? CPUBackend { return cpu.usesBLAS ? "cpu+blas" : "cpu" }
+        if let vulkan = backend as? VulkanBackend { return "vulkan:\(vulkan.device.index)(\(vulkan.effectiveMatmulVariant.rawValue))" }
         return "\(backend.name):\(backend.device.index)"
     }
 }

@@ -6,7 +6,9 @@ extension OpCase: CustomTestStringConvertible {
 }
 
 /// Every op of the catalogue on every backend against the float64 reference evaluator.
-@Suite struct OpParityTests {
+/// Serialized: the cases share one device per backend, and lavapipe slows to a crawl when
+/// many test tasks block on its queue at once.
+@Suite(.serialized) struct OpParityTests {
     @Test(arguments: OpCaseCatalog.all())
     func matchesFloat64Reference(_ opCase: OpCase) throws {
         let expected = try ReferenceEvaluator.evaluate(opCase.graph, inputs: opCase.inputs)[0]

@@ -49,6 +49,7 @@
     X(vkDestroyCommandPool) \
     X(vkAllocateCommandBuffers) \
     X(vkResetCommandBuffer) \
+    X(vkFreeCommandBuffers) \
     X(vkBeginCommandBuffer) \
     X(vkEndCommandBuffer) \
     X(vkCmdBindPipeline) \

@@ -1,0 +1,135 @@
+import CVulkan
+import Foundation
+import LoRAFuse
+
+/// A tensor resident on the Vulkan device.
+final class VulkanTensorBuffer: BackendBuffer, @unchecked Sendable {
+    let type: TensorType
+    let range: VulkanRange
+    let arena: VulkanArena
+    init(type: TensorType, range: VulkanRange, arena: VulkanArena) {
+        self.type = type
+        self.range = range
+        self.arena = arena
+    }
+}
+
+/// The Vulkan compute backend: every graph op as a GLSL kernel (SPIR-V built from
+/// Shaders/), the whole graph recorded into one command buffer and submitted once,
+/// pipelines created once per (shader, specialization) and weights uploaded once.
+public final class VulkanBackend: Backend, @unchecked Sendable {
+    /// Which matmul kernel to use: register blocking without shared memory (fastest on
+    /// lavapipe, a CPU device) or shared-memory tiles (real GPUs). `automatic` picks by device type.
+    public enum MatmulVariant: String, Sendable, CaseIterable {
+        case automatic, registers, tiled
+    }
+
+    public let name = "vulkan"
+    public let device: DeviceInfo
+    public let capabilities = BackendCapabilities(ops: Set(OpKind.allCases), weightTypes: DType.weightTypes)
+    public let matmulVariant: MatmulVariant
+    let context: VulkanDevice
+    private let lock = NSLock()
+    /// Weights uploaded once, keyed by the bytes they came from.
+    private var weights: [WeightKey: VulkanRange] = [:]
+    private lazy var weightArena = VulkanArena(device: context, hostVisible: false, expectedBytes: 64 << 20)
+    private var retainedWeightStorage: [TensorStorage] = []
+
+    struct WeightKey: Hashable {
+        let address: UInt
+        let byteCount: Int
+    }
+
+    public init(deviceIndex: Int = 0, matmulVariant: MatmulVariant = .automatic) throws {
+        let instance = VulkanInstance.shared
+        if let failure = instance.failure { throw BackendError.unavailable(name: "vulkan", reason: failure) }
+        guard instance.physicalDevices.indices.contains(deviceIndex) else {
+            throw BackendError.noSuchDevice(backend: "vulkan", index: deviceIndex, count: instance.physicalDevices.count)
+        }
+        let physical = instance.physicalDevices[deviceIndex]
+        context = try VulkanDevice(instance: instance, physicalDevice: physical)
+        device = instance.describe(physical, index: deviceIndex)
+        self.matmulVariant = matmulVariant
+    }
+
+    /// The variant `automatic` resolves to on this device.
+    public var effectiveMatmulVariant: MatmulVariant {
+        matmulVariant != .automatic ? matmulVariant : (context.isCPUDevice ? .registers : .tiled)
+    }
+
+    public var pipelineCount: Int { lock.withLock { context.pipelineCount } }
+
+    // MARK: Buffers
+
+    public func upload(_ tensor: HostTensor) throws -> any BackendBuffer {
+        try lock.withLock {
+            let arena = VulkanArena(device: context, hostVisible: false, expectedBytes: tensor.byteCount)
+            let range = try arena.allocate(tensor.byteCount)
+            try writeHost(tensor, to: range)
+            return VulkanTensorBuffer(type: tensor.type, range: range, arena: arena)
+        }
+    }
+
+    public func download(_ buffer: any BackendBuffer) throws -> HostTensor {
+        guard let buffer = buffer as? VulkanTensorBuffer else { throw BackendError.foreignBuffer(backend: name) }
+        return try lock.withLock { try readHost(buffer.range, type: buffer.type) }
+    }
+
+    /// Copies host bytes into a device range: directly when mapped, else via a staging copy.
+    private func writeHost(_ tensor: HostTensor, to range: VulkanRange) throws {
+        if let mapped = range.buffer.mapped {
+            tensor.withUnsafeBytes { bytes in
+                if let base = bytes.baseAddress { (mapped + range.offset).copyMemory(from: base, byteCount: bytes.count) }
+            }
+            return
+        }
+        let staging = try VulkanBuffer(device: context, size: max(tensor.byteCount, 4), hostVisible: true)
+        tensor.withUnsafeBytes { bytes in
+            if let base = bytes.baseAddress { staging.mapped!.copyMemory(from: base, byteCount: bytes.count) }
+        }
+        let recorder = try VulkanCommandRecorder(device: context, maximumDispatches: 1, timestamps: 0)
+        recorder.copy(from: VulkanRange(buffer: staging, offset: 0, size: tensor.byteCount), to: range, size: tensor.byteCount)
+        _ = try recorder.submitAndWait()
+    }
+
+    private func readHost(_ range: VulkanRange, type: TensorType) throws -> HostTensor {
+        if let mapped = range.buffer.mapped {
+            return HostTensor(shape: type.shape, dtype: type.dtype) { buffer in
+                if let base = buffer.baseAddress { base.copyMemory(from: mapped + range.offset, byteCount: buffer.count) }
+            }
+        }
+        let staging = try VulkanBuffer(device: context, size: max(type.byteCount, 4), hostVisible: true)
+        let recorder = try VulkanCommandRecorder(device: context, maximumDispatches: 1, timestamps: 0)
+        recorder.copy(from: range, to: VulkanRange(buffer: staging, offset: 0, size: type.byteCount), size: type.byteCount)
+        _ = try recorder.submitAndWait()
+        return HostTensor(shape: type.shape, dtype: type.dtype) { buffer in
+            if let base = buffer.baseAddress { base.copyMemory(from: staging.mapped!, byteCount: buffer.count) }
+        }
+    }
+
+    /// The device copy of a weight, uploading it the first time it is seen.
+    private func residentWeight(_ tensor: HostTensor) throws -> VulkanRange {
+        let key = WeightKey(address: UInt(bitPattern: tensor.storage.baseAddress + tensor.byteOffset), byteCount: tensor.byteCount)
+        if let cached = weights[key] { return cached }
+        let range = try weightArena.allocate(tensor.byteCount)
+        try writeHost(tensor, to: range)
+        weights[key] = range
+        // Keep the source alive so its address cannot be reused by another weight.
+        retainedWeightStorage.append(tensor.storage)
+        return range
+    }
+
+    // MARK: Execution
+
+    public func execute(_ graph: Graph, inputs: [String: HostTensor], options: ExecutionOptions) throws -> ExecutionResult {
+        try validate(graph, inputs: inputs)
+        return try lock.withLock {
+            try VulkanGraphExecution(backend: self, graph: graph, inputs: inputs, options: options).run()
+        }
+    }
+
+    // Entry points for VulkanGraphExecution (called with the lock held).
+    func weightRange(_ tensor: HostTensor) throws -> VulkanRange { try residentWeight(tensor) }
+    func write(_ tensor: HostTensor, to range: VulkanRange) throws { try writeHost(tensor, to: range) }
+    func read(_ range: VulkanRange, type: TensorType) throws -> HostTensor { try readHost(range, type: type) }
+}

@@ -1,0 +1,170 @@
+import CVulkan
+import Foundation
+import LoRAFuse
+
+/// Records a whole graph into one command buffer: one dispatch per op, a compute→compute
+/// memory barrier after each, optional timestamps; then submits once and waits.
+final class VulkanCommandRecorder {
+    let device: VulkanDevice
+    let commandBuffer: VkCommandBuffer
+    private let descriptorPool: VkDescriptorPool
+    private var queryPool: VkQueryPool?
+    private var queryCount: UInt32 = 0
+    private(set) var timestampLabels: [Int] = []
+    private(set) var dispatchCount = 0
+
+    init(device: VulkanDevice, maximumDispatches: Int, timestamps: Int) throws {
+        self.device = device
+        let functions = device.functions
+        var poolSize = VkDescriptorPoolSize(type: VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, descriptorCount: UInt32(max(1, maximumDispatches) * 5))
+        var poolInfo = VkDescriptorPoolCreateInfo()
+        poolInfo.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO
+        poolInfo.maxSets = UInt32(max(1, maximumDispatches))
+        poolInfo.poolSizeCount = 1
+        var pool: VkDescriptorPool?
+        try withUnsafePointer(to: &poolSize) { sizePointer in
+            poolInfo.pPoolSizes = sizePointer
+            try check(functions.vkCreateDescriptorPool(device.device, &poolInfo, nil, &pool), "vkCreateDescriptorPool")
+        }
+        descriptorPool = pool!
+
+        var allocateInfo = VkCommandBufferAllocateInfo()
+        allocateInfo.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO
+        allocateInfo.commandPool = device.commandPool
+        allocateInfo.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY
+        allocateInfo.commandBufferCount = 1
+        var commandBuffer: VkCommandBuffer?
+        try check(functions.vkAllocateCommandBuffers(device.device, &allocateInfo, &commandBuffer), "vkAllocateCommandBuffers")
+        self.commandBuffer = commandBuffer!
+        var beginInfo = VkCommandBufferBeginInfo()
+        beginInfo.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO
+        beginInfo.flags = VkCommandBufferUsageFlags(VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT.rawValue)
+        try check(functions.vkBeginCommandBuffer(commandBuffer, &beginInfo), "vkBeginCommandBuffer")
+
+        if timestamps > 0 && device.timestampsSupported {
+            var queryInfo = VkQueryPoolCreateInfo()
+            queryInfo.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO
+            queryInfo.queryType = VK_QUERY_TYPE_TIMESTAMP
+            queryInfo.queryCount = UInt32(timestamps + 1)
+            var queries: VkQueryPool?
+            try check(functions.vkCreateQueryPool(device.device, &queryInfo, nil, &queries), "vkCreateQueryPool")
+            queryPool = queries
+            functions.vkCmdResetQueryPool(commandBuffer, queries, 0, UInt32(timestamps + 1))
+            writeTimestamp(label: -1)
+        }
+    }
+
+    deinit {
+        let functions = device.functions
+        if let queryPool { functions.vkDestroyQueryPool(device.device, queryPool, nil) }
+        functions.vkDestroyDescriptorPool(device.device, descriptorPool, nil)
+        var buffer: VkCommandBuffer? = commandBuffer
+        functions.vkFreeCommandBuffers(device.device, device.commandPool, 1, &buffer)
+    }
+
+    /// Marks the end of the work for node `label` (timestamps are taken between marks).
+    func writeTimestamp(label: Int) {
+        guard let queryPool else { return }
+        device.functions.vkCmdWriteTimestamp(commandBuffer, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queryPool, queryCount)
+        queryCount += 1
+        timestampLabels.append(label)
+    }
+
+    /// Binds `buffers` to bindings 0…n−1, pushes `constants`, dispatches `groups`.
+    func dispatch(_ pipeline: VulkanPipeline, _ buffers: [VulkanRange], constants: [UInt32], groups: (Int, Int, Int)) throws {
+        precondition(buffers.count == pipeline.bindingCount, "\(pipeline.name): \(buffers.count) buffers for \(pipeline.bindingCount) bindings")
+        precondition(constants.count * 4 <= VulkanPipeline.pushConstantSize)
+        guard groups.0 > 0, groups.1 > 0, groups.2 > 0 else { return }
+        let functions = device.functions
+        let limits = device.limits
+        let maximum = withUnsafeBytes(of: limits.maxComputeWorkGroupCount) { Array($0.bindMemory(to: UInt32.self)) }
+        guard groups.0 <= Int(maximum[0]), groups.1 <= Int(maximum[1]), groups.2 <= Int(maximum[2]) else {
+            throw BackendError.deviceFailure(backend: "vulkan", reason: "\(pipeline.name): \(groups) workgroups exceed the device limit \(maximum)")
+        }
+        var setLayout: VkDescriptorSetLayout? = pipeline.setLayout
+        var allocateInfo = VkDescriptorSetAllocateInfo()
+        allocateInfo.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO
+        allocateInfo.descriptorPool = descriptorPool
+        allocateInfo.descriptorSetCount = 1
+        var set: VkDescriptorSet?
+        try withUnsafePointer(to: &setLayout) { layoutPointer in
+            allocateInfo.pSetLayouts = layoutPointer
+            try check(functions.vkAllocateDescriptorSets(device.device, &allocateInfo, &set), "vkAllocateDescriptorSets")
+        }
+        var infos = buffers.map { VkDescriptorBufferInfo(buffer: $0.buffer.buffer, offset: VkDeviceSize($0.offset), range: VkDeviceSize($0.size)) }
+        infos.withUnsafeBufferPointer { infoPointer in
+            var writes = (0..<buffers.count).map { index -> VkWriteDescriptorSet in
+                var write = VkWriteDescriptorSet()
+                write.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET
+                write.dstSet = set
+                write.dstBinding = UInt32(index)
+                write.descriptorCount = 1
+                write.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER
+                write.pBufferInfo = infoPointer.baseAddress! + index
+                return write
+            }
+            functions.vkUpdateDescriptorSets(device.device, UInt32(writes.count), &writes, 0, nil)
+        }
+        functions.vkCmdBindPipeline(commandBuffer, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.pipeline)
+        functions.vkCmdBindDescriptorSets(commandBuffer, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.layout, 0, 1, &set, 0, nil)
+        var words = constants
+        if !words.isEmpty {
+            functions.vkCmdPushConstants(commandBuffer, pipeline.layout, VkShaderStageFlags(VK_SHADER_STAGE_COMPUTE_BIT.rawValue),
+                                         0, UInt32(words.count * 4), &words)
+        }
+        functions.vkCmdDispatch(commandBuffer, UInt32(groups.0), UInt32(groups.1), UInt32(groups.2))
+        dispatchCount += 1
+        barrier(from: VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                to: VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VkAccessFlagBits(VK_ACCESS_SHADER_READ_BIT.rawValue | VK_ACCESS_SHADER_WRITE_BIT.rawValue))
+    }
+
+    /// 1-D work of `count` items in workgroups of `localSize`, folded into a 2-D grid
+    /// (see `flat_workgroup()` in common.glsl).
+    static func groups1D(_ count: Int, localSize: Int) -> (Int, Int, Int) {
+        let total = (count + localSize - 1) / localSize
+        if total <= 65535 { return (total, 1, 1) }
+        return (65535, (total + 65534) / 65535, 1)
+    }
+
+    func copy(from source: VulkanRange, to destination: VulkanRange, size: Int) {
+        var region = VkBufferCopy(srcOffset: VkDeviceSize(source.offset), dstOffset: VkDeviceSize(destination.offset), size: VkDeviceSize(size))
+        device.functions.vkCmdCopyBuffer(commandBuffer, source.buffer.buffer, destination.buffer.buffer, 1, &region)
+    }
+
+    func barrier(from sourceStage: VkPipelineStageFlagBits, _ sourceAccess: VkAccessFlagBits,
+                 to destinationStage: VkPipelineStageFlagBits, _ destinationAccess: VkAccessFlagBits) {
+        var memoryBarrier = VkMemoryBarrier()
+        memoryBarrier.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER
+        memoryBarrier.srcAccessMask = VkAccessFlags(sourceAccess.rawValue)
+        memoryBarrier.dstAccessMask = VkAccessFlags(destinationAccess.rawValue)
+        device.functions.vkCmdPipelineBarrier(commandBuffer, VkPipelineStageFlags(sourceStage.rawValue),
+                                              VkPipelineStageFlags(destinationStage.rawValue), 0, 1, &memoryBarrier, 0, nil, 0, nil)
+    }
+
+    /// Ends recording, submits once, waits for completion; returns seconds per timestamp label.
+    func submitAndWait() throws -> [(label: Int, seconds: Double)] {
+        let functions = device.functions
+        try check(functions.vkEndCommandBuffer(commandBuffer), "vkEndCommandBuffer")
+        var fenceInfo = VkFenceCreateInfo()
+        fenceInfo.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO
+        var fence: VkFence?
+        try check(functions.vkCreateFence(device.device, &fenceInfo, nil, &fence), "vkCreateFence")
+        defer { functions.vkDestroyFence(device.device, fence, nil) }
+        var buffer: VkCommandBuffer? = commandBuffer
+        try withUnsafePointer(to: &buffer) { bufferPointer in
+            var submit = VkSubmitInfo()
+            submit.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO
+            submit.commandBufferCount = 1
+            submit.pCommandBuffers = bufferPointer
+            try check(functions.vkQueueSubmit(device.queue, 1, &submit, fence), "vkQueueSubmit")
+        }
+        try check(functions.vkWaitForFences(device.device, 1, &fence, VkBool32(VK_TRUE), UInt64.max), "vkWaitForFences")
+        guard let queryPool, queryCount > 1 else { return [] }
+        var stamps = [UInt64](repeating: 0, count: Int(queryCount))
+        try check(functions.vkGetQueryPoolResults(device.device, queryPool, 0, queryCount, stamps.count * 8, &stamps, 8,
+                                                  VkQueryResultFlags(VK_QUERY_RESULT_64_BIT.rawValue | VK_QUERY_RESULT_WAIT_BIT.rawValue)),
+                  "vkGetQueryPoolResults")
+        let period = Double(device.limits.timestampPeriod) * 1e-9
+        return (1..<stamps.count).map { (timestampLabels[$0], Double(stamps[$0] &- stamps[$0 - 1]) * period) }
+    }
+}

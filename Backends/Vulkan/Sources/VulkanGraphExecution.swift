@@ -1,0 +1,164 @@
+import CVulkan
+import Foundation
+import LoRAFuse
+
+/// One execution of a graph on the Vulkan backend: plans memory, records every node into
+/// one command buffer, submits once, reads the outputs back.
+struct VulkanGraphExecution {
+    let backend: VulkanBackend
+    let graph: Graph
+    let inputs: [String: HostTensor]
+    let options: ExecutionOptions
+    var device: VulkanDevice { backend.context }
+
+    init(backend: VulkanBackend, graph: Graph, inputs: [String: HostTensor], options: ExecutionOptions) {
+        self.backend = backend
+        self.graph = graph
+        self.inputs = inputs
+        self.options = options
+    }
+
+    func run() throws -> ExecutionResult {
+        try checkSupport()
+        let expected = graph.nodes.reduce(0) { $0 + (($1.type.byteCount + 255) & ~255) }
+        let arena = VulkanArena(device: device, hostVisible: false, expectedBytes: expected)
+        var ranges = [VulkanRange?](repeating: nil, count: graph.nodes.count)
+        var uploads: [(HostTensor, VulkanRange)] = []
+        for node in graph.nodes {
+            switch node.op {
+            case .parameter:
+                ranges[node.id] = try backend.weightRange(graph.parameters[node.id]!)
+            case let .input(name):
+                let range = try arena.allocate(node.type.byteCount)
+                ranges[node.id] = range
+                uploads.append((inputs[name]!, range))
+            case .reshape:
+                ranges[node.id] = ranges[node.inputs[0]]
+            default:
+                ranges[node.id] = try arena.allocate(node.type.byteCount)
+            }
+        }
+        // Unified memory: inputs are written in place. Otherwise one staging buffer carries
+        // every input up and every result down, with copies recorded around the kernels.
+        let readBack = options.keepIntermediates ? graph.nodes.map(\.id) : graph.outputs
+        var staging: VulkanBuffer?
+        var stagingOffsets: [Int: Int] = [:]
+        if !device.unifiedMemory {
+            var total = 0
+            for (tensor, _) in uploads { total += (tensor.byteCount + 15) & ~15 }
+            for id in readBack { stagingOffsets[id] = total; total += (graph.nodes[id].type.byteCount + 15) & ~15 }
+            staging = try VulkanBuffer(device: device, size: max(total, 16), hostVisible: true)
+        }
+        let recorder = try VulkanCommandRecorder(device: device, maximumDispatches: dispatchEstimate(),
+                                                 timestamps: options.recordTimings ? graph.nodes.count : 0)
+        if let staging {
+            var offset = 0
+            for (tensor, range) in uploads {
+                tensor.withUnsafeBytes { bytes in
+                    if let base = bytes.baseAddress { (staging.mapped! + offset).copyMemory(from: base, byteCount: bytes.count) }
+                }
+                if tensor.byteCount > 0 { recorder.copy(from: VulkanRange(buffer: staging, offset: offset, size: tensor.byteCount), to: range, size: tensor.byteCount) }
+                offset += (tensor.byteCount + 15) & ~15
+            }
+            recorder.barrier(from: VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                             to: VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT)
+        } else {
+            for (tensor, range) in uploads { try backend.write(tensor, to: range) }
+        }
+
+        let kernels = VulkanKernels(device: device, recorder: recorder, matmulVariant: backend.effectiveMatmulVariant)
+        for node in graph.nodes {
+            let operands = node.inputs.map { (ranges[$0]!, graph.nodes[$0].type) }
+            try kernels.record(node, operands: operands, output: ranges[node.id]!)
+            recorder.writeTimestamp(label: node.id)
+        }
+        if let staging {
+            recorder.barrier(from: VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                             to: VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT)
+            for id in readBack where graph.nodes[id].type.byteCount > 0 {
+                let size = graph.nodes[id].type.byteCount
+                recorder.copy(from: ranges[id]!, to: VulkanRange(buffer: staging, offset: stagingOffsets[id]!, size: size), size: size)
+            }
+        }
+        let start = DispatchTime.now().uptimeNanoseconds
+        let timings = try recorder.submitAndWait()
+        let wall = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+
+        func value(_ id: Int) throws -> HostTensor {
+            let type = graph.nodes[id].type
+            if let staging {
+                return HostTensor(shape: type.shape, dtype: type.dtype) { buffer in
+                    if let base = buffer.baseAddress { base.copyMemory(from: staging.mapped! + stagingOffsets[id]!, byteCount: buffer.count) }
+                }
+            }
+            return try backend.read(ranges[id]!, type: type)
+        }
+        var result = ExecutionResult(outputs: try graph.outputs.map(value))
+        if options.keepIntermediates {
+            for node in graph.nodes { result.intermediates[node.id] = try value(node.id) }
+        }
+        if options.recordTimings {
+            if timings.isEmpty {
+                // No timestamp support: charge the whole submission to the last node.
+                for node in graph.nodes { result.nodeSeconds[node.id] = 0 }
+                if let last = graph.nodes.last { result.nodeSeconds[last.id] = wall }
+            } else {
+                for (label, seconds) in timings where label >= 0 { result.nodeSeconds[label, default: 0] += seconds }
+            }
+        }
+        return result
+    }
+
+    private func dispatchEstimate() -> Int {
+        graph.nodes.reduce(0) { count, node in
+            if case .concat = node.op { return count + node.inputs.count }
+            return count + 1
+        }
+    }
+
+    /// What this backend cannot run yet, reported before any work starts.
+    private func checkSupport() throws {
+        func unsupported(_ node: Node, _ why: String) -> BackendError {
+            .deviceFailure(backend: "vulkan", reason: "node %\(node.id) \(node.op.summary): \(why)")
+        }
+        let sharedMemory = Int(device.limits.maxComputeSharedMemorySize)
+        for node in graph.nodes {
+            switch node.op {
+            case .permute, .slice, .concat:
+                guard node.type.dtype.byteSize == 4 else { throw unsupported(node, "layout ops on \(node.type.dtype.name) are not implemented (4-byte types only)") }
+                guard node.type.shape.rank <= 6 else { throw unsupported(node, "rank \(node.type.shape.rank) > 6") }
+            case .binary:
+                guard node.type.shape.rank <= 6 else { throw unsupported(node, "rank \(node.type.shape.rank) > 6") }
+            case .matmul:
+                guard node.type.shape.rank <= 5 else { throw unsupported(node, "more than 3 batch axes") }
+            case .attention:
+                let headDim = node.type.shape[3]
+                guard 2 * 16 * headDim * 4 <= sharedMemory, headDim <= 256 else {
+                    throw unsupported(node, "head dimension \(headDim) needs more shared memory than the device has")
+                }
+            case .cast:
+                let source = graph.nodes[node.inputs[0]].type.dtype
+                guard [.float32, .float16, .bfloat16, .int32, .int64].contains(source) else {
+                    throw unsupported(node, "casting from \(source.name) is not implemented")
+                }
+            case .embedding:
+                // Ids come from inputs or parameters: check them on the host, since a
+                // kernel cannot report an out-of-range id.
+                let idsNode = graph.nodes[node.inputs[1]]
+                let ids: HostTensor
+                switch idsNode.op {
+                case let .input(name): ids = inputs[name]!
+                case .parameter: ids = graph.parameters[idsNode.id]!
+                default: throw unsupported(node, "ids must be a graph input or parameter")
+                }
+                let vocabulary = node.inputs.first.map { graph.nodes[$0].type.shape[0] } ?? 0
+                for (position, id) in ids.doubles().enumerated() where id < 0 || id >= Double(vocabulary) {
+                    throw BackendError.deviceFailure(backend: "vulkan", reason:
+                        "node %\(node.id) embedding: id \(Int(id)) at position \(position) is outside the table of \(vocabulary) rows")
+                }
+            default:
+                break
+            }
+        }
+    }
+}

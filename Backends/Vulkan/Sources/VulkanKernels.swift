@@ -1,0 +1,180 @@
+import CVulkan
+import LoRAFuse
+
+/// Maps each graph op to its shader, push constants and workgroup grid.
+struct VulkanKernels {
+    let device: VulkanDevice
+    let recorder: VulkanCommandRecorder
+    let matmulVariant: VulkanBackend.MatmulVariant
+
+    /// Dtype codes of common.glsl.
+    static func code(_ dtype: DType) -> UInt32 {
+        switch dtype {
+        case .float16: 1
+        case .bfloat16: 2
+        case .int32: 3
+        case .int64: 4
+        default: 0
+        }
+    }
+
+    /// Pads `dimensions`/`strides` at the front to rank 6 (extent 1, stride 0).
+    static func rank6(_ values: [Int], fill: Int) -> [UInt32] {
+        ([Int](repeating: fill, count: 6 - values.count) + values).map { UInt32($0) }
+    }
+
+    /// Element strides of `shape` broadcast to `outShape` (0 along broadcast axes).
+    static func broadcastStrides(_ shape: Shape, to outShape: Shape) -> [Int] {
+        let padded = [Int](repeating: 1, count: outShape.rank - shape.rank) + shape.dimensions
+        let strides = Shape(padded).strides
+        return (0..<outShape.rank).map { padded[$0] == 1 ? 0 : strides[$0] }
+    }
+
+    func record(_ node: Node, operands: [(VulkanRange, TensorType)], output: VulkanRange) throws {
+        let type = node.type
+        let count = type.shape.elementCount
+        switch node.op {
+        case .input, .parameter, .reshape:
+            return
+        case let .matmul(transposeA, transposeB):
+            try matmul(operands[0], operands[1], transposeA: transposeA, transposeB: transposeB, output: output, outShape: type.shape)
+        case let .binary(op):
+            let codes: [BinaryOperator: UInt32] = [.add: 0, .sub: 1, .mul: 2, .div: 3]
+            let constants = [UInt32(count), codes[op]!] + Self.rank6(type.shape.dimensions, fill: 1)
+                + Self.rank6(Self.broadcastStrides(operands[0].1.shape, to: type.shape), fill: 0)
+                + Self.rank6(Self.broadcastStrides(operands[1].1.shape, to: type.shape), fill: 0)
+            try recorder.dispatch(device.pipeline("binary", bindings: 3), [operands[0].0, operands[1].0, output],
+                                  constants: constants, groups: VulkanCommandRecorder.groups1D(count, localSize: 256))
+        case let .scale(factor):
+            try unary(7, factor: factor, operands[0].0, output, count)
+        case let .unary(function):
+            let codes: [UnaryFunction: UInt32] = [.gelu: 0, .geluTanh: 1, .quickGelu: 2, .silu: 3, .sigmoid: 4, .relu: 5, .tanh: 6]
+            try unary(codes[function]!, factor: 1, operands[0].0, output, count)
+        case .softmax:
+            try rowwise(mode: 0, operands, output, type.shape, epsilon: 0)
+        case let .layerNorm(epsilon):
+            try rowwise(mode: 1, operands, output, type.shape, epsilon: epsilon)
+        case let .rmsNorm(epsilon):
+            try rowwise(mode: 2, operands, output, type.shape, epsilon: epsilon)
+        case .rotaryEmbedding:
+            let shape = type.shape
+            let pairs = count / 2
+            try recorder.dispatch(device.pipeline("rope", bindings: 4), [operands[0].0, operands[1].0, operands[2].0, output],
+                                  constants: [UInt32(pairs), UInt32(shape[1]), UInt32(shape[2]), UInt32(shape[3] / 2)],
+                                  groups: VulkanCommandRecorder.groups1D(pairs, localSize: 256))
+        case let .attention(scale, causal):
+            try attention(operands, output: output, scale: scale, causal: causal)
+        case let .permute(order):
+            let input = operands[0].1.shape
+            let strides = input.strides
+            try copy(operands[0].0, output, dims: type.shape.dimensions, inStrides: order.map { strides[$0] },
+                     outStrides: type.shape.strides, inOffset: 0, outOffset: 0)
+        case let .slice(axis, start, _):
+            let strides = operands[0].1.shape.strides
+            try copy(operands[0].0, output, dims: type.shape.dimensions, inStrides: strides, outStrides: type.shape.strides,
+                     inOffset: start * strides[axis], outOffset: 0)
+        case let .concat(axis):
+            let outStrides = type.shape.strides
+            var offset = 0
+            for (range, partType) in operands {
+                try copy(range, output, dims: partType.shape.dimensions, inStrides: partType.shape.strides, outStrides: outStrides,
+                         inOffset: 0, outOffset: offset * outStrides[axis])
+                offset += partType.shape[axis]
+            }
+        case .embedding:
+            let table = operands[0], ids = operands[1]
+            try recorder.dispatch(device.pipeline("convert", bindings: 3), [table.0, ids.0, output],
+                                  constants: [UInt32(count), 0, Self.code(table.1.dtype), Self.code(ids.1.dtype), UInt32(table.1.shape[1]), 0],
+                                  groups: VulkanCommandRecorder.groups1D(count, localSize: 256))
+        case let .cast(target):
+            let source = operands[0]
+            if target == .float32 {
+                try recorder.dispatch(device.pipeline("convert", bindings: 3), [source.0, source.0, output],
+                                      constants: [UInt32(count), 1, Self.code(source.1.dtype), 0, 1, UInt32(count)],
+                                      groups: VulkanCommandRecorder.groups1D(count, localSize: 256))
+            } else {
+                let words = (count + 1) / 2
+                try recorder.dispatch(device.pipeline("convert", bindings: 3), [source.0, source.0, output],
+                                      constants: [UInt32(words), target == .float16 ? 2 : 3, Self.code(source.1.dtype), 0, 1, UInt32(count)],
+                                      groups: VulkanCommandRecorder.groups1D(words, localSize: 256))
+            }
+        }
+    }
+
+    private func unary(_ function: UInt32, factor: Float, _ input: VulkanRange, _ output: VulkanRange, _ count: Int) throws {
+        try recorder.dispatch(device.pipeline("unary", bindings: 2), [input, output],
+                              constants: [UInt32(count), function, factor.bitPattern],
+                              groups: VulkanCommandRecorder.groups1D(count, localSize: 256))
+    }
+
+    private func rowwise(mode: UInt32, _ operands: [(VulkanRange, TensorType)], _ output: VulkanRange, _ shape: Shape, epsilon: Float) throws {
+        let input = operands[0].0
+        let weight = operands.count > 1 ? operands[1].0 : input
+        let bias = operands.count > 2 ? operands[2].0 : input
+        let rows = shape.rowCount
+        try recorder.dispatch(device.pipeline("rowwise", bindings: 4), [input, weight, bias, output],
+                              constants: [UInt32(rows), UInt32(shape.last), mode, operands.count > 1 ? 1 : 0, epsilon.bitPattern],
+                              groups: VulkanCommandRecorder.groups1D(rows, localSize: 1))
+    }
+
+    private func copy(_ input: VulkanRange, _ output: VulkanRange, dims: [Int], inStrides: [Int], outStrides: [Int],
+                      inOffset: Int, outOffset: Int) throws {
+        let count = dims.reduce(1, *)
+        guard count > 0 else { return }
+        let constants = [UInt32(count), UInt32(inOffset), UInt32(outOffset)] + Self.rank6(dims, fill: 1)
+            + Self.rank6(inStrides, fill: 0) + Self.rank6(outStrides, fill: 0)
+        try recorder.dispatch(device.pipeline("copy", bindings: 2), [input, output], constants: constants,
+                              groups: VulkanCommandRecorder.groups1D(count, localSize: 256))
+    }
+
+    private func attention(_ operands: [(VulkanRange, TensorType)], output: VulkanRange, scale: Float, causal: Bool) throws {
+        let q = operands[0].1.shape, k = operands[1].1.shape
+        let (batch, queryLength, heads, headDim) = (q[0], q[1], q[2], q[3])
+        let keyLength = k[1]
+        var maskBatchStride = 0, maskHeadStride = 0
+        let mask = operands.count == 4 ? operands[3] : nil
+        if let maskShape = mask?.1.shape, maskShape.rank == 4 {
+            maskBatchStride = maskShape[0] == 1 ? 0 : maskShape[1] * queryLength * keyLength
+            maskHeadStride = maskShape[1] == 1 ? 0 : queryLength * keyLength
+        }
+        let blocks = (queryLength + 63) / 64
+        let constants: [UInt32] = [UInt32(queryLength), UInt32(keyLength), UInt32(heads), scale.bitPattern, causal ? 1 : 0,
+                                   mask == nil ? 0 : 1, UInt32(maskBatchStride), UInt32(maskHeadStride), UInt32(blocks)]
+        try recorder.dispatch(device.pipeline("attention", bindings: 5, specialization: [UInt32(headDim)]),
+                              [operands[0].0, operands[1].0, operands[2].0, mask?.0 ?? operands[0].0, output],
+                              constants: constants, groups: VulkanCommandRecorder.groups1D(batch * heads * blocks, localSize: 1))
+    }
+
+    private func matmul(_ a: (VulkanRange, TensorType), _ b: (VulkanRange, TensorType), transposeA: Bool, transposeB: Bool,
+                        output: VulkanRange, outShape: Shape) throws {
+        let aDims = a.1.shape.dimensions, bDims = b.1.shape.dimensions
+        let m = outShape[outShape.rank - 2], n = outShape[outShape.rank - 1]
+        let k = transposeA ? aDims[aDims.count - 2] : aDims[aDims.count - 1]
+        // Batch axes padded to 3, each operand's stride 0 where it broadcasts.
+        let batchShape = Array(outShape.dimensions.dropLast(2))
+        func batchStrides(_ dims: [Int], matrix: Int) -> [Int] {
+            let padded = [Int](repeating: 1, count: batchShape.count - (dims.count - 2)) + dims.dropLast(2)
+            var strides = [Int](repeating: 0, count: padded.count)
+            var running = matrix
+            for axis in stride(from: padded.count - 1, through: 0, by: -1) {
+                strides[axis] = padded[axis] == 1 ? 0 : running
+                running *= padded[axis]
+            }
+            return [Int](repeating: 0, count: 3 - strides.count) + strides
+        }
+        let batch3 = [Int](repeating: 1, count: 3 - batchShape.count) + batchShape
+        let aBatch = batchStrides(aDims, matrix: m * k), bBatch = batchStrides(bDims, matrix: k * n)
+        let (aRow, aColumn) = transposeA ? (1, m) : (k, 1)
+        let (bRow, bColumn) = transposeB ? (1, k) : (n, 1)
+        let constants = [m, n, k, aRow, aColumn, bRow, bColumn, batch3[1], batch3[2]].map { UInt32($0) }
+            + aBatch.map { UInt32($0) } + bBatch.map { UInt32($0) }
+        let suffix = b.1.dtype == .float16 ? "f16" : (b.1.dtype == .bfloat16 ? "bf16" : "f32")
+        let tiled = matmulVariant == .tiled
+        let block = 8  // outputs per invocation in each direction (TM = TN)
+        let pipeline = try device.pipeline(tiled ? "matmul_tiled_\(suffix)" : "matmul_\(suffix)", bindings: 3,
+                                           specialization: [UInt32(block), UInt32(block)])
+        let perGroup = 8 * block
+        try recorder.dispatch(pipeline, [a.0, b.0, output], constants: constants,
+                              groups: ((n + perGroup - 1) / perGroup, (m + perGroup - 1) / perGroup, batch3.reduce(1, *)))
+    }
+}
