@@ -19,6 +19,7 @@ for dtype in f32 f16 bf16; do
     upper=$(echo "$dtype" | tr a-z A-Z)
     compile "matmul_$dtype" matmul.comp "-DB_$upper"
     compile "matmul_tiled_$dtype" matmul.comp "-DB_$upper" -DTILED
+    compile "matmul_vec4_$dtype" matmul_vec4.comp "-DB_$upper"
 done
 for shader in binary unary rowwise rope attention copy convert; do
     compile "$shader" "$shader.comp"

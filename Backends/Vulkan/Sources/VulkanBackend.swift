@@ -21,7 +21,12 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
     /// Which matmul kernel to use: register blocking without shared memory (fastest on
     /// lavapipe, a CPU device) or shared-memory tiles (real GPUs). `automatic` picks by device type.
     public enum MatmulVariant: String, Sendable, CaseIterable {
-        case automatic, registers, tiled
+        /// `registers` on CPU devices, `tiled` on GPUs; `LORAFUSE_VULKAN_MATMUL` overrides.
+        case automatic
+        /// Register blocks per invocation, no shared memory; vec4 loads for the Linear layout.
+        case registers
+        /// Shared-memory tiles with register blocking (real GPUs).
+        case tiled
     }
 
     public let name = "vulkan"
@@ -54,7 +59,12 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
 
     /// The variant `automatic` resolves to on this device.
     public var effectiveMatmulVariant: MatmulVariant {
-        matmulVariant != .automatic ? matmulVariant : (context.isCPUDevice ? .registers : .tiled)
+        if matmulVariant != .automatic { return matmulVariant }
+        if let name = ProcessInfo.processInfo.environment["LORAFUSE_VULKAN_MATMUL"], let chosen = MatmulVariant(rawValue: name),
+           chosen != .automatic {
+            return chosen
+        }
+        return context.isCPUDevice ? .registers : .tiled
     }
 
     public var pipelineCount: Int { lock.withLock { context.pipelineCount } }

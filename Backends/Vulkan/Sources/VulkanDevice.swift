@@ -185,10 +185,18 @@ final class VulkanDevice {
     func pipeline(_ name: String, bindings: Int, specialization: [UInt32] = []) throws -> VulkanPipeline {
         let key = name + "|" + specialization.map(String.init).joined(separator: ",")
         if let cached = pipelines[key] { return cached }
+        let start = DispatchTime.now().uptimeNanoseconds
         let created = try VulkanPipeline(device: self, name: name, bindings: bindings, specialization: specialization)
         pipelines[key] = created
+        if Self.tracePipelines {
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            FileHandle.standardError.write(Data(String(format: "vulkan: pipeline %@ built in %.3f s\n", key, seconds).utf8))
+        }
         return created
     }
 
     var pipelineCount: Int { pipelines.count }
+
+    /// `LORAFUSE_VULKAN_TRACE=1` reports each pipeline build (they are slow on lavapipe).
+    static let tracePipelines = ProcessInfo.processInfo.environment["LORAFUSE_VULKAN_TRACE"] == "1"
 }

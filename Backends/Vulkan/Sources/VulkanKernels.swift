@@ -1,4 +1,5 @@
 import CVulkan
+import Foundation
 import LoRAFuse
 
 /// Maps each graph op to its shader, push constants and workgroup grid.
@@ -6,6 +7,14 @@ struct VulkanKernels {
     let device: VulkanDevice
     let recorder: VulkanCommandRecorder
     let matmulVariant: VulkanBackend.MatmulVariant
+
+    /// Outputs per invocation (each way) of the `registers` matmul (LORAFUSE_VULKAN_BLOCK to tune).
+    static let registerBlock: Int = {
+        if let value = ProcessInfo.processInfo.environment["LORAFUSE_VULKAN_BLOCK"].flatMap(Int.init), (1...32).contains(value) {
+            return value
+        }
+        return 12  // best of 8/12/16 on lavapipe (LLVM 15, AVX2), measured with `lorafuse profile matmul`
+    }()
 
     /// Dtype codes of common.glsl.
     static func code(_ dtype: DType) -> UInt32 {
@@ -145,7 +154,7 @@ struct VulkanKernels {
                               constants: constants, groups: VulkanCommandRecorder.groups1D(batch * heads * blocks, localSize: 1))
     }
 
-    private func matmul(_ a: (VulkanRange, TensorType), _ b: (VulkanRange, TensorType), transposeA: Bool, transposeB: Bool,
+    func matmul(_ a: (VulkanRange, TensorType), _ b: (VulkanRange, TensorType), transposeA: Bool, transposeB: Bool,
                         output: VulkanRange, outShape: Shape) throws {
         let aDims = a.1.shape.dimensions, bDims = b.1.shape.dimensions
         let m = outShape[outShape.rank - 2], n = outShape[outShape.rank - 1]
@@ -169,12 +178,22 @@ struct VulkanKernels {
         let constants = [m, n, k, aRow, aColumn, bRow, bColumn, batch3[1], batch3[2]].map { UInt32($0) }
             + aBatch.map { UInt32($0) } + bBatch.map { UInt32($0) }
         let suffix = b.1.dtype == .float16 ? "f16" : (b.1.dtype == .bfloat16 ? "bf16" : "f32")
+        let batches = batch3.reduce(1, *)
+        // Linear layout with K % 4 == 0: the vec4 kernel (lavapipe's fastest) on CPU devices.
+        if matmulVariant == .registers && aColumn == 1 && bRow == 1 && k % 4 == 0 && aRow % 4 == 0 && bColumn % 4 == 0
+            && (aBatch + bBatch).allSatisfy({ $0 % 4 == 0 }) {
+            let block = Self.registerBlock
+            let pipeline = try device.pipeline("matmul_vec4_\(suffix)", bindings: 3, specialization: [UInt32(block), UInt32(block)])
+            try recorder.dispatch(pipeline, [a.0, b.0, output], constants: constants,
+                                  groups: ((n + 8 * block - 1) / (8 * block), (m + 8 * block - 1) / (8 * block), batches))
+            return
+        }
         let tiled = matmulVariant == .tiled
-        let block = 8  // outputs per invocation in each direction (TM = TN)
+        let block = tiled ? 8 : Self.registerBlock  // outputs per invocation in each direction (TM = TN)
         let pipeline = try device.pipeline(tiled ? "matmul_tiled_\(suffix)" : "matmul_\(suffix)", bindings: 3,
                                            specialization: [UInt32(block), UInt32(block)])
         let perGroup = 8 * block
         try recorder.dispatch(pipeline, [a.0, b.0, output], constants: constants,
-                              groups: ((n + perGroup - 1) / perGroup, (m + perGroup - 1) / perGroup, batch3.reduce(1, *)))
+                              groups: ((n + perGroup - 1) / perGroup, (m + perGroup - 1) / perGroup, batches))
     }
 }
