@@ -34,16 +34,25 @@ struct ProfileOptions: ParsableArguments {
     var seed: UInt64 = 1
 }
 
-/// Runs `graph` once to warm up, then `repeats` times, returning the best wall time.
-func bestSeconds(_ backend: any Backend, _ graph: Graph, _ inputs: [String: HostTensor], repeats: Int) throws -> Double {
+/// Best wall time of a whole execution (upload, kernels, download) and best time of the
+/// measured node alone (Vulkan: GPU timestamps; CPU: wall time around the kernel).
+struct Timing {
+    var wallSeconds = Double.infinity
+    var kernelSeconds = Double.infinity
+}
+
+/// Runs `graph` once to warm up (pipelines, weight upload), then `repeats` times.
+func measure(_ backend: any Backend, _ graph: Graph, _ inputs: [String: HostTensor], node: Tensor, repeats: Int) throws -> Timing {
     _ = try backend.execute(graph, inputs: inputs)
-    var best = Double.infinity
+    var timing = Timing()
     for _ in 0..<max(1, repeats) {
         let start = DispatchTime.now().uptimeNanoseconds
-        _ = try backend.execute(graph, inputs: inputs)
-        best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        let result = try backend.execute(graph, inputs: inputs, options: ExecutionOptions(recordTimings: true))
+        timing.wallSeconds = min(timing.wallSeconds, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        if let seconds = result.nodeSeconds[node.id], seconds > 0 { timing.kernelSeconds = min(timing.kernelSeconds, seconds) }
     }
-    return best
+    if !timing.kernelSeconds.isFinite { timing.kernelSeconds = timing.wallSeconds }
+    return timing
 }
 
 func report(_ fields: [String: Any], json: Bool, text: String) throws {
@@ -73,14 +82,19 @@ struct ProfileMatmulCommand: ParsableCommand {
         var graph = Graph()
         let a = graph.input("a", [m, k])
         let w = graph.parameter("w", random.tensor([n, k], dtype: weightType))
-        graph.markOutput(try graph.matmul(a, w, transposeB: true))
-        let seconds = try bestSeconds(backend, graph, ["a": random.tensor([m, k])], repeats: options.repeatCount)
+        let product = try graph.matmul(a, w, transposeB: true)
+        graph.markOutput(product)
+        let timing = try measure(backend, graph, ["a": random.tensor([m, k])], node: product, repeats: options.repeatCount)
+        let seconds = timing.kernelSeconds
         let gflops = 2 * Double(m) * Double(n) * Double(k) / seconds / 1e9
+        let bytes = Double(m * k * 4 + n * k * weightType.byteSize + m * n * 4)
         try report(["op": "matmul", "backend": backend.name, "device": backend.device.name, "m": m, "n": n, "k": k,
-                    "dtype": weightType.name, "seconds": seconds, "gflops": gflops],
+                    "dtype": weightType.name, "seconds": seconds, "wall_seconds": timing.wallSeconds, "gflops": gflops,
+                    "gbps": bytes / seconds / 1e9],
                    json: options.json,
-                   text: String(format: "matmul %dx%dx%d %@ on %@: %.3f ms, %.1f GFLOP/s", m, n, k, weightType.name,
-                                backend.name, seconds * 1e3, gflops))
+                   text: String(format: "matmul %dx%dx%d %@ on %@ (%@): kernel %.3f ms, %.1f GFLOP/s, %.1f GB/s; whole run %.3f ms",
+                                m, n, k, weightType.name, backend.name, backend.device.name, seconds * 1e3, gflops,
+                                bytes / seconds / 1e9, timing.wallSeconds * 1e3))
     }
 }
 
@@ -103,15 +117,20 @@ struct ProfileAttentionCommand: ParsableCommand {
         var graph = Graph()
         let shape: Shape = [1, tokens, heads, headDim]
         let q = graph.input("q", shape), k = graph.input("k", shape), v = graph.input("v", shape)
-        graph.markOutput(try graph.attention(query: q, key: k, value: v))
+        let attended = try graph.attention(query: q, key: k, value: v)
+        graph.markOutput(attended)
         let inputs = ["q": random.tensor(shape), "k": random.tensor(shape), "v": random.tensor(shape)]
-        let seconds = try bestSeconds(backend, graph, inputs, repeats: options.repeatCount)
+        let timing = try measure(backend, graph, inputs, node: attended, repeats: options.repeatCount)
+        let seconds = timing.kernelSeconds
         // Two L×L×D products per head: the usual effective-FLOP count for attention.
         let gflops = 4 * Double(tokens) * Double(tokens) * Double(headDim) * Double(heads) / seconds / 1e9
+        let bytes = Double(4 * shape.elementCount * 4)  // q, k, v read once, output written once
         try report(["op": "attention", "backend": backend.name, "device": backend.device.name, "tokens": tokens,
-                    "heads": heads, "head_dim": headDim, "seconds": seconds, "gflops": gflops],
+                    "heads": heads, "head_dim": headDim, "seconds": seconds, "wall_seconds": timing.wallSeconds,
+                    "gflops": gflops, "gbps": bytes / seconds / 1e9],
                    json: options.json,
-                   text: String(format: "attention L=%d H=%d D=%d on %@: %.3f ms, %.1f GFLOP/s", tokens, heads, headDim,
-                                backend.name, seconds * 1e3, gflops))
+                   text: String(format: "attention L=%d H=%d D=%d on %@ (%@): kernel %.3f ms, %.1f GFLOP/s; whole run %.3f ms",
+                                tokens, heads, headDim, backend.name, backend.device.name, seconds * 1e3, gflops,
+                                timing.wallSeconds * 1e3))
     }
 }
