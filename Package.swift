@@ -73,5 +73,11 @@ let package = Package(
             dependencies: ["LoRAFuse", "LoRAFuseBackends", "LoRAFuseCPU", "LoRAFuseVulkan"],
             path: "Tests/BackendTests"
         ),
+        // Runs the built `lorafuse` executable as a user would.
+        .testTarget(
+            name: "CLITests",
+            dependencies: ["lorafuse"],
+            path: "Tests/CLITests"
+        ),
     ]
 )

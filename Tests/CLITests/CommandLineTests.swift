@@ -1,0 +1,110 @@
+import Foundation
+import Testing
+
+/// The `lorafuse` executable, run as a user runs it.
+struct CommandLine {
+    struct Result {
+        var status: Int32
+        var output: String
+        var error: String
+    }
+
+    static let executable: URL = {
+        // The test bundle sits beside the products in .build/<configuration>/.
+        var folder = URL(fileURLWithPath: Swift.CommandLine.arguments[0]).deletingLastPathComponent()
+        while !FileManager.default.fileExists(atPath: folder.appendingPathComponent("lorafuse").path), folder.path != "/" {
+            folder = folder.deletingLastPathComponent()
+        }
+        return folder.appendingPathComponent("lorafuse")
+    }()
+
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    static func run(_ arguments: [String], environment extra: [String: String] = [:]) throws -> Result {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(extra) { $1 }
+        let output = Pipe(), error = Pipe()
+        process.standardOutput = output
+        process.standardError = error
+        try process.run()
+        let outData = output.fileHandleForReading.readDataToEndOfFile()
+        let errData = error.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, output: String(decoding: outData, as: UTF8.self),
+                      error: String(decoding: errData, as: UTF8.self))
+    }
+}
+
+@Suite struct CommandLineTests {
+    @Test func backendsListsCPUAndExplainsAMissingVulkanLoader() throws {
+        let result = try CommandLine.run(["backends"], environment: ["LORAFUSE_VULKAN_LOADER": "/nonexistent/libvulkan.so.1"])
+        #expect(result.status == 0)
+        #expect(result.output.contains("cpu: available"))
+        #expect(result.output.contains("vulkan: unavailable — cannot load the Vulkan loader"), "\(result.output)")
+    }
+
+    @Test func backendsExplainsALoaderWithoutADriver() throws {
+        let result = try CommandLine.run(["backends", "--json"],
+                                         environment: ["VK_ICD_FILENAMES": "/nonexistent.json", "VK_DRIVER_FILES": "/nonexistent.json"])
+        #expect(result.status == 0)
+        let lines = result.output.split(separator: "\n").map { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        let vulkan = lines.compactMap { $0 }.first { $0["backend"] as? String == "vulkan" }
+        #expect(vulkan?["available"] as? Bool == false)
+        #expect((vulkan?["reason"] as? String)?.isEmpty == false)
+    }
+
+    @Test func choosingAnUnavailableBackendIsOneClearError() throws {
+        let result = try CommandLine.run(["profile", "matmul", "--m", "4", "--n", "4", "--k", "4", "--backend", "vulkan"],
+                                         environment: ["LORAFUSE_VULKAN_LOADER": "/nonexistent/libvulkan.so.1"])
+        #expect(result.status != 0)
+        #expect(result.error.contains("backend 'vulkan' is unavailable"))
+        let unknown = try CommandLine.run(["profile", "matmul", "--backend", "tpu"])
+        #expect(unknown.status != 0)
+        #expect(unknown.error.contains("unknown backend 'tpu'"))
+    }
+
+    @Test func inspectListsExactlyTheTensorsTorchWrote() throws {
+        let path = CommandLine.repository.appendingPathComponent("Tests/Fixtures/safetensors/torch_written.safetensors").path
+        let result = try CommandLine.run(["inspect", path, "--json"])
+        #expect(result.status == 0)
+        let object = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as! [String: Any]
+        let listed = (object["tensors"] as! [[String: Any]]).map { "\($0["name"]!) \($0["dtype"]!) \($0["shape"]!)" }
+        let expectation = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath:
+            path.replacingOccurrences(of: ".safetensors", with: ".json")))) as! [String: Any]
+        let expected = (expectation["tensors"] as! [[String: Any]]).map { "\($0["name"]!) \($0["dtype"]!) \($0["shape"]!)" }
+        #expect(Set(listed) == Set(expected))
+        #expect(listed.count == expected.count)
+    }
+
+    @Test func hostileFilesGiveOneLineAndNonZeroExit() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lorafuse-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let headers = ["{\"a\":{\"dtype\":\"F32\",\"shape\":[99999999999,99999999999],\"data_offsets\":[0,4]}}",
+                       String(repeating: "[", count: 10_000), "{\"a\":1"]
+        for (index, header) in headers.enumerated() {
+            var bytes = withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { Array($0) }
+            bytes += Array(header.utf8) + [0, 0, 0, 0]
+            let file = folder.appendingPathComponent("bad\(index).safetensors")
+            try Data(bytes).write(to: file)
+            let result = try CommandLine.run(["inspect", file.path])
+            #expect(result.status != 0)
+            #expect(result.error.trimmingCharacters(in: .newlines).split(separator: "\n").count == 1, "\(result.error)")
+            #expect(result.error.contains(file.path))
+        }
+    }
+
+    @Test func parityOpsPassesOnEveryAvailableBackend() throws {
+        let backends = try CommandLine.run(["backends", "--json"]).output.split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        for backend in backends where backend["available"] as? Bool == true {
+            let name = backend["backend"] as! String
+            let result = try CommandLine.run(["parity-ops", "--backend", name, "--filter", "attention"])
+            #expect(result.status == 0, "\(name): \(result.output)\(result.error)")
+            #expect(result.output.contains("passed, 0 failed"))
+        }
+    }
+}
