@@ -235,39 +235,17 @@ public final class CPUBackend: Backend, @unchecked Sendable {
     /// Batched matmul with numpy-broadcast batch axes.
     private func matmul(_ a: CPUValue, _ b: CPUValue, transposeA: Bool, transposeB: Bool,
                         out: UnsafeMutablePointer<Float>, outShape: Shape) {
-        let aDims = a.type.shape.dimensions, bDims = b.type.shape.dimensions
-        let m = outShape[outShape.rank - 2], n = outShape[outShape.rank - 1]
-        let k = transposeA ? aDims[aDims.count - 2] : aDims[aDims.count - 1]
-        let aMatrix = m * k, bMatrix = k * n
-        let batchShape = Array(outShape.dimensions.dropLast(2))
-        func batchStrides(_ dims: [Int], matrix: Int) -> [Int] {
-            let padded = [Int](repeating: 1, count: batchShape.count - (dims.count - 2)) + dims.dropLast(2)
-            var strides = [Int](repeating: 0, count: padded.count)
-            var running = matrix
-            for axis in stride(from: padded.count - 1, through: 0, by: -1) {
-                strides[axis] = padded[axis] == 1 ? 0 : running
-                running *= padded[axis]
-            }
-            return strides
-        }
-        let aStrides = batchStrides(aDims, matrix: aMatrix), bStrides = batchStrides(bDims, matrix: bMatrix)
-        let batchCount = batchShape.reduce(1, *)
+        let layout = MatmulLayout(a: a.type.shape, b: b.type.shape, transposeA: transposeA, transposeB: transposeB, output: outShape)
+        let (m, n, k) = (layout.m, layout.n, layout.k)
+        let batchCount = layout.batchCount
         let elementSize = b.type.dtype.byteSize
 
         func operands(_ batchIndex: Int) -> (MatrixOperand, MatrixOperand, UnsafeMutablePointer<Float>) {
-            var remainder = batchIndex, aOffset = 0, bOffset = 0
-            for axis in stride(from: batchShape.count - 1, through: 0, by: -1) {
-                let index = remainder % batchShape[axis]
-                remainder /= batchShape[axis]
-                aOffset += index * aStrides[axis]
-                bOffset += index * bStrides[axis]
-            }
-            let aOperand = transposeA
-                ? MatrixOperand(base: a.base + aOffset * 4, dtype: .float32, rowStride: 1, columnStride: m)
-                : MatrixOperand(base: a.base + aOffset * 4, dtype: .float32, rowStride: k, columnStride: 1)
-            let bOperand = transposeB
-                ? MatrixOperand(base: b.base + bOffset * elementSize, dtype: b.type.dtype, rowStride: 1, columnStride: k)
-                : MatrixOperand(base: b.base + bOffset * elementSize, dtype: b.type.dtype, rowStride: n, columnStride: 1)
+            let (aOffset, bOffset) = layout.offsets(batch: batchIndex)
+            let aOperand = MatrixOperand(base: a.base + aOffset * 4, dtype: .float32,
+                                         rowStride: layout.aRowStride, columnStride: layout.aColumnStride)
+            let bOperand = MatrixOperand(base: b.base + bOffset * elementSize, dtype: b.type.dtype,
+                                         rowStride: layout.bRowStride, columnStride: layout.bColumnStride)
             return (aOperand, bOperand, out + batchIndex * m * n)
         }
 

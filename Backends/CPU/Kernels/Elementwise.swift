@@ -8,12 +8,7 @@ enum ElementwiseKernels {
     static func binary(_ op: BinaryOperator, a: UnsafePointer<Float>, aShape: Shape, b: UnsafePointer<Float>, bShape: Shape,
                        out: UnsafeMutablePointer<Float>, outShape: Shape, threads: Int) {
         let rank = outShape.rank
-        func broadcastStrides(_ shape: Shape) -> [Int] {
-            let padded = [Int](repeating: 1, count: rank - shape.rank) + shape.dimensions
-            let strides = Shape(padded).strides
-            return (0..<rank).map { padded[$0] == 1 ? 0 : strides[$0] }
-        }
-        let aStrides = broadcastStrides(aShape), bStrides = broadcastStrides(bShape)
+        let aStrides = aShape.broadcastStrides(to: outShape), bStrides = bShape.broadcastStrides(to: outShape)
         let inner = rank == 0 ? 1 : outShape[rank - 1]
         let rows = outShape.elementCount / max(inner, 1)
         let aInner = rank == 0 ? 0 : aStrides[rank - 1], bInner = rank == 0 ? 0 : bStrides[rank - 1]

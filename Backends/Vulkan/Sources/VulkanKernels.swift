@@ -32,13 +32,6 @@ struct VulkanKernels {
         ([Int](repeating: fill, count: 6 - values.count) + values).map { UInt32($0) }
     }
 
-    /// Element strides of `shape` broadcast to `outShape` (0 along broadcast axes).
-    static func broadcastStrides(_ shape: Shape, to outShape: Shape) -> [Int] {
-        let padded = [Int](repeating: 1, count: outShape.rank - shape.rank) + shape.dimensions
-        let strides = Shape(padded).strides
-        return (0..<outShape.rank).map { padded[$0] == 1 ? 0 : strides[$0] }
-    }
-
     func record(_ node: Node, operands: [(VulkanRange, TensorType)], output: VulkanRange) throws {
         let type = node.type
         let count = type.shape.elementCount
@@ -50,8 +43,8 @@ struct VulkanKernels {
         case let .binary(op):
             let codes: [BinaryOperator: UInt32] = [.add: 0, .sub: 1, .mul: 2, .div: 3]
             let constants = [UInt32(count), codes[op]!] + Self.rank6(type.shape.dimensions, fill: 1)
-                + Self.rank6(Self.broadcastStrides(operands[0].1.shape, to: type.shape), fill: 0)
-                + Self.rank6(Self.broadcastStrides(operands[1].1.shape, to: type.shape), fill: 0)
+                + Self.rank6(operands[0].1.shape.broadcastStrides(to: type.shape), fill: 0)
+                + Self.rank6(operands[1].1.shape.broadcastStrides(to: type.shape), fill: 0)
             try recorder.dispatch(device.pipeline("binary", bindings: 3), [operands[0].0, operands[1].0, output],
                                   constants: constants, groups: VulkanCommandRecorder.groups1D(count, localSize: 256))
         case let .scale(factor):
@@ -156,25 +149,14 @@ struct VulkanKernels {
 
     func matmul(_ a: (VulkanRange, TensorType), _ b: (VulkanRange, TensorType), transposeA: Bool, transposeB: Bool,
                         output: VulkanRange, outShape: Shape) throws {
-        let aDims = a.1.shape.dimensions, bDims = b.1.shape.dimensions
-        let m = outShape[outShape.rank - 2], n = outShape[outShape.rank - 1]
-        let k = transposeA ? aDims[aDims.count - 2] : aDims[aDims.count - 1]
-        // Batch axes padded to 3, each operand's stride 0 where it broadcasts.
-        let batchShape = Array(outShape.dimensions.dropLast(2))
-        func batchStrides(_ dims: [Int], matrix: Int) -> [Int] {
-            let padded = [Int](repeating: 1, count: batchShape.count - (dims.count - 2)) + dims.dropLast(2)
-            var strides = [Int](repeating: 0, count: padded.count)
-            var running = matrix
-            for axis in stride(from: padded.count - 1, through: 0, by: -1) {
-                strides[axis] = padded[axis] == 1 ? 0 : running
-                running *= padded[axis]
-            }
-            return [Int](repeating: 0, count: 3 - strides.count) + strides
-        }
-        let batch3 = [Int](repeating: 1, count: 3 - batchShape.count) + batchShape
-        let aBatch = batchStrides(aDims, matrix: m * k), bBatch = batchStrides(bDims, matrix: k * n)
-        let (aRow, aColumn) = transposeA ? (1, m) : (k, 1)
-        let (bRow, bColumn) = transposeB ? (1, k) : (n, 1)
+        let layout = MatmulLayout(a: a.1.shape, b: b.1.shape, transposeA: transposeA, transposeB: transposeB, output: outShape)
+        let (m, n, k) = (layout.m, layout.n, layout.k)
+        // The shaders take exactly three batch axes: pad in front (extent 1, stride 0).
+        let padding = 3 - layout.batchShape.count
+        let batch3 = [Int](repeating: 1, count: padding) + layout.batchShape
+        let aBatch = [Int](repeating: 0, count: padding) + layout.aBatchStrides
+        let bBatch = [Int](repeating: 0, count: padding) + layout.bBatchStrides
+        let (aRow, aColumn, bRow, bColumn) = (layout.aRowStride, layout.aColumnStride, layout.bRowStride, layout.bColumnStride)
         let constants = [m, n, k, aRow, aColumn, bRow, bColumn, batch3[1], batch3[2]].map { UInt32($0) }
             + aBatch.map { UInt32($0) } + bBatch.map { UInt32($0) }
         let suffix = b.1.dtype == .float16 ? "f16" : (b.1.dtype == .bfloat16 ? "bf16" : "f32")
