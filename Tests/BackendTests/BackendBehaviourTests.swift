@@ -66,3 +66,22 @@ import LoRAFuseCPU
         #expect(try backend.download(buffer).floats() == inputs["x"]!.floats())
     }
 }
+
+@Suite struct VulkanLimitsTests {
+    /// A tensor past maxStorageBufferRange is one clear error naming the limit, not a crash.
+    @Test func tensorLargerThanTheBindingLimitIsAClearError() throws {
+        guard let vulkan = BackendsUnderTest.all.first(where: { $0.name == "vulkan" }) else { return }
+        guard let limit = vulkan.device.details["maxStorageBufferRange"].flatMap(Int.init), limit < 512 << 20 else { return }
+        var graph = Graph()
+        let count = limit / 4 + 1
+        let x = graph.input("x", [count])
+        graph.markOutput(try graph.scale(x, 2))
+        let input = HostTensor(shape: [count], dtype: .float32) { _ in }
+        #expect(throws: BackendError.self) { try vulkan.execute(graph, inputs: ["x": input]) }
+        do {
+            _ = try vulkan.execute(graph, inputs: ["x": input])
+        } catch {
+            #expect("\(error)".contains("maxStorageBufferRange"))
+        }
+    }
+}
