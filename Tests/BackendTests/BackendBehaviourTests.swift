@@ -85,3 +85,25 @@ import LoRAFuseCPU
         }
     }
 }
+
+@Suite(.serialized) struct DeepGraphTests {
+    /// 40 residual layers: backends that reuse intermediate memory must still match float64.
+    @Test(arguments: BackendsUnderTest.all.indices)
+    func deepChainMatchesReference(_ index: Int) throws {
+        let backend = BackendsUnderTest.all[index]
+        var random = SeededRandom(seed: 9)
+        var graph = Graph()
+        var x = graph.input("x", [3, 7, 24])
+        for layer in 0..<40 {
+            let w = graph.parameter("w\(layer)", random.tensor([24, 24], dtype: layer % 2 == 0 ? .float32 : .bfloat16, in: -0.2...0.2))
+            let normed = try graph.layerNorm(x)
+            let hidden = try graph.silu(graph.linear(normed, weight: w))
+            x = try graph.add(x, graph.reshape(graph.permute(graph.reshape(hidden, [3, 7, 4, 6]), [0, 1, 2, 3]), [3, 7, 24]))
+        }
+        graph.markOutput(x)
+        let inputs = ["x": random.tensor([3, 7, 24])]
+        let expected = try ReferenceEvaluator.evaluate(graph, inputs: inputs)[0]
+        let actual = try backend.execute(graph, inputs: inputs).outputs[0]
+        #expect(relativeError(actual: actual.floats(), expected: expected.values) <= 1e-4, "\(BackendsUnderTest.label(backend))")
+    }
+}

@@ -20,22 +20,31 @@ struct VulkanGraphExecution {
 
     func run() throws -> ExecutionResult {
         try checkSupport()
-        let expected = graph.nodes.reduce(0) { $0 + (($1.type.byteCount + 255) & ~255) }
-        let arena = VulkanArena(device: device, hostVisible: false, expectedBytes: expected)
+        // One scratch buffer; values share bytes once their last reader has run (the
+        // barrier after every dispatch orders the reuse).
+        let plan = MemoryPlan(graph: graph, alignment: device.storageAlignment, keepAll: options.keepIntermediates)
+        let limit = Int(device.limits.maxStorageBufferRange)
+        if let large = graph.nodes.first(where: { $0.type.byteCount > limit }) {
+            throw BackendError.outOfMemory(backend: "vulkan", bytes: large.type.byteCount, reason:
+                "node %\(large.id) \(large.op.summary) \(large.type) exceeds this device's maxStorageBufferRange of \(limit) bytes (splitting is not implemented yet)")
+        }
+        let scratch = try VulkanBuffer(device: device, size: max(plan.totalBytes, 16), hostVisible: false)
         var ranges = [VulkanRange?](repeating: nil, count: graph.nodes.count)
         var uploads: [(HostTensor, VulkanRange)] = []
         for node in graph.nodes {
+            let size = max(4, (node.type.byteCount + 3) & ~3)
             switch node.op {
             case .parameter:
                 ranges[node.id] = try backend.weightRange(graph.parameters[node.id]!)
             case let .input(name):
-                let range = try arena.allocate(node.type.byteCount)
+                let range = VulkanRange(buffer: scratch, offset: plan.offset(of: node.id)!, size: size)
                 ranges[node.id] = range
                 uploads.append((inputs[name]!, range))
             case .reshape:
-                ranges[node.id] = ranges[node.inputs[0]]
+                let source = ranges[node.inputs[0]]!
+                ranges[node.id] = VulkanRange(buffer: source.buffer, offset: source.offset, size: source.size)
             default:
-                ranges[node.id] = try arena.allocate(node.type.byteCount)
+                ranges[node.id] = VulkanRange(buffer: scratch, offset: plan.offset(of: node.id)!, size: size)
             }
         }
         // Unified memory: inputs are written in place. Otherwise one staging buffer carries
