@@ -8,7 +8,8 @@ import LoRAFuseVulkan
 /// plus the variants a device would otherwise hide — the CPU backend with its built-in
 /// kernels (BLAS off) and the Vulkan backend with the matmul kernel its device does not
 /// pick by default (so lavapipe also checks the shared-memory GPU kernel). A new backend
-/// plugin inherits every test by being registered.
+/// plugin inherits every test by being registered. The extra Vulkan variant also moves
+/// data through staging buffers, the discrete-GPU path, so lavapipe exercises it too.
 enum BackendsUnderTest {
     static let all: [any Backend] = {
         BuiltinBackends.register()
@@ -23,14 +24,18 @@ enum BackendsUnderTest {
         }
         for case let vulkan as VulkanBackend in backends {
             let other: VulkanBackend.MatmulVariant = vulkan.effectiveMatmulVariant == .tiled ? .registers : .tiled
-            if let variant = try? VulkanBackend(deviceIndex: vulkan.device.index, matmulVariant: other) { backends.append(variant) }
+            if let variant = try? VulkanBackend(deviceIndex: vulkan.device.index, matmulVariant: other, forceStaging: vulkan.usesUnifiedMemory) {
+                backends.append(variant)
+            }
         }
         return backends
     }()
 
     static func label(_ backend: any Backend) -> String {
         if let cpu = backend as? CPUBackend { return cpu.usesBLAS ? "cpu+blas" : "cpu" }
-        if let vulkan = backend as? VulkanBackend { return "vulkan:\(vulkan.device.index)(\(vulkan.effectiveMatmulVariant.rawValue))" }
+        if let vulkan = backend as? VulkanBackend {
+            return "vulkan:\(vulkan.device.index)(\(vulkan.effectiveMatmulVariant.rawValue)\(vulkan.usesUnifiedMemory ? "" : ", staging"))"
+        }
         return "\(backend.name):\(backend.device.index)"
     }
 }

@@ -45,14 +45,16 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
         let byteCount: Int
     }
 
-    public init(deviceIndex: Int = 0, matmulVariant: MatmulVariant = .automatic) throws {
+    /// `forceStaging` moves data through staging buffers and recorded copies even on
+    /// unified memory, as on a discrete GPU, so that path is tested on lavapipe too.
+    public init(deviceIndex: Int = 0, matmulVariant: MatmulVariant = .automatic, forceStaging: Bool = false) throws {
         let instance = VulkanInstance.shared
         if let failure = instance.failure { throw BackendError.unavailable(name: "vulkan", reason: failure) }
         guard instance.physicalDevices.indices.contains(deviceIndex) else {
             throw BackendError.noSuchDevice(backend: "vulkan", index: deviceIndex, count: instance.physicalDevices.count)
         }
         let physical = instance.physicalDevices[deviceIndex]
-        context = try VulkanDevice(instance: instance, physicalDevice: physical)
+        context = try VulkanDevice(instance: instance, physicalDevice: physical, forceStaging: forceStaging)
         device = instance.describe(physical, index: deviceIndex)
         self.matmulVariant = matmulVariant
     }
@@ -68,6 +70,9 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
     }
 
     public var pipelineCount: Int { lock.withLock { context.pipelineCount } }
+
+    /// Whether tensors are written in place (unified memory) rather than through staging copies.
+    public var usesUnifiedMemory: Bool { context.unifiedMemory }
 
     // MARK: Buffers
 
@@ -87,7 +92,7 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
 
     /// Copies host bytes into a device range: directly when mapped, else via a staging copy.
     private func writeHost(_ tensor: HostTensor, to range: VulkanRange) throws {
-        if let mapped = range.buffer.mapped {
+        if context.unifiedMemory, let mapped = range.buffer.mapped {
             tensor.withUnsafeBytes { bytes in
                 if let base = bytes.baseAddress { (mapped + range.offset).copyMemory(from: base, byteCount: bytes.count) }
             }
@@ -103,7 +108,7 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
     }
 
     private func readHost(_ range: VulkanRange, type: TensorType) throws -> HostTensor {
-        if let mapped = range.buffer.mapped {
+        if context.unifiedMemory, let mapped = range.buffer.mapped {
             return HostTensor(shape: type.shape, dtype: type.dtype) { buffer in
                 if let base = buffer.baseAddress { base.copyMemory(from: mapped + range.offset, byteCount: buffer.count) }
             }

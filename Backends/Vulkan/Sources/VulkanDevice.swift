@@ -84,7 +84,7 @@ final class VulkanDevice {
     var isCPUDevice: Bool { properties.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU }
     var storageAlignment: Int { max(256, Int(limits.minStorageBufferOffsetAlignment)) }
 
-    init(instance: VulkanInstance, physicalDevice: VkPhysicalDevice) throws {
+    init(instance: VulkanInstance, physicalDevice: VkPhysicalDevice, forceStaging: Bool = false) throws {
         var functions = instance.functions
         self.physicalDevice = physicalDevice
         var properties = VkPhysicalDeviceProperties()
@@ -143,7 +143,7 @@ final class VulkanDevice {
         let types = Self.memoryTypes(memoryProperties)
         let wanted = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT.rawValue | VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT.rawValue
             | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT.rawValue
-        unifiedMemory = properties.deviceType != VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU
+        unifiedMemory = !forceStaging && properties.deviceType != VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU
             && types.contains { $0.propertyFlags & wanted == wanted }
     }
 
