@@ -36,6 +36,8 @@ layout(push_constant) uniform Parameters {
     uint batch1, batch2;               // batch = (i0, i1, i2) with z = (i0·batch1 + i1)·batch2 + i2
     uint a_batch0, a_batch1, a_batch2; // element strides per batch axis (0 = broadcast)
     uint b_batch0, b_batch1, b_batch2;
+    uint a_offset, b_offset, c_offset;  // element offsets inside the bound windows
+    uint c_row_stride;                  // c(m, n) at m·c_row_stride + n (N unless N is split)
 } p;
 
 #ifdef TILED
@@ -49,9 +51,9 @@ shared float b_tile[BK * TILE_N];  // [kk · TILE_N + column]
 void main() {
     uint z = gl_WorkGroupID.z;
     uint i2 = z % p.batch2, i1 = (z / p.batch2) % p.batch1, i0 = z / (p.batch2 * p.batch1);
-    uint a_base = i0 * p.a_batch0 + i1 * p.a_batch1 + i2 * p.a_batch2;
-    uint b_base = i0 * p.b_batch0 + i1 * p.b_batch1 + i2 * p.b_batch2;
-    uint c_base = z * p.M * p.N;
+    uint a_base = p.a_offset + i0 * p.a_batch0 + i1 * p.a_batch1 + i2 * p.a_batch2;
+    uint b_base = p.b_offset + i0 * p.b_batch0 + i1 * p.b_batch1 + i2 * p.b_batch2;
+    uint c_base = p.c_offset + z * p.M * p.c_row_stride;
 
     float acc[TM][TN];
     [[unroll]] for (uint i = 0; i < TM; ++i) [[unroll]] for (uint j = 0; j < TN; ++j) acc[i][j] = 0.0;
@@ -94,7 +96,7 @@ void main() {
         uint r = row0 + ly + 8 * i;
         [[unroll]] for (uint j = 0; j < TN; ++j) {
             uint c = col0 + lx + 8 * j;
-            if (r < p.M && c < p.N) c_data[c_base + r * p.N + c] = acc[i][j];
+            if (r < p.M && c < p.N) c_data[c_base + r * p.c_row_stride + c] = acc[i][j];
         }
     }
 #else
@@ -119,7 +121,7 @@ void main() {
         if (r >= p.M) break;
         [[unroll]] for (uint j = 0; j < TN; ++j) {
             uint c = col0 + j;
-            if (c < p.N) c_data[c_base + r * p.N + c] = acc[i][j];
+            if (c < p.N) c_data[c_base + r * p.c_row_stride + c] = acc[i][j];
         }
     }
 #endif

@@ -35,14 +35,16 @@ layout(push_constant) uniform Parameters {
     uint batch1, batch2;
     uint a_batch0, a_batch1, a_batch2;
     uint b_batch0, b_batch1, b_batch2;
+    uint a_offset, b_offset, c_offset;  // element offsets inside the bound windows
+    uint c_row_stride;                  // c(m, n) at m·c_row_stride + n (N unless N is split)
 } p;
 
 void main() {
     uint z = gl_WorkGroupID.z;
     uint i2 = z % p.batch2, i1 = (z / p.batch2) % p.batch1, i0 = z / (p.batch2 * p.batch1);
-    uint a_base = i0 * p.a_batch0 + i1 * p.a_batch1 + i2 * p.a_batch2;
-    uint b_base = i0 * p.b_batch0 + i1 * p.b_batch1 + i2 * p.b_batch2;
-    uint c_base = z * p.M * p.N;
+    uint a_base = p.a_offset + i0 * p.a_batch0 + i1 * p.a_batch1 + i2 * p.a_batch2;
+    uint b_base = p.b_offset + i0 * p.b_batch0 + i1 * p.b_batch1 + i2 * p.b_batch2;
+    uint c_base = p.c_offset + z * p.M * p.c_row_stride;
     uint row0 = gl_GlobalInvocationID.y * TM;
     uint col0 = gl_GlobalInvocationID.x * TN;
     if (row0 >= p.M || col0 >= p.N) return;
@@ -72,7 +74,7 @@ void main() {
         if (r >= p.M) break;
         [[unroll]] for (uint j = 0; j < TN; ++j) {
             uint c = col0 + j;
-            if (c < p.N) c_data[c_base + r * p.N + c] = acc[i][j];
+            if (c < p.N) c_data[c_base + r * p.c_row_stride + c] = acc[i][j];
         }
     }
 }

@@ -2,6 +2,7 @@ import Testing
 import LoRAFuse
 import LoRAFuseBackends
 import LoRAFuseCPU
+import LoRAFuseVulkan
 
 @Suite(.serialized) struct BackendBehaviourTests {
     @Test func registryListsAnAvailableCPUBackend() throws {
@@ -67,7 +68,28 @@ import LoRAFuseCPU
     }
 }
 
-@Suite struct VulkanLimitsTests {
+@Suite(.serialized) struct VulkanLimitsTests {
+    /// Matmuls whose operands are past the binding limit are split into windows and still
+    /// match float64. The limit is lowered to 64 KiB so the split runs on small tensors;
+    /// every layout (transposed or not, batched, F32/F16/BF16 weights) and both kernels.
+    @Test(arguments: [(3, 300, 70, true, DType.float32), (260, 70, 8, true, .float32), (130, 150, 61, true, .bfloat16),
+                      (97, 40, 300, false, .float32), (70, 300, 64, true, .float16)])
+    func matmulPastTheBindingLimitIsSplit(m: Int, n: Int, k: Int, transposeB: Bool, dtype: DType) throws {
+        guard BackendsUnderTest.all.contains(where: { $0.name == "vulkan" }) else { return }
+        var random = SeededRandom(seed: 21)
+        var graph = Graph()
+        let a = graph.input("a", [2, m, k])
+        let w = graph.parameter("w", random.tensor(transposeB ? [n, k] : [k, n], dtype: dtype))
+        graph.markOutput(try graph.matmul(a, w, transposeB: transposeB))
+        let inputs = ["a": random.tensor([2, m, k])]
+        let expected = try ReferenceEvaluator.evaluate(graph, inputs: inputs)[0].values
+        for variant in [VulkanBackend.MatmulVariant.registers, .tiled] {
+            let vulkan = try VulkanBackend(matmulVariant: variant, bindingLimit: 64 << 10)
+            let actual = try vulkan.execute(graph, inputs: inputs).outputs[0].floats()
+            #expect(relativeError(actual: actual, expected: expected) <= 1e-4, "\(variant)")
+        }
+    }
+
     /// A tensor past maxStorageBufferRange is one clear error naming the limit, not a crash.
     @Test func tensorLargerThanTheBindingLimitIsAClearError() throws {
         guard let vulkan = BackendsUnderTest.all.first(where: { $0.name == "vulkan" }) else { return }

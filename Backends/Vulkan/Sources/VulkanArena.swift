@@ -30,11 +30,6 @@ final class VulkanArena {
                 return VulkanRange(buffer: block, offset: offset, size: needed)
             }
         }
-        let limit = Int(device.limits.maxStorageBufferRange)
-        guard needed <= limit else {
-            throw BackendError.outOfMemory(backend: "vulkan", bytes: size,
-                                           reason: "a tensor of \(size) bytes exceeds this device's maxStorageBufferRange of \(limit) bytes (splitting is not implemented yet)")
-        }
         let block = try VulkanBuffer(device: device, size: max(blockSize, needed), hostVisible: hostVisible)
         blocks.append(block)
         used = needed

@@ -47,14 +47,17 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
 
     /// `forceStaging` moves data through staging buffers and recorded copies even on
     /// unified memory, as on a discrete GPU, so that path is tested on lavapipe too.
-    public init(deviceIndex: Int = 0, matmulVariant: MatmulVariant = .automatic, forceStaging: Bool = false) throws {
+    /// `bindingLimit` lowers the bytes one binding may span below maxStorageBufferRange
+    /// (tests use it to run the splitting paths on small tensors).
+    public init(deviceIndex: Int = 0, matmulVariant: MatmulVariant = .automatic, forceStaging: Bool = false,
+                bindingLimit: Int? = nil) throws {
         let instance = VulkanInstance.shared
         if let failure = instance.failure { throw BackendError.unavailable(name: "vulkan", reason: failure) }
         guard instance.physicalDevices.indices.contains(deviceIndex) else {
             throw BackendError.noSuchDevice(backend: "vulkan", index: deviceIndex, count: instance.physicalDevices.count)
         }
         let physical = instance.physicalDevices[deviceIndex]
-        context = try VulkanDevice(instance: instance, physicalDevice: physical, forceStaging: forceStaging)
+        context = try VulkanDevice(instance: instance, physicalDevice: physical, forceStaging: forceStaging, bindingLimit: bindingLimit)
         device = instance.describe(physical, index: deviceIndex)
         self.matmulVariant = matmulVariant
     }

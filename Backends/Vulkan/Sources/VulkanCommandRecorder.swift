@@ -75,6 +75,11 @@ final class VulkanCommandRecorder {
         precondition(buffers.count == pipeline.bindingCount, "\(pipeline.name): \(buffers.count) buffers for \(pipeline.bindingCount) bindings")
         precondition(constants.count * 4 <= VulkanPipeline.pushConstantSize)
         guard groups.0 > 0, groups.1 > 0, groups.2 > 0 else { return }
+        let rangeLimit = device.bindingLimit
+        if let large = buffers.first(where: { $0.size > rangeLimit }) {
+            throw BackendError.outOfMemory(backend: "vulkan", bytes: large.size,
+                                           reason: "\(pipeline.name) would bind \(large.size) bytes, past maxStorageBufferRange (\(rangeLimit))")
+        }
         let functions = device.functions
         let limits = device.limits
         let maximum = withUnsafeBytes(of: limits.maxComputeWorkGroupCount) { Array($0.bindMemory(to: UInt32.self)) }

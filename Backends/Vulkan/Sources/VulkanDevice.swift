@@ -83,13 +83,17 @@ final class VulkanDevice {
     var limits: VkPhysicalDeviceLimits { properties.limits }
     var isCPUDevice: Bool { properties.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU }
     var storageAlignment: Int { max(256, Int(limits.minStorageBufferOffsetAlignment)) }
+    /// The most bytes one binding may span: maxStorageBufferRange, or less when a test
+    /// asks for it so the splitting paths run on small tensors.
+    let bindingLimit: Int
 
-    init(instance: VulkanInstance, physicalDevice: VkPhysicalDevice, forceStaging: Bool = false) throws {
+    init(instance: VulkanInstance, physicalDevice: VkPhysicalDevice, forceStaging: Bool = false, bindingLimit: Int? = nil) throws {
         var functions = instance.functions
         self.physicalDevice = physicalDevice
         var properties = VkPhysicalDeviceProperties()
         functions.vkGetPhysicalDeviceProperties(physicalDevice, &properties)
         self.properties = properties
+        self.bindingLimit = min(Int(properties.limits.maxStorageBufferRange), bindingLimit ?? Int.max)
         var memoryProperties = VkPhysicalDeviceMemoryProperties()
         functions.vkGetPhysicalDeviceMemoryProperties(physicalDevice, &memoryProperties)
         self.memoryProperties = memoryProperties

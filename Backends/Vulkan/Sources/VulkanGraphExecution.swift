@@ -23,11 +23,7 @@ struct VulkanGraphExecution {
         // One scratch buffer; values share bytes once their last reader has run (the
         // barrier after every dispatch orders the reuse).
         let plan = MemoryPlan(graph: graph, alignment: device.storageAlignment, keepAll: options.keepIntermediates)
-        let limit = Int(device.limits.maxStorageBufferRange)
-        if let large = graph.nodes.first(where: { $0.type.byteCount > limit }) {
-            throw BackendError.outOfMemory(backend: "vulkan", bytes: large.type.byteCount, reason:
-                "node %\(large.id) \(large.op.summary) \(large.type) exceeds this device's maxStorageBufferRange of \(limit) bytes (splitting is not implemented yet)")
-        }
+        try checkBindingLimits()
         let scratch = try VulkanBuffer(device: device, size: max(plan.totalBytes, 16), hostVisible: false)
         var ranges = [VulkanRange?](repeating: nil, count: graph.nodes.count)
         var uploads: [(HostTensor, VulkanRange)] = []
@@ -122,6 +118,26 @@ struct VulkanGraphExecution {
         graph.nodes.reduce(0) { count, node in
             if case .concat = node.op { return count + node.inputs.count }
             return count + 1
+        }
+    }
+
+    /// Only matmul splits its operands into windows; any other op touching a tensor past
+    /// maxStorageBufferRange is refused up front with the node, the op and the sizes.
+    private func checkBindingLimits() throws {
+        let limit = device.bindingLimit
+        for node in graph.nodes {
+            let splits: Bool
+            switch node.op {
+            case .matmul, .reshape, .input, .parameter: splits = true
+            default: splits = false
+            }
+            if splits { continue }
+            let touched = [node.id] + node.inputs
+            if let large = touched.first(where: { graph.nodes[$0].type.byteCount > limit }) {
+                let type = graph.nodes[large].type
+                throw BackendError.outOfMemory(backend: "vulkan", bytes: type.byteCount, reason:
+                    "node %\(node.id) \(node.op.summary) touches \(type) (\(type.byteCount) bytes), past this device's maxStorageBufferRange of \(limit) bytes; only matmul splits its operands so far")
+            }
         }
     }
 

@@ -147,27 +147,98 @@ struct VulkanKernels {
                               constants: constants, groups: VulkanCommandRecorder.groups1D(batch * heads * blocks, localSize: 1))
     }
 
+    /// One matmul dispatch: sizes, strides, the three bound windows and the element
+    /// offsets of the operands inside them.
+    struct MatmulDispatch {
+        var m: Int, n: Int, k: Int
+        var aRow: Int, aColumn: Int, bRow: Int, bColumn: Int
+        var batch: [Int] = [1, 1, 1]
+        var aBatch: [Int] = [0, 0, 0], bBatch: [Int] = [0, 0, 0]
+        var aOffset = 0, bOffset = 0, cOffset = 0
+        var cRowStride: Int
+        var windows: (a: VulkanRange, b: VulkanRange, c: VulkanRange)
+
+        var constants: [UInt32] {
+            ([m, n, k, aRow, aColumn, bRow, bColumn, batch[1], batch[2]] + aBatch + bBatch
+                + [aOffset, bOffset, cOffset, cRowStride]).map { UInt32($0) }
+        }
+    }
+
     func matmul(_ a: (VulkanRange, TensorType), _ b: (VulkanRange, TensorType), transposeA: Bool, transposeB: Bool,
-                        output: VulkanRange, outShape: Shape) throws {
+                output: VulkanRange, outShape: Shape) throws {
         let layout = MatmulLayout(a: a.1.shape, b: b.1.shape, transposeA: transposeA, transposeB: transposeB, output: outShape)
         let (m, n, k) = (layout.m, layout.n, layout.k)
-        // The shaders take exactly three batch axes: pad in front (extent 1, stride 0).
-        let padding = 3 - layout.batchShape.count
-        let batch3 = [Int](repeating: 1, count: padding) + layout.batchShape
-        let aBatch = [Int](repeating: 0, count: padding) + layout.aBatchStrides
-        let bBatch = [Int](repeating: 0, count: padding) + layout.bBatchStrides
-        let (aRow, aColumn, bRow, bColumn) = (layout.aRowStride, layout.aColumnStride, layout.bRowStride, layout.bColumnStride)
-        let constants = [m, n, k, aRow, aColumn, bRow, bColumn, batch3[1], batch3[2]].map { UInt32($0) }
-            + aBatch.map { UInt32($0) } + bBatch.map { UInt32($0) }
-        let suffix = b.1.dtype == .float16 ? "f16" : (b.1.dtype == .bfloat16 ? "bf16" : "f32")
-        let batches = batch3.reduce(1, *)
-        // Linear layout with K % 4 == 0: the vec4 kernel (lavapipe's fastest) on CPU devices.
-        if matmulVariant == .registers && aColumn == 1 && bRow == 1 && k % 4 == 0 && aRow % 4 == 0 && bColumn % 4 == 0
-            && (aBatch + bBatch).allSatisfy({ $0 % 4 == 0 }) {
+        let limit = device.bindingLimit
+        var base = MatmulDispatch(m: m, n: n, k: k, aRow: layout.aRowStride, aColumn: layout.aColumnStride,
+                                  bRow: layout.bRowStride, bColumn: layout.bColumnStride, cRowStride: n,
+                                  windows: (a.0, b.0, output))
+        if a.0.size <= limit && b.0.size <= limit && output.size <= limit {
+            // The shaders take exactly three batch axes: pad in front (extent 1, stride 0).
+            let padding = 3 - layout.batchShape.count
+            base.batch = [Int](repeating: 1, count: padding) + layout.batchShape
+            base.aBatch = [Int](repeating: 0, count: padding) + layout.aBatchStrides
+            base.bBatch = [Int](repeating: 0, count: padding) + layout.bBatchStrides
+            try dispatchMatmul(base, weightType: b.1.dtype)
+            return
+        }
+        // Too large to bind whole (past maxStorageBufferRange): one batch matrix at a time,
+        // blocks of rows of A and C, blocks of columns of C with the matching rows of Bᵀ,
+        // each bound as its own window.
+        let alignment = max(4, Int(device.limits.minStorageBufferOffsetAlignment))
+        let budget = limit - alignment
+        let bSize = b.1.dtype.byteSize
+        let aRowMajor = layout.aColumnStride == 1, bTransposed = layout.bRowStride == 1
+        var rowsPerChunk = min(m, budget / max(1, n * 4))
+        if aRowMajor { rowsPerChunk = min(rowsPerChunk, budget / max(1, k * 4)) }
+        let columnsPerChunk = bTransposed ? min(n, budget / max(1, k * bSize)) : n
+        guard rowsPerChunk >= 1, columnsPerChunk >= 1, aRowMajor || m * k * 4 <= budget, bTransposed || k * n * bSize <= budget else {
+            throw BackendError.outOfMemory(backend: "vulkan", bytes: max(a.0.size, b.0.size, output.size), reason:
+                "matmul \(a.1) × \(b.1) cannot be split into windows of this device's maxStorageBufferRange (\(limit) bytes)")
+        }
+        func window(_ range: VulkanRange, start: Int, count: Int, size: Int) -> (VulkanRange, Int) {
+            let byteStart = range.offset + start * size
+            let aligned = byteStart / alignment * alignment
+            let end = (byteStart + count * size + 3) & ~3
+            return (VulkanRange(buffer: range.buffer, offset: aligned, size: end - aligned), (byteStart - aligned) / size)
+        }
+        for batch in 0..<layout.batchCount {
+            let (aMatrix, bMatrix) = layout.offsets(batch: batch)
+            let cMatrix = batch * m * n
+            for row in stride(from: 0, to: m, by: rowsPerChunk) {
+                let rows = min(rowsPerChunk, m - row)
+                for column in stride(from: 0, to: n, by: columnsPerChunk) {
+                    let columns = min(columnsPerChunk, n - column)
+                    var chunk = base
+                    chunk.m = rows
+                    chunk.n = columns
+                    let (aWindow, aResidual) = aRowMajor
+                        ? window(a.0, start: aMatrix + row * k, count: rows * k, size: 4)
+                        : window(a.0, start: aMatrix, count: m * k, size: 4)
+                    chunk.aOffset = aResidual + (aRowMajor ? 0 : row)
+                    let (bWindow, bResidual) = bTransposed
+                        ? window(b.0, start: bMatrix + column * k, count: columns * k, size: bSize)
+                        : window(b.0, start: bMatrix, count: k * n, size: bSize)
+                    chunk.bOffset = bResidual + (bTransposed ? 0 : column)
+                    let (cWindow, cResidual) = window(output, start: cMatrix + row * n + column, count: (rows - 1) * n + columns, size: 4)
+                    chunk.cOffset = cResidual
+                    chunk.windows = (aWindow, bWindow, cWindow)
+                    try dispatchMatmul(chunk, weightType: b.1.dtype)
+                }
+            }
+        }
+    }
+
+    private func dispatchMatmul(_ call: MatmulDispatch, weightType: DType) throws {
+        let suffix = weightType == .float16 ? "f16" : (weightType == .bfloat16 ? "bf16" : "f32")
+        let batches = call.batch.reduce(1, *)
+        let buffers = [call.windows.a, call.windows.b, call.windows.c]
+        // Linear layout with K % 4 == 0 and 4-aligned offsets: the vec4 kernel (lavapipe's fastest).
+        let aligned4 = ([call.aRow, call.bColumn, call.aOffset, call.bOffset] + call.aBatch + call.bBatch).allSatisfy { $0 % 4 == 0 }
+        if matmulVariant == .registers && call.aColumn == 1 && call.bRow == 1 && call.k % 4 == 0 && aligned4 {
             let block = Self.registerBlock
             let pipeline = try device.pipeline("matmul_vec4_\(suffix)", bindings: 3, specialization: [UInt32(block), UInt32(block)])
-            try recorder.dispatch(pipeline, [a.0, b.0, output], constants: constants,
-                                  groups: ((n + 8 * block - 1) / (8 * block), (m + 8 * block - 1) / (8 * block), batches))
+            try recorder.dispatch(pipeline, buffers, constants: call.constants,
+                                  groups: ((call.n + 8 * block - 1) / (8 * block), (call.m + 8 * block - 1) / (8 * block), batches))
             return
         }
         let tiled = matmulVariant == .tiled
@@ -175,7 +246,7 @@ struct VulkanKernels {
         let pipeline = try device.pipeline(tiled ? "matmul_tiled_\(suffix)" : "matmul_\(suffix)", bindings: 3,
                                            specialization: [UInt32(block), UInt32(block)])
         let perGroup = 8 * block
-        try recorder.dispatch(pipeline, [a.0, b.0, output], constants: constants,
-                              groups: ((n + perGroup - 1) / perGroup, (m + perGroup - 1) / perGroup, batches))
+        try recorder.dispatch(pipeline, buffers, constants: call.constants,
+                              groups: ((call.n + perGroup - 1) / perGroup, (call.m + perGroup - 1) / perGroup, batches))
     }
 }
