@@ -139,10 +139,15 @@ struct VulkanKernels {
             maskBatchStride = maskShape[0] == 1 ? 0 : maskShape[1] * queryLength * keyLength
             maskHeadStride = maskShape[1] == 1 ? 0 : queryLength * keyLength
         }
-        let blocks = (queryLength + 63) / 64
+        // CPU devices: the register variant (no shared memory, 4 queries per invocation);
+        // GPUs: flash attention with key/value tiles in shared memory.
+        let registers = matmulVariant == .registers && headDim % 4 == 0
+        let queriesPerGroup = registers ? 64 * 8 : 64
+        let blocks = (queryLength + queriesPerGroup - 1) / queriesPerGroup
         let constants: [UInt32] = [UInt32(queryLength), UInt32(keyLength), UInt32(heads), scale.bitPattern, causal ? 1 : 0,
                                    mask == nil ? 0 : 1, UInt32(maskBatchStride), UInt32(maskHeadStride), UInt32(blocks)]
-        try recorder.dispatch(device.pipeline("attention", bindings: 5, specialization: [UInt32(headDim)]),
+        try recorder.dispatch(device.pipeline(registers ? "attention_registers" : "attention", bindings: 5,
+                                              specialization: [UInt32(headDim)]),
                               [operands[0].0, operands[1].0, operands[2].0, mask?.0 ?? operands[0].0, output],
                               constants: constants, groups: VulkanCommandRecorder.groups1D(batch * heads * blocks, localSize: 1))
     }
