@@ -1,0 +1,59 @@
+import Foundation
+
+/// A FLUX transformer checkpoint: its config and its (memory-mapped) weights under
+/// diffusers names.
+public struct FluxModel: Sendable {
+    public let config: FluxConfig
+    public let weights: TensorSource
+
+    public init(config: FluxConfig, weights: TensorSource) {
+        self.config = config
+        self.weights = weights
+    }
+
+    /// Loads a diffusers folder: a pipeline folder with `transformer/`, or the transformer
+    /// folder itself (`config.json` and `diffusion_pytorch_model*.safetensors`, sharded
+    /// through `diffusion_pytorch_model.safetensors.index.json` or not).
+    public static func load(path: String) throws -> FluxModel {
+        var folder = URL(fileURLWithPath: path)
+        let manager = FileManager.default
+        if manager.fileExists(atPath: folder.appendingPathComponent("transformer/config.json").path) {
+            folder = folder.appendingPathComponent("transformer")
+        }
+        let configURL = folder.appendingPathComponent("config.json")
+        guard let data = manager.contents(atPath: configURL.path) else {
+            throw ModelError.notAModel(path: path, reason: "no transformer/config.json or config.json")
+        }
+        let config: FluxConfig
+        do {
+            if let object = try JSONSerialization.jsonObject(with: data) as? [String: Any],
+               let className = object["_class_name"] as? String, className != "FluxTransformer2DModel" {
+                throw ModelError.notAModel(path: configURL.path, reason: "_class_name is \(className)")
+            }
+            config = try JSONDecoder().decode(FluxConfig.self, from: data)
+        } catch let error as ModelError {
+            throw error
+        } catch {
+            throw ModelError.notAModel(path: configURL.path, reason: "cannot read the config: \(error)")
+        }
+        try config.validate(source: configURL.path)
+
+        var shardNames: [String]
+        let index = folder.appendingPathComponent("diffusion_pytorch_model.safetensors.index.json")
+        if let indexData = manager.contents(atPath: index.path) {
+            guard let object = try? JSONSerialization.jsonObject(with: indexData) as? [String: Any],
+                  let map = object["weight_map"] as? [String: String] else {
+                throw ModelError.notAModel(path: index.path, reason: "the index has no weight_map")
+            }
+            shardNames = Array(Set(map.values)).sorted()
+        } else {
+            shardNames = ((try? manager.contentsOfDirectory(atPath: folder.path)) ?? [])
+                .filter { $0.hasPrefix("diffusion_pytorch_model") && $0.hasSuffix(".safetensors") }.sorted()
+        }
+        guard !shardNames.isEmpty else {
+            throw ModelError.notAModel(path: folder.path, reason: "no diffusion_pytorch_model*.safetensors")
+        }
+        let files = try shardNames.map { try SafeTensorsFile(path: folder.appendingPathComponent($0).path) }
+        return FluxModel(config: config, weights: TensorSource(files: files, description: folder.path))
+    }
+}

@@ -1,0 +1,159 @@
+/// Builds the FLUX.1 transformer forward pass as a graph (diffusers `FluxTransformer2DModel`,
+/// `transformer_flux.py`): embeddings, double-stream blocks over [text, image], single-stream
+/// blocks over the joint sequence, final AdaLN and projection. Output `sample` [B, L, C].
+public struct FluxTransformer {
+    public let model: FluxModel
+    public var config: FluxConfig { model.config }
+
+    public init(model: FluxModel) { self.model = model }
+
+    /// The graph for `batch` samples of `textLength` + `imageLength` tokens. Its inputs are
+    /// `FluxInputs.bindings`; its one output is `sample`.
+    public func graph(batch: Int, textLength: Int, imageLength: Int) throws -> Graph {
+        var builder = Builder(config: config, weights: model.weights, graph: Graph())
+        let sample = try builder.forward(batch: batch, textLength: textLength, imageLength: imageLength)
+        builder.graph.markOutput(sample)
+        return builder.graph
+    }
+
+    struct Builder {
+        let config: FluxConfig
+        let weights: TensorSource
+        var graph: Graph
+
+        /// A weight as a parameter node; vectors (biases, norm weights) are cast to F32 for
+        /// element-wise ops, matrices stay in their stored type for the matmul kernels.
+        mutating func weight(_ name: String, _ shape: Shape) throws -> Tensor {
+            let tensor = graph.parameter(name, try weights.tensor(name, shape: shape))
+            return shape.rank == 1 ? try graph.cast(tensor, to: .float32) : tensor
+        }
+
+        /// `x · Wᵀ + b` for the Linear `name` mapping `inFeatures` → `outFeatures`.
+        mutating func linear(_ x: Tensor, _ name: String, _ inFeatures: Int, _ outFeatures: Int) throws -> Tensor {
+            let w = try weight("\(name).weight", [outFeatures, inFeatures])
+            let b = try weight("\(name).bias", [outFeatures])
+            let y = try graph.linear(x, weight: w, bias: b)
+            graph.label(y, name)
+            return y
+        }
+
+        /// Linear → SiLU → Linear (diffusers TimestepEmbedding / PixArtAlphaTextProjection).
+        mutating func mlpEmbedding(_ x: Tensor, _ name: String, _ inFeatures: Int) throws -> Tensor {
+            let hidden = try graph.silu(linear(x, "\(name).linear_1", inFeatures, config.innerDim))
+            return try linear(hidden, "\(name).linear_2", config.innerDim, config.innerDim)
+        }
+
+        /// Slice `index` of `count` equal chunks of a modulation vector [B, count·D], as [B, 1, D].
+        mutating func chunk(_ x: Tensor, _ index: Int, of count: Int) throws -> Tensor {
+            let width = x.shape[1] / count
+            let part = try graph.slice(x, axis: 1, start: index * width, end: (index + 1) * width)
+            return try graph.reshape(part, [x.shape[0], 1, width])
+        }
+
+        /// LayerNorm without affine (eps 1e-6), then x·(1 + scale) + shift.
+        mutating func modulate(_ x: Tensor, shift: Tensor, scale: Tensor) throws -> Tensor {
+            let normalized = try graph.layerNorm(x, epsilon: 1e-6)
+            let scaled = try graph.add(normalized, graph.mul(normalized, scale))
+            return try graph.add(scaled, shift)
+        }
+
+        /// q, k, v of one stream as [B, S, H, Dh], q and k RMS-normalised (eps 1e-6).
+        mutating func projections(_ x: Tensor, q: String, k: String, v: String, normQ: String, normK: String)
+            throws -> (Tensor, Tensor, Tensor) {
+            let (batch, length, dim) = (x.shape[0], x.shape[1], config.innerDim)
+            let heads: Shape = [batch, length, config.attentionHeadCount, config.attentionHeadDim]
+            let query = try graph.rmsNorm(graph.reshape(linear(x, q, dim, dim), heads),
+                                          weight: weight("\(normQ).weight", [config.attentionHeadDim]), epsilon: 1e-6)
+            let key = try graph.rmsNorm(graph.reshape(linear(x, k, dim, dim), heads),
+                                        weight: weight("\(normK).weight", [config.attentionHeadDim]), epsilon: 1e-6)
+            let value = try graph.reshape(linear(x, v, dim, dim), heads)
+            return (query, key, value)
+        }
+
+        /// Rotary embedding on q and k, attention over the joint sequence, heads merged: [B, S, D].
+        mutating func attend(_ q: Tensor, _ k: Tensor, _ v: Tensor, cos: Tensor, sin: Tensor) throws -> Tensor {
+            let rotatedQ = try graph.rotaryEmbedding(q, cos: cos, sin: sin)
+            let rotatedK = try graph.rotaryEmbedding(k, cos: cos, sin: sin)
+            let attended = try graph.attention(query: rotatedQ, key: rotatedK, value: v)
+            return try graph.reshape(attended, [q.shape[0], q.shape[1], config.innerDim])
+        }
+
+        /// GELU-tanh MLP: `name.net.0.proj` → GELU → `name.net.2`.
+        mutating func feedForward(_ x: Tensor, _ name: String) throws -> Tensor {
+            let hidden = try graph.gelu(linear(x, "\(name).net.0.proj", config.innerDim, config.mlpHiddenDim), approximateTanh: true)
+            return try linear(hidden, "\(name).net.2", config.mlpHiddenDim, config.innerDim)
+        }
+
+        mutating func forward(batch: Int, textLength: Int, imageLength: Int) throws -> Tensor {
+            let dim = config.innerDim
+            let joint = textLength + imageLength
+            let hiddenInput = graph.input("hidden_states", [batch, imageLength, config.inChannels])
+            let encoderInput = graph.input("encoder_hidden_states", [batch, textLength, config.jointAttentionDim])
+            let pooled = graph.input("pooled_projections", [batch, config.pooledProjectionDim])
+            let timestep = graph.input("timestep_projection", [batch, FluxConfig.timestepChannels])
+            let cos = graph.input("rope_cos", [joint, config.attentionHeadDim / 2])
+            let sin = graph.input("rope_sin", [joint, config.attentionHeadDim / 2])
+
+            // Conditioning vector: timestep (+ guidance) + pooled text.
+            var conditioning = try mlpEmbedding(timestep, "time_text_embed.timestep_embedder", FluxConfig.timestepChannels)
+            if config.guidanceEmbeds {
+                let guidance = graph.input("guidance_projection", [batch, FluxConfig.timestepChannels])
+                conditioning = try graph.add(conditioning, mlpEmbedding(guidance, "time_text_embed.guidance_embedder", FluxConfig.timestepChannels))
+            }
+            conditioning = try graph.add(conditioning, mlpEmbedding(pooled, "time_text_embed.text_embedder", config.pooledProjectionDim))
+            let activated = try graph.silu(conditioning)  // every AdaLN reads SiLU(temb)
+
+            var image = try linear(hiddenInput, "x_embedder", config.inChannels, dim)
+            var text = try linear(encoderInput, "context_embedder", config.jointAttentionDim, dim)
+
+            for index in 0..<config.layerCount {
+                let prefix = "transformer_blocks.\(index)"
+                let imageMod = try linear(activated, "\(prefix).norm1.linear", dim, 6 * dim)
+                let textMod = try linear(activated, "\(prefix).norm1_context.linear", dim, 6 * dim)
+                // AdaLayerNormZero chunks: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp.
+                let imageNormed = try modulate(image, shift: chunk(imageMod, 0, of: 6), scale: chunk(imageMod, 1, of: 6))
+                let textNormed = try modulate(text, shift: chunk(textMod, 0, of: 6), scale: chunk(textMod, 1, of: 6))
+                let (iq, ik, iv) = try projections(imageNormed, q: "\(prefix).attn.to_q", k: "\(prefix).attn.to_k", v: "\(prefix).attn.to_v",
+                                                   normQ: "\(prefix).attn.norm_q", normK: "\(prefix).attn.norm_k")
+                let (tq, tk, tv) = try projections(textNormed, q: "\(prefix).attn.add_q_proj", k: "\(prefix).attn.add_k_proj",
+                                                   v: "\(prefix).attn.add_v_proj", normQ: "\(prefix).attn.norm_added_q",
+                                                   normK: "\(prefix).attn.norm_added_k")
+                // Joint attention over [text, image].
+                let attended = try attend(graph.concat([tq, iq], axis: 1), graph.concat([tk, ik], axis: 1),
+                                          graph.concat([tv, iv], axis: 1), cos: cos, sin: sin)
+                let textAttention = try linear(graph.slice(attended, axis: 1, start: 0, end: textLength), "\(prefix).attn.to_add_out", dim, dim)
+                let imageAttention = try linear(graph.slice(attended, axis: 1, start: textLength, end: joint), "\(prefix).attn.to_out.0", dim, dim)
+
+                image = try graph.add(image, graph.mul(chunk(imageMod, 2, of: 6), imageAttention))
+                let imageMLP = try feedForward(modulate(image, shift: chunk(imageMod, 3, of: 6), scale: chunk(imageMod, 4, of: 6)), "\(prefix).ff")
+                image = try graph.add(image, graph.mul(chunk(imageMod, 5, of: 6), imageMLP))
+
+                text = try graph.add(text, graph.mul(chunk(textMod, 2, of: 6), textAttention))
+                let textMLP = try feedForward(modulate(text, shift: chunk(textMod, 3, of: 6), scale: chunk(textMod, 4, of: 6)), "\(prefix).ff_context")
+                text = try graph.add(text, graph.mul(chunk(textMod, 5, of: 6), textMLP))
+            }
+
+            var hidden = try graph.concat([text, image], axis: 1)
+            for index in 0..<config.singleLayerCount {
+                let prefix = "single_transformer_blocks.\(index)"
+                // AdaLayerNormZeroSingle chunks: shift, scale, gate.
+                let modulation = try linear(activated, "\(prefix).norm.linear", dim, 3 * dim)
+                let normed = try modulate(hidden, shift: chunk(modulation, 0, of: 3), scale: chunk(modulation, 1, of: 3))
+                let mlp = try graph.gelu(linear(normed, "\(prefix).proj_mlp", dim, config.mlpHiddenDim), approximateTanh: true)
+                let (q, k, v) = try projections(normed, q: "\(prefix).attn.to_q", k: "\(prefix).attn.to_k", v: "\(prefix).attn.to_v",
+                                                normQ: "\(prefix).attn.norm_q", normK: "\(prefix).attn.norm_k")
+                let attended = try attend(q, k, v, cos: cos, sin: sin)
+                let projected = try linear(graph.concat([attended, mlp], axis: 2), "\(prefix).proj_out", dim + config.mlpHiddenDim, dim)
+                hidden = try graph.add(hidden, graph.mul(chunk(modulation, 2, of: 3), projected))
+            }
+
+            image = try graph.slice(hidden, axis: 1, start: textLength, end: joint)
+            // AdaLayerNormContinuous chunks: scale first, then shift.
+            let final = try linear(activated, "norm_out.linear", dim, 2 * dim)
+            let normed = try modulate(image, shift: chunk(final, 1, of: 2), scale: chunk(final, 0, of: 2))
+            let sample = try linear(normed, "proj_out", dim, config.patchSize * config.patchSize * config.outChannels)
+            graph.label(sample, "sample")
+            return sample
+        }
+    }
+}
