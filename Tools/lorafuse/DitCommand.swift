@@ -1,0 +1,77 @@
+import ArgumentParser
+import Foundation
+import LoRAFuse
+
+/// `lorafuse dit`: one forward pass of the FLUX transformer (DESIGN.md "Contracts").
+struct DitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dit",
+        abstract: "Run one forward pass of a FLUX transformer: inputs safetensors in, `sample` safetensors out.",
+        discussion: """
+        --model: a diffusers folder (with transformer/ or the transformer folder itself).
+        --inputs: hidden_states [B, L, C], encoder_hidden_states [B, T, J], pooled_projections [B, P],
+        timestep [B] (in [0, 1]), guidance [B] (guidance-distilled models), img_ids [L, 3], txt_ids [T, 3].
+        --output: sample [B, L, C] float32, written atomically.
+        """
+    )
+
+    @Option(name: .long, help: "Diffusers FLUX folder (pipeline folder or its transformer/ folder).")
+    var model: String
+
+    @Option(name: .long, help: "Input tensors (.safetensors).")
+    var inputs: String
+
+    @Option(name: .long, help: "Where to write `sample` (.safetensors).")
+    var output: String?
+
+    @OptionGroup var backendOptions: BackendOptions
+
+    @Option(name: .customLong("repeat"), help: "Forward passes to time after loading; the best is reported.")
+    var repeatCount = 1
+
+    @Flag(name: .long, help: "Print a JSON line with timings and peak memory.")
+    var json = false
+
+    func run() throws {
+        let loadStart = DispatchTime.now().uptimeNanoseconds
+        let backend = try backendOptions.makeBackend()
+        let flux = try FluxModel.load(path: model)
+        let tensors = try SafeTensorsFile(path: inputs).allTensors()
+        let prepared = try FluxInputs(tensors, config: flux.config)
+        let graph = try FluxTransformer(model: flux).graph(batch: prepared.batch, textLength: prepared.textLength,
+                                                            imageLength: prepared.imageLength)
+        let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
+        var best = Double.infinity
+        var sample: HostTensor?
+        for _ in 0..<max(1, repeatCount) {
+            let start = DispatchTime.now().uptimeNanoseconds
+            sample = try backend.execute(graph, inputs: prepared.bindings).outputs[0]
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        }
+        if let output, let sample {
+            try SafeTensorsWriter.write([("sample", sample)], metadata: ["producer": "lorafuse dit", "backend": backend.name], to: output)
+        }
+        let fields: [String: Any] = ["command": "dit", "backend": backend.name, "device": backend.device.name,
+                                     "seconds": best, "load_seconds": loadSeconds, "peak_rss_bytes": PeakMemory.residentBytes(),
+                                     "batch": prepared.batch, "image_tokens": prepared.imageLength, "text_tokens": prepared.textLength]
+        if json {
+            print(try JSONOutput.line(fields))
+        } else {
+            print(String(format: "dit on %@ (%@): %.3f s per forward (best of %d), load %.3f s, peak RSS %.1f MiB%@",
+                         backend.name, backend.device.name, best, max(1, repeatCount), loadSeconds,
+                         Double(PeakMemory.residentBytes()) / 1048576, output.map { ", wrote \($0)" } ?? ""))
+        }
+    }
+}
+
+/// Peak resident memory of this process (Linux: VmHWM in /proc/self/status).
+enum PeakMemory {
+    static func residentBytes() -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            let digits = line.split(separator: " ").compactMap { Int($0) }
+            return (digits.first ?? 0) * 1024
+        }
+        return 0
+    }
+}
