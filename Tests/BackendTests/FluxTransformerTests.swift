@@ -17,6 +17,23 @@ import LoRAFuse
         return (model, inputs, expected)
     }
 
+    /// The same weights as one BFL checkpoint (fused qkv / linear1, shift-first final
+    /// modulation) give the same graph values as the diffusers folder.
+    @Test(arguments: names)
+    func bflLayoutMatchesDiffusersLayout(_ name: String) throws {
+        let (model, inputs, expected) = try Self.load(name)
+        let bfl = try FluxModel.load(path: Self.fixtures.appendingPathComponent("\(name)/flux_bfl.safetensors").path)
+        #expect(bfl.config == model.config, "config inferred from BFL shapes")
+        let backend = BackendsUnderTest.all[0]
+        let shape = (inputs.batch, inputs.textLength, inputs.imageLength)
+        let fromFolder = try backend.execute(FluxTransformer(model: model).graph(batch: shape.0, textLength: shape.1, imageLength: shape.2),
+                                             inputs: inputs.bindings).outputs[0]
+        let fromBFL = try backend.execute(FluxTransformer(model: bfl).graph(batch: shape.0, textLength: shape.1, imageLength: shape.2),
+                                          inputs: inputs.bindings).outputs[0]
+        #expect(fromBFL.floats() == fromFolder.floats(), "identical weights must give identical outputs")
+        #expect(relativeError(actual: fromBFL.floats(), expected: expected.doubles()) <= 1e-4)
+    }
+
     @Test(arguments: names)
     func matchesDiffusersInFloat64(_ name: String) throws {
         let (model, inputs, expected) = try Self.load(name)

@@ -43,6 +43,55 @@ def randomise(model: torch.nn.Module, generator: torch.Generator) -> None:
                 parameter.copy_(0.1 * torch.randn(parameter.shape, generator=generator))
 
 
+def to_bfl(state: dict, config: dict) -> dict:
+    """The same weights under Black Forest Labs' names: fused qkv, single-block linear1
+    (q, k, v, mlp), and the final modulation stored shift-then-scale."""
+    s = {k: v.clone() for k, v in state.items()}
+    out = {}
+    def take(name):
+        return s.pop(name)
+    for src, dst in [("time_text_embed.timestep_embedder", "time_in"), ("time_text_embed.text_embedder", "vector_in"),
+                     ("time_text_embed.guidance_embedder", "guidance_in")]:
+        if f"{src}.linear_1.weight" not in s:
+            continue
+        for part, layer in [("linear_1", "in_layer"), ("linear_2", "out_layer")]:
+            for kind in ("weight", "bias"):
+                out[f"{dst}.{layer}.{kind}"] = take(f"{src}.{part}.{kind}")
+    for kind in ("weight", "bias"):
+        out[f"txt_in.{kind}"] = take(f"context_embedder.{kind}")
+        out[f"img_in.{kind}"] = take(f"x_embedder.{kind}")
+        out[f"final_layer.linear.{kind}"] = take(f"proj_out.{kind}")
+        scale, shift = take(f"norm_out.linear.{kind}").chunk(2, dim=0)
+        out[f"final_layer.adaLN_modulation.1.{kind}"] = torch.cat([shift, scale])
+    for i in range(config["num_layers"]):
+        d, b = f"transformer_blocks.{i}", f"double_blocks.{i}"
+        for kind in ("weight", "bias"):
+            out[f"{b}.img_mod.lin.{kind}"] = take(f"{d}.norm1.linear.{kind}")
+            out[f"{b}.txt_mod.lin.{kind}"] = take(f"{d}.norm1_context.linear.{kind}")
+            out[f"{b}.img_attn.qkv.{kind}"] = torch.cat([take(f"{d}.attn.to_{x}.{kind}") for x in "qkv"])
+            out[f"{b}.txt_attn.qkv.{kind}"] = torch.cat([take(f"{d}.attn.add_{x}_proj.{kind}") for x in "qkv"])
+            out[f"{b}.img_attn.proj.{kind}"] = take(f"{d}.attn.to_out.0.{kind}")
+            out[f"{b}.txt_attn.proj.{kind}"] = take(f"{d}.attn.to_add_out.{kind}")
+            out[f"{b}.img_mlp.0.{kind}"] = take(f"{d}.ff.net.0.proj.{kind}")
+            out[f"{b}.img_mlp.2.{kind}"] = take(f"{d}.ff.net.2.{kind}")
+            out[f"{b}.txt_mlp.0.{kind}"] = take(f"{d}.ff_context.net.0.proj.{kind}")
+            out[f"{b}.txt_mlp.2.{kind}"] = take(f"{d}.ff_context.net.2.{kind}")
+        out[f"{b}.img_attn.norm.query_norm.scale"] = take(f"{d}.attn.norm_q.weight")
+        out[f"{b}.img_attn.norm.key_norm.scale"] = take(f"{d}.attn.norm_k.weight")
+        out[f"{b}.txt_attn.norm.query_norm.scale"] = take(f"{d}.attn.norm_added_q.weight")
+        out[f"{b}.txt_attn.norm.key_norm.scale"] = take(f"{d}.attn.norm_added_k.weight")
+    for i in range(config["num_single_layers"]):
+        d, b = f"single_transformer_blocks.{i}", f"single_blocks.{i}"
+        for kind in ("weight", "bias"):
+            out[f"{b}.modulation.lin.{kind}"] = take(f"{d}.norm.linear.{kind}")
+            out[f"{b}.linear1.{kind}"] = torch.cat([take(f"{d}.attn.to_{x}.{kind}") for x in "qkv"] + [take(f"{d}.proj_mlp.{kind}")])
+            out[f"{b}.linear2.{kind}"] = take(f"{d}.proj_out.{kind}")
+        out[f"{b}.norm.query_norm.scale"] = take(f"{d}.attn.norm_q.weight")
+        out[f"{b}.norm.key_norm.scale"] = take(f"{d}.attn.norm_k.weight")
+    assert not s, f"unmapped: {sorted(s)}"
+    return out
+
+
 def image_ids(height: int, width: int) -> torch.Tensor:
     ids = torch.zeros(height, width, 3)
     ids[..., 1] = torch.arange(height)[:, None]
@@ -57,6 +106,11 @@ def main() -> None:
         randomise(model, generator)
         folder = OUT / name
         model.save_pretrained(folder / "transformer", safe_serialization=True)
+        # The same weights as one BFL checkpoint; the rope axes cannot be read from shapes,
+        # so they travel in the metadata (as a BFL-config-aware tool would pass them).
+        bfl = {k: v.contiguous() for k, v in to_bfl(model.state_dict(), config).items()}
+        save_file(bfl, str(folder / "flux_bfl.safetensors"),
+                  metadata={"axes_dims_rope": ",".join(map(str, config["axes_dims_rope"]))})
 
         inner = config["num_attention_heads"] * config["attention_head_dim"]
         tokens = height * width

@@ -4,19 +4,28 @@ import Foundation
 /// diffusers names.
 public struct FluxModel: Sendable {
     public let config: FluxConfig
-    public let weights: TensorSource
+    public let weights: any FluxWeights
 
-    public init(config: FluxConfig, weights: TensorSource) {
+    public init(config: FluxConfig, weights: any FluxWeights) {
         self.config = config
         self.weights = weights
     }
 
-    /// Loads a diffusers folder: a pipeline folder with `transformer/`, or the transformer
+    /// Loads a single BFL checkpoint file, or a diffusers folder: a pipeline folder with `transformer/`, or the transformer
     /// folder itself (`config.json` and `diffusion_pytorch_model*.safetensors`, sharded
     /// through `diffusion_pytorch_model.safetensors.index.json` or not).
     public static func load(path: String) throws -> FluxModel {
         var folder = URL(fileURLWithPath: path)
         let manager = FileManager.default
+        var isFolder: ObjCBool = false
+        guard manager.fileExists(atPath: path, isDirectory: &isFolder) else {
+            throw ModelError.notAModel(path: path, reason: "no such file or folder")
+        }
+        if !isFolder.boolValue {
+            // A single Black Forest Labs checkpoint.
+            let (config, weights) = try BFLFluxWeights.load(file: SafeTensorsFile(path: path))
+            return FluxModel(config: config, weights: weights)
+        }
         if manager.fileExists(atPath: folder.appendingPathComponent("transformer/config.json").path) {
             folder = folder.appendingPathComponent("transformer")
         }

@@ -18,7 +18,7 @@ public struct FluxTransformer {
 
     struct Builder {
         let config: FluxConfig
-        let weights: TensorSource
+        let weights: any FluxWeights
         var graph: Graph
 
         /// A weight as a parameter node; vectors (biases, norm weights) are cast to F32 for
@@ -148,9 +148,10 @@ public struct FluxTransformer {
             }
 
             image = try graph.slice(hidden, axis: 1, start: textLength, end: joint)
-            // AdaLayerNormContinuous chunks: scale first, then shift.
+            // AdaLayerNormContinuous chunks: scale first, then shift (BFL stores shift first).
             let final = try linear(activated, "norm_out.linear", dim, 2 * dim)
-            let normed = try modulate(image, shift: chunk(final, 1, of: 2), scale: chunk(final, 0, of: 2))
+            let (shiftIndex, scaleIndex) = weights.finalModulationShiftFirst ? (0, 1) : (1, 0)
+            let normed = try modulate(image, shift: chunk(final, shiftIndex, of: 2), scale: chunk(final, scaleIndex, of: 2))
             let sample = try linear(normed, "proj_out", dim, config.patchSize * config.patchSize * config.outChannels)
             graph.label(sample, "sample")
             return sample
