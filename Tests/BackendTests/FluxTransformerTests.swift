@@ -47,3 +47,99 @@ import LoRAFuse
         }
     }
 }
+
+/// Reduced-precision weights and bad models/inputs.
+@Suite(.serialized) struct FluxLoadingTests {
+    static func copyFixture(_ name: String, to folder: URL, converting dtype: DType? = nil, dropping: String? = nil,
+                            config edit: ((inout [String: Any]) -> Void)? = nil) throws {
+        let source = FluxTransformerTests.fixtures.appendingPathComponent("\(name)/transformer")
+        let target = folder.appendingPathComponent("transformer")
+        try FileManager.default.createDirectory(at: target, withIntermediateDirectories: true)
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: source.appendingPathComponent("config.json"))) as! [String: Any]
+        edit?(&config)
+        try JSONSerialization.data(withJSONObject: config).write(to: target.appendingPathComponent("config.json"))
+        let weights = try SafeTensorsFile(path: source.appendingPathComponent("diffusion_pytorch_model.safetensors").path)
+        var tensors: [(name: String, tensor: HostTensor)] = []
+        for entry in weights.entries where entry.name != dropping {
+            let tensor = weights.tensor(entry)
+            tensors.append((entry.name, dtype.map { tensor.converted(to: $0) } ?? tensor))
+        }
+        try SafeTensorsWriter.write(tensors, to: target.appendingPathComponent("diffusion_pytorch_model.safetensors").path)
+    }
+
+    static func temporaryFolder() throws -> URL {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lorafuse-flux-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        return folder
+    }
+
+    @Test(arguments: [DType.float16, .bfloat16])
+    func reducedPrecisionWeightsStayWithinTolerance(_ dtype: DType) throws {
+        let folder = try Self.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        try Self.copyFixture("dev-tiny", to: folder, converting: dtype)
+        let (_, inputs, expected) = try FluxTransformerTests.load("dev-tiny")
+        let model = try FluxModel.load(path: folder.path)
+        let graph = try FluxTransformer(model: model).graph(batch: inputs.batch, textLength: inputs.textLength, imageLength: inputs.imageLength)
+        for backend in BackendsUnderTest.all {
+            let sample = try backend.execute(graph, inputs: inputs.bindings).outputs[0]
+            let error = relativeError(actual: sample.floats(), expected: expected.doubles())
+            #expect(error <= 2e-2, "\(dtype.name) on \(BackendsUnderTest.label(backend)): \(error)")
+            #expect(error > 1e-6, "the weights really were narrowed")
+        }
+    }
+
+    @Test func badModelsGiveOneClearError() throws {
+        let folder = try Self.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        #expect(throws: ModelError.self) { try FluxModel.load(path: folder.path) }  // empty folder
+        #expect(throws: ModelError.self) { try FluxModel.load(path: folder.appendingPathComponent("absent").path) }
+
+        let missing = folder.appendingPathComponent("missing")
+        try Self.copyFixture("dev-tiny", to: missing, dropping: "transformer_blocks.1.attn.to_k.weight")
+        let model = try FluxModel.load(path: missing.path)
+        #expect(throws: ModelError.missingTensor(name: "transformer_blocks.1.attn.to_k.weight", source: missing.appendingPathComponent("transformer").path)) {
+            try FluxTransformer(model: model).graph(batch: 1, textLength: 7, imageLength: 15)
+        }
+
+        let wrong = folder.appendingPathComponent("wrong")
+        try Self.copyFixture("dev-tiny", to: wrong) { $0["joint_attention_dim"] = 25 }
+        let mismatched = try FluxModel.load(path: wrong.path)
+        do {
+            _ = try FluxTransformer(model: mismatched).graph(batch: 1, textLength: 7, imageLength: 15)
+            Issue.record("a config that disagrees with the shapes was accepted")
+        } catch let error as ModelError {
+            #expect("\(error)".contains("context_embedder.weight") && "\(error)".contains("[32, 25]"), "\(error)")
+        }
+
+        let other = folder.appendingPathComponent("other")
+        try Self.copyFixture("dev-tiny", to: other) { $0["_class_name"] = "UNet2DConditionModel" }
+        #expect(throws: ModelError.self) { try FluxModel.load(path: other.path) }
+        let axes = folder.appendingPathComponent("axes")
+        try Self.copyFixture("dev-tiny", to: axes) { $0["axes_dims_rope"] = [4, 4, 4] }
+        #expect(throws: ModelError.self) { try FluxModel.load(path: axes.path) }
+    }
+
+    @Test func badInputsListWhatWasExpected() throws {
+        let (model, _, _) = try FluxTransformerTests.load("dev-tiny")
+        let file = try SafeTensorsFile(path: FluxTransformerTests.fixtures.appendingPathComponent("dev-tiny/inputs.safetensors").path)
+        var tensors = file.allTensors()
+        tensors["guidance"] = nil
+        #expect(throws: ModelError.self) { try FluxInputs(tensors, config: model.config) }
+        tensors = file.allTensors()
+        tensors["hidden_states"] = HostTensor(shape: [1, 15, 3], floats: Array(repeating: 0, count: 45))
+        do {
+            _ = try FluxInputs(tensors, config: model.config)
+            Issue.record("wrong input shape accepted")
+        } catch {
+            #expect("\(error)".contains("hidden_states") && "\(error)".contains("[1, 15, 16]"))
+        }
+        tensors = file.allTensors()
+        tensors["txt_ids"] = nil
+        do {
+            _ = try FluxInputs(tensors, config: model.config)
+        } catch {
+            #expect("\(error)".contains("missing 'txt_ids'") && "\(error)".contains("img_ids [L, 3]"))
+        }
+    }
+}
