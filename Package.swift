@@ -76,7 +76,7 @@ let package = Package(
         // Runs the built `lorafuse` executable as a user would.
         .testTarget(
             name: "CLITests",
-            dependencies: ["lorafuse"],
+            dependencies: ["lorafuse", "LoRAFuse"],
             path: "Tests/CLITests"
         ),
     ]

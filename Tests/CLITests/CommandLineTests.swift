@@ -1,4 +1,5 @@
 import Foundation
+import LoRAFuse
 import Testing
 
 /// The `lorafuse` executable, run as a user runs it.
@@ -106,5 +107,49 @@ struct CommandLine {
             #expect(result.status == 0, "\(name): \(result.output)\(result.error)")
             #expect(result.output.contains("passed, 0 failed"))
         }
+    }
+}
+
+@Suite struct DitCommandTests {
+    static let fixture = CommandLine.repository.appendingPathComponent("Tests/Fixtures/flux/schnell-tiny")
+
+    @Test(arguments: ["cpu", "vulkan"])
+    func ditWritesTheSampleDiffusersComputes(_ backend: String) throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lorafuse-dit-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let output = folder.appendingPathComponent("out.safetensors").path
+        let result = try CommandLine.run(["dit", "--model", Self.fixture.path, "--inputs", Self.fixture.appendingPathComponent("inputs.safetensors").path,
+                                          "--output", output, "--backend", backend, "--json"])
+        if backend == "vulkan" && result.error.contains("unavailable") && ProcessInfo.processInfo.environment["CI"] == nil { return }
+        #expect(result.status == 0, "\(result.error)")
+        let line = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any]
+        #expect(line?["command"] as? String == "dit")
+        #expect((line?["peak_rss_bytes"] as? Int ?? 0) > 0)
+        let sample = try SafeTensorsFile(path: output).tensor(named: "sample")
+        let expected = try SafeTensorsFile(path: Self.fixture.appendingPathComponent("expected.safetensors").path).tensor(named: "sample")
+        #expect(sample.type == expected.type)
+        #expect(relativeError(actual: sample.floats(), expected: expected.doubles()) <= 1e-4)
+    }
+
+    @Test func badInputsFailWithoutWritingOutput() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lorafuse-dit-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let output = folder.appendingPathComponent("out.safetensors").path
+        let otherInputs = CommandLine.repository.appendingPathComponent("Tests/Fixtures/flux/dev-tiny/inputs.safetensors").path
+        let result = try CommandLine.run(["dit", "--model", Self.fixture.path, "--inputs", otherInputs, "--output", output])
+        #expect(result.status != 0)
+        #expect(result.error.contains("hidden_states"), "\(result.error)")
+        #expect(!FileManager.default.fileExists(atPath: output))
+    }
+
+    @Test func parityReportsEveryLabelledNode() throws {
+        let result = try CommandLine.run(["parity", "--model", Self.fixture.appendingPathComponent("flux_bfl.safetensors").path,
+                                          "--inputs", Self.fixture.appendingPathComponent("inputs.safetensors").path,
+                                          "--backend", "cpu", "--against", "cpu"])
+        #expect(result.status == 0, "\(result.error)")
+        #expect(result.output.contains("sample"))
+        #expect(result.output.contains("all within"))
     }
 }
