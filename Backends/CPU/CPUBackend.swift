@@ -1,17 +1,32 @@
 import Foundation
 import LoRAFuse
 
-/// Memory the CPU backend allocated for one node's value.
+/// Memory the CPU backend allocated for one node's value. Large values are mapped
+/// directly from the OS and unmapped when freed: through malloc, each worker thread's
+/// arena would keep the pages of freed activations, and peak RSS would grow with the
+/// thread count instead of following the live set.
 final class CPUAllocation: @unchecked Sendable {
+    static let mapThreshold = 1 << 20
+
     let pointer: UnsafeMutableRawPointer
     let byteCount: Int
+    private let mapped: Bool
 
     init(byteCount: Int) {
         self.byteCount = byteCount
-        self.pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+        if byteCount >= Self.mapThreshold,
+           let region = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), region != MAP_FAILED {
+            pointer = region
+            mapped = true
+        } else {
+            pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+            mapped = false
+        }
     }
 
-    deinit { pointer.deallocate() }
+    deinit {
+        if mapped { munmap(pointer, byteCount) } else { pointer.deallocate() }
+    }
 }
 
 /// A node's value during execution: typed bytes and whatever keeps them alive.
@@ -187,7 +202,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
                                        mask: operands.count == 4 ? operands[3].floats : nil,
                                        maskShape: operands.count == 4 ? operands[3].type.shape : nil, out: out,
                                        batch: q[0], queryLength: q[1], keyLength: k[1], heads: q[2], headDim: q[3],
-                                       scale: scale, causal: causal, threads: threads)
+                                       scale: scale, causal: causal, threads: threads, blas: blas)
             return value
         case .reshape:
             return CPUValue(operands[0].hostTensor.reshaped(type.shape))

@@ -32,6 +32,9 @@ struct DitCommand: ParsableCommand {
     @Flag(name: .long, help: "Print a JSON line with timings and peak memory.")
     var json = false
 
+    @Flag(name: .long, help: "After the passes, print where the time went, by op family (stderr).")
+    var timings = false
+
     func run() throws {
         let loadStart = DispatchTime.now().uptimeNanoseconds
         let backend = try backendOptions.makeBackend()
@@ -47,6 +50,20 @@ struct DitCommand: ParsableCommand {
             let start = DispatchTime.now().uptimeNanoseconds
             sample = try backend.execute(graph, inputs: prepared.bindings).outputs[0]
             best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        }
+        if timings {
+            let result = try backend.execute(graph, inputs: prepared.bindings, options: ExecutionOptions(recordTimings: true))
+            var byKind: [String: (seconds: Double, count: Int)] = [:]
+            for node in graph.nodes {
+                let key = node.op.kind.rawValue
+                byKind[key, default: (0, 0)].seconds += result.nodeSeconds[node.id] ?? 0
+                byKind[key, default: (0, 0)].count += 1
+            }
+            let total = byKind.values.reduce(0) { $0 + $1.seconds }
+            for (kind, entry) in byKind.sorted(by: { $0.value.seconds > $1.value.seconds }) where entry.seconds > 0 {
+                FileHandle.standardError.write(Data(String(format: "%-16@ %5d nodes %9.3f ms %5.1f%%\n", kind as NSString, entry.count,
+                                                           entry.seconds * 1e3, 100 * entry.seconds / max(total, 1e-12)).utf8))
+            }
         }
         if let output, let sample {
             try SafeTensorsWriter.write([("sample", sample)], metadata: ["producer": "lorafuse dit", "backend": backend.name], to: output)

@@ -24,13 +24,13 @@ enum AttentionKernels {
     }
 
     /// softmax(scale·Q·Kᵀ + mask)·V per batch and head, a block of queries at a time:
-    /// the scores of one block (`queryBlock × Lk`) are the only temporary.
+    /// the scores of one block (`queryBlock × Lk`) are the only temporary. With BLAS, heads
+    /// run one after another with multithreaded BLAS products; otherwise blocks of 128
+    /// queries run in parallel with the built-in single-threaded GEMM.
     static func attention(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                           mask: UnsafePointer<Float>?, maskShape: Shape?, out: UnsafeMutablePointer<Float>,
                           batch: Int, queryLength: Int, keyLength: Int, heads: Int, headDim: Int,
-                          scale: Float, causal: Bool, threads: Int) {
-        let queryBlock = 128
-        let blocks = (queryLength + queryBlock - 1) / queryBlock
+                          scale: Float, causal: Bool, threads: Int, blas: OpenBLAS? = nil) {
         let rowStride = heads * headDim
         // Mask strides over (batch, head, query, key); 0 where the mask broadcasts.
         var maskStrides = (batch: 0, head: 0, query: keyLength)
@@ -38,37 +38,69 @@ enum AttentionKernels {
             maskStrides.batch = maskShape[0] == 1 ? 0 : maskShape[1] * queryLength * keyLength
             maskStrides.head = maskShape[1] == 1 ? 0 : queryLength * keyLength
         }
-        let tasks = batch * heads * blocks
-        parallelFor(tasks, threads: threads) { range in
+        func operands(_ b: Int, _ head: Int, _ firstQuery: Int) -> (MatrixOperand, MatrixOperand, MatrixOperand) {
+            (MatrixOperand(base: q + (b * queryLength + firstQuery) * rowStride + head * headDim, dtype: .float32, rowStride: rowStride, columnStride: 1),
+             MatrixOperand(base: k + b * keyLength * rowStride + head * headDim, dtype: .float32, rowStride: rowStride, columnStride: 1),
+             MatrixOperand(base: v + b * keyLength * rowStride + head * headDim, dtype: .float32, rowStride: rowStride, columnStride: 1))
+        }
+        /// Scale, mask, causal cut and softmax of one row of scores, in place.
+        func normalizeRow(_ line: UnsafeMutablePointer<Float>, b: Int, head: Int, query: Int) {
+            for j in 0..<keyLength { line[j] *= scale }
+            if let mask {
+                let maskLine = mask + b * maskStrides.batch + head * maskStrides.head + query * maskStrides.query
+                for j in 0..<keyLength { line[j] += maskLine[j] }
+            }
+            if causal {
+                // Query i sees keys j ≤ i + (Lk − Lq): the usual bottom-right alignment.
+                let visible = max(0, min(keyLength, query + 1 + keyLength - queryLength))
+                for j in visible..<keyLength { line[j] = -.infinity }
+            }
+            NormalizationKernels.softmaxRow(line, line, keyLength)
+        }
+
+        if let blas, queryLength * keyLength >= 128 * 128 {
+            let block = min(queryLength, max(64, (32 << 20) / max(1, keyLength * 4)))  // scores ≤ 32 MiB
+            let scores = UnsafeMutablePointer<Float>.allocate(capacity: block * keyLength)
+            defer { scores.deallocate() }
+            for b in 0..<batch {
+                for head in 0..<heads {
+                    for firstQuery in stride(from: 0, to: queryLength, by: block) {
+                        let rows = min(block, queryLength - firstQuery)
+                        let (qOperand, kOperand, vOperand) = operands(b, head, firstQuery)
+                        if !blas.multiply(m: rows, n: keyLength, k: headDim, a: qOperand, b: kOperand.transposed,
+                                          c: scores, ldc: keyLength, accumulate: false) {
+                            Gemm.multiply(m: rows, n: keyLength, k: headDim, a: qOperand, b: kOperand.transposed,
+                                          c: scores, ldc: keyLength, accumulate: false, threads: threads)
+                        }
+                        parallelFor(rows, threads: threads, minimumChunk: max(1, 16384 / keyLength)) { range in
+                            for row in range { normalizeRow(scores + row * keyLength, b: b, head: head, query: firstQuery + row) }
+                        }
+                        let probabilities = MatrixOperand(base: scores, dtype: .float32, rowStride: keyLength, columnStride: 1)
+                        let target = out + (b * queryLength + firstQuery) * rowStride + head * headDim
+                        if !blas.multiply(m: rows, n: headDim, k: keyLength, a: probabilities, b: vOperand, c: target,
+                                          ldc: rowStride, accumulate: false) {
+                            Gemm.multiply(m: rows, n: headDim, k: keyLength, a: probabilities, b: vOperand, c: target,
+                                          ldc: rowStride, accumulate: false, threads: threads)
+                        }
+                    }
+                }
+            }
+            return
+        }
+
+        let queryBlock = 128
+        let blocks = (queryLength + queryBlock - 1) / queryBlock
+        parallelFor(batch * heads * blocks, threads: threads) { range in
             let scores = UnsafeMutablePointer<Float>.allocate(capacity: queryBlock * keyLength)
             defer { scores.deallocate() }
             for task in range {
                 let block = task % blocks, head = (task / blocks) % heads, b = task / (blocks * heads)
                 let firstQuery = block * queryBlock
                 let rows = min(queryBlock, queryLength - firstQuery)
-                let qOperand = MatrixOperand(base: q + (b * queryLength + firstQuery) * rowStride + head * headDim,
-                                             dtype: .float32, rowStride: rowStride, columnStride: 1)
-                let kOperand = MatrixOperand(base: k + b * keyLength * rowStride + head * headDim,
-                                             dtype: .float32, rowStride: rowStride, columnStride: 1)
-                let vOperand = MatrixOperand(base: v + b * keyLength * rowStride + head * headDim,
-                                             dtype: .float32, rowStride: rowStride, columnStride: 1)
+                let (qOperand, kOperand, vOperand) = operands(b, head, firstQuery)
                 Gemm.multiply(m: rows, n: keyLength, k: headDim, a: qOperand, b: kOperand.transposed,
                               c: scores, ldc: keyLength, accumulate: false, threads: 1)
-                for row in 0..<rows {
-                    let query = firstQuery + row
-                    let line = scores + row * keyLength
-                    for j in 0..<keyLength { line[j] *= scale }
-                    if let mask {
-                        let maskLine = mask + b * maskStrides.batch + head * maskStrides.head + query * maskStrides.query
-                        for j in 0..<keyLength { line[j] += maskLine[j] }
-                    }
-                    if causal {
-                        // Query i sees keys j ≤ i + (Lk − Lq): the usual bottom-right alignment.
-                        let visible = max(0, min(keyLength, query + 1 + keyLength - queryLength))
-                        for j in visible..<keyLength { line[j] = -.infinity }
-                    }
-                    NormalizationKernels.softmaxRow(line, line, keyLength)
-                }
+                for row in 0..<rows { normalizeRow(scores + row * keyLength, b: b, head: head, query: firstQuery + row) }
                 Gemm.multiply(m: rows, n: headDim, k: keyLength,
                               a: MatrixOperand(base: scores, dtype: .float32, rowStride: keyLength, columnStride: 1),
                               b: vOperand, c: out + (b * queryLength + firstQuery) * rowStride + head * headDim,

@@ -24,6 +24,16 @@ enum ElementwiseKernels {
                 }
                 let o = out + row &* inner
                 let x = a + aOffset, y = b + bOffset
+                if aInner == 1 && bInner == 1 {
+                    // Both contiguous along the row: a loop the compiler vectorises.
+                    switch op {
+                    case .add: for j in 0..<inner { o[j] = x[j] + y[j] }
+                    case .sub: for j in 0..<inner { o[j] = x[j] - y[j] }
+                    case .mul: for j in 0..<inner { o[j] = x[j] * y[j] }
+                    case .div: for j in 0..<inner { o[j] = x[j] / y[j] }
+                    }
+                    continue
+                }
                 switch op {
                 case .add: for j in 0..<inner { o[j] = x[j &* aInner] + y[j &* bInner] }
                 case .sub: for j in 0..<inner { o[j] = x[j &* aInner] - y[j &* bInner] }
@@ -46,16 +56,17 @@ enum ElementwiseKernels {
             case .gelu:
                 for index in range { let v = x[index]; out[index] = 0.5 * v * (1 + erf(v * 0.70710678118654752)) }
             case .geluTanh:
-                for index in range {
-                    let v = x[index]
-                    out[index] = 0.5 * v * (1 + tanh(0.79788456080286536 * (v + 0.044715 * v * v * v)))
+                // 0.5·x·(1 + tanh(u)) = x·sigmoid(2u), u = √(2/π)(x + 0.044715x³).
+                forEachVector(x, out, range) { v in
+                    let u = 0.79788456080286536 * (v + 0.044715 * v * v * v)
+                    return v / (1 + vectorExp(-2 * u))
                 }
             case .quickGelu:
-                for index in range { let v = x[index]; out[index] = v / (1 + exp(-1.702 * v)) }
+                forEachVector(x, out, range) { v in v / (1 + vectorExp(-1.702 * v)) }
             case .silu:
-                for index in range { let v = x[index]; out[index] = v / (1 + exp(-v)) }
+                forEachVector(x, out, range) { v in v / (1 + vectorExp(-v)) }
             case .sigmoid:
-                for index in range { out[index] = 1 / (1 + exp(-x[index])) }
+                forEachVector(x, out, range) { v in 1 / (1 + vectorExp(-v)) }
             case .relu:
                 for index in range { out[index] = max(x[index], 0) }
             case .tanh:

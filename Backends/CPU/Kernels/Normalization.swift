@@ -21,11 +21,22 @@ enum NormalizationKernels {
             for j in 0..<width { out[j] = .nan }
             return
         }
-        var sum: Float = 0
-        for j in 0..<width {
+        // exp(x − max) eight lanes at a time (vectorExp: relative error < 2e-7).
+        var sums = SIMD8<Float>(repeating: 0)
+        let shift = SIMD8<Float>(repeating: maximum)
+        var j = 0
+        while j + 8 <= width {
+            let e = vectorExp(UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Float>.self) - shift)
+            UnsafeMutableRawPointer(out + j).storeBytes(of: e, as: SIMD8<Float>.self)
+            sums += e
+            j += 8
+        }
+        var sum = sums.sum()
+        while j < width {
             let e = exp(x[j] - maximum)
             out[j] = e
             sum += e
+            j += 1
         }
         let inverse = 1 / sum
         for j in 0..<width { out[j] *= inverse }

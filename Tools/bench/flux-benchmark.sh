@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# FLUX forward pass, mid-size config (hidden 1024, 2 double + 4 single blocks, 1024 image +
+# 128 text tokens): diffusers/PyTorch on CPU, the CPU backend and Vulkan, one run, same
+# weights and inputs. Needs torch + diffusers (Tools/reference/requirements.txt).
+#   usage: Tools/bench/flux-benchmark.sh [REPEAT]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+repeat="${1:-3}"
+work=.build-bench/flux-mid
+mkdir -p "$work"
+swift build -c release --product lorafuse > /dev/null
+bin=.build/release/lorafuse
+results=$(mktemp)
+python3 Tools/bench/flux_pytorch.py "$work" --repeat "$repeat" >> "$results"
+"$bin" dit --model "$work" --inputs "$work/inputs.safetensors" --output "$work/cpu_sample.safetensors" --repeat "$repeat" --json >> "$results"
+if "$bin" backends --json | grep -q '"available":true,"backend":"vulkan"'; then
+    "$bin" dit --model "$work" --inputs "$work/inputs.safetensors" --backend vulkan --repeat 1 --json >> "$results"
+fi
+python3 - "$results" "$work" <<'PY'
+import json, sys
+import numpy as np
+from safetensors.numpy import load_file
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+torch_row = next(r for r in rows if r["backend"] == "pytorch")
+weights = torch_row["weight_bytes"]
+print(f"{'backend':<10} {'device':<44} {'s/forward':>10} {'PyTorch/ours':>13} {'peak RSS / weights':>19}")
+for r in rows:
+    ratio = torch_row["seconds"] / r["seconds"]
+    rss = f"{r['peak_rss_bytes'] / weights:.2f}" if "peak_rss_bytes" in r else "-"
+    print(f"{r['backend']:<10} {r['device'][:44]:<44} {r['seconds']:10.3f} {ratio:13.2f} {rss:>19}")
+a = load_file(f"{sys.argv[2]}/cpu_sample.safetensors")["sample"]; e = load_file(f"{sys.argv[2]}/pytorch_sample.safetensors")["sample"]
+print(f"cpu vs pytorch sample: max relative error {np.abs(a - e).max() / np.abs(e).max():.2e}")
+PY
+rm -f "$results"
