@@ -24,8 +24,8 @@ enum AttentionKernels {
     }
 
     /// softmax(scale·Q·Kᵀ + mask)·V per batch and head, a block of queries at a time:
-    /// the scores of one block (`queryBlock × Lk`) are the only temporary. With BLAS, heads
-    /// run one after another with multithreaded BLAS products; otherwise blocks of 128
+    /// the scores of one block (`queryBlock × Lk`) are the only temporary. With BLAS, (head,
+    /// query block) tasks run in parallel, each with single-threaded BLAS; otherwise blocks of 128
     /// queries run in parallel with the built-in single-threaded GEMM.
     static func attention(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                           mask: UnsafePointer<Float>?, maskShape: Shape?, out: UnsafeMutablePointer<Float>,
@@ -59,29 +59,32 @@ enum AttentionKernels {
         }
 
         if let blas, queryLength * keyLength >= 128 * 128 {
-            let block = min(queryLength, max(64, (32 << 20) / max(1, keyLength * 4)))  // scores ≤ 32 MiB
-            let scores = UnsafeMutablePointer<Float>.allocate(capacity: block * keyLength)
-            defer { scores.deallocate() }
-            for b in 0..<batch {
-                for head in 0..<heads {
-                    for firstQuery in stride(from: 0, to: queryLength, by: block) {
-                        let rows = min(block, queryLength - firstQuery)
-                        let (qOperand, kOperand, vOperand) = operands(b, head, firstQuery)
-                        if !blas.multiply(m: rows, n: keyLength, k: headDim, a: qOperand, b: kOperand.transposed,
-                                          c: scores, ldc: keyLength, accumulate: false) {
-                            Gemm.multiply(m: rows, n: keyLength, k: headDim, a: qOperand, b: kOperand.transposed,
-                                          c: scores, ldc: keyLength, accumulate: false, threads: threads)
-                        }
-                        parallelFor(rows, threads: threads, minimumChunk: max(1, 16384 / keyLength)) { range in
-                            for row in range { normalizeRow(scores + row * keyLength, b: b, head: head, query: firstQuery + row) }
-                        }
-                        let probabilities = MatrixOperand(base: scores, dtype: .float32, rowStride: keyLength, columnStride: 1)
-                        let target = out + (b * queryLength + firstQuery) * rowStride + head * headDim
-                        if !blas.multiply(m: rows, n: headDim, k: keyLength, a: probabilities, b: vOperand, c: target,
-                                          ldc: rowStride, accumulate: false) {
-                            Gemm.multiply(m: rows, n: headDim, k: keyLength, a: probabilities, b: vOperand, c: target,
-                                          ldc: rowStride, accumulate: false, threads: threads)
-                        }
+            // Heads in parallel, each through single-threaded BLAS: with K = head dim the
+            // products are too thin for OpenBLAS's own threading to pay off.
+            let block = min(queryLength, max(64, (16 << 20) / max(1, keyLength * 4)))  // scores ≤ 16 MiB per task
+            let blocks = (queryLength + block - 1) / block
+            blas.setThreadCount(1)
+            defer { blas.setThreadCount(threads) }
+            parallelFor(batch * heads * blocks, threads: threads) { range in
+                let scores = UnsafeMutablePointer<Float>.allocate(capacity: block * keyLength)
+                defer { scores.deallocate() }
+                for task in range {
+                    let blockIndex = task % blocks, head = (task / blocks) % heads, b = task / (blocks * heads)
+                    let firstQuery = blockIndex * block
+                    let rows = min(block, queryLength - firstQuery)
+                    let (qOperand, kOperand, vOperand) = operands(b, head, firstQuery)
+                    if !blas.multiply(m: rows, n: keyLength, k: headDim, a: qOperand, b: kOperand.transposed,
+                                      c: scores, ldc: keyLength, accumulate: false) {
+                        Gemm.multiply(m: rows, n: keyLength, k: headDim, a: qOperand, b: kOperand.transposed,
+                                      c: scores, ldc: keyLength, accumulate: false, threads: 1)
+                    }
+                    for row in 0..<rows { normalizeRow(scores + row * keyLength, b: b, head: head, query: firstQuery + row) }
+                    let probabilities = MatrixOperand(base: scores, dtype: .float32, rowStride: keyLength, columnStride: 1)
+                    let target = out + (b * queryLength + firstQuery) * rowStride + head * headDim
+                    if !blas.multiply(m: rows, n: headDim, k: keyLength, a: probabilities, b: vOperand, c: target,
+                                      ldc: rowStride, accumulate: false) {
+                        Gemm.multiply(m: rows, n: headDim, k: keyLength, a: probabilities, b: vOperand, c: target,
+                                      ldc: rowStride, accumulate: false, threads: 1)
                     }
                 }
             }
