@@ -143,3 +143,45 @@ import LoRAFuse
         }
     }
 }
+
+/// Checkpoint layouts users have: sharded diffusers folders, ComfyUI-prefixed BFL files.
+@Suite struct FluxCheckpointLayoutTests {
+    func sample(_ model: FluxModel) throws -> [Float] {
+        let (_, inputs, _) = try FluxTransformerTests.load("schnell-tiny")
+        let graph = try FluxTransformer(model: model).graph(batch: inputs.batch, textLength: inputs.textLength, imageLength: inputs.imageLength)
+        return try BackendsUnderTest.all[0].execute(graph, inputs: inputs.bindings).outputs[0].floats()
+    }
+
+    @Test func shardedDiffusersFolderLoadsThroughItsIndex() throws {
+        let folder = try FluxLoadingTests.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = FluxTransformerTests.fixtures.appendingPathComponent("schnell-tiny/transformer")
+        let weights = try SafeTensorsFile(path: source.appendingPathComponent("diffusion_pytorch_model.safetensors").path)
+        let names = weights.names.sorted()
+        var map: [String: String] = [:]
+        for (shard, part) in [names.prefix(names.count / 2), names.dropFirst(names.count / 2)].enumerated() {
+            let file = "diffusion_pytorch_model-0000\(shard + 1)-of-00002.safetensors"
+            try SafeTensorsWriter.write(part.map { ($0, try weights.tensor(named: $0)) }, to: folder.appendingPathComponent(file).path)
+            for name in part { map[name] = file }
+        }
+        try JSONSerialization.data(withJSONObject: ["metadata": [:], "weight_map": map])
+            .write(to: folder.appendingPathComponent("diffusion_pytorch_model.safetensors.index.json"))
+        try FileManager.default.copyItem(at: source.appendingPathComponent("config.json"), to: folder.appendingPathComponent("config.json"))
+        let sharded = try FluxModel.load(path: folder.path)
+        let original = try FluxModel.load(path: source.path)
+        #expect(try sample(sharded) == sample(original))
+    }
+
+    @Test func prefixedBFLCheckpointLoads() throws {
+        let folder = try FluxLoadingTests.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let bfl = try SafeTensorsFile(path: FluxTransformerTests.fixtures.appendingPathComponent("schnell-tiny/flux_bfl.safetensors").path)
+        let path = folder.appendingPathComponent("flux1-schnell.safetensors").path
+        try SafeTensorsWriter.write(bfl.names.sorted().map { ("model.diffusion_model.\($0)", try bfl.tensor(named: $0)) },
+                                    metadata: bfl.metadata, to: path)
+        let prefixed = try FluxModel.load(path: path)
+        let plain = try FluxModel.load(path: bfl.path)
+        #expect(prefixed.config == plain.config)
+        #expect(try sample(prefixed) == sample(plain))
+    }
+}
