@@ -29,9 +29,15 @@ let package = Package(
             swiftSettings: simdKernelSettings
         ),
         // Backends: one target each; each exposes a `BackendPlugin`.
+        // ISA-specific micro-kernels (AVX-512), chosen at run time by the CPU backend.
+        .target(
+            name: "LoRAFuseCPUKernels",
+            path: "Backends/CPUKernels",
+            cSettings: [.unsafeFlags(["-O3"])]
+        ),
         .target(
             name: "LoRAFuseCPU",
-            dependencies: ["LoRAFuse"],
+            dependencies: ["LoRAFuse", "LoRAFuseCPUKernels"],
             path: "Backends/CPU",
             swiftSettings: simdKernelSettings
         ),

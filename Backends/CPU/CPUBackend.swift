@@ -68,10 +68,13 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         public var threadCount: Int
         /// Hand float32 matmuls to OpenBLAS when it is installed.
         public var useBLAS: Bool
+        /// Use the AVX-512 micro-kernel when the CPU has it (else the AVX2 one).
+        public var useAVX512: Bool
 
-        public init(threadCount: Int = ProcessInfo.processInfo.activeProcessorCount, useBLAS: Bool = true) {
+        public init(threadCount: Int = ProcessInfo.processInfo.activeProcessorCount, useBLAS: Bool = true, useAVX512: Bool = true) {
             self.threadCount = max(1, threadCount)
             self.useBLAS = useBLAS
+            self.useAVX512 = useAVX512
         }
 
         /// Defaults, overridden by `LORAFUSE_CPU_THREADS` and `LORAFUSE_CPU_BLAS=0`.
@@ -84,6 +87,9 @@ public final class CPUBackend: Backend, @unchecked Sendable {
             if let blas = environment["LORAFUSE_CPU_BLAS"], ["0", "off", "no", "false"].contains(blas.lowercased()) {
                 configuration.useBLAS = false
             }
+            if let avx512 = environment["LORAFUSE_CPU_AVX512"], ["0", "off", "no", "false"].contains(avx512.lowercased()) {
+                configuration.useAVX512 = false
+            }
             return configuration
         }
     }
@@ -93,16 +99,21 @@ public final class CPUBackend: Backend, @unchecked Sendable {
     public let device: DeviceInfo
     public let capabilities = BackendCapabilities(ops: Set(OpKind.allCases), weightTypes: DType.weightTypes)
     let blas: OpenBLAS?
+    let kernel: GemmKernel
 
     public init(configuration: Configuration = .fromEnvironment) {
         self.configuration = configuration
         self.blas = configuration.useBLAS ? OpenBLAS.shared : nil
+        self.kernel = configuration.useAVX512 ? .preferred : .avx2
         self.device = CPUBackendPlugin.deviceInfo(configuration: configuration)
         blas?.setThreadCount(configuration.threadCount)
     }
 
     /// Whether float32 matmuls go to OpenBLAS.
     public var usesBLAS: Bool { blas != nil }
+
+    /// The built-in GEMM micro-kernel in use: "avx512" (14×32) or "avx2" (6×16).
+    public var kernelName: String { kernel.instructions.rawValue }
 
     public func upload(_ tensor: HostTensor) throws -> any BackendBuffer { CPUBuffer(tensor) }
 
@@ -202,7 +213,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
                                        mask: operands.count == 4 ? operands[3].floats : nil,
                                        maskShape: operands.count == 4 ? operands[3].type.shape : nil, out: out,
                                        batch: q[0], queryLength: q[1], keyLength: k[1], heads: q[2], headDim: q[3],
-                                       scale: scale, causal: causal, threads: threads, blas: blas)
+                                       scale: scale, causal: causal, threads: threads, blas: blas, kernel: kernel)
             return value
         case .reshape:
             return CPUValue(operands[0].hostTensor.reshaped(type.shape))
@@ -270,7 +281,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
             parallelFor(batchCount, threads: threads) { range in
                 for batchIndex in range {
                     let (aOperand, bOperand, c) = operands(batchIndex)
-                    Gemm.multiply(m: m, n: n, k: k, a: aOperand, b: bOperand, c: c, ldc: n, accumulate: false, threads: 1)
+                    Gemm.multiply(m: m, n: n, k: k, a: aOperand, b: bOperand, c: c, ldc: n, accumulate: false, threads: 1, kernel: kernel)
                 }
             }
             return
@@ -281,7 +292,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
                blas.multiply(m: m, n: n, k: k, a: aOperand, b: bOperand, c: c, ldc: n, accumulate: false) {
                 continue
             }
-            Gemm.multiply(m: m, n: n, k: k, a: aOperand, b: bOperand, c: c, ldc: n, accumulate: false, threads: threads)
+            Gemm.multiply(m: m, n: n, k: k, a: aOperand, b: bOperand, c: c, ldc: n, accumulate: false, threads: threads, kernel: kernel)
         }
     }
 }

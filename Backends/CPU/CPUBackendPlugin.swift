@@ -19,6 +19,8 @@ public struct CPUBackendPlugin: BackendPlugin {
 
     static func deviceInfo(configuration: CPUBackend.Configuration) -> DeviceInfo {
         var details = ["threads": String(configuration.threadCount)]
+        details["gemm kernel"] = configuration.useAVX512 && GemmKernel.hasAVX512 ? "avx512 14x32" : "avx2 6x16"
+
         details["memory"] = "\(ProcessInfo.processInfo.physicalMemory / (1 << 20)) MiB"
         if !configuration.useBLAS {
             details["blas"] = "off (LORAFUSE_CPU_BLAS=0)"

@@ -8,7 +8,8 @@ import LoRAFuseVulkan
 /// plus the variants a device would otherwise hide — the CPU backend with its built-in
 /// kernels (BLAS off) and the Vulkan backend with the matmul kernel its device does not
 /// pick by default (so lavapipe also checks the shared-memory GPU kernel). A new backend
-/// plugin inherits every test by being registered. The extra Vulkan variant also moves
+/// plugin inherits every test by being registered. The CPU variants cover both built-in
+/// GEMM kernels (AVX-512 where the CPU has it, and AVX2). The extra Vulkan variant also moves
 /// data through staging buffers, the discrete-GPU path, so lavapipe exercises it too.
 enum BackendsUnderTest {
     static let all: [any Backend] = {
@@ -19,9 +20,10 @@ enum BackendsUnderTest {
                 if let backend = try? plugin.makeBackend(deviceIndex: device.index) { backends.append(backend) }
             }
         }
-        if backends.contains(where: { ($0 as? CPUBackend)?.usesBLAS == true }) {
-            backends.append(CPUBackend(configuration: .init(useBLAS: false)))
-        }
+        backends.append(CPUBackend(configuration: .init(useBLAS: false)))
+        // The AVX2 kernel too, where the preferred one is AVX-512.
+        let avx2 = CPUBackend(configuration: .init(useBLAS: false, useAVX512: false))
+        if !backends.contains(where: { ($0 as? CPUBackend)?.kernelName == "avx2" }) { backends.append(avx2) }
         for case let vulkan as VulkanBackend in backends {
             let other: VulkanBackend.MatmulVariant = vulkan.effectiveMatmulVariant == .tiled ? .registers : .tiled
             if let variant = try? VulkanBackend(deviceIndex: vulkan.device.index, matmulVariant: other, forceStaging: vulkan.usesUnifiedMemory) {
@@ -32,7 +34,7 @@ enum BackendsUnderTest {
     }()
 
     static func label(_ backend: any Backend) -> String {
-        if let cpu = backend as? CPUBackend { return cpu.usesBLAS ? "cpu+blas" : "cpu" }
+        if let cpu = backend as? CPUBackend { return cpu.usesBLAS ? "cpu+blas" : "cpu(\(cpu.kernelName))" }
         if let vulkan = backend as? VulkanBackend {
             return "vulkan:\(vulkan.device.index)(\(vulkan.effectiveMatmulVariant.rawValue)\(vulkan.usesUnifiedMemory ? "" : ", staging"))"
         }

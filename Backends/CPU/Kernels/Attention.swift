@@ -30,7 +30,7 @@ enum AttentionKernels {
     static func attention(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                           mask: UnsafePointer<Float>?, maskShape: Shape?, out: UnsafeMutablePointer<Float>,
                           batch: Int, queryLength: Int, keyLength: Int, heads: Int, headDim: Int,
-                          scale: Float, causal: Bool, threads: Int, blas: OpenBLAS? = nil) {
+                          scale: Float, causal: Bool, threads: Int, blas: OpenBLAS? = nil, kernel: GemmKernel = .preferred) {
         let rowStride = heads * headDim
         // Mask strides over (batch, head, query, key); 0 where the mask broadcasts.
         var maskStrides = (batch: 0, head: 0, query: keyLength)
@@ -76,7 +76,7 @@ enum AttentionKernels {
                     if !blas.multiply(m: rows, n: keyLength, k: headDim, a: qOperand, b: kOperand.transposed,
                                       c: scores, ldc: keyLength, accumulate: false) {
                         Gemm.multiply(m: rows, n: keyLength, k: headDim, a: qOperand, b: kOperand.transposed,
-                                      c: scores, ldc: keyLength, accumulate: false, threads: 1)
+                                      c: scores, ldc: keyLength, accumulate: false, threads: 1, kernel: kernel)
                     }
                     for row in 0..<rows { normalizeRow(scores + row * keyLength, b: b, head: head, query: firstQuery + row) }
                     let probabilities = MatrixOperand(base: scores, dtype: .float32, rowStride: keyLength, columnStride: 1)
@@ -84,7 +84,7 @@ enum AttentionKernels {
                     if !blas.multiply(m: rows, n: headDim, k: keyLength, a: probabilities, b: vOperand, c: target,
                                       ldc: rowStride, accumulate: false) {
                         Gemm.multiply(m: rows, n: headDim, k: keyLength, a: probabilities, b: vOperand, c: target,
-                                      ldc: rowStride, accumulate: false, threads: 1)
+                                      ldc: rowStride, accumulate: false, threads: 1, kernel: kernel)
                     }
                 }
             }
@@ -102,12 +102,12 @@ enum AttentionKernels {
                 let rows = min(queryBlock, queryLength - firstQuery)
                 let (qOperand, kOperand, vOperand) = operands(b, head, firstQuery)
                 Gemm.multiply(m: rows, n: keyLength, k: headDim, a: qOperand, b: kOperand.transposed,
-                              c: scores, ldc: keyLength, accumulate: false, threads: 1)
+                              c: scores, ldc: keyLength, accumulate: false, threads: 1, kernel: kernel)
                 for row in 0..<rows { normalizeRow(scores + row * keyLength, b: b, head: head, query: firstQuery + row) }
                 Gemm.multiply(m: rows, n: headDim, k: keyLength,
                               a: MatrixOperand(base: scores, dtype: .float32, rowStride: keyLength, columnStride: 1),
                               b: vOperand, c: out + (b * queryLength + firstQuery) * rowStride + head * headDim,
-                              ldc: rowStride, accumulate: false, threads: 1)
+                              ldc: rowStride, accumulate: false, threads: 1, kernel: kernel)
             }
         }
     }

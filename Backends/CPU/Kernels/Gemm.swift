@@ -1,21 +1,47 @@
 import LoRAFuse
+import LoRAFuseCPUKernels
 
 /// Single-precision GEMM, `C = A·B` (or `C += A·B`), for A in float32 and B in float32,
 /// float16 or bfloat16, with any strides. Goto/BLIS structure: B is packed in blocks of
 /// `kBlock × nBlock` into panels `nr` columns wide, A in blocks of `mBlock × kBlock` into
-/// panels `mr` rows high; a 6×16 register-blocked micro-kernel (12 AVX2 accumulators)
-/// does the arithmetic. Packing is also where narrow weights are widened, so f16/bf16
-/// weights are read in place and never expanded in memory.
+/// panels `mr` rows high; a register-blocked micro-kernel does the arithmetic — 14×32
+/// with AVX-512 (28 zmm accumulators, C) where the CPU has it, else 6×16 with AVX2 (12 ymm
+/// accumulators, Swift SIMD). Packing is also where narrow weights are widened, so
+/// f16/bf16 weights are read in place and never expanded in memory.
+/// The micro-kernel a GEMM runs with: its register tile and the A block (a multiple of `mr`).
+struct GemmKernel: Sendable, Equatable {
+    enum Instructions: String, Sendable { case avx2, avx512 }
+    let instructions: Instructions
+    let mr: Int
+    let nr: Int
+    let mBlock: Int
+
+    static let avx2 = GemmKernel(instructions: .avx2, mr: 6, nr: 16, mBlock: 96)
+    static let avx512 = GemmKernel(instructions: .avx512, mr: 14, nr: 32, mBlock: 112)
+    static let hasAVX512 = lf_cpu_supports_avx512() != 0
+    /// The fastest kernel this CPU runs.
+    static let preferred: GemmKernel = hasAVX512 ? .avx512 : .avx2
+
+    @inline(__always)
+    func run(depth: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
+        if instructions == .avx512 {
+            lf_gemm_kernel_14x32_avx512(depth, a, b, c, ldc, accumulate ? 1 : 0)
+        } else {
+            Gemm.microKernel(depth: depth, a: a, b: b, c: c, ldc: ldc, accumulate: accumulate)
+        }
+    }
+}
+
 enum Gemm {
-    static let mr = 6
-    static let nr = 16
     static let kBlock = 256
-    static let mBlock = 96
     static let nBlock = 3072
 
     /// `c[i·ldc + j] (+)= Σ_p a(i, p)·b(p, j)` for i < m, j < n.
     static func multiply(m: Int, n: Int, k: Int, a: MatrixOperand, b: MatrixOperand,
-                         c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int) {
+                         c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int,
+                         kernel: GemmKernel = .preferred) {
+        let (mr, nr, mBlock) = (kernel.mr, kernel.nr, kernel.mBlock)
+        _ = mr
         guard m > 0, n > 0 else { return }
         guard k > 0 else {
             if !accumulate { for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) } }
@@ -55,7 +81,7 @@ enum Gemm {
                     guard firstPanel < lastPanel else { return }
                     computeBlock(a: a, rowStart: ic, rows: mc, depthStart: pc, depth: kc,
                                  packedB: packedB, panels: firstPanel..<lastPanel, columnStart: jc, n: n,
-                                 c: c, ldc: ldc, accumulate: accumulateHere)
+                                 c: c, ldc: ldc, accumulate: accumulateHere, kernel: kernel)
                 }
                 if threads <= 1 || taskCount == 1 {
                     for task in 0..<taskCount { body(task) }
@@ -74,7 +100,8 @@ enum Gemm {
     /// Packs A's rows `rowStart..<rowStart+rows` and runs the micro-kernel over the given B panels.
     private static func computeBlock(a: MatrixOperand, rowStart: Int, rows: Int, depthStart: Int, depth: Int,
                                      packedB: UnsafeMutablePointer<Float>, panels: Range<Int>, columnStart: Int, n: Int,
-                                     c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
+                                     c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, kernel: GemmKernel) {
+        let (mr, nr) = (kernel.mr, kernel.nr)
         let rowPanels = (rows + mr - 1) / mr
         let packedA = UnsafeMutablePointer<Float>.allocate(capacity: rowPanels * mr * depth + depth)
         defer { packedA.deallocate() }
@@ -96,9 +123,9 @@ enum Gemm {
                 let aPanel = packedA + rowPanel * mr * depth
                 let target = c + row * ldc + column
                 if rowCount == mr && columns == nr {
-                    microKernel(depth: depth, a: aPanel, b: bPanel, c: target, ldc: ldc, accumulate: accumulate)
+                    kernel.run(depth: depth, a: aPanel, b: bPanel, c: target, ldc: ldc, accumulate: accumulate)
                 } else {
-                    microKernel(depth: depth, a: aPanel, b: bPanel, c: tile, ldc: nr, accumulate: false)
+                    kernel.run(depth: depth, a: aPanel, b: bPanel, c: tile, ldc: nr, accumulate: false)
                     for i in 0..<rowCount {
                         for j in 0..<columns {
                             target[i * ldc + j] = accumulate ? target[i * ldc + j] + tile[i * nr + j] : tile[i * nr + j]
