@@ -24,9 +24,8 @@ enum AttentionKernels {
     }
 
     /// softmax(scale·Q·Kᵀ + mask)·V per batch and head, a block of queries at a time:
-    /// the scores of one block (`queryBlock × Lk`) are the only temporary. With BLAS, (head,
-    /// query block) tasks run in parallel, each with single-threaded BLAS; otherwise blocks of 128
-    /// queries run in parallel with the built-in single-threaded GEMM.
+    /// the scores of one block (`queryBlock × Lk`) are the only temporary. (head, query
+    /// block) tasks run in parallel, each with single-threaded products.
     static func attention(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                           mask: UnsafePointer<Float>?, maskShape: Shape?, out: UnsafeMutablePointer<Float>,
                           batch: Int, queryLength: Int, keyLength: Int, heads: Int, headDim: Int,
@@ -58,40 +57,16 @@ enum AttentionKernels {
             NormalizationKernels.softmaxRow(line, line, keyLength)
         }
 
-        if let blas, queryLength * keyLength >= 128 * 128 {
-            // Heads in parallel, each through single-threaded BLAS: with K = head dim the
-            // products are too thin for OpenBLAS's own threading to pay off.
-            let block = min(queryLength, max(64, (16 << 20) / max(1, keyLength * 4)))  // scores ≤ 16 MiB per task
-            let blocks = (queryLength + block - 1) / block
-            blas.setThreadCount(1)
-            defer { blas.setThreadCount(threads) }
-            parallelFor(batch * heads * blocks, threads: threads) { range in
-                let scores = UnsafeMutablePointer<Float>.allocate(capacity: block * keyLength)
-                defer { scores.deallocate() }
-                for task in range {
-                    let blockIndex = task % blocks, head = (task / blocks) % heads, b = task / (blocks * heads)
-                    let firstQuery = blockIndex * block
-                    let rows = min(block, queryLength - firstQuery)
-                    let (qOperand, kOperand, vOperand) = operands(b, head, firstQuery)
-                    if !blas.multiply(m: rows, n: keyLength, k: headDim, a: qOperand, b: kOperand.transposed,
-                                      c: scores, ldc: keyLength, accumulate: false) {
-                        Gemm.multiply(m: rows, n: keyLength, k: headDim, a: qOperand, b: kOperand.transposed,
-                                      c: scores, ldc: keyLength, accumulate: false, threads: 1, kernel: kernel)
-                    }
-                    for row in 0..<rows { normalizeRow(scores + row * keyLength, b: b, head: head, query: firstQuery + row) }
-                    let probabilities = MatrixOperand(base: scores, dtype: .float32, rowStride: keyLength, columnStride: 1)
-                    let target = out + (b * queryLength + firstQuery) * rowStride + head * headDim
-                    if !blas.multiply(m: rows, n: headDim, k: keyLength, a: probabilities, b: vOperand, c: target,
-                                      ldc: rowStride, accumulate: false) {
-                        Gemm.multiply(m: rows, n: headDim, k: keyLength, a: probabilities, b: vOperand, c: target,
-                                      ldc: rowStride, accumulate: false, threads: 1, kernel: kernel)
-                    }
-                }
-            }
-            return
+        // With BLAS, large blocks through single-threaded BLAS (with K = head dim the products
+        // are too thin for OpenBLAS's own threading to pay off); otherwise blocks of 128.
+        let useBLAS = blas != nil && queryLength * keyLength >= 128 * 128
+        let queryBlock = useBLAS ? min(queryLength, max(64, (16 << 20) / max(1, keyLength * 4))) : 128  // scores ≤ 16 MiB
+        func multiply(m: Int, n: Int, k: Int, a: MatrixOperand, b: MatrixOperand, c: UnsafeMutablePointer<Float>, ldc: Int) {
+            if useBLAS, let blas, blas.multiply(m: m, n: n, k: k, a: a, b: b, c: c, ldc: ldc, accumulate: false) { return }
+            Gemm.multiply(m: m, n: n, k: k, a: a, b: b, c: c, ldc: ldc, accumulate: false, threads: 1, kernel: kernel)
         }
-
-        let queryBlock = 128
+        if useBLAS { blas?.setThreadCount(1) }
+        defer { if useBLAS { blas?.setThreadCount(threads) } }
         let blocks = (queryLength + queryBlock - 1) / queryBlock
         parallelFor(batch * heads * blocks, threads: threads) { range in
             let scores = UnsafeMutablePointer<Float>.allocate(capacity: queryBlock * keyLength)
@@ -101,13 +76,11 @@ enum AttentionKernels {
                 let firstQuery = block * queryBlock
                 let rows = min(queryBlock, queryLength - firstQuery)
                 let (qOperand, kOperand, vOperand) = operands(b, head, firstQuery)
-                Gemm.multiply(m: rows, n: keyLength, k: headDim, a: qOperand, b: kOperand.transposed,
-                              c: scores, ldc: keyLength, accumulate: false, threads: 1, kernel: kernel)
+                multiply(m: rows, n: keyLength, k: headDim, a: qOperand, b: kOperand.transposed, c: scores, ldc: keyLength)
                 for row in 0..<rows { normalizeRow(scores + row * keyLength, b: b, head: head, query: firstQuery + row) }
-                Gemm.multiply(m: rows, n: headDim, k: keyLength,
-                              a: MatrixOperand(base: scores, dtype: .float32, rowStride: keyLength, columnStride: 1),
-                              b: vOperand, c: out + (b * queryLength + firstQuery) * rowStride + head * headDim,
-                              ldc: rowStride, accumulate: false, threads: 1, kernel: kernel)
+                multiply(m: rows, n: headDim, k: keyLength,
+                         a: MatrixOperand(base: scores, dtype: .float32, rowStride: keyLength, columnStride: 1),
+                         b: vOperand, c: out + (b * queryLength + firstQuery) * rowStride + head * headDim, ldc: rowStride)
             }
         }
     }

@@ -40,8 +40,7 @@ enum Gemm {
     static func multiply(m: Int, n: Int, k: Int, a: MatrixOperand, b: MatrixOperand,
                          c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int,
                          kernel: GemmKernel = .preferred) {
-        let (mr, nr, mBlock) = (kernel.mr, kernel.nr, kernel.mBlock)
-        _ = mr
+        let (nr, mBlock) = (kernel.nr, kernel.mBlock)
         guard m > 0, n > 0 else { return }
         guard k > 0 else {
             if !accumulate { for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) } }

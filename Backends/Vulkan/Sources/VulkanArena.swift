@@ -35,6 +35,4 @@ final class VulkanArena {
         used = needed
         return VulkanRange(buffer: block, offset: 0, size: needed)
     }
-
-    var allocatedBytes: Int { blocks.reduce(0) { $0 + $1.size } }
 }

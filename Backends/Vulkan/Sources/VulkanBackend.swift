@@ -72,8 +72,6 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
         return context.isCPUDevice ? .registers : .tiled
     }
 
-    public var pipelineCount: Int { lock.withLock { context.pipelineCount } }
-
     /// Whether tensors are written in place (unified memory) rather than through staging copies.
     public var usesUnifiedMemory: Bool { context.unifiedMemory }
 
@@ -94,7 +92,7 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
     }
 
     /// Copies host bytes into a device range: directly when mapped, else via a staging copy.
-    private func writeHost(_ tensor: HostTensor, to range: VulkanRange) throws {
+    func writeHost(_ tensor: HostTensor, to range: VulkanRange) throws {
         if context.unifiedMemory, let mapped = range.buffer.mapped {
             tensor.withUnsafeBytes { bytes in
                 if let base = bytes.baseAddress { (mapped + range.offset).copyMemory(from: base, byteCount: bytes.count) }
@@ -110,7 +108,7 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
         _ = try recorder.submitAndWait()
     }
 
-    private func readHost(_ range: VulkanRange, type: TensorType) throws -> HostTensor {
+    func readHost(_ range: VulkanRange, type: TensorType) throws -> HostTensor {
         if context.unifiedMemory, let mapped = range.buffer.mapped {
             return HostTensor(shape: type.shape, dtype: type.dtype) { buffer in
                 if let base = buffer.baseAddress { base.copyMemory(from: mapped + range.offset, byteCount: buffer.count) }
@@ -125,8 +123,8 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
         }
     }
 
-    /// The device copy of a weight, uploading it the first time it is seen.
-    private func residentWeight(_ tensor: HostTensor) throws -> VulkanRange {
+    /// The device copy of a weight, uploading it the first time it is seen (call with the lock held).
+    func residentWeight(_ tensor: HostTensor) throws -> VulkanRange {
         let key = WeightKey(address: UInt(bitPattern: tensor.storage.baseAddress + tensor.byteOffset), byteCount: tensor.byteCount)
         if let cached = weights[key] { return cached }
         let range = try weightArena.allocate(tensor.byteCount)
@@ -145,9 +143,4 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
             try VulkanGraphExecution(backend: self, graph: graph, inputs: inputs, options: options).run()
         }
     }
-
-    // Entry points for VulkanGraphExecution (called with the lock held).
-    func weightRange(_ tensor: HostTensor) throws -> VulkanRange { try residentWeight(tensor) }
-    func write(_ tensor: HostTensor, to range: VulkanRange) throws { try writeHost(tensor, to: range) }
-    func read(_ range: VulkanRange, type: TensorType) throws -> HostTensor { try readHost(range, type: type) }
 }

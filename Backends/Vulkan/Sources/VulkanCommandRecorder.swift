@@ -11,7 +11,6 @@ final class VulkanCommandRecorder {
     private var queryPool: VkQueryPool?
     private var queryCount: UInt32 = 0
     private(set) var timestampLabels: [Int] = []
-    private(set) var dispatchCount = 0
 
     init(device: VulkanDevice, maximumDispatches: Int, timestamps: Int) throws {
         self.device = device
@@ -81,9 +80,8 @@ final class VulkanCommandRecorder {
                                            reason: "\(pipeline.name) would bind \(large.size) bytes, past maxStorageBufferRange (\(rangeLimit))")
         }
         let functions = device.functions
-        let limits = device.limits
-        let maximum = withUnsafeBytes(of: limits.maxComputeWorkGroupCount) { Array($0.bindMemory(to: UInt32.self)) }
-        guard groups.0 <= Int(maximum[0]), groups.1 <= Int(maximum[1]), groups.2 <= Int(maximum[2]) else {
+        let maximum = device.maxWorkGroupCount
+        guard groups.0 <= maximum[0], groups.1 <= maximum[1], groups.2 <= maximum[2] else {
             throw BackendError.deviceFailure(backend: "vulkan", reason: "\(pipeline.name): \(groups) workgroups exceed the device limit \(maximum)")
         }
         var setLayout: VkDescriptorSetLayout? = pipeline.setLayout
@@ -118,7 +116,6 @@ final class VulkanCommandRecorder {
                                          0, UInt32(words.count * 4), &words)
         }
         functions.vkCmdDispatch(commandBuffer, UInt32(groups.0), UInt32(groups.1), UInt32(groups.2))
-        dispatchCount += 1
         barrier(from: VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                 to: VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VkAccessFlagBits(VK_ACCESS_SHADER_READ_BIT.rawValue | VK_ACCESS_SHADER_WRITE_BIT.rawValue))
     }

@@ -72,7 +72,6 @@ final class VulkanDevice {
     let queue: VkQueue
     let queueFamily: UInt32
     let properties: VkPhysicalDeviceProperties
-    let memoryProperties: VkPhysicalDeviceMemoryProperties
     let commandPool: VkCommandPool
     /// Device-local memory the host can map (lavapipe, integrated GPUs, resizable BAR):
     /// tensors are written in place and no staging copies are recorded.
@@ -86,6 +85,10 @@ final class VulkanDevice {
     /// The most bytes one binding may span: maxStorageBufferRange, or less when a test
     /// asks for it so the splitting paths run on small tensors.
     let bindingLimit: Int
+    /// maxComputeWorkGroupCount as an array, read once.
+    let maxWorkGroupCount: [Int]
+    /// The device's memory types, read once.
+    let memoryTypes: [VkMemoryType]
 
     init(instance: VulkanInstance, physicalDevice: VkPhysicalDevice, forceStaging: Bool = false, bindingLimit: Int? = nil) throws {
         var functions = instance.functions
@@ -94,9 +97,10 @@ final class VulkanDevice {
         functions.vkGetPhysicalDeviceProperties(physicalDevice, &properties)
         self.properties = properties
         self.bindingLimit = min(Int(properties.limits.maxStorageBufferRange), bindingLimit ?? Int.max)
+        self.maxWorkGroupCount = withUnsafeBytes(of: properties.limits.maxComputeWorkGroupCount) { $0.bindMemory(to: UInt32.self).map(Int.init) }
         var memoryProperties = VkPhysicalDeviceMemoryProperties()
         functions.vkGetPhysicalDeviceMemoryProperties(physicalDevice, &memoryProperties)
-        self.memoryProperties = memoryProperties
+        self.memoryTypes = Self.memoryTypes(memoryProperties)
 
         var familyCount: UInt32 = 0
         functions.vkGetPhysicalDeviceQueueFamilyProperties(physicalDevice, &familyCount, nil)
@@ -144,7 +148,7 @@ final class VulkanDevice {
         try check(functions.vkCreateCommandPool(device, &poolInfo, nil, &pool), "vkCreateCommandPool")
         commandPool = pool!
 
-        let types = Self.memoryTypes(memoryProperties)
+        let types = memoryTypes
         let wanted = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT.rawValue | VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT.rawValue
             | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT.rawValue
         unifiedMemory = !forceStaging && properties.deviceType != VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU
@@ -167,13 +171,13 @@ final class VulkanDevice {
     }
 
     func isHostVisible(_ type: UInt32) -> Bool {
-        Self.memoryTypes(memoryProperties)[Int(type)].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT.rawValue != 0
+        memoryTypes[Int(type)].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT.rawValue != 0
     }
 
     /// Device-local memory for compute buffers (host-visible too with unified memory);
     /// host-visible coherent memory for staging.
     func memoryType(bits: UInt32, hostVisible: Bool) -> UInt32? {
-        let types = Self.memoryTypes(memoryProperties)
+        let types = memoryTypes
         let local = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT.rawValue
         let host = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT.rawValue | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT.rawValue
         let preferences: [UInt32] = hostVisible || unifiedMemory ? [local | host, host] : [local, 0]
@@ -198,8 +202,6 @@ final class VulkanDevice {
         }
         return created
     }
-
-    var pipelineCount: Int { pipelines.count }
 
     /// `LORAFUSE_VULKAN_TRACE=1` reports each pipeline build (they are slow on lavapipe).
     static let tracePipelines = ProcessInfo.processInfo.environment["LORAFUSE_VULKAN_TRACE"] == "1"

@@ -31,7 +31,7 @@ struct VulkanGraphExecution {
             let size = max(4, (node.type.byteCount + 3) & ~3)
             switch node.op {
             case .parameter:
-                ranges[node.id] = try backend.weightRange(graph.parameters[node.id]!)
+                ranges[node.id] = try backend.residentWeight(graph.parameters[node.id]!)
             case let .input(name):
                 let range = VulkanRange(buffer: scratch, offset: plan.offset(of: node.id)!, size: size)
                 ranges[node.id] = range
@@ -68,7 +68,7 @@ struct VulkanGraphExecution {
             recorder.barrier(from: VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
                              to: VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT)
         } else {
-            for (tensor, range) in uploads { try backend.write(tensor, to: range) }
+            for (tensor, range) in uploads { try backend.writeHost(tensor, to: range) }
         }
 
         let kernels = VulkanKernels(device: device, recorder: recorder, matmulVariant: backend.effectiveMatmulVariant)
@@ -96,7 +96,7 @@ struct VulkanGraphExecution {
                     if let base = buffer.baseAddress { base.copyMemory(from: staging.mapped! + stagingOffsets[id]!, byteCount: buffer.count) }
                 }
             }
-            return try backend.read(ranges[id]!, type: type)
+            return try backend.readHost(ranges[id]!, type: type)
         }
         var result = ExecutionResult(outputs: try graph.outputs.map(value))
         if options.keepIntermediates {

@@ -155,6 +155,7 @@ public enum ElementConversion {
 
     /// Writes Double values as `dtype` (narrow floats round to nearest even; integers
     /// round toward zero and clamp to the type's range; NaN becomes 0 for integers).
+    /// Narrow floats go through Float first, so they round as torch casts a float32 tensor.
     public static func store(_ values: [Double], as dtype: DType, into buffer: UnsafeMutableRawBufferPointer) {
         guard let base = buffer.baseAddress else { return }
         func integer<T: FixedWidthInteger>(_ value: Double, _: T.Type) -> T {
@@ -167,10 +168,10 @@ public enum ElementConversion {
             switch dtype {
             case .float64: base.storeBytes(of: value, toByteOffset: index * 8, as: Double.self)
             case .float32: base.storeBytes(of: Float(value), toByteOffset: index * 4, as: Float.self)
-            case .float16: base.storeBytes(of: floatToHalfBits(narrowToFloat(value)), toByteOffset: index * 2, as: UInt16.self)
-            case .bfloat16: base.storeBytes(of: floatToBFloat16Bits(narrowToFloat(value)), toByteOffset: index * 2, as: UInt16.self)
-            case .float8E4M3: base.storeBytes(of: floatToFloat8E4M3Bits(narrowToFloat(value)), toByteOffset: index, as: UInt8.self)
-            case .float8E5M2: base.storeBytes(of: floatToFloat8E5M2Bits(narrowToFloat(value)), toByteOffset: index, as: UInt8.self)
+            case .float16: base.storeBytes(of: floatToHalfBits(Float(value)), toByteOffset: index * 2, as: UInt16.self)
+            case .bfloat16: base.storeBytes(of: floatToBFloat16Bits(Float(value)), toByteOffset: index * 2, as: UInt16.self)
+            case .float8E4M3: base.storeBytes(of: floatToFloat8E4M3Bits(Float(value)), toByteOffset: index, as: UInt8.self)
+            case .float8E5M2: base.storeBytes(of: floatToFloat8E5M2Bits(Float(value)), toByteOffset: index, as: UInt8.self)
             case .int64: base.storeBytes(of: integer(value, Int64.self), toByteOffset: index * 8, as: Int64.self)
             case .int32: base.storeBytes(of: integer(value, Int32.self), toByteOffset: index * 4, as: Int32.self)
             case .int16: base.storeBytes(of: integer(value, Int16.self), toByteOffset: index * 2, as: Int16.self)
@@ -184,10 +185,6 @@ public enum ElementConversion {
         }
     }
 
-    /// Double → Float keeping the value exact where Float can, so a later narrowing to
-    /// f16/bf16 rounds once from the float32 value (the way torch casts float32 tensors).
-    @inline(__always)
-    static func narrowToFloat(_ value: Double) -> Float { Float(value) }
 }
 
 /// All 65,536 float16 values as Float: the fastest exact widening without F16C.

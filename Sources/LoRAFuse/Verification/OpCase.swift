@@ -1,3 +1,5 @@
+import Foundation
+
 /// One op on one set of shapes and dtypes, with seeded inputs: the unit of every
 /// backend parity check (like a case of ggml's test-backend-ops).
 public struct OpCase: Sendable {
@@ -178,5 +180,3 @@ public enum OpCaseCatalog {
         return cases
     }
 }
-
-import Foundation

@@ -1,3 +1,5 @@
+import Foundation
+
 /// FLUX weights addressed by diffusers names, whatever layout the checkpoint uses.
 public protocol FluxWeights: Sendable {
     var description: String { get }
@@ -139,5 +141,3 @@ public struct BFLFluxWeights: FluxWeights {
         return (config, weights)
     }
 }
-
-import Foundation
