@@ -36,7 +36,8 @@ void main() {
     float result;
     switch (p.function) {
         case 0u: result = 0.5 * v * (1.0 + erf_approx(v * 0.70710678118654752)); break;
-        case 1u: result = 0.5 * v * (1.0 + safe_tanh(0.79788456080286536 * (v + 0.044715 * v * v * v))); break;
+        // 0.5·v·(1 + tanh(u)) = v·sigmoid(2u): no cancellation in 1 + tanh(u) for negative v.
+        case 1u: result = v / (1.0 + exp(-1.5957691216057308 * (v + 0.044715 * v * v * v))); break;
         case 2u: result = v * sigmoid(1.702 * v); break;
         case 3u: result = v * sigmoid(v); break;
         case 4u: result = sigmoid(v); break;

@@ -171,6 +171,10 @@ public final class CPUBackend: Backend, @unchecked Sendable {
             let (value, out) = allocate(type)
             matmul(operands[0], operands[1], transposeA: transposeA, transposeB: transposeB, out: out, outShape: type.shape)
             return value
+        case let .lowRankUpdate(scale):
+            let (value, out) = allocate(type)
+            lowRankUpdate(y: operands[0], x: operands[1], down: operands[2], up: operands[3], scale: scale, out: out)
+            return value
         case let .binary(op):
             let (value, out) = allocate(type)
             ElementwiseKernels.binary(op, a: operands[0].floats, aShape: operands[0].type.shape,
@@ -256,6 +260,24 @@ public final class CPUBackend: Backend, @unchecked Sendable {
             }
             return CPUValue(type: type, allocation: allocation)
         }
+    }
+
+    /// `out = y + scale·(x·downᵀ)·upᵀ`: the rank-r rows are computed once into a small
+    /// buffer, scaled, and the up-projection accumulates straight onto a copy of `y`.
+    private func lowRankUpdate(y: CPUValue, x: CPUValue, down: CPUValue, up: CPUValue, scale: Float, out: UnsafeMutablePointer<Float>) {
+        let rows = y.type.shape.rowCount, n = y.type.shape.last, k = x.type.shape.last, rank = down.type.shape[0]
+        let threads = configuration.threadCount
+        let low = UnsafeMutablePointer<Float>.allocate(capacity: max(rows * rank, 1))
+        defer { low.deallocate() }
+        // b(p, j) = down[j, p] and up[j, p]: the factors are read transposed through strides.
+        Gemm.multiply(m: rows, n: rank, k: k, a: MatrixOperand(base: x.base, dtype: .float32, rowStride: k, columnStride: 1),
+                      b: MatrixOperand(base: down.base, dtype: down.type.dtype, rowStride: 1, columnStride: k),
+                      c: low, ldc: rank, accumulate: false, threads: threads, kernel: kernel)
+        ElementwiseKernels.scale(low, by: scale, out: low, count: rows * rank, threads: 1)
+        out.update(from: y.floats, count: rows * n)
+        Gemm.multiply(m: rows, n: n, k: rank, a: MatrixOperand(base: UnsafeRawPointer(low), dtype: .float32, rowStride: rank, columnStride: 1),
+                      b: MatrixOperand(base: up.base, dtype: up.type.dtype, rowStride: 1, columnStride: rank),
+                      c: out, ldc: n, accumulate: true, threads: threads, kernel: kernel)
     }
 
     /// Batched matmul with numpy-broadcast batch axes.

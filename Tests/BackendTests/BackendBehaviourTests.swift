@@ -90,6 +90,23 @@ import LoRAFuseVulkan
         }
     }
 
+    /// The LoRA kernel walks rows in chunks when x, y or the output is past the binding limit.
+    @Test(arguments: [(300, 90, 130, 16, DType.float32), (257, 200, 70, 5, .bfloat16)])
+    func lowRankUpdatePastTheBindingLimitIsSplit(rows: Int, k: Int, n: Int, rank: Int, dtype: DType) throws {
+        guard BackendsUnderTest.all.contains(where: { $0.name == "vulkan" }) else { return }
+        var random = SeededRandom(seed: 22)
+        var graph = Graph()
+        let y = graph.input("y", [rows, n]), x = graph.input("x", [rows, k])
+        let down = graph.parameter("down", random.tensor([rank, k], dtype: dtype))
+        let up = graph.parameter("up", random.tensor([n, rank], dtype: dtype))
+        graph.markOutput(try graph.lowRankUpdate(y, input: x, down: down, up: up, scale: -1.5))
+        let inputs = ["y": random.tensor([rows, n]), "x": random.tensor([rows, k])]
+        let expected = try ReferenceEvaluator.evaluate(graph, inputs: inputs)[0].values
+        let vulkan = try VulkanBackend(bindingLimit: 64 << 10)
+        let actual = try vulkan.execute(graph, inputs: inputs).outputs[0].floats()
+        #expect(relativeError(actual: actual, expected: expected) <= 1e-4)
+    }
+
     /// A tensor past maxStorageBufferRange is one clear error naming the limit, not a crash.
     @Test func tensorLargerThanTheBindingLimitIsAClearError() throws {
         guard let vulkan = BackendsUnderTest.all.first(where: { $0.name == "vulkan" }) else { return }

@@ -128,7 +128,7 @@ struct VulkanGraphExecution {
         for node in graph.nodes {
             let splits: Bool
             switch node.op {
-            case .matmul, .reshape, .input, .parameter: splits = true
+            case .matmul, .lowRankUpdate, .reshape, .input, .parameter: splits = true
             default: splits = false
             }
             if splits { continue }
@@ -156,6 +156,14 @@ struct VulkanGraphExecution {
                 guard node.type.shape.rank <= 6 else { throw unsupported(node, "rank \(node.type.shape.rank) > 6") }
             case .matmul:
                 guard node.type.shape.rank <= 5 else { throw unsupported(node, "more than 3 batch axes") }
+            case .lowRankUpdate:
+                let rank = graph.nodes[node.inputs[2]].type.shape[0]
+                guard rank <= VulkanKernels.lowRankSharedFloats else { throw unsupported(node, "LoRA rank \(rank) > \(VulkanKernels.lowRankSharedFloats)") }
+                let factorBytes = node.inputs[2...].map { graph.nodes[$0].type.byteCount }.max() ?? 0
+                guard factorBytes <= device.bindingLimit else {
+                    throw BackendError.outOfMemory(backend: "vulkan", bytes: factorBytes, reason:
+                        "node %\(node.id) \(node.op.summary): a LoRA factor is past this device's maxStorageBufferRange")
+                }
             case .attention:
                 let headDim = node.type.shape[3]
                 guard 2 * 16 * headDim * 4 <= sharedMemory, headDim <= 256 else {

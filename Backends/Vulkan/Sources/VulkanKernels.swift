@@ -40,6 +40,8 @@ struct VulkanKernels {
             return
         case let .matmul(transposeA, transposeB):
             try matmul(operands[0], operands[1], transposeA: transposeA, transposeB: transposeB, output: output, outShape: type.shape)
+        case let .lowRankUpdate(scale):
+            try lowRankUpdate(operands, output: output, shape: type.shape, scale: scale)
         case let .binary(op):
             let codes: [BinaryOperator: UInt32] = [.add: 0, .sub: 1, .mul: 2, .div: 3]
             let constants = [UInt32(count), codes[op]!] + Self.rank6(type.shape.dimensions, fill: 1)
@@ -200,12 +202,6 @@ struct VulkanKernels {
             throw BackendError.outOfMemory(backend: "vulkan", bytes: max(a.0.size, b.0.size, output.size), reason:
                 "matmul \(a.1) × \(b.1) cannot be split into windows of this device's maxStorageBufferRange (\(limit) bytes)")
         }
-        func window(_ range: VulkanRange, start: Int, count: Int, size: Int) -> (VulkanRange, Int) {
-            let byteStart = range.offset + start * size
-            let aligned = byteStart / alignment * alignment
-            let end = (byteStart + count * size + 3) & ~3
-            return (VulkanRange(buffer: range.buffer, offset: aligned, size: end - aligned), (byteStart - aligned) / size)
-        }
         for batch in 0..<layout.batchCount {
             let (aMatrix, bMatrix) = layout.offsets(batch: batch)
             let cMatrix = batch * m * n
@@ -233,8 +229,48 @@ struct VulkanKernels {
         }
     }
 
+    /// A binding window over elements `start..<start+count` (of `size` bytes) of `range`,
+    /// starting at an aligned offset, and the element offset of `start` inside it.
+    func window(_ range: VulkanRange, start: Int, count: Int, size: Int) -> (VulkanRange, Int) {
+        let alignment = max(4, Int(device.limits.minStorageBufferOffsetAlignment))
+        let byteStart = range.offset + start * size
+        let aligned = byteStart / alignment * alignment
+        let end = (byteStart + count * size + 3) & ~3
+        return (VulkanRange(buffer: range.buffer, offset: aligned, size: end - aligned), (byteStart - aligned) / size)
+    }
+
+    /// The LoRA path `y + scale·(x·downᵀ)·upᵀ` in one kernel per block of rows; tensors past
+    /// the binding limit are walked in row chunks, each bound as its own windows.
+    private func lowRankUpdate(_ operands: [(VulkanRange, TensorType)], output: VulkanRange, shape: Shape, scale: Float) throws {
+        let (y, x, down, up) = (operands[0], operands[1], operands[2], operands[3])
+        let rows = shape.rowCount, n = shape.last, k = x.1.shape.last, rank = down.1.shape[0]
+        guard rows > 0, n > 0 else { return }
+        let rowsPerGroup = min(Self.lowRankMaximumRows, Self.lowRankSharedFloats / rank)
+        let pipeline = try device.pipeline("lora_update_\(Self.suffix(down.1.dtype))", bindings: 5)
+        let alignment = max(4, Int(device.limits.minStorageBufferOffsetAlignment))
+        let rowsPerChunk = max(1, min(rows, (device.bindingLimit - alignment) / (max(n, k) * 4)))
+        for start in stride(from: 0, to: rows, by: rowsPerChunk) {
+            let count = min(rowsPerChunk, rows - start)
+            let (xWindow, xOffset) = window(x.0, start: start * k, count: count * k, size: 4)
+            let (yWindow, yOffset) = window(y.0, start: start * n, count: count * n, size: 4)
+            let (outWindow, outOffset) = window(output, start: start * n, count: count * n, size: 4)
+            let constants = [count, n, k, rank, rowsPerGroup].map { UInt32($0) } + [scale.bitPattern]
+                + [xOffset, yOffset, outOffset].map { UInt32($0) }
+            try recorder.dispatch(pipeline, [yWindow, xWindow, down.0, up.0, outWindow], constants: constants,
+                                  groups: VulkanCommandRecorder.groups1D((count + rowsPerGroup - 1) / rowsPerGroup, localSize: 1))
+        }
+    }
+
+    /// lora_update.comp's limits: rows per workgroup and shared floats for the rank-r block.
+    static let lowRankMaximumRows = 16
+    static let lowRankSharedFloats = 2048
+
+    static func suffix(_ weightType: DType) -> String {
+        weightType == .float16 ? "f16" : (weightType == .bfloat16 ? "bf16" : "f32")
+    }
+
     private func dispatchMatmul(_ call: MatmulDispatch, weightType: DType) throws {
-        let suffix = weightType == .float16 ? "f16" : (weightType == .bfloat16 ? "bf16" : "f32")
+        let suffix = Self.suffix(weightType)
         let batches = call.batch.reduce(1, *)
         let buffers = [call.windows.a, call.windows.b, call.windows.c]
         // Linear layout with K % 4 == 0 and 4-aligned offsets: the vec4 kernel (lavapipe's fastest).

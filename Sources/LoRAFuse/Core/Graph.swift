@@ -97,6 +97,32 @@ public struct Graph: Sendable {
         return try add(product, bias)
     }
 
+    /// `y + scale · (x · downᵀ) · upᵀ`: LoRA factors `down` (A) [r, K] and `up` (B) [N, r]
+    /// applied beside the Linear whose output for `x` [..., K] is `y` [..., N].
+    public mutating func lowRankUpdate(_ y: Tensor, input x: Tensor, down: Tensor, up: Tensor, scale: Float) throws(GraphError) -> Tensor {
+        let op = Op.lowRankUpdate(scale: scale)
+        try requireFloat32(y, op.summary, "y")
+        try requireFloat32(x, op.summary, "x")
+        for (factor, role) in [(down, "down"), (up, "up")] {
+            guard DType.weightTypes.contains(factor.dtype), factor.shape.rank == 2 else {
+                throw GraphError(op: op.summary, "\(role) must be a matrix of F32, F16 or BF16, got \(factor.type)")
+            }
+        }
+        guard x.shape.rank >= 1, y.shape.rank == x.shape.rank,
+              Array(x.shape.dimensions.dropLast()) == Array(y.shape.dimensions.dropLast()) else {
+            throw GraphError(op: op.summary, "x \(x.shape) and y \(y.shape) must agree on every axis but the last")
+        }
+        guard down.dtype == up.dtype else {
+            throw GraphError(op: op.summary, "down \(down.type) and up \(up.type) must share a dtype (cast one)")
+        }
+        let rank = down.shape[0]
+        guard rank >= 1, down.shape[1] == x.shape.last, up.shape[0] == y.shape.last, up.shape[1] == rank else {
+            throw GraphError(op: op.summary,
+                             "down \(down.shape) must be [r, \(x.shape.last)] and up \(up.shape) [\(y.shape.last), r] for x \(x.shape), y \(y.shape)")
+        }
+        return append(op, [y, x, down, up], y.type)
+    }
+
     // MARK: Element-wise
 
     /// numpy broadcasting of two shapes (aligned at the last axis), or nil.

@@ -30,6 +30,10 @@ public enum Op: Sendable, Hashable {
     /// [..., K, M]; `transposeB` reads `b` as [..., N, K] (PyTorch `Linear` weights).
     /// `a` is float32; `b` may be float32, float16 or bfloat16 (converted in the kernel).
     case matmul(transposeA: Bool, transposeB: Bool)
+    /// A LoRA path added to a Linear's output: inputs `y` [..., N], `x` [..., K], `down`
+    /// [r, K], `up` [N, r] give `y + scale · (x · downᵀ) · upᵀ`. One op so kernels keep the
+    /// rank-r intermediate on chip; `down` and `up` may be float32, float16 or bfloat16.
+    case lowRankUpdate(scale: Float)
     case binary(BinaryOperator)
     /// `x · factor`.
     case scale(Float)
@@ -62,6 +66,7 @@ public enum Op: Sendable, Hashable {
         case .input: .input
         case .parameter: .parameter
         case .matmul: .matmul
+        case .lowRankUpdate: .lowRankUpdate
         case .binary: .binary
         case .scale: .scale
         case .unary: .unary
@@ -85,6 +90,7 @@ public enum Op: Sendable, Hashable {
         case let .input(name): "input '\(name)'"
         case let .parameter(name): "parameter '\(name)'"
         case let .matmul(ta, tb): "matmul" + (ta || tb ? "(" + [ta ? "aᵀ" : nil, tb ? "bᵀ" : nil].compactMap { $0 }.joined(separator: ",") + ")" : "")
+        case let .lowRankUpdate(scale): "lowRankUpdate(scale \(scale))"
         case let .binary(op): op.rawValue
         case let .scale(factor): "scale(\(factor))"
         case let .unary(function): function.rawValue
@@ -105,7 +111,7 @@ public enum Op: Sendable, Hashable {
 
 /// Op families, for capability lists.
 public enum OpKind: String, Sendable, Hashable, CaseIterable, Comparable {
-    case input, parameter, matmul, binary, scale, unary, softmax, layerNorm, rmsNorm
+    case input, parameter, matmul, lowRankUpdate, binary, scale, unary, softmax, layerNorm, rmsNorm
     case rotaryEmbedding, attention, reshape, permute, slice, concat, embedding, cast
 
     public static func < (lhs: OpKind, rhs: OpKind) -> Bool {

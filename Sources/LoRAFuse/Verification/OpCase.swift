@@ -69,6 +69,19 @@ public enum OpCaseCatalog {
             })
         }
 
+        // LoRA paths: ranks 1 to 64, odd widths, batched rows, every factor dtype.
+        let lowRankShapes: [(Shape, Int, Int, Int, DType)] = [([7], 33, 129, 4, .float32), ([2, 5], 65, 17, 16, .float16),
+                                                              ([1], 129, 33, 1, .bfloat16), ([97], 300, 260, 64, .float32),
+                                                              ([3, 41], 48, 70, 3, .bfloat16)]
+        for (rows, k, n, rank, dtype) in lowRankShapes {
+            let x = random.tensor(Shape(rows.dimensions + [k])), y = random.tensor(Shape(rows.dimensions + [n]))
+            let down = random.tensor([rank, k], dtype: dtype), up = random.tensor([n, rank], dtype: dtype)
+            cases.append(try! make(.lowRankUpdate, "x\(shapeText(x.shape)) r\(rank) → \(n) \(dtype.name)",
+                                   inputs: [("y", y), ("x", x)], parameters: [("down", down), ("up", up)]) { g, t in
+                try g.lowRankUpdate(t[0], input: t[1], down: t[2], up: t[3], scale: 0.75)
+            })
+        }
+
         // Broadcasting binary ops.
         let binaryShapes: [(Shape, Shape)] = [([7, 33], [7, 33]), ([7, 33], [33]), ([2, 1, 5], [3, 1]),
                                               ([1], [7, 1, 3]), ([129], [1]), ([2, 3, 4, 5], [3, 1, 5])]

@@ -29,6 +29,14 @@ public enum ReferenceEvaluator {
             return Value(shape: tensor.shape, values: tensor.doubles())
         case let .matmul(transposeA, transposeB):
             return matmul(x[0], x[1], transposeA: transposeA, transposeB: transposeB, outShape: shape)
+        case let .lowRankUpdate(scale):
+            let (y, input, down, up) = (x[0], x[1], x[2], x[3])
+            let rows = shape.rowCount
+            let rank = down.shape[0]
+            let low = matmul(Value(shape: [rows, input.shape.last], values: input.values), down,
+                             transposeA: false, transposeB: true, outShape: [rows, rank])
+            let delta = matmul(low, up, transposeA: false, transposeB: true, outShape: [rows, shape.last])
+            return Value(shape: shape, values: zip(y.values, delta.values).map { $0 + Double(scale) * $1 })
         case let .binary(op):
             return broadcast(x[0], x[1], to: shape) { a, b in
                 switch op {
