@@ -12,6 +12,8 @@ struct DitCommand: ParsableCommand {
         --inputs: hidden_states [B, L, C], encoder_hidden_states [B, T, J], pooled_projections [B, P],
         timestep [B] (in [0, 1]), guidance [B] (guidance-distilled models), img_ids [L, 3], txt_ids [T, 3].
         --output: sample [B, L, C] float32, written atomically.
+        --lora FILE[:SCALE]: diffusers/peft, kohya, BFL, XLabs or DiffSynth LoRA files, applied hot (beside the base
+        matmuls) unless --merge folds them into the weights first.
         """
     )
 
@@ -25,6 +27,8 @@ struct DitCommand: ParsableCommand {
     var output: String?
 
     @OptionGroup var backendOptions: BackendOptions
+
+    @OptionGroup var loraOptions: LoRAOptions
 
     @Option(name: .customLong("repeat"), help: "Forward passes to time after loading; the best is reported.")
     var repeatCount = 1
@@ -41,8 +45,8 @@ struct DitCommand: ParsableCommand {
         let flux = try FluxModel.load(path: model)
         let tensors = try SafeTensorsFile(path: inputs).allTensors()
         let prepared = try FluxInputs(tensors, config: flux.config)
-        let graph = try FluxTransformer(model: flux).graph(batch: prepared.batch, textLength: prepared.textLength,
-                                                            imageLength: prepared.imageLength)
+        let (transformer, mergeSeconds) = try loraOptions.transformer(flux, backend: backend)
+        let graph = try transformer.graph(batch: prepared.batch, textLength: prepared.textLength, imageLength: prepared.imageLength)
         let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
         var best = Double.infinity
         var sample: HostTensor?
@@ -68,15 +72,24 @@ struct DitCommand: ParsableCommand {
         if let output, let sample {
             try SafeTensorsWriter.write([("sample", sample)], metadata: ["producer": "lorafuse dit", "backend": backend.name], to: output)
         }
-        let fields: [String: Any] = ["command": "dit", "backend": backend.name, "device": backend.device.name,
+        var fields: [String: Any] = ["command": "dit", "backend": backend.name, "device": backend.device.name,
                                      "seconds": best, "load_seconds": loadSeconds, "peak_rss_bytes": PeakMemory.residentBytes(),
                                      "batch": prepared.batch, "image_tokens": prepared.imageLength, "text_tokens": prepared.textLength]
+        if !loraOptions.loras.isEmpty {
+            fields["loras"] = loraOptions.loras.count
+            fields["lora_mode"] = mergeSeconds == nil ? "hot" : "merged"
+            if let mergeSeconds { fields["merge_seconds"] = mergeSeconds }
+        }
         if json {
             print(try JSONOutput.line(fields))
         } else {
             print(String(format: "dit on %@ (%@): %.3f s per forward (best of %d), load %.3f s, peak RSS %.1f MiB%@",
                          backend.name, backend.device.name, best, max(1, repeatCount), loadSeconds,
                          Double(PeakMemory.residentBytes()) / 1048576, output.map { ", wrote \($0)" } ?? ""))
+            if !loraOptions.loras.isEmpty {
+                print(mergeSeconds.map { String(format: "%d LoRA(s) merged in %.3f s", loraOptions.loras.count, $0) }
+                      ?? "\(transformer.adapters.count) LoRA(s) applied hot")
+            }
         }
     }
 }

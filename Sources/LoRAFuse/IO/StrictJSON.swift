@@ -35,6 +35,18 @@ public indirect enum JSONValue: Sendable, Equatable {
         }
     }
 
+    /// The value as a Double when it is a number.
+    public var number: Double? {
+        guard case let .number(text) = self else { return nil }
+        return Double(text)
+    }
+
+    /// The member `name` of an object.
+    public subscript(member name: String) -> JSONValue? {
+        guard case let .object(members) = self else { return nil }
+        return members.first { $0.0 == name }?.1
+    }
+
     /// The value as a non-negative integer that fits in Int, or nil.
     public var nonNegativeInteger: Int? {
         guard case let .number(text) = self, !text.isEmpty,

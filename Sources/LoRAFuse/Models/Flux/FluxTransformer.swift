@@ -3,14 +3,25 @@
 /// blocks over the joint sequence, final AdaLN and projection. Output `sample` [B, L, C].
 public struct FluxTransformer {
     public let model: FluxModel
+    /// LoRAs applied hot: each Linear they touch adds `scale · (α/r) · B(A x)` beside the
+    /// base matmul (one `lowRankUpdate` node per LoRA), base weights untouched. Change them
+    /// and build a new graph: weights already on a device stay there.
+    public var adapters: [LoRAAdapter]
     public var config: FluxConfig { model.config }
 
-    public init(model: FluxModel) { self.model = model }
+    public init(model: FluxModel, adapters: [LoRAAdapter] = []) {
+        self.model = model
+        self.adapters = adapters
+    }
 
     /// The graph for `batch` samples of `textLength` + `imageLength` tokens. Its inputs are
     /// `FluxInputs.bindings`; its one output is `sample`.
     public func graph(batch: Int, textLength: Int, imageLength: Int) throws -> Graph {
-        var builder = Builder(config: config, weights: model.weights, graph: Graph())
+        var loras: [String: [(adapter: Int, module: LoRAModule, scale: Float)]] = [:]
+        for (index, adapter) in adapters.enumerated() where adapter.scale != 0 {
+            for module in adapter.file.modules { loras[module.layer, default: []].append((index, module, adapter.scale * module.scale)) }
+        }
+        var builder = Builder(config: config, weights: model.weights, loras: loras, graph: Graph())
         let sample = try builder.forward(batch: batch, textLength: textLength, imageLength: imageLength)
         builder.graph.markOutput(sample)
         return builder.graph
@@ -19,6 +30,7 @@ public struct FluxTransformer {
     struct Builder {
         let config: FluxConfig
         let weights: any FluxWeights
+        let loras: [String: [(adapter: Int, module: LoRAModule, scale: Float)]]
         var graph: Graph
 
         /// A weight as a parameter node; vectors (biases, norm weights) are cast to F32 for
@@ -32,8 +44,14 @@ public struct FluxTransformer {
         mutating func linear(_ x: Tensor, _ name: String, _ inFeatures: Int, _ outFeatures: Int) throws -> Tensor {
             let w = try weight("\(name).weight", [outFeatures, inFeatures])
             let b = try weight("\(name).bias", [outFeatures])
-            let y = try graph.linear(x, weight: w, bias: b)
+            var y = try graph.linear(x, weight: w, bias: b)
             graph.label(y, name)
+            for (adapter, module, scale) in loras[name] ?? [] {
+                let down = graph.parameter("lora\(adapter).\(name).down", module.down)
+                let up = graph.parameter("lora\(adapter).\(name).up", module.up)
+                y = try graph.lowRankUpdate(y, input: x, down: down, up: up, scale: scale)
+                graph.label(y, "\(name) + lora \(adapter)")
+            }
             return y
         }
 
