@@ -74,12 +74,13 @@ struct LoRAInspectCommand: ParsableCommand {
         }
         let ranks = Set(lora.modules.map(\.rank)).sorted().map(String.init).joined(separator: ", ")
         print("\(file): \(lora.format.rawValue) LoRA, \(sources.count) module(s) on \(lora.modules.count) layer(s), rank \(ranks), alpha from \(lora.alphaSource)")
-        print(String(format: "%-52@ %5@ %8@ %6@  %@", "module" as NSString, "rank" as NSString, "alpha" as NSString,
-                     "dtype" as NSString, "layers" as NSString))
+        let width = max(6, sources.map(\.count).max() ?? 0)
+        func padded(_ text: String, _ count: Int) -> String { text.padding(toLength: max(count, text.count), withPad: " ", startingAt: 0) }
+        print(padded("module", width) + "  rank     alpha  dtype  layers")
         for source in sources {
             let parts = bySource[source]!
-            print(String(format: "%-52@ %5d %8.3g %6@  %@", source as NSString, parts[0].rank, Double(parts[0].alpha),
-                         parts[0].down.dtype.name as NSString, parts.map(\.layer).joined(separator: ", ") as NSString))
+            print(padded(source, width) + String(format: "  %4d  %8.4g  %-5@  ", parts[0].rank, Double(parts[0].alpha),
+                                                 parts[0].down.dtype.name as NSString) + parts.map(\.layer).joined(separator: ", "))
         }
         if !lora.unmatchedKeys.isEmpty {
             print("\(lora.unmatchedKeys.count) unmatched key(s): " + lora.unmatchedKeys.joined(separator: ", "))
