@@ -144,6 +144,56 @@ struct CommandLine {
         #expect(!FileManager.default.fileExists(atPath: output))
     }
 
+    /// Two peft LoRAs with scales, hot and merged, on both backends, against peft in float64.
+    @Test(arguments: ["cpu", "vulkan"], [false, true])
+    func ditAppliesLoRAs(_ backend: String, merge: Bool) throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lorafuse-dit-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let fixtures = CommandLine.repository.appendingPathComponent("Tests/Fixtures")
+        let output = folder.appendingPathComponent("out.safetensors").path
+        let result = try CommandLine.run(["dit", "--model", fixtures.appendingPathComponent("flux/dev-tiny").path,
+                                          "--inputs", fixtures.appendingPathComponent("flux/dev-tiny/inputs.safetensors").path,
+                                          "--lora", fixtures.appendingPathComponent("lora/all.peft.safetensors").path + ":0.7",
+                                          "--lora", fixtures.appendingPathComponent("lora/partial.peft.safetensors").path + ":-1.3",
+                                          "--output", output, "--backend", backend, "--json"] + (merge ? ["--merge"] : []))
+        if backend == "vulkan" && result.error.contains("unavailable") && ProcessInfo.processInfo.environment["CI"] == nil { return }
+        #expect(result.status == 0, "\(result.error)")
+        let line = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any]
+        #expect(line?["lora_mode"] as? String == (merge ? "merged" : "hot"))
+        #expect(line?["loras"] as? Int == 2)
+        #expect((line?["merge_seconds"] as? Double).map { $0 >= 0 } ?? !merge)
+        let sample = try SafeTensorsFile(path: output).tensor(named: "sample")
+        let expected = try SafeTensorsFile(path: fixtures.appendingPathComponent("lora/expected_pair.safetensors").path).tensor(named: "sample")
+        #expect(relativeError(actual: sample.floats(), expected: expected.doubles()) <= 1e-4)
+    }
+
+    /// A truncated LoRA, or one made for another model, is one line and no output file.
+    @Test func badLoRAsFailWithOneLineAndNoOutput() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lorafuse-dit-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let fixtures = CommandLine.repository.appendingPathComponent("Tests/Fixtures")
+        let lora = fixtures.appendingPathComponent("lora/all.kohya.safetensors")
+        let truncated = folder.appendingPathComponent("truncated.safetensors")
+        try Data(contentsOf: lora).prefix(3000).write(to: truncated)
+        let output = folder.appendingPathComponent("out.safetensors").path
+        for (file, message) in [(truncated.path, "not a LoRA file"), (lora.path, "has shape")] {
+            // The dev-tiny LoRA on schnell-tiny: a shape mismatch naming the key.
+            let result = try CommandLine.run(["dit", "--model", Self.fixture.path, "--inputs", Self.fixture.appendingPathComponent("inputs.safetensors").path,
+                                              "--lora", file, "--output", output])
+            #expect(result.status != 0)
+            #expect(result.error.contains(message) && result.error.contains(file), "\(result.error)")
+            #expect(result.error.split(separator: "\n").count == 1, "\(result.error)")
+            #expect(!FileManager.default.fileExists(atPath: output))
+        }
+        let inspect = try CommandLine.run(["lora", "inspect", lora.path, "--json"])
+        #expect(inspect.status == 0, "\(inspect.error)")
+        let line = try JSONSerialization.jsonObject(with: Data(inspect.output.utf8)) as? [String: Any]
+        #expect(line?["format"] as? String == "kohya")
+        #expect(line?["layers"] as? Int == 50)
+    }
+
     @Test func parityReportsEveryLabelledNode() throws {
         let result = try CommandLine.run(["parity", "--model", Self.fixture.appendingPathComponent("flux_bfl.safetensors").path,
                                           "--inputs", Self.fixture.appendingPathComponent("inputs.safetensors").path,

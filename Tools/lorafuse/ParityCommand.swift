@@ -31,13 +31,16 @@ struct ParityCommand: ParsableCommand {
     @Flag(name: .long, help: "One JSON object per node.")
     var json = false
 
+    @OptionGroup var loraOptions: LoRAOptions
+
     func run() throws {
         let tested = try BackendRegistry.shared.makeBackend(named: backend)
         let reference = try BackendRegistry.shared.makeBackend(named: against)
         let flux = try FluxModel.load(path: model)
         let prepared = try FluxInputs(SafeTensorsFile(path: inputs).allTensors(), config: flux.config)
-        let graph = try FluxTransformer(model: flux).graph(batch: prepared.batch, textLength: prepared.textLength,
-                                                            imageLength: prepared.imageLength)
+        // Merged weights are computed on the reference backend, so both run the same graph.
+        let (transformer, _) = try loraOptions.transformer(flux, backend: reference)
+        let graph = try transformer.graph(batch: prepared.batch, textLength: prepared.textLength, imageLength: prepared.imageLength)
         let options = ExecutionOptions(keepIntermediates: true)
         let actual = try tested.execute(graph, inputs: prepared.bindings, options: options).intermediates
         let expected = try reference.execute(graph, inputs: prepared.bindings, options: options).intermediates
