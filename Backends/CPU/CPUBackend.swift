@@ -128,12 +128,22 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         var remainingUses = [Int](repeating: 0, count: graph.nodes.count)
         for node in graph.nodes { for input in node.inputs { remainingUses[input] += 1 } }
         let kept = Set(graph.outputs)
+        // Values a LoRA update may overwrite in place: read by that node alone, freshly
+        // allocated (not an input, weight or reshape alias), and not returned.
+        let useCounts = remainingUses
+        let overwritable = { (id: Int) -> Bool in
+            guard useCounts[id] == 1, !kept.contains(id), !options.keepIntermediates else { return false }
+            switch graph.nodes[id].op {
+            case .input, .parameter, .reshape: return false
+            default: return true
+            }
+        }
         var result = ExecutionResult(outputs: [])
         for node in graph.nodes {
             let start = options.recordTimings ? DispatchTime.now().uptimeNanoseconds : 0
             let value: CPUValue
             do {
-                value = try evaluate(node, values: values, graph: graph, inputs: inputs)
+                value = try evaluate(node, values: values, graph: graph, inputs: inputs, overwritable: overwritable)
             } catch let error as CPUKernelError {
                 throw BackendError.deviceFailure(backend: name, reason: "node %\(node.id) \(node.op.summary): \(error.message)")
             }
@@ -158,7 +168,8 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         return (CPUValue(type: type, allocation: allocation), allocation.pointer.assumingMemoryBound(to: Float.self))
     }
 
-    private func evaluate(_ node: Node, values: [CPUValue?], graph: Graph, inputs: [String: HostTensor]) throws -> CPUValue {
+    private func evaluate(_ node: Node, values: [CPUValue?], graph: Graph, inputs: [String: HostTensor],
+                          overwritable: (Int) -> Bool) throws -> CPUValue {
         let operands = node.inputs.map { values[$0]! }
         let threads = configuration.threadCount
         let type = node.type
@@ -172,8 +183,13 @@ public final class CPUBackend: Backend, @unchecked Sendable {
             matmul(operands[0], operands[1], transposeA: transposeA, transposeB: transposeB, out: out, outShape: type.shape)
             return value
         case let .lowRankUpdate(scale):
+            let y = operands[0]
+            if overwritable(node.inputs[0]) {
+                lowRankUpdate(y: y, x: operands[1], down: operands[2], up: operands[3], scale: scale, out: UnsafeMutablePointer(mutating: y.floats))
+                return y
+            }
             let (value, out) = allocate(type)
-            lowRankUpdate(y: operands[0], x: operands[1], down: operands[2], up: operands[3], scale: scale, out: out)
+            lowRankUpdate(y: y, x: operands[1], down: operands[2], up: operands[3], scale: scale, out: out)
             return value
         case let .binary(op):
             let (value, out) = allocate(type)
@@ -274,7 +290,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
                       b: MatrixOperand(base: down.base, dtype: down.type.dtype, rowStride: 1, columnStride: k),
                       c: low, ldc: rank, accumulate: false, threads: threads, kernel: kernel)
         ElementwiseKernels.scale(low, by: scale, out: low, count: rows * rank, threads: 1)
-        out.update(from: y.floats, count: rows * n)
+        if UnsafePointer(out) != y.floats { out.update(from: y.floats, count: rows * n) }
         Gemm.multiply(m: rows, n: n, k: rank, a: MatrixOperand(base: UnsafeRawPointer(low), dtype: .float32, rowStride: rank, columnStride: 1),
                       b: MatrixOperand(base: up.base, dtype: up.type.dtype, rowStride: 1, columnStride: rank),
                       c: out, ldc: n, accumulate: true, threads: threads, kernel: kernel)
