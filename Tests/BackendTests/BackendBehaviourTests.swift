@@ -91,7 +91,7 @@ import LoRAFuseVulkan
     }
 
     /// The LoRA kernel walks rows in chunks when x, y or the output is past the binding limit.
-    @Test(arguments: [(300, 90, 130, 16, DType.float32), (257, 200, 70, 5, .bfloat16)])
+    @Test(arguments: [(300, 90, 130, 16, DType.float32), (257, 200, 70, 5, .bfloat16), (301, 92, 131, 8, .float16)])
     func lowRankUpdatePastTheBindingLimitIsSplit(rows: Int, k: Int, n: Int, rank: Int, dtype: DType) throws {
         guard BackendsUnderTest.all.contains(where: { $0.name == "vulkan" }) else { return }
         var random = SeededRandom(seed: 22)

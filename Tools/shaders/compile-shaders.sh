@@ -21,6 +21,7 @@ for dtype in f32 f16 bf16; do
     compile "matmul_tiled_$dtype" matmul.comp "-DB_$upper" -DTILED
     compile "matmul_vec4_$dtype" matmul_vec4.comp "-DB_$upper"
     compile "lora_update_$dtype" lora_update.comp "-DF_$upper"
+    compile "lora_update_vec4_$dtype" lora_update_vec4.comp "-DF_$upper"
 done
 for shader in binary unary rowwise rope attention attention_registers copy convert; do
     compile "$shader" "$shader.comp"

@@ -246,12 +246,14 @@ struct VulkanKernels {
         let rows = shape.rowCount, n = shape.last, k = x.1.shape.last, rank = down.1.shape[0]
         guard rows > 0, n > 0 else { return }
         let rowsPerGroup = min(Self.lowRankMaximumRows, Self.lowRankSharedFloats / rank)
-        let pipeline = try device.pipeline("lora_update_\(Self.suffix(down.1.dtype))", bindings: 5)
         let alignment = max(4, Int(device.limits.minStorageBufferOffsetAlignment))
         let rowsPerChunk = max(1, min(rows, (device.bindingLimit - alignment) / (max(n, k) * 4)))
         for start in stride(from: 0, to: rows, by: rowsPerChunk) {
             let count = min(rowsPerChunk, rows - start)
             let (xWindow, xOffset) = window(x.0, start: start * k, count: count * k, size: 4)
+            // K and the rank in fours, x 16-byte aligned in its window: the 4-wide kernel.
+            let wide = k % 4 == 0 && rank % 4 == 0 && xOffset % 4 == 0 && down.0.offset % 16 == 0 && up.0.offset % 16 == 0
+            let pipeline = try device.pipeline("lora_update\(wide ? "_vec4" : "")_\(Self.suffix(down.1.dtype))", bindings: 5)
             let (yWindow, yOffset) = window(y.0, start: start * n, count: count * n, size: 4)
             let (outWindow, outOffset) = window(output, start: start * n, count: count * n, size: 4)
             let constants = [count, n, k, rank, rowsPerGroup].map { UInt32($0) } + [scale.bitPattern]

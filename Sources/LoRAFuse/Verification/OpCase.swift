@@ -72,7 +72,8 @@ public enum OpCaseCatalog {
         // LoRA paths: ranks 1 to 64, odd widths, batched rows, every factor dtype.
         let lowRankShapes: [(Shape, Int, Int, Int, DType)] = [([7], 33, 129, 4, .float32), ([2, 5], 65, 17, 16, .float16),
                                                               ([1], 129, 33, 1, .bfloat16), ([97], 300, 260, 64, .float32),
-                                                              ([3, 41], 48, 70, 3, .bfloat16)]
+                                                              ([3, 41], 48, 70, 3, .bfloat16), ([5, 9], 64, 30, 8, .float16),
+                                                              ([13], 128, 66, 12, .bfloat16), ([40], 36, 257, 16, .float32)]
         for (rows, k, n, rank, dtype) in lowRankShapes {
             let x = random.tensor(Shape(rows.dimensions + [k])), y = random.tensor(Shape(rows.dimensions + [n]))
             let down = random.tensor([rank, k], dtype: dtype), up = random.tensor([n, rank], dtype: dtype)
