@@ -286,14 +286,18 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         let low = UnsafeMutablePointer<Float>.allocate(capacity: max(rows * rank, 1))
         defer { low.deallocate() }
         // b(p, j) = down[j, p] and up[j, p]: the factors are read transposed through strides.
-        Gemm.multiply(m: rows, n: rank, k: k, a: MatrixOperand(base: x.base, dtype: .float32, rowStride: k, columnStride: 1),
-                      b: MatrixOperand(base: down.base, dtype: down.type.dtype, rowStride: 1, columnStride: k),
-                      c: low, ldc: rank, accumulate: false, threads: threads, kernel: kernel)
+        let xOperand = MatrixOperand(base: x.base, dtype: .float32, rowStride: k, columnStride: 1)
+        let downOperand = MatrixOperand(base: down.base, dtype: down.type.dtype, rowStride: 1, columnStride: k)
+        let lowOperand = MatrixOperand(base: UnsafeRawPointer(low), dtype: .float32, rowStride: rank, columnStride: 1)
+        let upOperand = MatrixOperand(base: up.base, dtype: up.type.dtype, rowStride: 1, columnStride: rank)
+        func gemm(m: Int, n: Int, k: Int, a: MatrixOperand, b: MatrixOperand, c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
+            if let blas, blas.multiply(m: m, n: n, k: k, a: a, b: b, c: c, ldc: ldc, accumulate: accumulate) { return }
+            Gemm.multiply(m: m, n: n, k: k, a: a, b: b, c: c, ldc: ldc, accumulate: accumulate, threads: threads, kernel: kernel)
+        }
+        gemm(m: rows, n: rank, k: k, a: xOperand, b: downOperand, c: low, ldc: rank, accumulate: false)
         ElementwiseKernels.scale(low, by: scale, out: low, count: rows * rank, threads: 1)
         if UnsafePointer(out) != y.floats { out.update(from: y.floats, count: rows * n) }
-        Gemm.multiply(m: rows, n: n, k: rank, a: MatrixOperand(base: UnsafeRawPointer(low), dtype: .float32, rowStride: rank, columnStride: 1),
-                      b: MatrixOperand(base: up.base, dtype: up.type.dtype, rowStride: 1, columnStride: rank),
-                      c: out, ldc: n, accumulate: true, threads: threads, kernel: kernel)
+        gemm(m: rows, n: n, k: rank, a: lowOperand, b: upOperand, c: out, ldc: n, accumulate: true)
     }
 
     /// Batched matmul with numpy-broadcast batch axes.

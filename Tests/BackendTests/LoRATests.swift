@@ -45,19 +45,11 @@ import LoRAFuse
         return (sample, expected)
     }
 
-    @Test(arguments: cases)
-    func hotMatchesPeft(_ testCase: Case) throws {
+    /// Hot (a lowRankUpdate node per Linear) and merged (W + ΔW computed on the backend).
+    @Test(arguments: cases, [false, true])
+    func matchesPeft(_ testCase: Case, merged: Bool) throws {
         for backend in BackendsUnderTest.all {
-            let (sample, expected) = try Self.run(testCase, merge: false, on: backend)
-            let error = relativeError(actual: sample.floats(), expected: expected.doubles())
-            #expect(error <= 1e-4, "\(BackendsUnderTest.label(backend)): relative error \(error)")
-        }
-    }
-
-    @Test(arguments: cases)
-    func mergedMatchesPeft(_ testCase: Case) throws {
-        for backend in BackendsUnderTest.all {
-            let (sample, expected) = try Self.run(testCase, merge: true, on: backend)
+            let (sample, expected) = try Self.run(testCase, merge: merged, on: backend)
             let error = relativeError(actual: sample.floats(), expected: expected.doubles())
             #expect(error <= 1e-4, "\(BackendsUnderTest.label(backend)): relative error \(error)")
         }
