@@ -191,6 +191,12 @@ public final class CPUBackend: Backend, @unchecked Sendable {
             let (value, out) = allocate(type)
             lowRankUpdate(y: y, x: operands[1], down: operands[2], up: operands[3], scale: scale, out: out)
             return value
+        case let .topKAbsSum(k):
+            let (value, out) = allocate(type)
+            let (top, total) = SelectionKernels.topKAbsSum(operands.map { ($0.floats, $0.type.shape.elementCount) }, k: k)
+            out[0] = Float(top)
+            out[1] = Float(total)
+            return value
         case let .binary(op):
             let (value, out) = allocate(type)
             ElementwiseKernels.binary(op, a: operands[0].floats, aShape: operands[0].type.shape,

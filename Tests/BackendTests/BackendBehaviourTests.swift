@@ -107,6 +107,19 @@ import LoRAFuseVulkan
         #expect(relativeError(actual: actual, expected: expected) <= 1e-4)
     }
 
+    /// The Top-K selection walks inputs past the binding limit in windows, as one set.
+    @Test func topKPastTheBindingLimitIsSplit() throws {
+        guard BackendsUnderTest.all.contains(where: { $0.name == "vulkan" }) else { return }
+        var random = SeededRandom(seed: 23)
+        var graph = Graph()
+        let a = graph.input("a", [300, 101]), b = graph.input("b", [70, 33])
+        graph.markOutput(try graph.topKAbsSum([a, b], k: 4321))
+        let inputs = ["a": random.tensor([300, 101]), "b": random.tensor([70, 33])]
+        let expected = try ReferenceEvaluator.evaluate(graph, inputs: inputs)[0].values
+        let actual = try VulkanBackend(bindingLimit: 64 << 10).execute(graph, inputs: inputs).outputs[0].floats()
+        #expect(relativeError(actual: actual, expected: expected) <= 1e-5)
+    }
+
     /// A tensor past maxStorageBufferRange is one clear error naming the limit, not a crash.
     @Test func tensorLargerThanTheBindingLimitIsAClearError() throws {
         guard let vulkan = BackendsUnderTest.all.first(where: { $0.name == "vulkan" }) else { return }

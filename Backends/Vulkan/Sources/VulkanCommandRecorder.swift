@@ -11,6 +11,10 @@ final class VulkanCommandRecorder {
     private var queryPool: VkQueryPool?
     private var queryCount: UInt32 = 0
     private(set) var timestampLabels: [Int] = []
+    /// Scratch buffers kernels allocated while recording, kept until the recorder goes.
+    private var retained: [AnyObject] = []
+
+    func retain(_ object: AnyObject) { retained.append(object) }
 
     init(device: VulkanDevice, maximumDispatches: Int, timestamps: Int) throws {
         self.device = device

@@ -115,9 +115,18 @@ struct VulkanGraphExecution {
     }
 
     private func dispatchEstimate() -> Int {
-        graph.nodes.reduce(0) { count, node in
-            if case .concat = node.op { return count + node.inputs.count }
-            return count + 1
+        let windowBytes = VulkanKernels.windowElements(device) * 4
+        return graph.nodes.reduce(0) { count, node in
+            switch node.op {
+            case .concat: return count + node.inputs.count
+            case .topKAbsSum:
+                let windows = node.inputs.reduce(0) { $0 + (graph.nodes[$1].type.byteCount + windowBytes - 1) / windowBytes }
+                return count + 6 + 5 * windows
+            case .lowRankUpdate:
+                let rows = graph.nodes[node.inputs[0]].type.byteCount, x = graph.nodes[node.inputs[1]].type.byteCount
+                return count + 1 + max(rows, x) / windowBytes
+            default: return count + 1
+            }
         }
     }
 
@@ -128,7 +137,7 @@ struct VulkanGraphExecution {
         for node in graph.nodes {
             let splits: Bool
             switch node.op {
-            case .matmul, .lowRankUpdate, .reshape, .input, .parameter: splits = true
+            case .matmul, .lowRankUpdate, .topKAbsSum, .reshape, .input, .parameter: splits = true
             default: splits = false
             }
             if splits { continue }

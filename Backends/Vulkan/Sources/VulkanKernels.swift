@@ -42,6 +42,8 @@ struct VulkanKernels {
             try matmul(operands[0], operands[1], transposeA: transposeA, transposeB: transposeB, output: output, outShape: type.shape)
         case let .lowRankUpdate(scale):
             try lowRankUpdate(operands, output: output, shape: type.shape, scale: scale)
+        case let .topKAbsSum(k):
+            try topKAbsSum(operands, output: output, k: k)
         case let .binary(op):
             let codes: [BinaryOperator: UInt32] = [.add: 0, .sub: 1, .mul: 2, .div: 3]
             let constants = [UInt32(count), codes[op]!] + Self.rank6(type.shape.dimensions, fill: 1)
@@ -262,6 +264,66 @@ struct VulkanKernels {
                                   groups: VulkanCommandRecorder.groups1D((count + rowsPerGroup - 1) / rowsPerGroup, localSize: 1))
         }
     }
+
+    /// Each input cut into windows no larger than the binding limit: (window, element offset, count).
+    func elementWindows(_ operands: [(VulkanRange, TensorType)]) -> [(range: VulkanRange, offset: Int, count: Int)] {
+        let chunk = Self.windowElements(device)
+        var windows: [(range: VulkanRange, offset: Int, count: Int)] = []
+        for (range, type) in operands {
+            let count = type.shape.elementCount
+            for start in stride(from: 0, to: count, by: chunk) {
+                let length = min(chunk, count - start)
+                let (window, offset) = window(range, start: start, count: length, size: 4)
+                windows.append((window, offset, length))
+            }
+        }
+        return windows
+    }
+
+    static func windowElements(_ device: VulkanDevice) -> Int {
+        max(1, (device.bindingLimit - max(4, Int(device.limits.minStorageBufferOffsetAlignment))) / 4)
+    }
+
+    /// Exact Top-K of |x| by radix select (topk_*.comp): clear, four histogram passes of 8
+    /// bits each followed by a one-workgroup pick, a partial-sum pass and a final sum.
+    private func topKAbsSum(_ operands: [(VulkanRange, TensorType)], output: VulkanRange, k: Int) throws {
+        let windows = elementWindows(operands)
+        let groups = windows.map { min(Self.selectionGroups, ($0.count + 255) / 256) }
+        let partialCount = groups.reduce(0, +)
+        let alignment = device.storageAlignment
+        let stateOffset = (1024 + alignment - 1) / alignment * alignment
+        let partialOffset = stateOffset + alignment
+        let scratch = try VulkanBuffer(device: device, size: partialOffset + max(8 * partialCount, 8), hostVisible: false)
+        recorder.retain(scratch)
+        let histogram = VulkanRange(buffer: scratch, offset: 0, size: 1024)
+        let state = VulkanRange(buffer: scratch, offset: stateOffset, size: 16)
+        let partials = VulkanRange(buffer: scratch, offset: partialOffset, size: max(8 * partialCount, 8))
+        let control = try device.pipeline("topk_control", bindings: 4)
+        func controlStep(mode: UInt32, shift: UInt32 = 0) throws {
+            try recorder.dispatch(control, [histogram, state, partials, output], constants: [mode, UInt32(k), shift, UInt32(partialCount)],
+                                  groups: (1, 1, 1))
+        }
+        try controlStep(mode: 0)
+        let pass = try device.pipeline("topk_histogram", bindings: 3)
+        for shift: UInt32 in [24, 16, 8, 0] {
+            for (window, groupCount) in zip(windows, groups) {
+                try recorder.dispatch(pass, [window.range, histogram, state], constants: [UInt32(window.count), UInt32(window.offset), shift],
+                                      groups: VulkanCommandRecorder.groups1D(groupCount, localSize: 1))
+            }
+            try controlStep(mode: 1, shift: shift)
+        }
+        let sum = try device.pipeline("topk_sum", bindings: 3)
+        var first = 0
+        for (window, groupCount) in zip(windows, groups) {
+            try recorder.dispatch(sum, [window.range, state, partials], constants: [UInt32(window.count), UInt32(window.offset), UInt32(first)],
+                                  groups: VulkanCommandRecorder.groups1D(groupCount, localSize: 1))
+            first += groupCount
+        }
+        try controlStep(mode: 2)
+    }
+
+    /// Workgroups per window of the selection passes (each invocation strides over the rest).
+    static let selectionGroups = 1024
 
     /// lora_update.comp's limits: rows per workgroup and shared floats for the rank-r block.
     static let lowRankMaximumRows = 16

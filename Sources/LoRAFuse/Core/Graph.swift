@@ -123,6 +123,18 @@ public struct Graph: Sendable {
         return append(op, [y, x, down, up], y.type)
     }
 
+    /// [Σ of the `k` largest |x| over all `tensors`, Σ of all |x|] (K-LoRA, Eqs. 1–4 and 9).
+    public mutating func topKAbsSum(_ tensors: [Tensor], k: Int) throws(GraphError) -> Tensor {
+        let op = Op.topKAbsSum(k: k)
+        guard !tensors.isEmpty else { throw GraphError(op: op.summary, "needs at least one tensor") }
+        for tensor in tensors { try requireFloat32(tensor, op.summary, "input") }
+        let total = tensors.reduce(0) { $0 + $1.shape.elementCount }
+        guard k >= 1, k <= total else {
+            throw GraphError(op: op.summary, "k must be in 1...\(total) (the number of entries), got \(k)")
+        }
+        return append(op, tensors, TensorType([2]))
+    }
+
     // MARK: Element-wise
 
     /// numpy broadcasting of two shapes (aligned at the last axis), or nil.

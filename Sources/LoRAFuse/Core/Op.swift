@@ -34,6 +34,10 @@ public enum Op: Sendable, Hashable {
     /// [r, K], `up` [N, r] give `y + scale · (x · downᵀ) · upᵀ`. One op so kernels keep the
     /// rank-r intermediate on chip; `down` and `up` may be float32, float16 or bfloat16.
     case lowRankUpdate(scale: Float)
+    /// K-LoRA's magnitude statistics of the entries of all inputs taken as one set (any
+    /// shapes, float32): output [2] = [sum of the `k` largest |x|, sum of all |x|]. Exact
+    /// (a selection, not an approximation); ties count as often as they occur.
+    case topKAbsSum(k: Int)
     case binary(BinaryOperator)
     /// `x · factor`.
     case scale(Float)
@@ -67,6 +71,7 @@ public enum Op: Sendable, Hashable {
         case .parameter: .parameter
         case .matmul: .matmul
         case .lowRankUpdate: .lowRankUpdate
+        case .topKAbsSum: .topKAbsSum
         case .binary: .binary
         case .scale: .scale
         case .unary: .unary
@@ -91,6 +96,7 @@ public enum Op: Sendable, Hashable {
         case let .parameter(name): "parameter '\(name)'"
         case let .matmul(ta, tb): "matmul" + (ta || tb ? "(" + [ta ? "aᵀ" : nil, tb ? "bᵀ" : nil].compactMap { $0 }.joined(separator: ",") + ")" : "")
         case let .lowRankUpdate(scale): "lowRankUpdate(scale \(scale))"
+        case let .topKAbsSum(k): "topKAbsSum(k \(k))"
         case let .binary(op): op.rawValue
         case let .scale(factor): "scale(\(factor))"
         case let .unary(function): function.rawValue
@@ -111,7 +117,7 @@ public enum Op: Sendable, Hashable {
 
 /// Op families, for capability lists.
 public enum OpKind: String, Sendable, Hashable, CaseIterable, Comparable {
-    case input, parameter, matmul, lowRankUpdate, binary, scale, unary, softmax, layerNorm, rmsNorm
+    case input, parameter, matmul, lowRankUpdate, topKAbsSum, binary, scale, unary, softmax, layerNorm, rmsNorm
     case rotaryEmbedding, attention, reshape, permute, slice, concat, embedding, cast
 
     public static func < (lhs: OpKind, rhs: OpKind) -> Bool {

@@ -83,6 +83,23 @@ public enum OpCaseCatalog {
             })
         }
 
+        // Top-K of |x|: odd sizes, K = 1 and K = all, several inputs as one set, and ties
+        // (values drawn from a few levels, so the K-th largest repeats).
+        let topKShapes: [([Shape], Int, Bool)] = [([[7, 33]], 5, false), ([[1]], 1, false), ([[129, 65]], 1000, false),
+                                                  ([[33, 7], [5], [2, 3, 4]], 17, false), ([[300, 41]], 12300, false),
+                                                  ([[97, 13]], 150, true), ([[40, 40], [17]], 801, true)]
+        for (shapes, k, ties) in topKShapes {
+            let tensors = shapes.enumerated().map { index, shape -> (String, HostTensor) in
+                var tensor = random.tensor(shape)
+                if ties { tensor = HostTensor(shape: shape, floats: tensor.floats().map { ($0 * 4).rounded() / 4 }) }
+                return ("x\(index)", tensor)
+            }
+            cases.append(try! make(.topKAbsSum, shapes.map(shapeText).joined(separator: "+") + " k\(k)\(ties ? " ties" : "")",
+                                   inputs: tensors) { g, t in
+                try g.topKAbsSum(t, k: k)
+            })
+        }
+
         // Broadcasting binary ops.
         let binaryShapes: [(Shape, Shape)] = [([7, 33], [7, 33]), ([7, 33], [33]), ([2, 1, 5], [3, 1]),
                                               ([1], [7, 1, 3]), ([129], [1]), ([2, 3, 4, 5], [3, 1, 5])]

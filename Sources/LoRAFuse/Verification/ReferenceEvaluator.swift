@@ -37,6 +37,9 @@ public enum ReferenceEvaluator {
                              transposeA: false, transposeB: true, outShape: [rows, rank])
             let delta = matmul(low, up, transposeA: false, transposeB: true, outShape: [rows, shape.last])
             return Value(shape: shape, values: zip(y.values, delta.values).map { $0 + Double(scale) * $1 })
+        case let .topKAbsSum(k):
+            let magnitudes = x.flatMap { $0.values.map(abs) }.sorted(by: >)
+            return Value(shape: shape, values: [magnitudes.prefix(k).reduce(0, +), magnitudes.reduce(0, +)])
         case let .binary(op):
             return broadcast(x[0], x[1], to: shape) { a, b in
                 switch op {
