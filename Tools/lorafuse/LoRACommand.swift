@@ -2,8 +2,9 @@ import ArgumentParser
 import Foundation
 import LoRAFuse
 
-/// `--lora FILE[:SCALE]…`, `--merge`, `--allow-unmatched-lora-keys`, shared by the commands
-/// that run the transformer.
+/// `--lora FILE[:SCALE]…`, `--merge`, `--allow-unmatched-lora-keys`, and the fusion methods
+/// (`--fusion klora --content … --style … --progress P`), shared by the commands that run
+/// the transformer.
 struct LoRAOptions: ParsableArguments {
     @Option(name: .customLong("lora"), help: "A LoRA file with an optional scale, FILE[:SCALE] (default 1); repeat for several.")
     var loras: [String] = []
@@ -14,24 +15,145 @@ struct LoRAOptions: ParsableArguments {
     @Flag(name: .customLong("allow-unmatched-lora-keys"), help: "Warn about LoRA keys that match no layer instead of failing.")
     var allowUnmatchedLoRAKeys = false
 
-    func adapters(for model: FluxModel) throws -> [LoRAAdapter] {
-        try loras.map { argument in
-            let (path, scale) = LoRAAdapter.parseArgument(argument)
-            let file = try LoRAFile.load(path: path, model: model, allowUnmatchedKeys: allowUnmatchedLoRAKeys)
-            if !file.unmatchedKeys.isEmpty {
-                FileHandle.standardError.write(Data("warning: \(path): ignoring \(file.unmatchedKeys.count) key(s) that match no layer: \(file.unmatchedKeys.prefix(8).joined(separator: ", "))\(file.unmatchedKeys.count > 8 ? ", …" : "")\n".utf8))
-            }
-            return LoRAAdapter(file: file, scale: scale)
+    @Option(name: .long, help: "How --content and --style are fused: klora (per-layer Top-K selection).")
+    var fusion: String?
+
+    @Option(name: .long, help: "Content LoRA for --fusion, FILE[:SCALE].")
+    var content: String?
+
+    @Option(name: .long, help: "Style LoRA for --fusion, FILE[:SCALE].")
+    var style: String?
+
+    @Option(name: .long, help: "Sampling progress p = step / steps in [0, 1] (0: pure noise) for --fusion.")
+    var progress: Double = 0
+
+    @OptionGroup var klora: KLoRASettings
+
+    func load(_ argument: String, model: FluxModel?) throws -> LoRAAdapter {
+        let (path, scale) = LoRAAdapter.parseArgument(argument)
+        let file = try LoRAFile.load(path: path, model: model, allowUnmatchedKeys: allowUnmatchedLoRAKeys)
+        if !file.unmatchedKeys.isEmpty {
+            FileHandle.standardError.write(Data("warning: \(path): ignoring \(file.unmatchedKeys.count) key(s) that match no layer: \(file.unmatchedKeys.prefix(8).joined(separator: ", "))\(file.unmatchedKeys.count > 8 ? ", …" : "")\n".utf8))
         }
+        return LoRAAdapter(file: file, scale: scale)
     }
 
-    /// The transformer with the LoRAs applied hot, or merged on `backend` (with the seconds it took).
+    /// The transformer with the LoRAs applied hot, merged on `backend` (with the seconds it
+    /// took), or fused by `--fusion` at `--progress`.
     func transformer(_ model: FluxModel, backend: any Backend) throws -> (FluxTransformer, mergeSeconds: Double?) {
-        let adapters = try adapters(for: model)
+        var adapters = try loras.map { try load($0, model: model) }
+        if let fusion {
+            guard let content, let style else { throw ValidationError("--fusion \(fusion) needs --content FILE[:SCALE] and --style FILE[:SCALE]") }
+            guard (0...1).contains(progress) else { throw ValidationError("--progress must be in [0, 1], got \(progress)") }
+            guard !merge else { throw ValidationError("--merge and --fusion exclude each other (fusion chooses LoRAs per step)") }
+            let contentAdapter = try load(content, model: model), styleAdapter = try load(style, model: model)
+            switch fusion {
+            case "klora":
+                let plan = try KLoRAPlanner(backend: backend).plan(content: contentAdapter.file, style: styleAdapter.file, config: model.config)
+                adapters += try klora.fusion(plan: plan, content: contentAdapter, style: styleAdapter).adapters(progress: progress)
+            default:
+                throw ValidationError("unknown --fusion \(fusion) (known: klora)")
+            }
+        }
         guard merge, !adapters.isEmpty else { return (FluxTransformer(model: model, adapters: adapters), nil) }
         let start = DispatchTime.now().uptimeNanoseconds
         let merged = try model.merging(adapters, on: backend)
         return (FluxTransformer(model: merged), Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+    }
+}
+
+/// K-LoRA's schedule: `--klora-alpha`, `--klora-beta`, `--klora-schedule`.
+struct KLoRASettings: ParsableArguments {
+    @Option(name: .customLong("klora-alpha"), help: "α of S(p) = α·p + β (paper: 1.5).")
+    var alpha: Double = 1.5
+
+    @Option(name: .customLong("klora-beta"), help: "β of S(p) = α·p + β (paper: 0.5).")
+    var beta: Double = 0.5
+
+    @Option(name: .customLong("klora-schedule"), help: "linear: S(p) = α·p + β; periodic: S*(p) = (1.5·p + 1.3) mod 1.5.")
+    var schedule: String = "linear"
+
+    func fusion(plan: KLoRAPlan, content: LoRAAdapter, style: LoRAAdapter) throws -> KLoRAFusion {
+        guard let chosen = KLoRAPlan.Schedule(rawValue: schedule) else {
+            throw ValidationError("unknown --klora-schedule \(schedule) (linear or periodic)")
+        }
+        var fusion = KLoRAFusion(plan: plan, content: content, style: style)
+        fusion.alpha = alpha
+        fusion.beta = beta
+        fusion.schedule = chosen
+        return fusion
+    }
+}
+
+/// `lorafuse klora plan`: what K-LoRA will do with a content and a style LoRA.
+struct KLoRACommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "klora", abstract: "K-LoRA: per-layer Top-K selection between a content and a style LoRA.",
+        subcommands: [KLoRAPlanCommand.self])
+}
+
+struct KLoRAPlanCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plan",
+        abstract: "Per layer S_c, S_s, K and the switch point; the share of content layers at the start, middle and end.")
+
+    @Option(name: .long, help: "Content LoRA file.")
+    var content: String
+
+    @Option(name: .long, help: "Style LoRA file.")
+    var style: String
+
+    @Option(name: .long, help: "A FLUX model to check both LoRAs against (optional).")
+    var model: String?
+
+    @OptionGroup var backendOptions: BackendOptions
+
+    @OptionGroup var klora: KLoRASettings
+
+    @Flag(name: .long, help: "Do not read or write the plan cache ($LORAFUSE_CACHE/klora or ~/.cache/lorafuse/klora).")
+    var noCache = false
+
+    @Flag(name: .long, help: "Print one JSON object.")
+    var json = false
+
+    func run() throws {
+        let backend = try backendOptions.makeBackend()
+        let flux = try model.map { try FluxModel.load(path: $0) }
+        let contentFile = try LoRAFile.load(path: content, model: flux), styleFile = try LoRAFile.load(path: style, model: flux)
+        let start = DispatchTime.now().uptimeNanoseconds
+        let planner = KLoRAPlanner(backend: backend, cacheFolder: noCache ? nil : KLoRAPlanner.defaultCacheFolder)
+        let plan = try planner.plan(content: contentFile, style: styleFile, config: flux?.config)
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        let fusion = try klora.fusion(plan: plan, content: LoRAAdapter(file: contentFile), style: LoRAAdapter(file: styleFile))
+        let checkpoints = [0.0, 0.5, 1.0]
+        let shares = checkpoints.map { p in
+            Double(plan.units.filter { plan.usesContent($0, progress: p, alpha: fusion.alpha, beta: fusion.beta, schedule: fusion.schedule) }.count)
+                / Double(max(plan.units.count, 1))
+        }
+        if json {
+            let units: [[String: Any]] = plan.units.map { unit in
+                ["layers": unit.layers, "k": unit.k, "content_rank": unit.contentRank, "style_rank": unit.styleRank,
+                 "content_topk": unit.contentTopK, "style_topk": unit.styleTopK, "content_abs_sum": unit.contentAbsSum,
+                 "style_abs_sum": unit.styleAbsSum, "switch_progress": plan.switchProgress(unit, alpha: fusion.alpha, beta: fusion.beta)]
+            }
+            print(try JSONOutput.line(["command": "klora plan", "backend": backend.name, "device": backend.device.name,
+                                       "seconds": seconds, "gamma": plan.gamma, "units": units, "content_only": plan.contentOnly,
+                                       "style_only": plan.styleOnly, "content_share_start": shares[0], "content_share_middle": shares[1],
+                                       "content_share_end": shares[2]]))
+            return
+        }
+        let width = max(5, plan.units.map { $0.layers.joined(separator: "+").count }.max() ?? 0)
+        func padded(_ text: String) -> String { text.padding(toLength: max(width, text.count), withPad: " ", startingAt: 0) }
+        print(padded("layer") + "      K          S_c          S_s   switch p*")
+        for unit in plan.units {
+            let name = unit.layers.count == 1 ? unit.layers[0] : unit.layers.joined(separator: "+")
+            print(padded(name) + String(format: " %6d %12.5g %12.5g %11.3f", unit.k, unit.contentTopK, unit.styleTopK,
+                                        plan.switchProgress(unit, alpha: fusion.alpha, beta: fusion.beta)))
+        }
+        print(String(format: "γ = %.5g; %d shared unit(s), %d content-only and %d style-only layer(s); plan in %.3f s on %@",
+                     plan.gamma, plan.units.count, plan.contentOnly.count, plan.styleOnly.count, seconds, backend.name))
+        print(String(format: "content share of shared units (%@ schedule): start %.0f%%, middle %.0f%%, end %.0f%%",
+                     klora.schedule, 100 * shares[0], 100 * shares[1], 100 * shares[2]))
     }
 }
 

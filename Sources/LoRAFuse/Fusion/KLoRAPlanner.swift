@@ -1,0 +1,131 @@
+import Foundation
+
+/// Why two LoRAs cannot be fused.
+public enum FusionError: Error, Sendable, CustomStringConvertible, Equatable {
+    case noSharedLayers(content: String, style: String)
+    case invalidOption(String)
+
+    public var description: String {
+        switch self {
+        case let .noSharedLayers(content, style):
+            "\(content) and \(style) have no layer in common: K-LoRA needs LoRAs for the same model that touch the same layers"
+        case let .invalidOption(message): message
+        }
+    }
+}
+
+/// Computes a `KLoRAPlan` on a backend: per unit, both ΔW = (α/r)·B·A as matmuls and one
+/// `topKAbsSum` node each, units batched into graphs of bounded size. Plans are cached on
+/// disk by the two files' content hashes, so a pair is measured once.
+public struct KLoRAPlanner {
+    public let backend: any Backend
+    /// Where plans are cached (nil: no cache).
+    public var cacheFolder: URL?
+    /// ΔW bytes per graph.
+    public var groupBytes = 512 << 20
+
+    public init(backend: any Backend, cacheFolder: URL? = KLoRAPlanner.defaultCacheFolder) {
+        self.backend = backend
+        self.cacheFolder = cacheFolder
+    }
+
+    /// `$LORAFUSE_CACHE/klora`, else `~/.cache/lorafuse/klora`.
+    public static var defaultCacheFolder: URL? {
+        let environment = ProcessInfo.processInfo.environment
+        if let root = environment["LORAFUSE_CACHE"] {
+            return root.isEmpty ? nil : URL(fileURLWithPath: root).appendingPathComponent("klora")
+        }
+        guard let home = environment["HOME"] else { return nil }
+        return URL(fileURLWithPath: home).appendingPathComponent(".cache/lorafuse/klora")
+    }
+
+    /// The units: layers both LoRAs touch, grouped where both files fuse them the same way.
+    static func units(content: LoRAFile, style: LoRAFile, order: [String]) -> [[String]] {
+        let contentModules = Dictionary(content.modules.map { ($0.layer, $0.sourceModule) }, uniquingKeysWith: { first, _ in first })
+        let styleModules = Dictionary(style.modules.map { ($0.layer, $0.sourceModule) }, uniquingKeysWith: { first, _ in first })
+        let shared = order.filter { contentModules[$0] != nil && styleModules[$0] != nil }
+        var done = Set<String>()
+        var units: [[String]] = []
+        for layer in shared where !done.contains(layer) {
+            let byContent = shared.filter { contentModules[$0] == contentModules[layer] }
+            let byStyle = shared.filter { styleModules[$0] == styleModules[layer] }
+            let unit = byContent == byStyle ? byContent : [layer]
+            units.append(unit)
+            done.formUnion(unit)
+        }
+        return units
+    }
+
+    /// The plan for `content` and `style`; `config` gives the layer order (without it, the
+    /// files' layers in natural order).
+    public func plan(content: LoRAFile, style: LoRAFile, config: FluxConfig? = nil,
+                     progress: ((Int, Int) -> Void)? = nil) throws -> KLoRAPlan {
+        let contentHash = try ContentHash.of(path: content.path), styleHash = try ContentHash.of(path: style.path)
+        let cacheFile = cacheFolder?.appendingPathComponent("\(contentHash)-\(styleHash).json")
+        if let cacheFile, let data = try? Data(contentsOf: cacheFile),
+           let cached = try? JSONDecoder().decode(KLoRAPlan.self, from: data), cached.version == KLoRAPlan.formatVersion {
+            return cached
+        }
+        let order = config?.linearLayers.map(\.name) ?? naturallyOrdered(Set((content.modules + style.modules).map(\.layer)))
+        let unitLayers = Self.units(content: content, style: style, order: order)
+        guard !unitLayers.isEmpty else { throw FusionError.noSharedLayers(content: content.path, style: style.path) }
+        let contentModules = Dictionary(content.modules.map { ($0.layer, $0) }, uniquingKeysWith: { first, _ in first })
+        let styleModules = Dictionary(style.modules.map { ($0.layer, $0) }, uniquingKeysWith: { first, _ in first })
+        let shared = Set(unitLayers.joined())
+
+        var units: [KLoRAPlan.Unit] = []
+        var start = 0
+        while start < unitLayers.count {
+            var end = start, bytes = 0
+            func unitBytes(_ index: Int) -> Int {
+                unitLayers[index].reduce(0) { $0 + 8 * contentModules[$1]!.up.shape[0] * contentModules[$1]!.down.shape[1] }
+            }
+            while end < unitLayers.count && (end == start || bytes + unitBytes(end) <= groupBytes) {
+                bytes += unitBytes(end)
+                end += 1
+            }
+            var graph = Graph()
+            var batch: [KLoRAPlan.Unit] = []
+            for layers in unitLayers[start..<end] {
+                let contentRank = contentModules[layers[0]]!.rank, styleRank = styleModules[layers[0]]!.rank
+                let entries = layers.reduce(0) { $0 + contentModules[$1]!.up.shape[0] * contentModules[$1]!.down.shape[1] }
+                let k = min(contentRank * styleRank, entries)
+                for modules in [contentModules, styleModules] {
+                    let deltas = try layers.map { layer -> Tensor in
+                        let module = modules[layer]!
+                        let up = try graph.scale(graph.cast(graph.parameter("\(layer).up", module.up), to: .float32), module.scale)
+                        return try graph.matmul(up, graph.parameter("\(layer).down", module.down))
+                    }
+                    graph.markOutput(try graph.topKAbsSum(deltas, k: k))
+                }
+                batch.append(KLoRAPlan.Unit(layers: layers, contentRank: contentRank, styleRank: styleRank, k: k,
+                                            contentTopK: 0, styleTopK: 0, contentAbsSum: 0, styleAbsSum: 0))
+            }
+            let outputs = try backend.execute(graph, inputs: [:]).outputs
+            for (index, var unit) in batch.enumerated() {
+                let contentStats = outputs[2 * index].floats(), styleStats = outputs[2 * index + 1].floats()
+                unit.contentTopK = Double(contentStats[0])
+                unit.contentAbsSum = Double(contentStats[1])
+                unit.styleTopK = Double(styleStats[0])
+                unit.styleAbsSum = Double(styleStats[1])
+                units.append(unit)
+            }
+            start = end
+            progress?(start, unitLayers.count)
+        }
+        let plan = KLoRAPlan(contentHash: contentHash, styleHash: styleHash, units: units,
+                             contentOnly: order.filter { contentModules[$0] != nil && !shared.contains($0) },
+                             styleOnly: order.filter { styleModules[$0] != nil && !shared.contains($0) })
+        if let cacheFile {
+            // A cache that cannot be written only costs the next run a recomputation.
+            try? FileManager.default.createDirectory(at: cacheFile.deletingLastPathComponent(), withIntermediateDirectories: true)
+            if let data = try? JSONEncoder().encode(plan) {
+                let temporary = cacheFile.appendingPathExtension("tmp-\(ProcessInfo.processInfo.processIdentifier)")
+                if (try? data.write(to: temporary)) != nil, rename(temporary.path, cacheFile.path) != 0 {
+                    try? FileManager.default.removeItem(at: temporary)
+                }
+            }
+        }
+        return plan
+    }
+}
