@@ -194,6 +194,39 @@ struct CommandLine {
         #expect(line?["layers"] as? Int == 50)
     }
 
+    /// `klora plan --json` and `dit --fusion klora` against the K-LoRA reference.
+    @Test(arguments: ["cpu", "vulkan"])
+    func kloraFromTheCommandLine(_ backend: String) throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lorafuse-klora-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let fixtures = CommandLine.repository.appendingPathComponent("Tests/Fixtures")
+        let content = fixtures.appendingPathComponent("lora/all.peft.safetensors").path
+        let style = fixtures.appendingPathComponent("lora/partial.peft.safetensors").path
+        let cache = ["LORAFUSE_CACHE": folder.path]
+        let plan = try CommandLine.run(["klora", "plan", "--content", content, "--style", style, "--backend", backend, "--json"], environment: cache)
+        if backend == "vulkan" && plan.error.contains("unavailable") && ProcessInfo.processInfo.environment["CI"] == nil { return }
+        #expect(plan.status == 0, "\(plan.error)")
+        let line = try JSONSerialization.jsonObject(with: Data(plan.output.utf8)) as? [String: Any]
+        #expect((line?["units"] as? [Any])?.count == 18)
+        #expect(line?["content_share_start"] as? Double == 1 && line?["content_share_end"] as? Double == 0)
+        let output = folder.appendingPathComponent("out.safetensors").path
+        let result = try CommandLine.run(["dit", "--model", fixtures.appendingPathComponent("flux/dev-tiny").path,
+                                          "--inputs", fixtures.appendingPathComponent("flux/dev-tiny/inputs.safetensors").path,
+                                          "--fusion", "klora", "--content", content, "--style", style + ":0.8", "--progress", "0.45",
+                                          "--backend", backend, "--output", output], environment: cache)
+        #expect(result.status == 0, "\(result.error)")
+        // plans.json: PROGRESS[2] = 0.45.
+        let expected = try SafeTensorsFile(path: fixtures.appendingPathComponent("klora/all-partial.safetensors").path).tensor(named: "sample_2")
+        #expect(relativeError(actual: try SafeTensorsFile(path: output).tensor(named: "sample").floats(), expected: expected.doubles()) <= 1e-4)
+        for bad in [["--fusion", "klora", "--content", content], ["--fusion", "blend", "--content", content, "--style", style],
+                    ["--fusion", "klora", "--content", content, "--style", style, "--progress", "1.5"]] {
+            let failure = try CommandLine.run(["dit", "--model", fixtures.appendingPathComponent("flux/dev-tiny").path,
+                                               "--inputs", fixtures.appendingPathComponent("flux/dev-tiny/inputs.safetensors").path] + bad)
+            #expect(failure.status != 0 && !failure.error.isEmpty, "\(bad)")
+        }
+    }
+
     @Test func parityReportsEveryLabelledNode() throws {
         let result = try CommandLine.run(["parity", "--model", Self.fixture.appendingPathComponent("flux_bfl.safetensors").path,
                                           "--inputs", Self.fixture.appendingPathComponent("inputs.safetensors").path,

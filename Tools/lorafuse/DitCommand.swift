@@ -45,14 +45,17 @@ struct DitCommand: ParsableCommand {
         let flux = try FluxModel.load(path: model)
         let tensors = try SafeTensorsFile(path: inputs).allTensors()
         let prepared = try FluxInputs(tensors, config: flux.config)
-        let (transformer, mergeSeconds) = try loraOptions.transformer(flux, backend: backend)
-        let graph = try transformer.graph(batch: prepared.batch, textLength: prepared.textLength, imageLength: prepared.imageLength)
+        let (passes, mergeSeconds) = try loraOptions.transformers(flux, backend: backend)
+        let graphs = try passes.map { try $0.graph(batch: prepared.batch, textLength: prepared.textLength, imageLength: prepared.imageLength) }
+        let graph = graphs[0]
         let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
         var best = Double.infinity
         var sample: HostTensor?
         for _ in 0..<max(1, repeatCount) {
             let start = DispatchTime.now().uptimeNanoseconds
-            sample = try backend.execute(graph, inputs: prepared.bindings).outputs[0]
+            // Several passes (LoRA Composite): the prediction is their mean.
+            let outputs = try graphs.map { try backend.execute($0, inputs: prepared.bindings).outputs[0] }
+            sample = outputs.count == 1 ? outputs[0] : Self.mean(outputs)
             best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
         }
         if timings {
@@ -75,10 +78,15 @@ struct DitCommand: ParsableCommand {
         var fields: [String: Any] = ["command": "dit", "backend": backend.name, "device": backend.device.name,
                                      "seconds": best, "load_seconds": loadSeconds, "peak_rss_bytes": PeakMemory.residentBytes(),
                                      "batch": prepared.batch, "image_tokens": prepared.imageLength, "text_tokens": prepared.textLength]
-        if !loraOptions.loras.isEmpty {
-            fields["loras"] = loraOptions.loras.count
+        if !loraOptions.loras.isEmpty || loraOptions.fusion != nil {
+            fields["loras"] = loraOptions.loras.count + (loraOptions.fusion == nil ? 0 : 2)
             fields["lora_mode"] = mergeSeconds == nil ? "hot" : "merged"
             if let mergeSeconds { fields["merge_seconds"] = mergeSeconds }
+            if let fusion = loraOptions.fusion {
+                fields["fusion"] = fusion
+                fields["progress"] = loraOptions.progress
+                fields["passes"] = graphs.count
+            }
         }
         if json {
             print(try JSONOutput.line(fields))
@@ -86,11 +94,21 @@ struct DitCommand: ParsableCommand {
             print(String(format: "dit on %@ (%@): %.3f s per forward (best of %d), load %.3f s, peak RSS %.1f MiB%@",
                          backend.name, backend.device.name, best, max(1, repeatCount), loadSeconds,
                          Double(PeakMemory.residentBytes()) / 1048576, output.map { ", wrote \($0)" } ?? ""))
-            if !loraOptions.loras.isEmpty {
-                print(mergeSeconds.map { String(format: "%d LoRA(s) merged in %.3f s", loraOptions.loras.count, $0) }
-                      ?? "\(transformer.adapters.count) LoRA(s) applied hot")
+            if let mergeSeconds {
+                print(String(format: "LoRAs merged in %.3f s", mergeSeconds))
+            } else if let fusion = loraOptions.fusion {
+                print("\(fusion) fusion at progress \(loraOptions.progress): \(graphs.count) pass(es), LoRAs applied hot")
+            } else if !loraOptions.loras.isEmpty {
+                print("\(loraOptions.loras.count) LoRA(s) applied hot")
             }
         }
+    }
+
+    /// Element-wise mean of same-shaped float32 tensors.
+    static func mean(_ tensors: [HostTensor]) -> HostTensor {
+        var sum = [Double](repeating: 0, count: tensors[0].elementCount)
+        for tensor in tensors { for (index, value) in tensor.floats().enumerated() { sum[index] += Double(value) } }
+        return HostTensor(shape: tensors[0].shape, floats: sum.map { Float($0 / Double(tensors.count)) })
     }
 }
 

@@ -15,7 +15,7 @@ struct LoRAOptions: ParsableArguments {
     @Flag(name: .customLong("allow-unmatched-lora-keys"), help: "Warn about LoRA keys that match no layer instead of failing.")
     var allowUnmatchedLoRAKeys = false
 
-    @Option(name: .long, help: "How --content and --style are fused: klora (per-layer Top-K selection).")
+    @Option(name: .long, help: "How --content and --style are fused: merge, klora, switch, composite, fixed or random.")
     var fusion: String?
 
     @Option(name: .long, help: "Content LoRA for --fusion, FILE[:SCALE].")
@@ -26,6 +26,18 @@ struct LoRAOptions: ParsableArguments {
 
     @Option(name: .long, help: "Sampling progress p = step / steps in [0, 1] (0: pure noise) for --fusion.")
     var progress: Double = 0
+
+    @Option(name: .long, help: "Steps of the sampling run --progress belongs to (switch counts steps as round(p · steps)).")
+    var steps = 28
+
+    @Option(name: .customLong("switch-every"), help: "switch: steps between LoRA changes (τ).")
+    var switchEvery = 1
+
+    @Option(name: .customLong("fixed-fraction"), help: "fixed: share of the steps that use the content LoRA.")
+    var fixedFraction = 0.5
+
+    @Option(name: .customLong("fusion-seed"), help: "random: seed of the per-layer choice.")
+    var fusionSeed: UInt64 = 0
 
     @OptionGroup var klora: KLoRASettings
 
@@ -38,27 +50,39 @@ struct LoRAOptions: ParsableArguments {
         return LoRAAdapter(file: file, scale: scale)
     }
 
-    /// The transformer with the LoRAs applied hot, merged on `backend` (with the seconds it
-    /// took), or fused by `--fusion` at `--progress`.
-    func transformer(_ model: FluxModel, backend: any Backend) throws -> (FluxTransformer, mergeSeconds: Double?) {
+    /// The forward passes to run — one transformer each, their outputs averaged (two for
+    /// `--fusion composite`) — with the LoRAs hot, merged on `backend` (and the seconds that
+    /// took), or chosen by `--fusion` at `--progress`.
+    func transformers(_ model: FluxModel, backend: any Backend) throws -> (passes: [FluxTransformer], mergeSeconds: Double?) {
         var adapters = try loras.map { try load($0, model: model) }
-        if let fusion {
-            guard let content, let style else { throw ValidationError("--fusion \(fusion) needs --content FILE[:SCALE] and --style FILE[:SCALE]") }
-            guard (0...1).contains(progress) else { throw ValidationError("--progress must be in [0, 1], got \(progress)") }
-            guard !merge else { throw ValidationError("--merge and --fusion exclude each other (fusion chooses LoRAs per step)") }
-            let contentAdapter = try load(content, model: model), styleAdapter = try load(style, model: model)
-            switch fusion {
-            case "klora":
-                let plan = try KLoRAPlanner(backend: backend).plan(content: contentAdapter.file, style: styleAdapter.file, config: model.config)
-                adapters += try klora.fusion(plan: plan, content: contentAdapter, style: styleAdapter).adapters(progress: progress)
-            default:
-                throw ValidationError("unknown --fusion \(fusion) (known: klora)")
-            }
+        guard let fusion else {
+            guard content == nil, style == nil else { throw ValidationError("--content and --style need --fusion METHOD") }
+            return try merged([adapters], model: model, backend: backend)
         }
-        guard merge, !adapters.isEmpty else { return (FluxTransformer(model: model, adapters: adapters), nil) }
+        guard let method = FusionMethod(rawValue: fusion) else {
+            throw ValidationError("unknown --fusion \(fusion) (one of: \(FusionMethod.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        guard let content, let style else { throw ValidationError("--fusion \(fusion) needs --content FILE[:SCALE] and --style FILE[:SCALE]") }
+        guard (0...1).contains(progress) else { throw ValidationError("--progress must be in [0, 1], got \(progress)") }
+        guard steps >= 1, switchEvery >= 1 else { throw ValidationError("--steps and --switch-every must be at least 1") }
+        guard !merge || method == .merge else { throw ValidationError("--merge only goes with --fusion merge (the others choose LoRAs per step)") }
+        var chosen = LoRAFusion(method: method, content: try load(content, model: model), style: try load(style, model: model))
+        chosen.switchEvery = switchEvery
+        chosen.fixedFraction = fixedFraction
+        chosen.seed = fusionSeed
+        if method == .klora {
+            let plan = try KLoRAPlanner(backend: backend).plan(content: chosen.content.file, style: chosen.style.file, config: model.config)
+            chosen.klora = try klora.fusion(plan: plan, content: chosen.content, style: chosen.style)
+        }
+        let passes = chosen.passes(progress: progress, step: Int((progress * Double(steps)).rounded()))
+        return try merged(passes.map { adapters + $0 }, model: model, backend: backend)
+    }
+
+    private func merged(_ passes: [[LoRAAdapter]], model: FluxModel, backend: any Backend) throws -> (passes: [FluxTransformer], mergeSeconds: Double?) {
+        guard merge, passes.count == 1, !passes[0].isEmpty else { return (passes.map { FluxTransformer(model: model, adapters: $0) }, nil) }
         let start = DispatchTime.now().uptimeNanoseconds
-        let merged = try model.merging(adapters, on: backend)
-        return (FluxTransformer(model: merged), Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        let merged = try model.merging(passes[0], on: backend)
+        return ([FluxTransformer(model: merged)], Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
     }
 }
 

@@ -38,9 +38,10 @@ struct ParityCommand: ParsableCommand {
         let reference = try BackendRegistry.shared.makeBackend(named: against)
         let flux = try FluxModel.load(path: model)
         let prepared = try FluxInputs(SafeTensorsFile(path: inputs).allTensors(), config: flux.config)
-        // Merged weights are computed on the reference backend, so both run the same graph.
-        let (transformer, _) = try loraOptions.transformer(flux, backend: reference)
-        let graph = try transformer.graph(batch: prepared.batch, textLength: prepared.textLength, imageLength: prepared.imageLength)
+        // Merged weights are computed on the reference backend, so both run the same graph;
+        // with several passes (LoRA Composite) the first is compared.
+        let (passes, _) = try loraOptions.transformers(flux, backend: reference)
+        let graph = try passes[0].graph(batch: prepared.batch, textLength: prepared.textLength, imageLength: prepared.imageLength)
         let options = ExecutionOptions(keepIntermediates: true)
         let actual = try tested.execute(graph, inputs: prepared.bindings, options: options).intermediates
         let expected = try reference.execute(graph, inputs: prepared.bindings, options: options).intermediates
