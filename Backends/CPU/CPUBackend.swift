@@ -197,6 +197,20 @@ public final class CPUBackend: Backend, @unchecked Sendable {
             out[0] = Float(top)
             out[1] = Float(total)
             return value
+        case let .lowRankTopKAbsSum(k, scales):
+            let (value, out) = allocate(type)
+            let parts = scales.enumerated().map { index, scale in
+                let up = operands[2 * index], down = operands[2 * index + 1]
+                let (rows, rank, columns) = (up.type.shape[0], up.type.shape[1], down.type.shape[1])
+                return SelectionKernels.LowRankPart(
+                    scaledUp: up.hostTensor.floats().map { $0 * scale },
+                    down: MatrixOperand(base: down.base, dtype: down.type.dtype, rowStride: columns, columnStride: 1),
+                    rows: rows, rank: rank, columns: columns)
+            }
+            let (top, total) = SelectionKernels.lowRankTopKAbsSum(parts, k: k, threads: threads)
+            out[0] = Float(top)
+            out[1] = Float(total)
+            return value
         case let .binary(op):
             let (value, out) = allocate(type)
             ElementwiseKernels.binary(op, a: operands[0].floats, aShape: operands[0].type.shape,

@@ -122,6 +122,14 @@ struct VulkanGraphExecution {
             case .topKAbsSum:
                 let windows = node.inputs.reduce(0) { $0 + (graph.nodes[$1].type.byteCount + windowBytes - 1) / windowBytes }
                 return count + 6 + 5 * windows
+            case .lowRankTopKAbsSum:
+                var windows = 0
+                for part in stride(from: 0, to: node.inputs.count, by: 2) {
+                    let up = graph.nodes[node.inputs[part]].type.shape, down = graph.nodes[node.inputs[part + 1]].type.shape
+                    windows += (up[0] * down[1] * 4 + windowBytes - 1) / windowBytes
+                }
+                // Per part: widen, scale and the matmul's row blocks; then the selection.
+                return count + 6 + 8 * windows + 3 * node.inputs.count
             case .lowRankUpdate:
                 let rows = graph.nodes[node.inputs[0]].type.byteCount, x = graph.nodes[node.inputs[1]].type.byteCount
                 return count + 1 + max(rows, x) / windowBytes
@@ -137,7 +145,7 @@ struct VulkanGraphExecution {
         for node in graph.nodes {
             let splits: Bool
             switch node.op {
-            case .matmul, .lowRankUpdate, .topKAbsSum, .reshape, .input, .parameter: splits = true
+            case .matmul, .lowRankUpdate, .topKAbsSum, .lowRankTopKAbsSum, .reshape, .input, .parameter: splits = true
             default: splits = false
             }
             if splits { continue }

@@ -44,6 +44,8 @@ struct VulkanKernels {
             try lowRankUpdate(operands, output: output, shape: type.shape, scale: scale)
         case let .topKAbsSum(k):
             try topKAbsSum(operands, output: output, k: k)
+        case let .lowRankTopKAbsSum(k, scales):
+            try lowRankTopKAbsSum(operands, output: output, k: k, scales: scales)
         case let .binary(op):
             let codes: [BinaryOperator: UInt32] = [.add: 0, .sub: 1, .mul: 2, .div: 3]
             let constants = [UInt32(count), codes[op]!] + Self.rank6(type.shape.dimensions, fill: 1)
@@ -320,6 +322,45 @@ struct VulkanKernels {
             first += groupCount
         }
         try controlStep(mode: 2)
+    }
+
+    /// Top-K of LoRA updates: each ΔW = (scale·up)·down is computed by the matmul kernel
+    /// into a scratch buffer that lives only for this op (windowed past the binding limit),
+    /// then the radix selection runs over all of them as one set.
+    private func lowRankTopKAbsSum(_ operands: [(VulkanRange, TensorType)], output: VulkanRange, k: Int, scales: [Float]) throws {
+        let alignment = device.storageAlignment
+        func aligned(_ bytes: Int) -> Int { (bytes + alignment - 1) / alignment * alignment }
+        var upOffsets: [Int] = [], deltaOffsets: [Int] = []
+        var size = 0
+        for index in scales.indices {
+            let up = operands[2 * index].1.shape, down = operands[2 * index + 1].1.shape
+            upOffsets.append(size)
+            size += 2 * aligned(up.elementCount * 4)  // widened, then scaled
+            deltaOffsets.append(size)
+            size += aligned(up[0] * down[1] * 4)
+        }
+        let scratch = try VulkanBuffer(device: device, size: max(size, 16), hostVisible: false)
+        recorder.retain(scratch)
+        var deltas: [(VulkanRange, TensorType)] = []
+        for (index, scale) in scales.enumerated() {
+            let (upRange, upType) = operands[2 * index], down = operands[2 * index + 1]
+            let count = upType.shape.elementCount
+            let widened = VulkanRange(buffer: scratch, offset: upOffsets[index], size: count * 4)
+            let scaled = VulkanRange(buffer: scratch, offset: upOffsets[index] + aligned(count * 4), size: count * 4)
+            var source = upRange
+            if upType.dtype != .float32 {
+                try recorder.dispatch(device.pipeline("convert", bindings: 3), [upRange, upRange, widened],
+                                      constants: [UInt32(count), 1, Self.code(upType.dtype), 0, 1, UInt32(count)],
+                                      groups: VulkanCommandRecorder.groups1D(count, localSize: 256))
+                source = widened
+            }
+            try unary(7, factor: scale, source, scaled, count)
+            let deltaShape = Shape([upType.shape[0], down.1.shape[1]])
+            let delta = VulkanRange(buffer: scratch, offset: deltaOffsets[index], size: deltaShape.elementCount * 4)
+            try matmul((scaled, TensorType(upType.shape)), down, transposeA: false, transposeB: false, output: delta, outShape: deltaShape)
+            deltas.append((delta, TensorType(deltaShape)))
+        }
+        try topKAbsSum(deltas, output: output, k: k)
     }
 
     /// Workgroups per window of the selection passes (each invocation strides over the rest).

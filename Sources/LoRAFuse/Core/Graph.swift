@@ -135,6 +135,25 @@ public struct Graph: Sendable {
         return append(op, tensors, TensorType([2]))
     }
 
+    /// [Σ of the `k` largest |ΔW|, Σ |ΔW|] over the updates ΔWᵢ = scaleᵢ · upᵢ · downᵢ of
+    /// `factors` (up [out, r], down [r, in]), without a node for any ΔW (K-LoRA's plan).
+    public mutating func lowRankTopKAbsSum(_ factors: [(up: Tensor, down: Tensor, scale: Float)], k: Int) throws(GraphError) -> Tensor {
+        let op = Op.lowRankTopKAbsSum(k: k, scales: factors.map(\.scale))
+        guard !factors.isEmpty else { throw GraphError(op: op.summary, "needs at least one (up, down) pair") }
+        var entries = 0
+        for (up, down, _) in factors {
+            guard DType.weightTypes.contains(up.dtype), DType.weightTypes.contains(down.dtype), up.shape.rank == 2, down.shape.rank == 2,
+                  up.shape[1] == down.shape[0] else {
+                throw GraphError(op: op.summary, "up \(up.type) and down \(down.type) must be [out, r] and [r, in] matrices of F32, F16 or BF16")
+            }
+            entries += up.shape[0] * down.shape[1]
+        }
+        guard k >= 1, k <= entries else {
+            throw GraphError(op: op.summary, "k must be in 1...\(entries) (the number of entries), got \(k)")
+        }
+        return append(op, factors.flatMap { [$0.up, $0.down] }, TensorType([2]))
+    }
+
     // MARK: Element-wise
 
     /// numpy broadcasting of two shapes (aligned at the last axis), or nil.

@@ -38,6 +38,11 @@ public enum Op: Sendable, Hashable {
     /// shapes, float32): output [2] = [sum of the `k` largest |x|, sum of all |x|]. Exact
     /// (a selection, not an approximation); ties count as often as they occur.
     case topKAbsSum(k: Int)
+    /// `topKAbsSum` of LoRA updates that are never stored: inputs up₁, down₁, up₂, down₂, …
+    /// (up [out, r], down [r, in], F32/F16/BF16) give ΔWᵢ = scalesᵢ · upᵢ · downᵢ, and the
+    /// output [2] = [Σ of the `k` largest |ΔW| over all of them, Σ |ΔW|]. A full-size FLUX
+    /// layer's ΔW is up to 151 MB; backends may compute it in tiles.
+    case lowRankTopKAbsSum(k: Int, scales: [Float])
     case binary(BinaryOperator)
     /// `x · factor`.
     case scale(Float)
@@ -72,6 +77,7 @@ public enum Op: Sendable, Hashable {
         case .matmul: .matmul
         case .lowRankUpdate: .lowRankUpdate
         case .topKAbsSum: .topKAbsSum
+        case .lowRankTopKAbsSum: .lowRankTopKAbsSum
         case .binary: .binary
         case .scale: .scale
         case .unary: .unary
@@ -97,6 +103,7 @@ public enum Op: Sendable, Hashable {
         case let .matmul(ta, tb): "matmul" + (ta || tb ? "(" + [ta ? "aᵀ" : nil, tb ? "bᵀ" : nil].compactMap { $0 }.joined(separator: ",") + ")" : "")
         case let .lowRankUpdate(scale): "lowRankUpdate(scale \(scale))"
         case let .topKAbsSum(k): "topKAbsSum(k \(k))"
+        case let .lowRankTopKAbsSum(k, scales): "lowRankTopKAbsSum(k \(k), \(scales.count) part(s))"
         case let .binary(op): op.rawValue
         case let .scale(factor): "scale(\(factor))"
         case let .unary(function): function.rawValue
@@ -117,7 +124,7 @@ public enum Op: Sendable, Hashable {
 
 /// Op families, for capability lists.
 public enum OpKind: String, Sendable, Hashable, CaseIterable, Comparable {
-    case input, parameter, matmul, lowRankUpdate, topKAbsSum, binary, scale, unary, softmax, layerNorm, rmsNorm
+    case input, parameter, matmul, lowRankUpdate, topKAbsSum, lowRankTopKAbsSum, binary, scale, unary, softmax, layerNorm, rmsNorm
     case rotaryEmbedding, attention, reshape, permute, slice, concat, embedding, cast
 
     public static func < (lhs: OpKind, rhs: OpKind) -> Bool {

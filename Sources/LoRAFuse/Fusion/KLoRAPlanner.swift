@@ -14,8 +14,9 @@ public enum FusionError: Error, Sendable, CustomStringConvertible, Equatable {
     }
 }
 
-/// Computes a `KLoRAPlan` on a backend: per unit, both ΔW = (α/r)·B·A as matmuls and one
-/// `topKAbsSum` node each, units batched into graphs of bounded size. Plans are cached on
+/// Computes a `KLoRAPlan` on a backend: per unit and LoRA one `lowRankTopKAbsSum` node
+/// (ΔW = (α/r)·B·A is formed inside the kernel, in tiles on the CPU), units batched into
+/// graphs of bounded size. Plans are cached on
 /// disk by the two files' content hashes, so a pair is measured once.
 public struct KLoRAPlanner {
     public let backend: any Backend
@@ -91,12 +92,11 @@ public struct KLoRAPlanner {
                 let entries = layers.reduce(0) { $0 + contentModules[$1]!.up.shape[0] * contentModules[$1]!.down.shape[1] }
                 let k = min(contentRank * styleRank, entries)
                 for modules in [contentModules, styleModules] {
-                    let deltas = try layers.map { layer -> Tensor in
+                    let factors = layers.map { layer in
                         let module = modules[layer]!
-                        let up = try graph.scale(graph.cast(graph.parameter("\(layer).up", module.up), to: .float32), module.scale)
-                        return try graph.matmul(up, graph.parameter("\(layer).down", module.down))
+                        return (graph.parameter("\(layer).up", module.up), graph.parameter("\(layer).down", module.down), module.scale)
                     }
-                    graph.markOutput(try graph.topKAbsSum(deltas, k: k))
+                    graph.markOutput(try graph.lowRankTopKAbsSum(factors, k: k))
                 }
                 batch.append(KLoRAPlan.Unit(layers: layers, contentRank: contentRank, styleRank: styleRank, k: k,
                                             contentTopK: 0, styleTopK: 0, contentAbsSum: 0, styleAbsSum: 0))

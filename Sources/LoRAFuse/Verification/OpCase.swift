@@ -100,6 +100,21 @@ public enum OpCaseCatalog {
             })
         }
 
+        // Top-K of LoRA updates never stored: one and several parts, odd widths, every dtype.
+        let productShapes: [([(Int, Int, Int, DType, Float)], Int)] = [
+            ([(7, 3, 33, .float32, 1.5)], 9), ([(130, 16, 97, .bfloat16, 0.25)], 256),
+            ([(33, 12, 40, .float16, 2), (33, 12, 40, .float16, 2), (65, 12, 40, .float16, 2)], 144),
+            ([(300, 4, 129, .float32, -0.5)], 38700)]
+        for (parts, k) in productShapes {
+            let tensors = parts.enumerated().flatMap { index, part in
+                [("up\(index)", random.tensor([part.0, part.1], dtype: part.3)), ("down\(index)", random.tensor([part.1, part.2], dtype: part.3))]
+            }
+            let label = parts.map { "[\($0.0),\($0.1)]x[\($0.1),\($0.2)] \($0.3.name)" }.joined(separator: " + ") + " k\(k)"
+            cases.append(try! make(.lowRankTopKAbsSum, label, inputs: [], parameters: tensors) { g, t in
+                try g.lowRankTopKAbsSum(parts.indices.map { (t[2 * $0], t[2 * $0 + 1], parts[$0].4) }, k: k)
+            })
+        }
+
         // Broadcasting binary ops.
         let binaryShapes: [(Shape, Shape)] = [([7, 33], [7, 33]), ([7, 33], [33]), ([2, 1, 5], [3, 1]),
                                               ([1], [7, 1, 3]), ([129], [1]), ([2, 3, 4, 5], [3, 1, 5])]

@@ -40,6 +40,15 @@ public enum ReferenceEvaluator {
         case let .topKAbsSum(k):
             let magnitudes = x.flatMap { $0.values.map(abs) }.sorted(by: >)
             return Value(shape: shape, values: [magnitudes.prefix(k).reduce(0, +), magnitudes.reduce(0, +)])
+        case let .lowRankTopKAbsSum(k, scales):
+            var magnitudes: [Double] = []
+            for (index, scale) in scales.enumerated() {
+                let up = x[2 * index], down = x[2 * index + 1]
+                let product = matmul(up, down, transposeA: false, transposeB: false, outShape: [up.shape[0], down.shape[1]])
+                magnitudes += product.values.map { abs(Double(scale) * $0) }
+            }
+            magnitudes.sort(by: >)
+            return Value(shape: shape, values: [magnitudes.prefix(k).reduce(0, +), magnitudes.reduce(0, +)])
         case let .binary(op):
             return broadcast(x[0], x[1], to: shape) { a, b in
                 switch op {
