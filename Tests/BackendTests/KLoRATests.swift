@@ -119,6 +119,21 @@ import LoRAFuse
         }
     }
 
+    /// LoRAs for two different models (dev-tiny and dev-wide shapes) are one clear error.
+    @Test func loRAsForDifferentModelsAreAnError() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("lorafuse-klora-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        var random = SeededRandom(seed: 5)
+        let wide = directory.appendingPathComponent("wide.safetensors").path
+        try SafeTensorsWriter.write(["transformer.transformer_blocks.0.attn.to_q.lora_A.weight": random.tensor([4, 64]),
+                                     "transformer.transformer_blocks.0.attn.to_q.lora_B.weight": random.tensor([64, 4])], to: wide)
+        let tiny = try LoRAFile.load(path: LoRAApplicationTests.fixtures.appendingPathComponent("all.peft.safetensors").path)
+        #expect(throws: FusionError.differentModels(layer: "transformer_blocks.0.attn.to_q", content: [32, 32], style: [64, 64])) {
+            try KLoRAPlanner(backend: BackendsUnderTest.all[0], cacheFolder: nil).plan(content: tiny, style: try LoRAFile.load(path: wide))
+        }
+    }
+
     /// A plan is computed once per pair of files and read back from the cache; a damaged
     /// cache entry is recomputed.
     @Test func plansAreCachedByContentHash() throws {

@@ -3,12 +3,16 @@ import Foundation
 /// Why two LoRAs cannot be fused.
 public enum FusionError: Error, Sendable, CustomStringConvertible, Equatable {
     case noSharedLayers(content: String, style: String)
+    /// The two LoRAs change one layer with different shapes: they were made for different models.
+    case differentModels(layer: String, content: Shape, style: Shape)
     case invalidOption(String)
 
     public var description: String {
         switch self {
         case let .noSharedLayers(content, style):
             "\(content) and \(style) have no layer in common: K-LoRA needs LoRAs for the same model that touch the same layers"
+        case let .differentModels(layer, content, style):
+            "the LoRAs were made for different models: layer \(layer) is \(content) in the content LoRA and \(style) in the style LoRA"
         case let .invalidOption(message): message
         }
     }
@@ -73,6 +77,11 @@ public struct KLoRAPlanner {
         let contentModules = Dictionary(content.modules.map { ($0.layer, $0) }, uniquingKeysWith: { first, _ in first })
         let styleModules = Dictionary(style.modules.map { ($0.layer, $0) }, uniquingKeysWith: { first, _ in first })
         let shared = Set(unitLayers.joined())
+        for layer in unitLayers.joined() {
+            let contentShape = Shape([contentModules[layer]!.up.shape[0], contentModules[layer]!.down.shape[1]])
+            let styleShape = Shape([styleModules[layer]!.up.shape[0], styleModules[layer]!.down.shape[1]])
+            guard contentShape == styleShape else { throw FusionError.differentModels(layer: layer, content: contentShape, style: styleShape) }
+        }
 
         var units: [KLoRAPlan.Unit] = []
         var start = 0
