@@ -211,6 +211,11 @@ public final class CPUBackend: Backend, @unchecked Sendable {
             out[0] = Float(top)
             out[1] = Float(total)
             return value
+        case let .loraGate(epsilon):
+            let (value, out) = allocate(type)
+            GateKernels.loraGate(base: operands[0].floats, parameters: operands[1].floats, loras: operands[2...].map(\.floats),
+                                 out: out, rows: type.shape.rowCount, width: type.shape.last, epsilon: epsilon, threads: threads)
+            return value
         case let .binary(op):
             let (value, out) = allocate(type)
             ElementwiseKernels.binary(op, a: operands[0].floats, aShape: operands[0].type.shape,

@@ -23,6 +23,6 @@ for dtype in f32 f16 bf16; do
     compile "lora_update_$dtype" lora_update.comp "-DF_$upper"
     compile "lora_update_vec4_$dtype" lora_update_vec4.comp "-DF_$upper"
 done
-for shader in binary unary rowwise rope attention attention_registers copy convert topk_histogram topk_sum topk_control; do
+for shader in binary unary rowwise rope attention attention_registers copy convert topk_histogram topk_sum topk_control lora_gate; do
     compile "$shader" "$shader.comp"
 done

@@ -19,7 +19,7 @@ final class VulkanCommandRecorder {
     init(device: VulkanDevice, maximumDispatches: Int, timestamps: Int) throws {
         self.device = device
         let functions = device.functions
-        var poolSize = VkDescriptorPoolSize(type: VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, descriptorCount: UInt32(max(1, maximumDispatches) * 5))
+        var poolSize = VkDescriptorPoolSize(type: VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, descriptorCount: UInt32(max(1, maximumDispatches) * 11))
         var poolInfo = VkDescriptorPoolCreateInfo()
         poolInfo.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO
         poolInfo.maxSets = UInt32(max(1, maximumDispatches))

@@ -46,6 +46,13 @@ struct VulkanKernels {
             try topKAbsSum(operands, output: output, k: k)
         case let .lowRankTopKAbsSum(k, scales):
             try lowRankTopKAbsSum(operands, output: output, k: k, scales: scales)
+        case let .loraGate(epsilon):
+            // Unused LoRA bindings repeat the first one.
+            let loras = operands[2...].map(\.0)
+            let bindings = [operands[0].0, operands[1].0] + (0..<Graph.maximumGateInputs).map { $0 < loras.count ? loras[loras.startIndex + $0] : loras.first! }
+            try recorder.dispatch(device.pipeline("lora_gate", bindings: 11), bindings + [output],
+                                  constants: [UInt32(type.shape.rowCount), UInt32(type.shape.last), UInt32(loras.count), epsilon.bitPattern],
+                                  groups: VulkanCommandRecorder.groups1D(type.shape.rowCount, localSize: 1))
         case let .binary(op):
             let codes: [BinaryOperator: UInt32] = [.add: 0, .sub: 1, .mul: 2, .div: 3]
             let constants = [UInt32(count), codes[op]!] + Self.rank6(type.shape.dimensions, fill: 1)

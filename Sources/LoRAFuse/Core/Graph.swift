@@ -154,6 +154,30 @@ public struct Graph: Sendable {
         return append(op, factors.flatMap { [$0.up, $0.down] }, TensorType([2]))
     }
 
+    /// AutoLoRA's gate: `base` y₀ [..., D], `parameters` [9, D] (see `Op.loraGate`), LoRA
+    /// outputs `loraOutputs` (1 to 8 of [..., D]).
+    public mutating func loraGate(_ base: Tensor, parameters: Tensor, loraOutputs: [Tensor], epsilon: Float = 1e-5) throws(GraphError) -> Tensor {
+        let op = Op.loraGate(epsilon: epsilon)
+        try requireFloat32(base, op.summary, "base")
+        try requireFloat32(parameters, op.summary, "parameters")
+        guard (1...Self.maximumGateInputs).contains(loraOutputs.count) else {
+            throw GraphError(op: op.summary, "needs 1 to \(Self.maximumGateInputs) LoRA outputs, got \(loraOutputs.count)")
+        }
+        guard base.shape.rank >= 1, parameters.shape.dimensions == [9, base.shape.last] else {
+            throw GraphError(op: op.summary, "parameters must be [9, \(base.shape.last)] for base \(base.shape), got \(parameters.shape)")
+        }
+        for output in loraOutputs {
+            try requireFloat32(output, op.summary, "LoRA output")
+            guard output.shape == base.shape else {
+                throw GraphError(op: op.summary, "LoRA output \(output.shape) must match base \(base.shape)")
+            }
+        }
+        return append(op, [base, parameters] + loraOutputs, base.type)
+    }
+
+    /// The most LoRAs one gate node takes.
+    public static let maximumGateInputs = 8
+
     // MARK: Element-wise
 
     /// numpy broadcasting of two shapes (aligned at the last axis), or nil.

@@ -43,6 +43,12 @@ public enum Op: Sendable, Hashable {
     /// output [2] = [Σ of the `k` largest |ΔW| over all of them, Σ |ΔW|]. A full-size FLUX
     /// layer's ΔW is up to 151 MB; backends may compute it in tiles.
     case lowRankTopKAbsSum(k: Int, scales: [Float])
+    /// AutoLoRA's fused LoRA gate (DiffSynth `LoraMerger`): inputs y₀ [..., D], the merger's
+    /// parameters [9, D] (rows: weight_base, weight_lora, weight_cross, weight_out, bias,
+    /// norm_base weight and bias, norm_lora weight and bias) and the LoRA outputs d₁…d_N
+    /// [..., D] (N = 1…8). gᵢ = σ(w_b⊙LN_b(y₀) + w_l⊙LN_l(dᵢ) + w_c⊙LN_b(y₀)⊙LN_l(dᵢ) + bias),
+    /// output y₀ + Σᵢ w_out⊙gᵢ⊙dᵢ; LayerNorms over the last axis with `epsilon`.
+    case loraGate(epsilon: Float)
     case binary(BinaryOperator)
     /// `x · factor`.
     case scale(Float)
@@ -78,6 +84,7 @@ public enum Op: Sendable, Hashable {
         case .lowRankUpdate: .lowRankUpdate
         case .topKAbsSum: .topKAbsSum
         case .lowRankTopKAbsSum: .lowRankTopKAbsSum
+        case .loraGate: .loraGate
         case .binary: .binary
         case .scale: .scale
         case .unary: .unary
@@ -104,6 +111,7 @@ public enum Op: Sendable, Hashable {
         case let .lowRankUpdate(scale): "lowRankUpdate(scale \(scale))"
         case let .topKAbsSum(k): "topKAbsSum(k \(k))"
         case let .lowRankTopKAbsSum(k, scales): "lowRankTopKAbsSum(k \(k), \(scales.count) part(s))"
+        case let .loraGate(epsilon): "loraGate(eps \(epsilon))"
         case let .binary(op): op.rawValue
         case let .scale(factor): "scale(\(factor))"
         case let .unary(function): function.rawValue
@@ -124,7 +132,7 @@ public enum Op: Sendable, Hashable {
 
 /// Op families, for capability lists.
 public enum OpKind: String, Sendable, Hashable, CaseIterable, Comparable {
-    case input, parameter, matmul, lowRankUpdate, topKAbsSum, lowRankTopKAbsSum, binary, scale, unary, softmax, layerNorm, rmsNorm
+    case input, parameter, matmul, lowRankUpdate, topKAbsSum, lowRankTopKAbsSum, loraGate, binary, scale, unary, softmax, layerNorm, rmsNorm
     case rotaryEmbedding, attention, reshape, permute, slice, concat, embedding, cast
 
     public static func < (lhs: OpKind, rhs: OpKind) -> Bool {

@@ -115,6 +115,22 @@ public enum OpCaseCatalog {
             })
         }
 
+        // AutoLoRA's gate: 1 to 8 LoRAs, odd widths, batched rows, one width past 1024.
+        for (rows, width, count) in [(Shape([7]), 33, 1), (Shape([2, 5]), 130, 2), (Shape([3]), 1031, 4), (Shape([1]), 9, 8),
+                                     (Shape([40]), 256, 3)] {
+            let shape = Shape(rows.dimensions + [width])
+            var parameters = random.tensor([9, width]).floats()
+            for column in 0..<width {  // norm weights near 1, as trained LayerNorms are
+                parameters[5 * width + column] += 1
+                parameters[7 * width + column] += 1
+            }
+            let inputs = [("y", random.tensor(shape, in: -3...3))] + (0..<count).map { ("d\($0)", random.tensor(shape, in: -0.5...0.5)) }
+            cases.append(try! make(.loraGate, "\(shapeText(shape)) N=\(count)", inputs: inputs,
+                                   parameters: [("merger", HostTensor(shape: [9, width], floats: parameters))]) { g, t in
+                try g.loraGate(t[0], parameters: t[count + 1], loraOutputs: Array(t[1...count]))
+            })
+        }
+
         // Broadcasting binary ops.
         let binaryShapes: [(Shape, Shape)] = [([7, 33], [7, 33]), ([7, 33], [33]), ([2, 1, 5], [3, 1]),
                                               ([1], [7, 1, 3]), ([129], [1]), ([2, 3, 4, 5], [3, 1, 5])]
