@@ -7,7 +7,7 @@ struct ProfileCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "profile",
         abstract: "Time kernels (matmul, attention) on a backend and report GFLOP/s.",
-        subcommands: [ProfileMatmulCommand.self, ProfileAttentionCommand.self]
+        subcommands: [ProfileMatmulCommand.self, ProfileAttentionCommand.self, ProfileGateCommand.self]
     )
 }
 
@@ -132,5 +132,82 @@ struct ProfileAttentionCommand: ParsableCommand {
                    text: String(format: "attention L=%d H=%d D=%d on %@ (%@): kernel %.3f ms, %.1f GFLOP/s; whole run %.3f ms",
                                 tokens, heads, headDim, backend.name, backend.device.name, seconds * 1e3, gflops,
                                 timing.wallSeconds * 1e3))
+    }
+}
+
+/// The best (over repeats) total time of the compute nodes of `graph` (kernel timestamps on
+/// Vulkan, wall time per node on the CPU), after one warm-up run.
+func measureComputeNodes(_ backend: any Backend, _ graph: Graph, _ inputs: [String: HostTensor], repeats: Int) throws -> Double {
+    _ = try backend.execute(graph, inputs: inputs)
+    var best = Double.infinity
+    for _ in 0..<max(1, repeats) {
+        let result = try backend.execute(graph, inputs: inputs, options: ExecutionOptions(recordTimings: true))
+        let total = graph.nodes.reduce(0.0) { sum, node in
+            switch node.op {
+            case .input, .parameter, .reshape: return sum
+            default: return sum + (result.nodeSeconds[node.id] ?? 0)
+            }
+        }
+        best = min(best, total)
+    }
+    return best
+}
+
+struct ProfileGateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gate",
+        abstract: "Time AutoLoRA's fused LoRA gate against the same math as separate ops (LayerNorm, mul, add, sigmoid).")
+
+    @Option(name: .long) var tokens = 4096
+    @Option(name: .long) var width = 3072
+    @Option(name: .long, help: "LoRA outputs gated (1 to 8).") var loras = 2
+    @OptionGroup var backendOptions: BackendOptions
+    @OptionGroup var options: ProfileOptions
+
+    func run() throws {
+        guard tokens > 0, width > 0, (1...Graph.maximumGateInputs).contains(loras) else {
+            throw ValidationError("--tokens and --width must be positive, --loras 1 to \(Graph.maximumGateInputs)")
+        }
+        let backend = try backendOptions.makeBackend()
+        var random = SeededRandom(seed: options.seed)
+        let shape: Shape = [tokens, width]
+        var inputs = ["y": random.tensor(shape)]
+        for index in 0..<loras { inputs["d\(index)"] = random.tensor(shape, in: -0.1...0.1) }
+        let parameters = random.tensor([9, width])
+
+        var fused = Graph()
+        let y = fused.input("y", shape)
+        let outputs = (0..<loras).map { fused.input("d\($0)", shape) }
+        let gate = try fused.loraGate(y, parameters: fused.parameter("merger", parameters), loraOutputs: outputs)
+        fused.markOutput(gate)
+
+        // The same math as separate ops, each writing its result to memory.
+        var separate = Graph()
+        let base = separate.input("y", shape)
+        let rows = (0..<9).map { row in
+            separate.parameter("p\(row)", HostTensor(shape: [width], floats: Array(parameters.floats()[row * width..<(row + 1) * width])))
+        }
+        let normedBase = try separate.layerNorm(base, weight: rows[5], bias: rows[6])
+        var sum = base
+        for index in 0..<loras {
+            let d = separate.input("d\(index)", shape)
+            let normed = try separate.layerNorm(d, weight: rows[7], bias: rows[8])
+            var logit = try separate.add(separate.mul(normedBase, rows[0]), separate.mul(normed, rows[1]))
+            logit = try separate.add(logit, separate.mul(separate.mul(normedBase, normed), rows[2]))
+            let gated = try separate.sigmoid(separate.add(logit, rows[4]))
+            sum = try separate.add(sum, separate.mul(separate.mul(gated, d), rows[3]))
+        }
+        separate.markOutput(sum)
+
+        let fusedSeconds = try measureComputeNodes(backend, fused, inputs, repeats: options.repeatCount)
+        let separateSeconds = try measureComputeNodes(backend, separate, inputs, repeats: options.repeatCount)
+        let bytes = Double((loras + 2) * tokens * width * 4 + 9 * width * 4)  // y₀ and each dᵢ read, the output written
+        try report(["op": "lora_gate", "backend": backend.name, "device": backend.device.name, "tokens": tokens, "width": width,
+                    "loras": loras, "seconds": fusedSeconds, "separate_seconds": separateSeconds,
+                    "speedup": separateSeconds / fusedSeconds, "gbps": bytes / fusedSeconds / 1e9],
+                   json: options.json,
+                   text: String(format: "lora gate %dx%d, N=%d on %@ (%@): fused %.3f ms (%.1f GB/s), separate ops %.3f ms, %.2fx",
+                                tokens, width, loras, backend.name, backend.device.name, fusedSeconds * 1e3,
+                                bytes / fusedSeconds / 1e9, separateSeconds * 1e3, separateSeconds / fusedSeconds))
     }
 }
