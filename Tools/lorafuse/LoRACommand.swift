@@ -15,8 +15,11 @@ struct LoRAOptions: ParsableArguments {
     @Flag(name: .customLong("allow-unmatched-lora-keys"), help: "Warn about LoRA keys that match no layer instead of failing.")
     var allowUnmatchedLoRAKeys = false
 
-    @Option(name: .long, help: "How --content and --style are fused: merge, klora, switch, composite, fixed or random.")
+    @Option(name: .long, help: "How --content and --style are fused: merge, klora, switch, composite, fixed or random; or autolora (gates the --lora files with --fusion-weights).")
     var fusion: String?
+
+    @Option(name: .customLong("fusion-weights"), help: "autolora: the merger checkpoint (LoRAFusion-preview-FLUX.1-dev layout).")
+    var fusionWeights: String?
 
     @Option(name: .long, help: "Content LoRA for --fusion, FILE[:SCALE].")
     var content: String?
@@ -56,11 +59,20 @@ struct LoRAOptions: ParsableArguments {
     func transformers(_ model: FluxModel, backend: any Backend) throws -> (passes: [FluxTransformer], mergeSeconds: Double?) {
         var adapters = try loras.map { try load($0, model: model) }
         guard let fusion else {
+            guard fusionWeights == nil else { throw ValidationError("--fusion-weights needs --fusion autolora") }
             guard content == nil, style == nil else { throw ValidationError("--content and --style need --fusion METHOD") }
             return try merged([adapters], model: model, backend: backend)
         }
+        if fusion == "autolora" {
+            guard let fusionWeights else { throw ValidationError("--fusion autolora needs --fusion-weights FILE") }
+            guard content == nil, style == nil, !merge else {
+                throw ValidationError("--fusion autolora gates the --lora files: no --content, --style or --merge")
+            }
+            let mergers = try AutoLoRAMergers.load(path: fusionWeights, config: model.config)
+            return ([FluxTransformer(model: model, autolora: try AutoLoRAFusion(mergers: mergers, adapters: adapters))], nil)
+        }
         guard let method = FusionMethod(rawValue: fusion) else {
-            throw ValidationError("unknown --fusion \(fusion) (one of: \(FusionMethod.allCases.map(\.rawValue).joined(separator: ", ")))")
+            throw ValidationError("unknown --fusion \(fusion) (one of: \((FusionMethod.allCases.map(\.rawValue) + ["autolora"]).joined(separator: ", ")))")
         }
         guard let content, let style else { throw ValidationError("--fusion \(fusion) needs --content FILE[:SCALE] and --style FILE[:SCALE]") }
         guard (0...1).contains(progress) else { throw ValidationError("--progress must be in [0, 1], got \(progress)") }

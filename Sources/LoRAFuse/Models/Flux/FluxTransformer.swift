@@ -7,11 +7,15 @@ public struct FluxTransformer {
     /// base matmul (one `lowRankUpdate` node per LoRA), base weights untouched. Change them
     /// and build a new graph: weights already on a device stay there.
     public var adapters: [LoRAAdapter]
+    /// AutoLoRA gated fusion: its LoRAs go through a `loraGate` node on every layer with a
+    /// merger, and hot (summed) on the layers without one, as in DiffSynth.
+    public var autolora: AutoLoRAFusion?
     public var config: FluxConfig { model.config }
 
-    public init(model: FluxModel, adapters: [LoRAAdapter] = []) {
+    public init(model: FluxModel, adapters: [LoRAAdapter] = [], autolora: AutoLoRAFusion? = nil) {
         self.model = model
         self.adapters = adapters
+        self.autolora = autolora
     }
 
     /// The graph for `batch` samples of `textLength` + `imageLength` tokens. Its inputs are
@@ -21,7 +25,24 @@ public struct FluxTransformer {
         for (index, adapter) in adapters.enumerated() where adapter.scale != 0 {
             for module in adapter.file.modules { loras[module.layer, default: []].append((index, module, adapter.scale * module.scale)) }
         }
-        var builder = Builder(config: config, weights: model.weights, loras: loras, graph: Graph())
+        var gates: [String: AutoLoRAMergers.Merger] = [:]
+        var gated: [String: [(adapter: Int, module: LoRAModule, scale: Float)]] = [:]
+        if let autolora {
+            let covered = Set(autolora.mergers.mergers.values.flatMap(\.layers))
+            gates = autolora.mergers.mergers
+            for (offset, adapter) in autolora.adapters.enumerated() {
+                let index = adapters.count + offset
+                for module in adapter.file.modules {
+                    let scale = adapter.scale * AutoLoRAFusion.fileScale(module, in: adapter.file)
+                    if covered.contains(module.layer) {
+                        gated[module.layer, default: []].append((index, module, scale))
+                    } else if scale != 0 {
+                        loras[module.layer, default: []].append((index, module, scale))
+                    }
+                }
+            }
+        }
+        var builder = Builder(config: config, weights: model.weights, loras: loras, gates: gates, gated: gated, graph: Graph())
         let sample = try builder.forward(batch: batch, textLength: textLength, imageLength: imageLength)
         builder.graph.markOutput(sample)
         return builder.graph
@@ -31,6 +52,9 @@ public struct FluxTransformer {
         let config: FluxConfig
         let weights: any FluxWeights
         let loras: [String: [(adapter: Int, module: LoRAModule, scale: Float)]]
+        /// AutoLoRA mergers by their first Linear, and the LoRA modules they gate by Linear.
+        let gates: [String: AutoLoRAMergers.Merger]
+        let gated: [String: [(adapter: Int, module: LoRAModule, scale: Float)]]
         var graph: Graph
 
         /// A weight as a parameter node; vectors (biases, norm weights) are cast to F32 for
@@ -40,8 +64,49 @@ public struct FluxTransformer {
             return shape.rank == 1 ? try graph.cast(tensor, to: .float32) : tensor
         }
 
-        /// `x · Wᵀ + b` for the Linear `name` mapping `inFeatures` → `outFeatures`.
+        /// `x · Wᵀ + b` for the Linear `name` mapping `inFeatures` → `outFeatures`, with its
+        /// LoRAs (hot, or through its AutoLoRA gate).
         mutating func linear(_ x: Tensor, _ name: String, _ inFeatures: Int, _ outFeatures: Int) throws -> Tensor {
+            try linears(x, [name], inFeatures, [outFeatures])[0]
+        }
+
+        /// Several Linears of one input; when they form one AutoLoRA merger (DiffSynth's fused
+        /// qkv or qkv+MLP) that some LoRA touches, their concatenated output is gated at once.
+        mutating func linears(_ x: Tensor, _ names: [String], _ inFeatures: Int, _ outFeatures: [Int]) throws -> [Tensor] {
+            guard let merger = gates[names[0]], merger.layers == names,
+                  names.contains(where: { !(gated[$0] ?? []).isEmpty }) else {
+                return try zip(names, outFeatures).map { try hotLinear(x, $0, inFeatures, $1) }
+            }
+            let bases = try zip(names, outFeatures).map { name, width in
+                let y = try graph.linear(x, weight: weight("\(name).weight", [width, inFeatures]), bias: weight("\(name).bias", [width]))
+                graph.label(y, name)
+                return y
+            }
+            let axis = x.shape.rank - 1
+            let base = bases.count == 1 ? bases[0] : try graph.concat(bases, axis: axis)
+            let touching = Set(names.flatMap { (gated[$0] ?? []).map(\.adapter) }).sorted()
+            let outputs = try touching.map { adapter -> Tensor in
+                // The LoRA's output over the fused layer; a part it does not touch is zero.
+                let parts = try names.enumerated().map { index, name -> Tensor in
+                    guard let (_, module, scale) = gated[name]?.first(where: { $0.adapter == adapter }) else {
+                        return try graph.scale(bases[index], 0)
+                    }
+                    let low = try graph.matmul(x, graph.parameter("lora\(adapter).\(name).down", module.down), transposeB: true)
+                    return try graph.matmul(graph.scale(low, scale), graph.parameter("lora\(adapter).\(name).up", module.up), transposeB: true)
+                }
+                return parts.count == 1 ? parts[0] : try graph.concat(parts, axis: axis)
+            }
+            let gate = try graph.loraGate(base, parameters: graph.parameter("\(merger.name).merger", merger.parameters), loraOutputs: outputs)
+            graph.label(gate, "\(merger.name) gate")
+            var start = 0
+            return try outFeatures.map { width in
+                defer { start += width }
+                return bases.count == 1 ? gate : try graph.slice(gate, axis: axis, start: start, end: start + width)
+            }
+        }
+
+        /// `x · Wᵀ + b` with the hot LoRAs of `name` beside it.
+        mutating func hotLinear(_ x: Tensor, _ name: String, _ inFeatures: Int, _ outFeatures: Int) throws -> Tensor {
             let w = try weight("\(name).weight", [outFeatures, inFeatures])
             let b = try weight("\(name).bias", [outFeatures])
             var y = try graph.linear(x, weight: w, bias: b)
@@ -78,14 +143,17 @@ public struct FluxTransformer {
         /// q, k, v of one stream as [B, S, H, Dh], q and k RMS-normalised (eps 1e-6).
         mutating func projections(_ x: Tensor, q: String, k: String, v: String, normQ: String, normK: String)
             throws -> (Tensor, Tensor, Tensor) {
-            let (batch, length, dim) = (x.shape[0], x.shape[1], config.innerDim)
-            let heads: Shape = [batch, length, config.attentionHeadCount, config.attentionHeadDim]
-            let query = try graph.rmsNorm(graph.reshape(linear(x, q, dim, dim), heads),
-                                          weight: weight("\(normQ).weight", [config.attentionHeadDim]), epsilon: 1e-6)
-            let key = try graph.rmsNorm(graph.reshape(linear(x, k, dim, dim), heads),
-                                        weight: weight("\(normK).weight", [config.attentionHeadDim]), epsilon: 1e-6)
-            let value = try graph.reshape(linear(x, v, dim, dim), heads)
-            return (query, key, value)
+            let dim = config.innerDim
+            let outputs = try linears(x, [q, k, v], dim, [dim, dim, dim])
+            return try heads(outputs[0], outputs[1], outputs[2], normQ: normQ, normK: normK)
+        }
+
+        /// Projected q, k, v [B, S, D] split into heads, q and k RMS-normalised (eps 1e-6).
+        mutating func heads(_ q: Tensor, _ k: Tensor, _ v: Tensor, normQ: String, normK: String) throws -> (Tensor, Tensor, Tensor) {
+            let shape: Shape = [q.shape[0], q.shape[1], config.attentionHeadCount, config.attentionHeadDim]
+            let query = try graph.rmsNorm(graph.reshape(q, shape), weight: weight("\(normQ).weight", [config.attentionHeadDim]), epsilon: 1e-6)
+            let key = try graph.rmsNorm(graph.reshape(k, shape), weight: weight("\(normK).weight", [config.attentionHeadDim]), epsilon: 1e-6)
+            return (query, key, try graph.reshape(v, shape))
         }
 
         /// Rotary embedding on q and k, attention over the joint sequence, heads merged: [B, S, D].
@@ -157,9 +225,12 @@ public struct FluxTransformer {
                 // AdaLayerNormZeroSingle chunks: shift, scale, gate.
                 let modulation = try linear(activated, "\(prefix).norm.linear", dim, 3 * dim)
                 let normed = try modulate(hidden, shift: chunk(modulation, 0, of: 3), scale: chunk(modulation, 1, of: 3))
-                let mlp = try graph.gelu(linear(normed, "\(prefix).proj_mlp", dim, config.mlpHiddenDim), approximateTanh: true)
-                let (q, k, v) = try projections(normed, q: "\(prefix).attn.to_q", k: "\(prefix).attn.to_k", v: "\(prefix).attn.to_v",
-                                                normQ: "\(prefix).attn.norm_q", normK: "\(prefix).attn.norm_k")
+                // q, k, v and the MLP input: one fused Linear in BFL's and DiffSynth's layout.
+                let projected4 = try linears(normed, ["attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"].map { "\(prefix).\($0)" }, dim,
+                                             [dim, dim, dim, config.mlpHiddenDim])
+                let mlp = try graph.gelu(projected4[3], approximateTanh: true)
+                let (q, k, v) = try heads(projected4[0], projected4[1], projected4[2], normQ: "\(prefix).attn.norm_q",
+                                          normK: "\(prefix).attn.norm_k")
                 let attended = try attend(q, k, v, cos: cos, sin: sin)
                 let projected = try linear(graph.concat([attended, mlp], axis: 2), "\(prefix).proj_out", dim + config.mlpHiddenDim, dim)
                 hidden = try graph.add(hidden, graph.mul(chunk(modulation, 2, of: 3), projected))

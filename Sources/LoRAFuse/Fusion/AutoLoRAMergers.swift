@@ -1,0 +1,103 @@
+/// AutoLoRA's fusion weights (arXiv 2508.02107; DiffSynth-Studio `FluxLoraPatcher`): one
+/// `LoraMerger` per LoRA-carrying Linear of DiffSynth's FLUX layout, read from a checkpoint
+/// in the layout of `LoRAFusion-preview-FLUX.1-dev`:
+/// `model_dict.<layer, '.' → '___'>.{weight_base, weight_lora, weight_cross, weight_out, bias,
+/// norm_base.weight, norm_base.bias, norm_lora.weight, norm_lora.bias}`.
+///
+/// DiffSynth fuses q, k, v (and, in single blocks, q, k, v and the MLP input) into one
+/// Linear, so its gates and LayerNorms run over the concatenated output: a merger here
+/// covers the diffusers Linears of that fused layer, in order, and gates their concatenation.
+public struct AutoLoRAMergers: Sendable {
+    public struct Merger: Sendable {
+        /// DiffSynth's layer name, e.g. `blocks.0.attn.a_to_qkv`.
+        public let name: String
+        /// The diffusers Linears whose outputs it gates, concatenated in this order.
+        public let layers: [String]
+        /// [9, D] float32: weight_base, weight_lora, weight_cross, weight_out, bias,
+        /// norm_base weight and bias, norm_lora weight and bias.
+        public let parameters: HostTensor
+    }
+
+    public let path: String
+    /// By the first diffusers Linear of each merger.
+    public let mergers: [String: Merger]
+
+    static let fields = ["weight_base", "weight_lora", "weight_cross", "weight_out", "bias",
+                         "norm_base.weight", "norm_base.bias", "norm_lora.weight", "norm_lora.bias"]
+
+    /// DiffSynth's merger names for a model: per double block the image side (a) then the
+    /// text side (b), per single block three (the published checkpoint's 304 for FLUX.1-dev).
+    public static func layerNames(layerCount: Int, singleLayerCount: Int) -> [String] {
+        var names: [String] = []
+        for index in 0..<layerCount {
+            for side in ["a", "b"] {
+                names += ["attn.\(side)_to_qkv", "attn.\(side)_to_out", "ff_\(side).0", "ff_\(side).2", "norm1_\(side).linear"]
+                    .map { "blocks.\(index).\($0)" }
+            }
+        }
+        for index in 0..<singleLayerCount {
+            names += ["to_qkv_mlp", "proj_out", "norm.linear"].map { "single_blocks.\(index).\($0)" }
+        }
+        return names
+    }
+
+    /// Reads `path` for a model of `config`: every merger of the model must be present with
+    /// the width of its (fused) layer; any other key is an error naming it.
+    public static func load(path: String, config: FluxConfig) throws -> AutoLoRAMergers {
+        let file: SafeTensorsFile
+        do { file = try SafeTensorsFile(path: path) } catch { throw LoRAError.notALoRA(path: path, reason: "fusion weights: \(error)") }
+        let widths = Dictionary(uniqueKeysWithValues: config.linearLayers.map { ($0.name, $0.outFeatures) })
+        var expected = Set<String>()
+        var mergers: [String: Merger] = [:]
+        for name in layerNames(layerCount: config.layerCount, singleLayerCount: config.singleLayerCount) {
+            guard let target = LoRANaming.target(of: name) else { continue }
+            let layers = target.parts.map(\.layer)
+            let width = layers.reduce(0) { $0 + (widths[$1] ?? 0) }
+            let prefix = "model_dict.\(name.replacingOccurrences(of: ".", with: "___"))."
+            var values = [Float]()
+            values.reserveCapacity(9 * width)
+            for field in fields {
+                let key = prefix + field
+                expected.insert(key)
+                guard file.contains(key) else {
+                    throw LoRAError.notALoRA(path: path, reason: "fusion weights: no '\(key)' for layer \(name) (\(layers.joined(separator: ", ")))")
+                }
+                let tensor = try file.tensor(named: key)
+                guard tensor.shape.dimensions == [width], DType.weightTypes.contains(tensor.dtype) else {
+                    throw LoRAError.shapeMismatch(path: path, key: key, actual: tensor.shape,
+                                                  expected: "[\(width)] of F32/F16/BF16 for layer \(name) (\(layers.joined(separator: " + ")))")
+                }
+                values += tensor.floats()
+            }
+            mergers[layers[0]] = Merger(name: name, layers: layers, parameters: HostTensor(shape: [9, width], floats: values))
+        }
+        let extra = file.names.filter { !expected.contains($0) }.sorted()
+        guard extra.isEmpty else {
+            throw LoRAError.notALoRA(path: path, reason: "fusion weights: \(extra.count) key(s) that fit no layer of this model: "
+                + extra.prefix(8).joined(separator: ", ") + (extra.count > 8 ? ", …" : ""))
+        }
+        return AutoLoRAMergers(path: path, mergers: mergers)
+    }
+}
+
+/// AutoLoRA gated fusion of N LoRAs: on every layer of a merger that at least one LoRA
+/// touches, y = y₀ + Σᵢ w_out ⊙ gᵢ ⊙ dᵢ (one `loraGate` node); other layers run plain.
+/// dᵢ = sᵢ · c · Bᵢ(Aᵢ x) with DiffSynth's `load_lora(alpha = sᵢ)` semantics: c = α/r only
+/// for files that store `.alpha` tensors (kohya), else 1 — DiffSynth ignores peft metadata.
+public struct AutoLoRAFusion: Sendable {
+    public let mergers: AutoLoRAMergers
+    public let adapters: [LoRAAdapter]
+
+    public init(mergers: AutoLoRAMergers, adapters: [LoRAAdapter]) throws {
+        guard (1...Graph.maximumGateInputs).contains(adapters.count) else {
+            throw FusionError.invalidOption("--fusion autolora takes 1 to \(Graph.maximumGateInputs) LoRAs, got \(adapters.count)")
+        }
+        self.mergers = mergers
+        self.adapters = adapters
+    }
+
+    /// The factor DiffSynth applies to a module's B·A besides the user's scale.
+    static func fileScale(_ module: LoRAModule, in file: LoRAFile) -> Float {
+        file.alphaSource == "alpha tensors" ? module.scale : 1
+    }
+}

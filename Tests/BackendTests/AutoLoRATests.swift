@@ -1,0 +1,82 @@
+import Foundation
+import Testing
+import LoRAFuse
+
+/// AutoLoRA gated fusion against DiffSynth-Studio's own LoraMerger / FluxLoraPatcher and
+/// LoRA conversion on a tiny DiffSynth FLUX DiT (Tools/reference/make_autolora_fixtures.py).
+@Suite(.serialized) struct AutoLoRATests {
+    static let fixtures = LoRAApplicationTests.fixtures.deletingLastPathComponent().appendingPathComponent("autolora")
+    static func path(_ name: String) -> String { fixtures.appendingPathComponent("\(name).safetensors").path }
+
+    static func expected(_ name: String) throws -> [Double] {
+        try SafeTensorsFile(path: path(name)).tensor(named: "sample").doubles()
+    }
+
+    static func sample(_ loras: [(String, Float)], on backend: any Backend) throws -> [Float] {
+        let model = try FluxModel.load(path: path("flux_bfl"))
+        let inputs = try FluxInputs(SafeTensorsFile(path: path("inputs")).allTensors(), config: model.config)
+        let adapters = try loras.map { LoRAAdapter(file: try LoRAFile.load(path: path($0.0), model: model), scale: $0.1) }
+        let fusion = try AutoLoRAFusion(mergers: AutoLoRAMergers.load(path: path("mergers"), config: model.config), adapters: adapters)
+        let graph = try FluxTransformer(model: model, autolora: fusion)
+            .graph(batch: inputs.batch, textLength: inputs.textLength, imageLength: inputs.imageLength)
+        return try backend.execute(graph, inputs: inputs.bindings).outputs[0].floats()
+    }
+
+    @Test(arguments: [("expected_two", [("lora_1", Float(1)), ("lora_2", 0.7)]),
+                      ("expected_three", [("lora_1", 0.8), ("lora_2", -0.5), ("lora_3", 1.2)])])
+    func matchesDiffSynth(_ expected: String, _ loras: [(String, Float)]) throws {
+        let reference = try Self.expected(expected)
+        #expect(relativeError(actual: reference.map(Float.init), expected: try Self.expected("expected_base")) > 0.01,
+                "the fusion must change the output (by 100× the tolerance)")
+        for backend in BackendsUnderTest.all {
+            let error = relativeError(actual: try Self.sample(loras, on: backend), expected: reference)
+            #expect(error <= 1e-4, "\(BackendsUnderTest.label(backend)): relative error \(error)")
+        }
+    }
+
+    /// The published LoRAFusion-preview-FLUX.1-dev layout: 304 mergers, 2736 tensors,
+    /// 27,316,224 parameters for FLUX.1-dev (a zero-filled file with those names and shapes).
+    @Test func acceptsThePublishedLayout() throws {
+        var config = FluxConfig()
+        config.layerCount = 19
+        config.singleLayerCount = 38
+        config.attentionHeadCount = 24
+        config.attentionHeadDim = 128
+        // DiffSynth's default_lora_patterns widths for FLUX.1-dev.
+        let widths = Dictionary(uniqueKeysWithValues: [("attn.a_to_qkv", 9216), ("attn.a_to_out", 3072), ("ff_a.0", 12288), ("ff_a.2", 3072),
+                                                       ("norm1_a.linear", 18432), ("attn.b_to_qkv", 9216), ("attn.b_to_out", 3072),
+                                                       ("ff_b.0", 12288), ("ff_b.2", 3072), ("norm1_b.linear", 18432),
+                                                       ("to_qkv_mlp", 21504), ("proj_out", 3072), ("norm.linear", 9216)])
+        var tensors: [String: HostTensor] = [:]
+        var parameters = 0
+        for name in AutoLoRAMergers.layerNames(layerCount: 19, singleLayerCount: 38) {
+            let width = try #require(widths[name.split(separator: ".").dropFirst(2).joined(separator: ".")])
+            for field in ["weight_base", "weight_lora", "weight_cross", "weight_out", "bias", "norm_base.weight", "norm_base.bias",
+                          "norm_lora.weight", "norm_lora.bias"] {
+                tensors["model_dict.\(name.replacingOccurrences(of: ".", with: "___")).\(field)"] = HostTensor(shape: [width], dtype: .bfloat16) { _ in }
+                parameters += width
+            }
+        }
+        #expect(tensors.count == 2736 && parameters == 27_316_224)
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lorafuse-autolora-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let file = folder.appendingPathComponent("LoRAFusion.safetensors").path
+        try SafeTensorsWriter.write(tensors, to: file)
+        let mergers = try AutoLoRAMergers.load(path: file, config: config)
+        #expect(mergers.mergers.count == 304)
+        #expect(mergers.mergers["single_transformer_blocks.37.attn.to_q"]?.layers.count == 4)
+        #expect(mergers.mergers["transformer_blocks.18.attn.add_q_proj"]?.parameters.shape == [9, 9216])
+    }
+
+    @Test func mergersForAnotherModelNameTheLayer() throws {
+        let other = try FluxModel.load(path: FluxTransformerTests.fixtures.appendingPathComponent("dev-wide").path)
+        #expect {
+            try AutoLoRAMergers.load(path: Self.path("mergers"), config: other.config)
+        } throws: { error in
+            "\(error)".contains("blocks.0.attn.a_to_qkv") && "\(error)".contains("192")
+        }
+        let model = try FluxModel.load(path: Self.path("flux_bfl"))
+        #expect(throws: FusionError.self) { try AutoLoRAFusion(mergers: AutoLoRAMergers.load(path: Self.path("mergers"), config: model.config), adapters: []) }
+    }
+}
