@@ -16,7 +16,8 @@ import LoRAFuse
         let model = try FluxModel.load(path: path("flux_bfl"))
         let inputs = try FluxInputs(SafeTensorsFile(path: path("inputs")).allTensors(), config: model.config)
         let adapters = try loras.map { LoRAAdapter(file: try LoRAFile.load(path: path($0.0), model: model), scale: $0.1) }
-        let fusion = try AutoLoRAFusion(mergers: AutoLoRAMergers.load(path: path("mergers"), config: model.config), adapters: adapters)
+        let fusion = try AutoLoRAFusion(mergers: AutoLoRAMergers.load(path: path("mergers"), config: model.config), adapters: adapters,
+                                        config: model.config)
         let graph = try FluxTransformer(model: model, autolora: fusion)
             .graph(batch: inputs.batch, textLength: inputs.textLength, imageLength: inputs.imageLength)
         return try backend.execute(graph, inputs: inputs.bindings).outputs[0].floats()
@@ -77,6 +78,8 @@ import LoRAFuse
             "\(error)".contains("blocks.0.attn.a_to_qkv") && "\(error)".contains("192")
         }
         let model = try FluxModel.load(path: Self.path("flux_bfl"))
-        #expect(throws: FusionError.self) { try AutoLoRAFusion(mergers: AutoLoRAMergers.load(path: Self.path("mergers"), config: model.config), adapters: []) }
+        #expect(throws: FusionError.self) {
+            try AutoLoRAFusion(mergers: AutoLoRAMergers.load(path: Self.path("mergers"), config: model.config), adapters: [], config: model.config)
+        }
     }
 }

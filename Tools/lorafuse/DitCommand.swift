@@ -79,7 +79,7 @@ struct DitCommand: ParsableCommand {
                                      "seconds": best, "load_seconds": loadSeconds, "peak_rss_bytes": PeakMemory.residentBytes(),
                                      "batch": prepared.batch, "image_tokens": prepared.imageLength, "text_tokens": prepared.textLength]
         if !loraOptions.loras.isEmpty || loraOptions.fusion != nil {
-            fields["loras"] = loraOptions.loras.count + (loraOptions.fusion == nil ? 0 : 2)
+            fields["loras"] = loraOptions.loras.count + (loraOptions.fusion == nil || loraOptions.fusion == "autolora" ? 0 : 2)
             fields["lora_mode"] = mergeSeconds == nil ? "hot" : "merged"
             if let mergeSeconds { fields["merge_seconds"] = mergeSeconds }
             if let fusion = loraOptions.fusion {
@@ -96,6 +96,8 @@ struct DitCommand: ParsableCommand {
                          Double(PeakMemory.residentBytes()) / 1048576, output.map { ", wrote \($0)" } ?? ""))
             if let mergeSeconds {
                 print(String(format: "LoRAs merged in %.3f s", mergeSeconds))
+            } else if loraOptions.fusion == "autolora" {
+                print("autolora: \(loraOptions.loras.count) LoRA(s) gated by \(loraOptions.fusionWeights ?? "")")
             } else if let fusion = loraOptions.fusion {
                 print("\(fusion) fusion at progress \(loraOptions.progress): \(graphs.count) pass(es), LoRAs applied hot")
             } else if !loraOptions.loras.isEmpty {

@@ -69,7 +69,7 @@ struct LoRAOptions: ParsableArguments {
                 throw ValidationError("--fusion autolora gates the --lora files: no --content, --style or --merge")
             }
             let mergers = try AutoLoRAMergers.load(path: fusionWeights, config: model.config)
-            return ([FluxTransformer(model: model, autolora: try AutoLoRAFusion(mergers: mergers, adapters: adapters))], nil)
+            return ([FluxTransformer(model: model, autolora: try AutoLoRAFusion(mergers: mergers, adapters: adapters, config: model.config))], nil)
         }
         guard let method = FusionMethod(rawValue: fusion) else {
             throw ValidationError("unknown --fusion \(fusion) (one of: \((FusionMethod.allCases.map(\.rawValue) + ["autolora"]).joined(separator: ", ")))")

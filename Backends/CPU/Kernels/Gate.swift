@@ -31,13 +31,17 @@ enum GateKernels {
         let normBaseWeight = parameters + 5 * width, normBaseBias = parameters + 6 * width
         let normLoRAWeight = parameters + 7 * width, normLoRABias = parameters + 8 * width
         parallelFor(rows, threads: threads, minimumChunk: max(1, 8192 / max(width, 1))) { range in
-            let normedBase = UnsafeMutablePointer<Float>.allocate(capacity: width + 8)
-            defer { normedBase.deallocate() }
+            // Per row, the LoRA-independent parts of the logit: w_base⊙LN_b(y₀) + bias and w_cross⊙LN_b(y₀).
+            let baseTerm = UnsafeMutablePointer<Float>.allocate(capacity: width + 8)
+            let crossTerm = UnsafeMutablePointer<Float>.allocate(capacity: width + 8)
+            defer { baseTerm.deallocate(); crossTerm.deallocate() }
             for row in range {
                 let y = base + row &* width, output = out + row &* width
                 let (mean, inverse) = statistics(y, width: width, epsilon: epsilon)
                 for j in 0..<width {
-                    normedBase[j] = (y[j] - mean) * inverse * normBaseWeight[j] + normBaseBias[j]
+                    let normedBase = (y[j] - mean) * inverse * normBaseWeight[j] + normBaseBias[j]
+                    baseTerm[j] = weightBase[j] * normedBase + bias[j]
+                    crossTerm[j] = weightCross[j] * normedBase
                     output[j] = y[j]
                 }
                 for lora in loras {
@@ -50,9 +54,9 @@ enum GateKernels {
                     var j = 0
                     // Eight columns at a time, one vector exp for the sigmoids.
                     while j + 8 <= width {
-                        let value = load(d, j), b = load(normedBase, j)
+                        let value = load(d, j)
                         let normed = (value - mean8) * inverse8 * load(normLoRAWeight, j) + load(normLoRABias, j)
-                        let logit = load(weightBase, j) * b + load(weightLoRA, j) * normed + load(weightCross, j) * b * normed + load(bias, j)
+                        let logit = load(baseTerm, j) + (load(weightLoRA, j) + load(crossTerm, j)) * normed
                         let gate = 1 / (1 + vectorExp(-logit))
                         let updated = load(output, j) + load(weightOut, j) * gate * value
                         UnsafeMutableRawPointer(output + j).storeBytes(of: updated, as: SIMD8<Float>.self)
@@ -60,8 +64,7 @@ enum GateKernels {
                     }
                     while j < width {
                         let normed = (d[j] - loraMean) * loraInverse * normLoRAWeight[j] + normLoRABias[j]
-                        let b = normedBase[j]
-                        let logit = weightBase[j] * b + weightLoRA[j] * normed + weightCross[j] * b * normed + bias[j]
+                        let logit = baseTerm[j] + (weightLoRA[j] + crossTerm[j]) * normed
                         output[j] += weightOut[j] * d[j] / (1 + exp(-logit))
                         j += 1
                     }

@@ -87,15 +87,43 @@ public struct AutoLoRAMergers: Sendable {
 public struct AutoLoRAFusion: Sendable {
     public let mergers: AutoLoRAMergers
     public let adapters: [LoRAAdapter]
+    /// Per merger (by its first Linear), the LoRAs touching it as one low-rank pair over the
+    /// whole fused layer — A stacked [Σr, in], B block-diagonal [Σout, Σr] with the scale
+    /// folded in and zero rows where a LoRA misses a part (as DiffSynth fuses them) — so
+    /// dᵢ is two matmuls with no concatenation. Built once, so devices keep them resident.
+    public let factors: [String: [(adapter: Int, down: HostTensor, up: HostTensor)]]
 
-    public init(mergers: AutoLoRAMergers, adapters: [LoRAAdapter]) throws {
+    public init(mergers: AutoLoRAMergers, adapters: [LoRAAdapter], config: FluxConfig) throws {
         guard (1...Graph.maximumGateInputs).contains(adapters.count) else {
             throw FusionError.invalidOption("--fusion autolora takes 1 to \(Graph.maximumGateInputs) LoRAs, got \(adapters.count)")
         }
         self.mergers = mergers
         self.adapters = adapters
+        let widths = Dictionary(uniqueKeysWithValues: config.linearLayers.map { ($0.name, ($0.inFeatures, $0.outFeatures)) })
+        var factors: [String: [(adapter: Int, down: HostTensor, up: HostTensor)]] = [:]
+        for (first, merger) in mergers.mergers {
+            for (index, adapter) in adapters.enumerated() {
+                let parts = merger.layers.map { layer in adapter.file.modules.first { $0.layer == layer } }
+                guard parts.contains(where: { $0 != nil }), let inFeatures = widths[first]?.0 else { continue }
+                let ranks = parts.map { $0?.rank ?? 0 }, outs = merger.layers.map { widths[$0]?.1 ?? 0 }
+                let totalRank = ranks.reduce(0, +), totalOut = outs.reduce(0, +)
+                var down = [Float](repeating: 0, count: totalRank * inFeatures)
+                var up = [Float](repeating: 0, count: totalOut * totalRank)
+                var row = 0, column = 0
+                for (part, module) in parts.enumerated() {
+                    defer { row += outs[part]; column += ranks[part] }
+                    guard let module else { continue }
+                    let scale = adapter.scale * Self.fileScale(module, in: adapter.file)
+                    let a = module.down.floats(), b = module.up.floats()
+                    for r in 0..<module.rank { for i in 0..<inFeatures { down[(column + r) * inFeatures + i] = a[r * inFeatures + i] } }
+                    for o in 0..<outs[part] { for r in 0..<module.rank { up[(row + o) * totalRank + column + r] = scale * b[o * module.rank + r] } }
+                }
+                factors[first, default: []].append((index, HostTensor(shape: [totalRank, inFeatures], floats: down),
+                                                    HostTensor(shape: [totalOut, totalRank], floats: up)))
+            }
+        }
+        self.factors = factors
     }
-
     /// The factor DiffSynth applies to a module's B·A besides the user's scale.
     static func fileScale(_ module: LoRAModule, in file: LoRAFile) -> Float {
         file.alphaSource == "alpha tensors" ? module.scale : 1

@@ -26,19 +26,16 @@ public struct FluxTransformer {
             for module in adapter.file.modules { loras[module.layer, default: []].append((index, module, adapter.scale * module.scale)) }
         }
         var gates: [String: AutoLoRAMergers.Merger] = [:]
-        var gated: [String: [(adapter: Int, module: LoRAModule, scale: Float)]] = [:]
+        var gated: [String: [(adapter: Int, down: HostTensor, up: HostTensor)]] = [:]
         if let autolora {
             let covered = Set(autolora.mergers.mergers.values.flatMap(\.layers))
             gates = autolora.mergers.mergers
+            gated = autolora.factors
+            // Layers without a merger take the LoRAs hot, as DiffSynth's plain LoRA Linears do.
             for (offset, adapter) in autolora.adapters.enumerated() {
-                let index = adapters.count + offset
-                for module in adapter.file.modules {
+                for module in adapter.file.modules where !covered.contains(module.layer) {
                     let scale = adapter.scale * AutoLoRAFusion.fileScale(module, in: adapter.file)
-                    if covered.contains(module.layer) {
-                        gated[module.layer, default: []].append((index, module, scale))
-                    } else if scale != 0 {
-                        loras[module.layer, default: []].append((index, module, scale))
-                    }
+                    if scale != 0 { loras[module.layer, default: []].append((adapters.count + offset, module, scale)) }
                 }
             }
         }
@@ -52,9 +49,9 @@ public struct FluxTransformer {
         let config: FluxConfig
         let weights: any FluxWeights
         let loras: [String: [(adapter: Int, module: LoRAModule, scale: Float)]]
-        /// AutoLoRA mergers by their first Linear, and the LoRA modules they gate by Linear.
+        /// AutoLoRA mergers and the fused LoRA factors they gate, by the merger's first Linear.
         let gates: [String: AutoLoRAMergers.Merger]
-        let gated: [String: [(adapter: Int, module: LoRAModule, scale: Float)]]
+        let gated: [String: [(adapter: Int, down: HostTensor, up: HostTensor)]]
         var graph: Graph
 
         /// A weight as a parameter node; vectors (biases, norm weights) are cast to F32 for
@@ -73,36 +70,55 @@ public struct FluxTransformer {
         /// Several Linears of one input; when they form one AutoLoRA merger (DiffSynth's fused
         /// qkv or qkv+MLP) that some LoRA touches, their concatenated output is gated at once.
         mutating func linears(_ x: Tensor, _ names: [String], _ inFeatures: Int, _ outFeatures: [Int]) throws -> [Tensor] {
-            guard let merger = gates[names[0]], merger.layers == names,
-                  names.contains(where: { !(gated[$0] ?? []).isEmpty }) else {
+            guard let merger = gates[names[0]], merger.layers == names, let factors = gated[names[0]], !factors.isEmpty else {
                 return try zip(names, outFeatures).map { try hotLinear(x, $0, inFeatures, $1) }
             }
-            let bases = try zip(names, outFeatures).map { name, width in
-                let y = try graph.linear(x, weight: weight("\(name).weight", [width, inFeatures]), bias: weight("\(name).bias", [width]))
-                graph.label(y, name)
-                return y
-            }
             let axis = x.shape.rank - 1
-            let base = bases.count == 1 ? bases[0] : try graph.concat(bases, axis: axis)
-            let touching = Set(names.flatMap { (gated[$0] ?? []).map(\.adapter) }).sorted()
-            let outputs = try touching.map { adapter -> Tensor in
-                // The LoRA's output over the fused layer; a part it does not touch is zero.
-                let parts = try names.enumerated().map { index, name -> Tensor in
-                    guard let (_, module, scale) = gated[name]?.first(where: { $0.adapter == adapter }) else {
-                        return try graph.scale(bases[index], 0)
-                    }
-                    let low = try graph.matmul(x, graph.parameter("lora\(adapter).\(name).down", module.down), transposeB: true)
-                    return try graph.matmul(graph.scale(low, scale), graph.parameter("lora\(adapter).\(name).up", module.up), transposeB: true)
-                }
-                return parts.count == 1 ? parts[0] : try graph.concat(parts, axis: axis)
+            let base = try fusedBase(x, names, inFeatures, outFeatures, axis: axis)
+            let outputs = try factors.map { adapter, down, up -> Tensor in
+                let low = try graph.matmul(x, graph.parameter("lora\(adapter).\(merger.name).down", down), transposeB: true)
+                return try graph.matmul(low, graph.parameter("lora\(adapter).\(merger.name).up", up), transposeB: true)
             }
             let gate = try graph.loraGate(base, parameters: graph.parameter("\(merger.name).merger", merger.parameters), loraOutputs: outputs)
             graph.label(gate, "\(merger.name) gate")
             var start = 0
             return try outFeatures.map { width in
                 defer { start += width }
-                return bases.count == 1 ? gate : try graph.slice(gate, axis: axis, start: start, end: start + width)
+                return names.count == 1 ? gate : try graph.slice(gate, axis: axis, start: start, end: start + width)
             }
+        }
+
+        /// y₀ of a fused layer: one matmul when the parts' weights and biases are consecutive
+        /// rows of one tensor (BFL checkpoints), else the parts concatenated.
+        mutating func fusedBase(_ x: Tensor, _ names: [String], _ inFeatures: Int, _ outFeatures: [Int], axis: Int) throws -> Tensor {
+            let weightParts = try zip(names, outFeatures).map { try weights.tensor("\($0).weight", shape: [$1, inFeatures]) }
+            let biasParts = try zip(names, outFeatures).map { try weights.tensor("\($0).bias", shape: [$1]) }
+            if names.count > 1, let weight = Self.joined(weightParts), let bias = Self.joined(biasParts) {
+                let y = try graph.linear(x, weight: graph.parameter(names.joined(separator: "+") + ".weight", weight),
+                                         bias: graph.cast(graph.parameter(names.joined(separator: "+") + ".bias", bias), to: .float32))
+                graph.label(y, names.joined(separator: "+"))
+                return y
+            }
+            let bases = try zip(names, outFeatures).map { name, width in
+                let y = try graph.linear(x, weight: weight("\(name).weight", [width, inFeatures]), bias: weight("\(name).bias", [width]))
+                graph.label(y, name)
+                return y
+            }
+            return bases.count == 1 ? bases[0] : try graph.concat(bases, axis: axis)
+        }
+
+        /// The parts as one tensor when they are consecutive rows of the same storage.
+        static func joined(_ parts: [HostTensor]) -> HostTensor? {
+            guard let first = parts.first else { return nil }
+            var offset = first.byteOffset
+            for part in parts {
+                guard part.storage === first.storage, part.dtype == first.dtype, part.byteOffset == offset,
+                      Array(part.shape.dimensions.dropFirst()) == Array(first.shape.dimensions.dropFirst()) else { return nil }
+                offset += part.byteCount
+            }
+            let rows = parts.reduce(0) { $0 + $1.shape[0] }
+            return HostTensor(type: TensorType(Shape([rows] + first.shape.dimensions.dropFirst()), first.dtype), storage: first.storage,
+                              byteOffset: first.byteOffset)
         }
 
         /// `x · Wᵀ + b` with the hot LoRAs of `name` beside it.
