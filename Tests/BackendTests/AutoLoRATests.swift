@@ -35,6 +35,32 @@ import LoRAFuse
         }
     }
 
+    /// A model whose q, k, v (and single-block MLP input) are separate tensors, as in a
+    /// diffusers folder: the fused layer's base output is concatenated, with the same result.
+    @Test func separateQKVWeightsGiveTheSameFusion() throws {
+        let bfl = try FluxModel.load(path: Self.path("flux_bfl"))
+        var copies: [String: HostTensor] = [:]
+        for layer in bfl.config.linearLayers where layer.name.contains("to_q") || layer.name.contains("to_k") || layer.name.contains("to_v")
+            || layer.name.contains("add_") || layer.name.contains("proj_mlp") {
+            for (kind, shape) in [("weight", Shape([layer.outFeatures, layer.inFeatures])), ("bias", Shape([layer.outFeatures]))] {
+                let tensor = try bfl.weights.tensor("\(layer.name).\(kind)", shape: shape)
+                copies["\(layer.name).\(kind)"] = HostTensor(shape: shape, floats: tensor.floats())  // a storage of its own
+            }
+        }
+        let model = FluxModel(config: bfl.config, weights: MergedFluxWeights(base: bfl.weights, merged: copies))
+        let inputs = try FluxInputs(SafeTensorsFile(path: Self.path("inputs")).allTensors(), config: model.config)
+        let adapters = try [("lora_1", Float(1)), ("lora_2", 0.7)].map {
+            LoRAAdapter(file: try LoRAFile.load(path: Self.path($0.0), model: model), scale: $0.1)
+        }
+        let fusion = try AutoLoRAFusion(mergers: AutoLoRAMergers.load(path: Self.path("mergers"), config: model.config), adapters: adapters,
+                                        config: model.config)
+        let graph = try FluxTransformer(model: model, autolora: fusion)
+            .graph(batch: inputs.batch, textLength: inputs.textLength, imageLength: inputs.imageLength)
+        #expect(graph.nodes.contains { if case .concat = $0.op { return $0.label == nil } else { return false } })
+        let sample = try BackendsUnderTest.all[0].execute(graph, inputs: inputs.bindings).outputs[0].floats()
+        #expect(relativeError(actual: sample, expected: try Self.expected("expected_two")) <= 1e-4)
+    }
+
     /// The published LoRAFusion-preview-FLUX.1-dev layout: 304 mergers, 2736 tensors,
     /// 27,316,224 parameters for FLUX.1-dev (a zero-filled file with those names and shapes).
     @Test func acceptsThePublishedLayout() throws {

@@ -227,6 +227,31 @@ struct CommandLine {
         }
     }
 
+    /// `dit --fusion autolora` against DiffSynth's LoraMerger on a tiny DiffSynth DiT.
+    @Test(arguments: ["cpu", "vulkan"])
+    func autoloraFromTheCommandLine(_ backend: String) throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lorafuse-autolora-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let fixtures = CommandLine.repository.appendingPathComponent("Tests/Fixtures/autolora")
+        func path(_ name: String) -> String { fixtures.appendingPathComponent("\(name).safetensors").path }
+        let output = folder.appendingPathComponent("out.safetensors").path
+        let result = try CommandLine.run(["dit", "--model", path("flux_bfl"), "--inputs", path("inputs"), "--fusion", "autolora",
+                                          "--fusion-weights", path("mergers"), "--lora", path("lora_1"), "--lora", path("lora_2") + ":0.7",
+                                          "--backend", backend, "--output", output])
+        if backend == "vulkan" && result.error.contains("unavailable") && ProcessInfo.processInfo.environment["CI"] == nil { return }
+        #expect(result.status == 0, "\(result.error)")
+        let expected = try SafeTensorsFile(path: path("expected_two")).tensor(named: "sample")
+        #expect(relativeError(actual: try SafeTensorsFile(path: output).tensor(named: "sample").floats(), expected: expected.doubles()) <= 1e-4)
+        // Merger weights for another model: one line, no output.
+        let other = folder.appendingPathComponent("other.safetensors").path
+        let failure = try CommandLine.run(["dit", "--model", CommandLine.repository.appendingPathComponent("Tests/Fixtures/flux/dev-wide").path,
+                                           "--inputs", CommandLine.repository.appendingPathComponent("Tests/Fixtures/flux/dev-wide/inputs.safetensors").path,
+                                           "--fusion", "autolora", "--fusion-weights", path("mergers"), "--output", other])
+        #expect(failure.status != 0 && failure.error.contains("mergers.safetensors"), "\(failure.error)")
+        #expect(!FileManager.default.fileExists(atPath: other))
+    }
+
     @Test func parityReportsEveryLabelledNode() throws {
         let result = try CommandLine.run(["parity", "--model", Self.fixture.appendingPathComponent("flux_bfl.safetensors").path,
                                           "--inputs", Self.fixture.appendingPathComponent("inputs.safetensors").path,

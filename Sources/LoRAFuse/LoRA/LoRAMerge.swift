@@ -5,6 +5,11 @@ public struct MergedFluxWeights: FluxWeights {
     /// Merged `<layer>.weight` tensors by diffusers name.
     public let merged: [String: HostTensor]
 
+    public init(base: any FluxWeights, merged: [String: HostTensor]) {
+        self.base = base
+        self.merged = merged
+    }
+
     public var description: String { base.description + " + \(merged.count) merged LoRA layer(s)" }
     public var finalModulationShiftFirst: Bool { base.finalModulationShiftFirst }
 
