@@ -38,6 +38,18 @@ struct CommandLine {
     }
 }
 
+/// A fresh folder under the temporary directory, removed when the value goes.
+final class ScratchFolder {
+    let url: URL
+
+    init(_ prefix: String) {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)")
+        try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+
+    deinit { try? FileManager.default.removeItem(at: url) }
+}
+
 @Suite struct CommandLineTests {
     @Test func backendsListsCPUAndExplainsAMissingVulkanLoader() throws {
         let result = try CommandLine.run(["backends"], environment: ["LORAFUSE_VULKAN_LOADER": "/nonexistent/libvulkan.so.1"])
@@ -80,9 +92,9 @@ struct CommandLine {
     }
 
     @Test func hostileFilesGiveOneLineAndNonZeroExit() throws {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lorafuse-cli-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: folder) }
+        let scratch = ScratchFolder("lorafuse-cli")
+        defer { withExtendedLifetime(scratch) {} }  // the folder lives until the test ends
+        let folder = scratch.url
         let headers = ["{\"a\":{\"dtype\":\"F32\",\"shape\":[99999999999,99999999999],\"data_offsets\":[0,4]}}",
                        String(repeating: "[", count: 10_000), "{\"a\":1"]
         for (index, header) in headers.enumerated() {
@@ -115,9 +127,9 @@ struct CommandLine {
 
     @Test(arguments: ["cpu", "vulkan"])
     func ditWritesTheSampleDiffusersComputes(_ backend: String) throws {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lorafuse-dit-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: folder) }
+        let scratch = ScratchFolder("lorafuse-dit")
+        defer { withExtendedLifetime(scratch) {} }  // the folder lives until the test ends
+        let folder = scratch.url
         let output = folder.appendingPathComponent("out.safetensors").path
         let result = try CommandLine.run(["dit", "--model", Self.fixture.path, "--inputs", Self.fixture.appendingPathComponent("inputs.safetensors").path,
                                           "--output", output, "--backend", backend, "--json"])
@@ -133,9 +145,9 @@ struct CommandLine {
     }
 
     @Test func badInputsFailWithoutWritingOutput() throws {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lorafuse-dit-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: folder) }
+        let scratch = ScratchFolder("lorafuse-dit")
+        defer { withExtendedLifetime(scratch) {} }  // the folder lives until the test ends
+        let folder = scratch.url
         let output = folder.appendingPathComponent("out.safetensors").path
         let otherInputs = CommandLine.repository.appendingPathComponent("Tests/Fixtures/flux/dev-tiny/inputs.safetensors").path
         let result = try CommandLine.run(["dit", "--model", Self.fixture.path, "--inputs", otherInputs, "--output", output])
@@ -147,9 +159,9 @@ struct CommandLine {
     /// Two peft LoRAs with scales, hot and merged, on both backends, against peft in float64.
     @Test(arguments: ["cpu", "vulkan"], [false, true])
     func ditAppliesLoRAs(_ backend: String, merge: Bool) throws {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lorafuse-dit-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: folder) }
+        let scratch = ScratchFolder("lorafuse-dit")
+        defer { withExtendedLifetime(scratch) {} }  // the folder lives until the test ends
+        let folder = scratch.url
         let fixtures = CommandLine.repository.appendingPathComponent("Tests/Fixtures")
         let output = folder.appendingPathComponent("out.safetensors").path
         let result = try CommandLine.run(["dit", "--model", fixtures.appendingPathComponent("flux/dev-tiny").path,
@@ -170,9 +182,9 @@ struct CommandLine {
 
     /// A truncated LoRA, or one made for another model, is one line and no output file.
     @Test func badLoRAsFailWithOneLineAndNoOutput() throws {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lorafuse-dit-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: folder) }
+        let scratch = ScratchFolder("lorafuse-dit")
+        defer { withExtendedLifetime(scratch) {} }  // the folder lives until the test ends
+        let folder = scratch.url
         let fixtures = CommandLine.repository.appendingPathComponent("Tests/Fixtures")
         let lora = fixtures.appendingPathComponent("lora/all.kohya.safetensors")
         let truncated = folder.appendingPathComponent("truncated.safetensors")
@@ -197,9 +209,9 @@ struct CommandLine {
     /// `klora plan --json` and `dit --fusion klora` against the K-LoRA reference.
     @Test(arguments: ["cpu", "vulkan"])
     func kloraFromTheCommandLine(_ backend: String) throws {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lorafuse-klora-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: folder) }
+        let scratch = ScratchFolder("lorafuse-klora")
+        defer { withExtendedLifetime(scratch) {} }  // the folder lives until the test ends
+        let folder = scratch.url
         let fixtures = CommandLine.repository.appendingPathComponent("Tests/Fixtures")
         let content = fixtures.appendingPathComponent("lora/all.peft.safetensors").path
         let style = fixtures.appendingPathComponent("lora/partial.peft.safetensors").path
@@ -230,9 +242,9 @@ struct CommandLine {
     /// `dit --fusion autolora` against DiffSynth's LoraMerger on a tiny DiffSynth DiT.
     @Test(arguments: ["cpu", "vulkan"])
     func autoloraFromTheCommandLine(_ backend: String) throws {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lorafuse-autolora-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: folder) }
+        let scratch = ScratchFolder("lorafuse-autolora")
+        defer { withExtendedLifetime(scratch) {} }  // the folder lives until the test ends
+        let folder = scratch.url
         let fixtures = CommandLine.repository.appendingPathComponent("Tests/Fixtures/autolora")
         func path(_ name: String) -> String { fixtures.appendingPathComponent("\(name).safetensors").path }
         let output = folder.appendingPathComponent("out.safetensors").path
