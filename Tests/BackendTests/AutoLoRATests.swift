@@ -61,6 +61,34 @@ import LoRAFuse
         #expect(relativeError(actual: sample, expected: try Self.expected("expected_two")) <= 1e-4)
     }
 
+    /// Layers the merger file has no merger for take the LoRAs hot, as DiffSynth's
+    /// enable_lora_merger leaves them: with no merger at all, AutoLoRA is hot application.
+    @Test func layersWithoutAMergerRunHot() throws {
+        let model = try FluxModel.load(path: Self.path("flux_bfl"))
+        let inputs = try FluxInputs(SafeTensorsFile(path: Self.path("inputs")).allTensors(), config: model.config)
+        let adapters = try [("lora_1", Float(1)), ("lora_3", 0.6)].map {
+            LoRAAdapter(file: try LoRAFile.load(path: Self.path($0.0), model: model), scale: $0.1)
+        }
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("lorafuse-autolora-\(UUID().uuidString).safetensors")
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let all = try SafeTensorsFile(path: Self.path("mergers")).allTensors()
+        try SafeTensorsWriter.write(all.filter { $0.key.hasPrefix("model_dict.single_blocks") }, to: scratch.path)
+        let singleOnly = try AutoLoRAMergers.load(path: scratch.path, config: model.config)
+        #expect(singleOnly.mergers.count == 6)
+        let backend = BackendsUnderTest.all[0]
+        func run(_ transformer: FluxTransformer) throws -> (Graph, [Float]) {
+            let graph = try transformer.graph(batch: inputs.batch, textLength: inputs.textLength, imageLength: inputs.imageLength)
+            return (graph, try backend.execute(graph, inputs: inputs.bindings).outputs[0].floats())
+        }
+        let (gatedGraph, _) = try run(FluxTransformer(model: model, autolora: AutoLoRAFusion(mergers: singleOnly, adapters: adapters, config: model.config)))
+        #expect(gatedGraph.nodes.filter { $0.op.kind == .loraGate }.count == 6)
+        try SafeTensorsWriter.write([String: HostTensor](), to: scratch.path)
+        let none = try AutoLoRAMergers.load(path: scratch.path, config: model.config)
+        let (_, fused) = try run(FluxTransformer(model: model, autolora: AutoLoRAFusion(mergers: none, adapters: adapters, config: model.config)))
+        let (_, hot) = try run(FluxTransformer(model: model, adapters: adapters))
+        #expect(relativeError(actual: fused, expected: hot.map(Double.init)) <= 1e-5)
+    }
+
     /// The published LoRAFusion-preview-FLUX.1-dev layout: 304 mergers, 2736 tensors,
     /// 27,316,224 parameters for FLUX.1-dev (a zero-filled file with those names and shapes).
     @Test func acceptsThePublishedLayout() throws {

@@ -41,8 +41,9 @@ public struct AutoLoRAMergers: Sendable {
         return names
     }
 
-    /// Reads `path` for a model of `config`: every merger of the model must be present with
-    /// the width of its (fused) layer; any other key is an error naming it.
+    /// Reads `path` for a model of `config`: each merger present must have all nine fields
+    /// with the width of its (fused) layer; layers with no merger key are not gated; a key
+    /// that fits no layer of the model is an error naming it.
     public static func load(path: String, config: FluxConfig) throws -> AutoLoRAMergers {
         let file: SafeTensorsFile
         do { file = try SafeTensorsFile(path: path) } catch { throw LoRAError.notALoRA(path: path, reason: "fusion weights: \(error)") }
@@ -54,6 +55,9 @@ public struct AutoLoRAMergers: Sendable {
             let layers = target.parts.map(\.layer)
             let width = layers.reduce(0) { $0 + (widths[$1] ?? 0) }
             let prefix = "model_dict.\(name.replacingOccurrences(of: ".", with: "___"))."
+            // A layer without any merger key has no merger: its LoRAs run hot, as in DiffSynth
+            // (enable_lora_merger only patches the layers its patcher lists).
+            guard fields.contains(where: { file.contains(prefix + $0) }) else { continue }
             var values = [Float]()
             values.reserveCapacity(9 * width)
             for field in fields {
