@@ -28,7 +28,7 @@ import Testing
         #expect(toK.alpha == 5 && toK.rank == 6 && toK.scale == Float(5) / 6)  // alpha_pattern
         let mlp = try #require(partial.modules.first { $0.layer == "single_transformer_blocks.1.proj_mlp" })
         #expect(mlp.rank == 3 && mlp.alpha == 3)  // rank_pattern, alpha from lora_alpha
-        #expect(partial.alphaSource == "lora_adapter_metadata")
+        #expect(partial.alphaSource == .metadata)
         let kohya = try LoRAFile.load(path: Self.fixture("all.kohya"), model: Self.model)
         let qkv = kohya.modules.filter { $0.sourceModule == "lora_unet_double_blocks_1_img_attn_qkv" }
         #expect(qkv.map(\.layer) == ["attn.to_q", "attn.to_k", "attn.to_v"].map { "transformer_blocks.1.\($0)" })

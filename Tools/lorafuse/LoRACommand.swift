@@ -226,12 +226,12 @@ struct LoRAInspectCommand: ParsableCommand {
                         "layers": parts.map(\.layer)]
             }
             print(try JSONOutput.line(["command": "lora inspect", "file": file, "format": lora.format.rawValue,
-                                       "alpha_source": lora.alphaSource, "modules": modules, "layers": lora.modules.count,
+                                       "alpha_source": lora.alphaSource.rawValue, "modules": modules, "layers": lora.modules.count,
                                        "unmatched_keys": lora.unmatchedKeys]))
             return
         }
         let ranks = Set(lora.modules.map(\.rank)).sorted().map(String.init).joined(separator: ", ")
-        print("\(file): \(lora.format.rawValue) LoRA, \(sources.count) module(s) on \(lora.modules.count) layer(s), rank \(ranks), alpha from \(lora.alphaSource)")
+        print("\(file): \(lora.format.rawValue) LoRA, \(sources.count) module(s) on \(lora.modules.count) layer(s), rank \(ranks), alpha from \(lora.alphaSource.rawValue)")
         let width = max(6, sources.map(\.count).max() ?? 0)
         func padded(_ text: String, _ count: Int) -> String { text.padding(toLength: max(count, text.count), withPad: " ", startingAt: 0) }
         print(padded("module", width) + "  rank     alpha  dtype  layers")

@@ -82,6 +82,8 @@ final class VulkanDevice {
     var limits: VkPhysicalDeviceLimits { properties.limits }
     var isCPUDevice: Bool { properties.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU }
     var storageAlignment: Int { max(256, Int(limits.minStorageBufferOffsetAlignment)) }
+    /// The offset alignment binding windows start at (the device minimum, at least 4 bytes).
+    var windowAlignment: Int { max(4, Int(limits.minStorageBufferOffsetAlignment)) }
     /// The most bytes one binding may span: maxStorageBufferRange, or less when a test
     /// asks for it so the splitting paths run on small tensors.
     let bindingLimit: Int

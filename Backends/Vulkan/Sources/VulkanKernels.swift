@@ -104,9 +104,7 @@ struct VulkanKernels {
         case let .cast(target):
             let source = operands[0]
             if target == .float32 {
-                try recorder.dispatch(device.pipeline("convert", bindings: 3), [source.0, source.0, output],
-                                      constants: [UInt32(count), 1, Self.code(source.1.dtype), 0, 1, UInt32(count)],
-                                      groups: VulkanCommandRecorder.groups1D(count, localSize: 256))
+                try widen(source.0, source.1.dtype, output, count)
             } else {
                 let words = (count + 1) / 2
                 try recorder.dispatch(device.pipeline("convert", bindings: 3), [source.0, source.0, output],
@@ -114,6 +112,13 @@ struct VulkanKernels {
                                       groups: VulkanCommandRecorder.groups1D(words, localSize: 256))
             }
         }
+    }
+
+    /// `count` elements of `dtype` at `input` converted to float32 at `output`.
+    private func widen(_ input: VulkanRange, _ dtype: DType, _ output: VulkanRange, _ count: Int) throws {
+        try recorder.dispatch(device.pipeline("convert", bindings: 3), [input, input, output],
+                              constants: [UInt32(count), 1, Self.code(dtype), 0, 1, UInt32(count)],
+                              groups: VulkanCommandRecorder.groups1D(count, localSize: 256))
     }
 
     private func unary(_ function: UInt32, factor: Float, _ input: VulkanRange, _ output: VulkanRange, _ count: Int) throws {
@@ -202,8 +207,7 @@ struct VulkanKernels {
         // Too large to bind whole (past maxStorageBufferRange): one batch matrix at a time,
         // blocks of rows of A and C, blocks of columns of C with the matching rows of Bᵀ,
         // each bound as its own window.
-        let alignment = max(4, Int(device.limits.minStorageBufferOffsetAlignment))
-        let budget = limit - alignment
+        let budget = limit - device.windowAlignment
         let bSize = b.1.dtype.byteSize
         let aRowMajor = layout.aColumnStride == 1, bTransposed = layout.bRowStride == 1
         var rowsPerChunk = min(m, budget / max(1, n * 4))
@@ -243,7 +247,7 @@ struct VulkanKernels {
     /// A binding window over elements `start..<start+count` (of `size` bytes) of `range`,
     /// starting at an aligned offset, and the element offset of `start` inside it.
     func window(_ range: VulkanRange, start: Int, count: Int, size: Int) -> (VulkanRange, Int) {
-        let alignment = max(4, Int(device.limits.minStorageBufferOffsetAlignment))
+        let alignment = device.windowAlignment
         let byteStart = range.offset + start * size
         let aligned = byteStart / alignment * alignment
         let end = (byteStart + count * size + 3) & ~3
@@ -257,8 +261,7 @@ struct VulkanKernels {
         let rows = shape.rowCount, n = shape.last, k = x.1.shape.last, rank = down.1.shape[0]
         guard rows > 0, n > 0 else { return }
         let rowsPerGroup = min(Self.lowRankMaximumRows, Self.lowRankSharedFloats / rank)
-        let alignment = max(4, Int(device.limits.minStorageBufferOffsetAlignment))
-        let rowsPerChunk = max(1, min(rows, (device.bindingLimit - alignment) / (max(n, k) * 4)))
+        let rowsPerChunk = max(1, min(rows, (device.bindingLimit - device.windowAlignment) / (max(n, k) * 4)))
         for start in stride(from: 0, to: rows, by: rowsPerChunk) {
             let count = min(rowsPerChunk, rows - start)
             let (xWindow, xOffset) = window(x.0, start: start * k, count: count * k, size: 4)
@@ -290,7 +293,7 @@ struct VulkanKernels {
     }
 
     static func windowElements(_ device: VulkanDevice) -> Int {
-        max(1, (device.bindingLimit - max(4, Int(device.limits.minStorageBufferOffsetAlignment))) / 4)
+        max(1, (device.bindingLimit - device.windowAlignment) / 4)
     }
 
     /// Exact Top-K of |x| by radix select (topk_*.comp): clear, four histogram passes of 8
@@ -356,9 +359,7 @@ struct VulkanKernels {
             let scaled = VulkanRange(buffer: scratch, offset: upOffsets[index] + aligned(count * 4), size: count * 4)
             var source = upRange
             if upType.dtype != .float32 {
-                try recorder.dispatch(device.pipeline("convert", bindings: 3), [upRange, upRange, widened],
-                                      constants: [UInt32(count), 1, Self.code(upType.dtype), 0, 1, UInt32(count)],
-                                      groups: VulkanCommandRecorder.groups1D(count, localSize: 256))
+                try widen(upRange, upType.dtype, widened, count)
                 source = widened
             }
             try unary(7, factor: scale, source, scaled, count)

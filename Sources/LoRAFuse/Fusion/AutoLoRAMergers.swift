@@ -130,6 +130,6 @@ public struct AutoLoRAFusion: Sendable {
     }
     /// The factor DiffSynth applies to a module's B·A besides the user's scale.
     static func fileScale(_ module: LoRAModule, in file: LoRAFile) -> Float {
-        file.alphaSource == "alpha tensors" ? module.scale : 1
+        file.alphaSource == .tensors ? module.scale : 1
     }
 }

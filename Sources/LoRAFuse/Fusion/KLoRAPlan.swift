@@ -88,11 +88,3 @@ public struct KLoRAPlan: Sendable, Codable, Equatable {
         return (content, style)
     }
 }
-
-extension LoRAFile {
-    /// The same file restricted to `layers`.
-    public func restricted(to layers: Set<String>) -> LoRAFile {
-        LoRAFile(path: path, format: format, modules: modules.filter { layers.contains($0.layer) },
-                 unmatchedKeys: unmatchedKeys, alphaSource: alphaSource)
-    }
-}

@@ -78,28 +78,20 @@ public struct KLoRAPlanner {
         let styleModules = Dictionary(style.modules.map { ($0.layer, $0) }, uniquingKeysWith: { first, _ in first })
         let shared = Set(unitLayers.joined())
         for layer in unitLayers.joined() {
-            let contentShape = Shape([contentModules[layer]!.up.shape[0], contentModules[layer]!.down.shape[1]])
-            let styleShape = Shape([styleModules[layer]!.up.shape[0], styleModules[layer]!.down.shape[1]])
+            let contentShape = contentModules[layer]!.deltaShape, styleShape = styleModules[layer]!.deltaShape
             guard contentShape == styleShape else { throw FusionError.differentModels(layer: layer, content: contentShape, style: styleShape) }
         }
+        // ΔW entries of a unit (the same for both LoRAs, checked above).
+        let entries = unitLayers.map { layers in layers.reduce(0) { $0 + contentModules[$1]!.deltaShape.elementCount } }
 
         var units: [KLoRAPlan.Unit] = []
-        var start = 0
-        while start < unitLayers.count {
-            var end = start, bytes = 0
-            func unitBytes(_ index: Int) -> Int {
-                unitLayers[index].reduce(0) { $0 + 8 * contentModules[$1]!.up.shape[0] * contentModules[$1]!.down.shape[1] }
-            }
-            while end < unitLayers.count && (end == start || bytes + unitBytes(end) <= groupBytes) {
-                bytes += unitBytes(end)
-                end += 1
-            }
+        for batchRange in boundedBatches(unitLayers.count, limit: groupBytes, bytes: { 8 * entries[$0] }) {
             var graph = Graph()
             var batch: [KLoRAPlan.Unit] = []
-            for layers in unitLayers[start..<end] {
+            for index in batchRange {
+                let layers = unitLayers[index]
                 let contentRank = contentModules[layers[0]]!.rank, styleRank = styleModules[layers[0]]!.rank
-                let entries = layers.reduce(0) { $0 + contentModules[$1]!.up.shape[0] * contentModules[$1]!.down.shape[1] }
-                let k = min(contentRank * styleRank, entries)
+                let k = min(contentRank * styleRank, entries[index])
                 for modules in [contentModules, styleModules] {
                     let factors = layers.map { layer in
                         let module = modules[layer]!
@@ -119,8 +111,7 @@ public struct KLoRAPlanner {
                 unit.styleAbsSum = Double(styleStats[1])
                 units.append(unit)
             }
-            start = end
-            progress?(start, unitLayers.count)
+            progress?(batchRange.upperBound, unitLayers.count)
         }
         let plan = KLoRAPlan(contentHash: contentHash, styleHash: styleHash, units: units,
                              contentOnly: order.filter { contentModules[$0] != nil && !shared.contains($0) },

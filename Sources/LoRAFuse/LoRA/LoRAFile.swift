@@ -14,6 +14,16 @@ public enum LoRAFormat: String, Sendable, Hashable, Codable, CaseIterable {
     case diffSynth = "diffsynth"
 }
 
+/// Where a LoRA file's alpha values come from.
+public enum AlphaSource: String, Sendable, Hashable {
+    /// Per-module `.alpha` tensors (kohya).
+    case tensors = "alpha tensors"
+    /// diffusers' `lora_adapter_metadata` header entry.
+    case metadata = "lora_adapter_metadata"
+    /// Nothing stored: alpha = rank.
+    case rank = "rank (no alpha stored)"
+}
+
 /// One low-rank pair applied to one Linear of the model (diffusers name):
 /// ΔW = (alpha / rank) · up · down, with down (A) [rank, in] and up (B) [out, rank].
 public struct LoRAModule: Sendable {
@@ -25,6 +35,8 @@ public struct LoRAModule: Sendable {
     /// The module path in the file (several layers share it when it was fused).
     public let sourceModule: String
     public var rank: Int { down.shape[0] }
+    /// The shape of ΔW = up · down: the layer's [out, in].
+    public var deltaShape: Shape { [up.shape[0], down.shape[1]] }
     /// alpha / rank (or alpha / √rank for rank-stabilised LoRAs).
     public let scale: Float
 }
@@ -37,7 +49,7 @@ public struct LoRAFile: Sendable {
     /// Keys that matched no layer (only when unmatched keys were allowed).
     public let unmatchedKeys: [String]
     /// Where alpha came from: tensors, the file's metadata, or the rank (alpha = r).
-    public let alphaSource: String
+    public let alphaSource: AlphaSource
 
     public var moduleCount: Int { Set(modules.map(\.sourceModule)).count }
 
@@ -47,6 +59,14 @@ public struct LoRAFile: Sendable {
         let file: SafeTensorsFile
         do { file = try SafeTensorsFile(path: path) } catch { throw LoRAError.notALoRA(path: path, reason: "\(error)") }
         return try LoRAFileReader(file: file, path: path, model: model).read(allowUnmatchedKeys: allowUnmatchedKeys)
+    }
+}
+
+extension LoRAFile {
+    /// The same file restricted to `layers`.
+    public func restricted(to layers: Set<String>) -> LoRAFile {
+        LoRAFile(path: path, format: format, modules: modules.filter { layers.contains($0.layer) },
+                 unmatchedKeys: unmatchedKeys, alphaSource: alphaSource)
     }
 }
 
@@ -153,7 +173,7 @@ struct LoRAFileReader {
         }
         let kohyaKeys = factors.keys.contains { $0.hasPrefix("lora_unet_") || $0.hasPrefix("lora_transformer_") }
         let format = kohyaKeys ? .kohya : familyCounts.max { $0.value < $1.value || ($0.value == $1.value && $0.key.rawValue > $1.key.rawValue) }!.key
-        let alphaSource = sawAlphaTensor ? "alpha tensors" : (metadata.present ? "lora_adapter_metadata" : "rank (no alpha stored)")
+        let alphaSource: AlphaSource = sawAlphaTensor ? .tensors : (metadata.present ? .metadata : .rank)
         return LoRAFile(path: path, format: format, modules: modules, unmatchedKeys: unmatched.sorted(), alphaSource: alphaSource)
     }
 

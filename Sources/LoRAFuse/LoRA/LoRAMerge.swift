@@ -35,16 +35,10 @@ extension FluxModel {
         }
         let layers = config.linearLayers.filter { modulesByLayer[$0.name] != nil }
         var merged: [String: HostTensor] = [:]
-        var start = 0
-        while start < layers.count {
-            var end = start, bytes = 0
-            while end < layers.count && (end == start || bytes + layers[end].inFeatures * layers[end].outFeatures * 4 <= groupBytes) {
-                bytes += layers[end].inFeatures * layers[end].outFeatures * 4
-                end += 1
-            }
+        for batch in boundedBatches(layers.count, limit: groupBytes, bytes: { layers[$0].inFeatures * layers[$0].outFeatures * 4 }) {
             var graph = Graph()
             var names: [String] = []
-            for layer in layers[start..<end] {
+            for layer in layers[batch] {
                 let name = "\(layer.name).weight"
                 let base = try weights.tensor(name, shape: [layer.outFeatures, layer.inFeatures])
                 var sum = try graph.cast(graph.parameter(name, base), to: .float32)
@@ -59,8 +53,7 @@ extension FluxModel {
             }
             let outputs = try backend.execute(graph, inputs: [:]).outputs
             for (name, tensor) in zip(names, outputs) { merged[name] = tensor }
-            start = end
-            progress?(start, layers.count)
+            progress?(batch.upperBound, layers.count)
         }
         return FluxModel(config: config, weights: MergedFluxWeights(base: weights, merged: merged))
     }

@@ -99,11 +99,7 @@ public struct FluxTransformer {
                 graph.label(y, names.joined(separator: "+"))
                 return y
             }
-            let bases = try zip(names, outFeatures).map { name, width in
-                let y = try graph.linear(x, weight: weight("\(name).weight", [width, inFeatures]), bias: weight("\(name).bias", [width]))
-                graph.label(y, name)
-                return y
-            }
+            let bases = try zip(names, outFeatures).map { try baseLinear(x, $0, inFeatures, $1) }
             return bases.count == 1 ? bases[0] : try graph.concat(bases, axis: axis)
         }
 
@@ -121,12 +117,16 @@ public struct FluxTransformer {
                               byteOffset: first.byteOffset)
         }
 
+        /// `x · Wᵀ + b` of the Linear `name`, labelled with its name.
+        mutating func baseLinear(_ x: Tensor, _ name: String, _ inFeatures: Int, _ outFeatures: Int) throws -> Tensor {
+            let y = try graph.linear(x, weight: weight("\(name).weight", [outFeatures, inFeatures]), bias: weight("\(name).bias", [outFeatures]))
+            graph.label(y, name)
+            return y
+        }
+
         /// `x · Wᵀ + b` with the hot LoRAs of `name` beside it.
         mutating func hotLinear(_ x: Tensor, _ name: String, _ inFeatures: Int, _ outFeatures: Int) throws -> Tensor {
-            let w = try weight("\(name).weight", [outFeatures, inFeatures])
-            let b = try weight("\(name).bias", [outFeatures])
-            var y = try graph.linear(x, weight: w, bias: b)
-            graph.label(y, name)
+            var y = try baseLinear(x, name, inFeatures, outFeatures)
             for (adapter, module, scale) in loras[name] ?? [] {
                 let down = graph.parameter("lora\(adapter).\(name).down", module.down)
                 let up = graph.parameter("lora\(adapter).\(name).up", module.up)
