@@ -1,0 +1,212 @@
+import Foundation
+
+/// CLIP's byte-level BPE tokenizer, token for token as transformers' `CLIPTokenizer` (the
+/// one diffusers' FluxPipeline loads, without the optional ftfy package): special tokens
+/// split out; text cleaned (NUL, U+FFFD and control/format characters dropped, whitespace
+/// collapsed), spaces put around CJK ideographs, NFC, Python's lower-casing; CLIP's word
+/// pattern; UTF-8 bytes mapped to printable characters; BPE merges by rank with `</w>`
+/// ending each word.
+public struct CLIPTokenizer: TextTokenizer {
+    public let vocabulary: [String: Int]
+    public let bos: Int
+    public let eos: Int
+    public let pad: Int
+    public let unknown: Int
+    public let defaultLength: Int
+    private let ranks: [String: Int]
+    private let added: AddedTokens
+    private let byteCharacters: [Character]
+
+    /// Loads `vocab.json`, `merges.txt` and (when present) `tokenizer_config.json` /
+    /// `special_tokens_map.json` from a tokenizer folder.
+    public init(folder: String) throws {
+        let root = URL(fileURLWithPath: folder)
+        let vocabURL = root.appendingPathComponent("vocab.json")
+        let mergesURL = root.appendingPathComponent("merges.txt")
+        guard let vocabulary = try TokenizerFiles.json(vocabURL) as? [String: Int], !vocabulary.isEmpty else {
+            throw TokenizerError(path: vocabURL.path, reason: "expected an object of token → id")
+        }
+        guard let mergesData = FileManager.default.contents(atPath: mergesURL.path),
+              let mergesText = String(data: mergesData, encoding: .utf8) else {
+            throw TokenizerError(path: mergesURL.path, reason: "cannot read the merges as UTF-8 text")
+        }
+        // As transformers: the first line is a version header, and CLIP uses at most
+        // 49152 − 256 − 2 merges.
+        let lines = mergesText.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n", omittingEmptySubsequences: false)
+        var ranks: [String: Int] = [:]
+        for (rank, line) in lines.dropFirst().prefix(49152 - 256 - 2).enumerated() {
+            let parts = line.split(separator: " ")
+            guard parts.count == 2 else {
+                throw TokenizerError(path: mergesURL.path, reason: "line \(rank + 2) is not two symbols: '\(line)'")
+            }
+            if ranks["\(parts[0]) \(parts[1])"] == nil { ranks["\(parts[0]) \(parts[1])"] = rank }
+        }
+        let settings = try TokenizerFiles.settings(root)
+        func id(_ key: String, _ fallback: String) throws -> Int {
+            let text = TokenizerFiles.tokenText(settings[key]) ?? fallback
+            guard let id = vocabulary[text] else {
+                throw TokenizerError(path: vocabURL.path, reason: "the \(key) '\(text)' is not in the vocabulary")
+            }
+            return id
+        }
+        self.vocabulary = vocabulary
+        self.ranks = ranks
+        bos = try id("bos_token", "<|startoftext|>")
+        eos = try id("eos_token", "<|endoftext|>")
+        pad = try id("pad_token", "<|endoftext|>")
+        unknown = try id("unk_token", "<|endoftext|>")
+        let maxLength = settings["model_max_length"] as? Int ?? 77
+        defaultLength = maxLength > 0 && maxLength < 1_000_000 ? maxLength : 77
+        let specials = Set([bos, eos, pad, unknown])
+        added = AddedTokens(vocabulary.filter { specials.contains($0.value) }.map {
+            AddedTokens.Token(content: Array($0.key.unicodeScalars), id: $0.value, stripLeft: false, stripRight: false)
+        })
+        byteCharacters = Self.byteToCharacter()
+    }
+
+    public func encode(_ text: String) -> [Int] { [bos] + tokens(text) + [eos] }
+
+    public func encode(_ text: String, length: Int) -> [Int] {
+        tokens(text).framed(prefix: [bos], suffix: [eos], length: length, padding: pad)
+    }
+
+    /// Ids of the text alone, without the start and end tokens.
+    public func tokens(_ text: String) -> [Int] {
+        var ids: [Int] = []
+        for piece in added.split(Array(text.unicodeScalars), isSpace: UnicodeClass.isPythonSpace) {
+            switch piece {
+            case let .token(id): ids.append(id)
+            case let .text(scalars):
+                for word in Self.words(Self.basicClean(scalars)) {
+                    ids.append(contentsOf: bpe(word).map { vocabulary[$0] ?? unknown })
+                }
+            }
+        }
+        return ids
+    }
+
+    /// transformers' BasicTokenizer (lower-case, no accent stripping, no punctuation split),
+    /// joined back with single spaces.
+    static func basicClean(_ text: [Unicode.Scalar]) -> [Unicode.Scalar] {
+        var cleaned: [Unicode.Scalar] = []
+        for scalar in text {
+            if scalar.value == 0 || scalar.value == 0xFFFD { continue }
+            let value = scalar.value
+            let isSpace = value == 0x20 || value == 0x09 || value == 0x0A || value == 0x0D
+                || UnicodeClass.category(scalar) == .spaceSeparator
+            if isSpace {
+                cleaned.append(" ")
+            } else if UnicodeClass.isOther(scalar) {
+                continue
+            } else if isCJK(value) {
+                cleaned.append(contentsOf: [" ", scalar, " "])
+            } else {
+                cleaned.append(scalar)
+            }
+        }
+        let composed = String(String.UnicodeScalarView(cleaned)).precomposedStringWithCanonicalMapping
+        var words: [[Unicode.Scalar]] = []
+        var word: [Unicode.Scalar] = []
+        for scalar in composed.unicodeScalars {
+            if UnicodeClass.isPythonSpace(scalar) {
+                if !word.isEmpty { words.append(word) }
+                word = []
+            } else {
+                word.append(scalar)
+            }
+        }
+        if !word.isEmpty { words.append(word) }
+        return Array(words.map(UnicodeClass.pythonLower).joined(separator: [" "]))
+    }
+
+    /// The CJK Unified Ideographs blocks BERT's tokenizer isolates.
+    static func isCJK(_ value: UInt32) -> Bool {
+        (0x4E00...0x9FFF).contains(value) || (0x3400...0x4DBF).contains(value) || (0x20000...0x2A6DF).contains(value)
+            || (0x2A700...0x2B73F).contains(value) || (0x2B740...0x2B81F).contains(value) || (0x2B820...0x2CEAF).contains(value)
+            || (0xF900...0xFAFF).contains(value) || (0x2F800...0x2FA1F).contains(value)
+    }
+
+    /// CLIP's pattern `<|startoftext|>|<|endoftext|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+`
+    /// (case-insensitive), alternatives tried in order at each position; unmatched
+    /// characters (whitespace) are skipped, as `re.findall` does.
+    static func words(_ text: [Unicode.Scalar]) -> [[Unicode.Scalar]] {
+        let literals = ["<|startoftext|>", "<|endoftext|>", "'s", "'t", "'re", "'ve", "'m", "'ll", "'d"].map { Array($0.unicodeScalars) }
+        func isSpace(_ scalar: Unicode.Scalar) -> Bool { scalar.properties.isWhitespace || UnicodeClass.isPythonSpace(scalar) }
+        var words: [[Unicode.Scalar]] = []
+        var index = 0
+        while index < text.count {
+            if let literal = literals.first(where: { literal in
+                index + literal.count <= text.count
+                    && zip(literal, text[index...]).allSatisfy { $0 == $1 || Character($1).lowercased() == String($0) }
+            }) {
+                words.append(Array(text[index..<index + literal.count]))
+                index += literal.count
+                continue
+            }
+            let scalar = text[index]
+            var end = index + 1
+            if UnicodeClass.isLetter(scalar) {
+                while end < text.count, UnicodeClass.isLetter(text[end]) { end += 1 }
+            } else if UnicodeClass.isNumber(scalar) {
+                // one digit per word
+            } else if isSpace(scalar) {
+                index += 1
+                continue
+            } else {
+                while end < text.count, !isSpace(text[end]), !UnicodeClass.isLetter(text[end]), !UnicodeClass.isNumber(text[end]) {
+                    end += 1
+                }
+            }
+            words.append(Array(text[index..<end]))
+            index = end
+        }
+        return words
+    }
+
+    /// GPT-2's reversible map from bytes to printable characters.
+    static func byteToCharacter() -> [Character] {
+        var printable = Array(33...126) + Array(161...172) + Array(174...255)
+        var characters = printable
+        var extra = 0
+        for byte in 0..<256 where !printable.contains(byte) {
+            printable.append(byte)
+            characters.append(256 + extra)
+            extra += 1
+        }
+        var table = [Character](repeating: " ", count: 256)
+        for (byte, code) in zip(printable, characters) { table[byte] = Character(Unicode.Scalar(UInt32(code))!) }
+        return table
+    }
+
+    /// The BPE symbols of one word: lowest-ranked adjacent pair merged until none is left.
+    func bpe(_ word: [Unicode.Scalar]) -> [String] {
+        let text = String(String.UnicodeScalarView(word))
+        if text == "<|startoftext|>" || text == "<|endoftext|>" { return [text] }
+        var symbols = Array(text.utf8).map { String(byteCharacters[Int($0)]) }
+        guard !symbols.isEmpty else { return [] }
+        symbols[symbols.count - 1] += "</w>"
+        while symbols.count > 1 {
+            var best: (rank: Int, index: Int)?
+            for index in 0..<(symbols.count - 1) {
+                if let rank = ranks[symbols[index] + " " + symbols[index + 1]], rank < (best?.rank ?? Int.max) {
+                    best = (rank, index)
+                }
+            }
+            guard let best else { break }
+            let first = symbols[best.index], second = symbols[best.index + 1]
+            var merged: [String] = []
+            var index = 0
+            while index < symbols.count {
+                if index < symbols.count - 1, symbols[index] == first, symbols[index + 1] == second {
+                    merged.append(first + second)
+                    index += 2
+                } else {
+                    merged.append(symbols[index])
+                    index += 1
+                }
+            }
+            symbols = merged
+        }
+        return symbols
+    }
+}

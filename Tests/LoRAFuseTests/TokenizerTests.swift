@@ -1,0 +1,76 @@
+import Foundation
+import Testing
+@testable import LoRAFuse
+
+/// CLIP's BPE and T5's unigram tokenizers against the ids transformers gives for 64
+/// prompts (unicode, emoji, accents, CJK, control characters, special tokens as text,
+/// long and empty prompts): `Tests/Fixtures/text/prompts.json`.
+@Suite struct TokenizerTests {
+    static let root = SafeTensorsTests.fixtures.appendingPathComponent("text")
+    static let pipeline = root.appendingPathComponent("pipeline")
+
+    struct Case: Decodable {
+        let prompt: String
+        let clip: [Int]
+        let t5: [Int]
+        let t5_slow: [Int]
+    }
+    struct Cases: Decodable { let cases: [Case] }
+    static let cases: [Case] = {
+        let data = try! Data(contentsOf: root.appendingPathComponent("prompts.json"))
+        return try! JSONDecoder().decode(Cases.self, from: data).cases
+    }()
+
+    static func mismatches(_ tokenizer: some TextTokenizer, length: Int, expected: KeyPath<Case, [Int]>) -> [String] {
+        cases.compactMap { testCase in
+            let ids = tokenizer.encode(testCase.prompt, length: length)
+            return ids == testCase[keyPath: expected] ? nil : "\(testCase.prompt.debugDescription): \(ids) ≠ \(testCase[keyPath: expected])"
+        }
+    }
+
+    @Test func clipMatchesTransformersOnEveryPrompt() throws {
+        let tokenizer = try CLIPTokenizer(folder: Self.pipeline.appendingPathComponent("tokenizer").path)
+        #expect(Self.cases.count >= 50)
+        #expect(tokenizer.defaultLength == 77)
+        let wrong = Self.mismatches(tokenizer, length: 77, expected: \.clip)
+        #expect(wrong.isEmpty, "\(wrong.count) prompts differ:\n\(wrong.prefix(5).joined(separator: "\n"))")
+    }
+
+    @Test func t5FromTokenizerJSONMatchesTheFastTokenizer() throws {
+        let tokenizer = try UnigramTokenizer.load(Self.pipeline.appendingPathComponent("tokenizer_2").path)
+        let wrong = Self.mismatches(tokenizer, length: 96, expected: \.t5)
+        #expect(wrong.isEmpty, "\(wrong.count) prompts differ:\n\(wrong.prefix(5).joined(separator: "\n"))")
+    }
+
+    @Test func t5FromSpieceModelMatchesSentencePiece() throws {
+        let tokenizer = try UnigramTokenizer.load(Self.pipeline.appendingPathComponent("tokenizer_2/spiece.model").path)
+        let wrong = Self.mismatches(tokenizer, length: 96, expected: \.t5_slow)
+        #expect(wrong.isEmpty, "\(wrong.count) prompts differ:\n\(wrong.prefix(5).joined(separator: "\n"))")
+    }
+
+    @Test func unpaddedIdsCarryTheSpecialTokensAndTruncationKeepsThem() throws {
+        let clip = try CLIPTokenizer(folder: Self.pipeline.appendingPathComponent("tokenizer").path)
+        let ids = clip.encode("a photo of a cat")
+        #expect(ids.first == clip.bos && ids.last == clip.eos && ids.count == 7)
+        let short = clip.encode("a photo of a cat", length: 4)
+        #expect(short == [clip.bos] + ids[1...2] + [clip.eos])
+        let t5 = try UnigramTokenizer.load(Self.pipeline.appendingPathComponent("tokenizer_2").path)
+        #expect(t5.encode("") == [1])
+        #expect(t5.encode("a cat", length: 2).last == 1)
+    }
+
+    @Test func badTokenizerFilesAreOneClearError() throws {
+        let folder = TemporaryDirectory()
+        let url = URL(fileURLWithPath: folder.path)
+        #expect(throws: TokenizerError.self) { try CLIPTokenizer(folder: url.path) }
+        try Data("{\"a\": 1}".utf8).write(to: url.appendingPathComponent("vocab.json"))
+        try Data("#version\na b c\n".utf8).write(to: url.appendingPathComponent("merges.txt"))
+        let error = try #require(throws: TokenizerError.self) { try CLIPTokenizer(folder: url.path) }
+        #expect(error.description.contains("line 2"))
+        try Data([0x0A, 0xFF, 0xFF]).write(to: url.appendingPathComponent("spiece.model"))
+        #expect(throws: TokenizerError.self) { try UnigramTokenizer.load(url.appendingPathComponent("spiece.model").path) }
+        try Data("{\"model\": {\"type\": \"BPE\"}}".utf8).write(to: url.appendingPathComponent("tokenizer.json"))
+        let json = try #require(throws: TokenizerError.self) { try UnigramTokenizer.load(url.path) }
+        #expect(json.description.contains("only Unigram"))
+    }
+}
