@@ -19,6 +19,7 @@ Writes Tests/Fixtures/text/:
 - pipeline/          a FLUX pipeline folder with only the text parts (text_encoder/ in BF16,
                      text_encoder_2/ sharded F32 with an index, the tokenizers above) and the
                      output of diffusers' FluxPipeline.encode_prompt in float64 for a few prompts.
+- buckets.json       transformers' T5 relative-position buckets for distances −600…600.
 Run: python3 Tools/reference/make_text_encoder_fixtures.py
 (transformers 4.46.3, diffusers 0.31.0, sentencepiece 0.2.0, open-clip-torch 2.29.0, torch 2.5.1)
 """
@@ -175,7 +176,7 @@ CLIP_CONFIGS = {
     # name: (config, batch, sequence length); clip-a keeps transformers' legacy eos_token_id 2
     # (pooled at the arg-max id), clip-b names its end-of-text id.
     "clip-a": (dict(vocab_size=300, hidden_size=48, intermediate_size=100, num_hidden_layers=2, num_attention_heads=3,
-                    max_position_embeddings=77, hidden_act="quick_gelu", layer_norm_eps=1e-5), 2, 77),
+                    max_position_embeddings=77, hidden_act="quick_gelu", layer_norm_eps=1e-5, eos_token_id=2), 2, 77),
     "clip-b": (dict(vocab_size=211, hidden_size=40, intermediate_size=72, num_hidden_layers=3, num_attention_heads=5,
                     max_position_embeddings=20, hidden_act="gelu", layer_norm_eps=1e-6, eos_token_id=7,
                     bos_token_id=5, pad_token_id=7), 1, 13),
@@ -189,8 +190,15 @@ T5_CONFIGS = {
 
 
 def float64_run(module, *args, **kwargs):
-    """Runs a module in float64. transformers builds CLIP's causal mask with the default
-    dtype, which cannot hold float64's minimum: make float64 the default meanwhile."""
+    """Runs a module in float64, in eval mode (T5's dropout is 0.1 in training mode).
+    transformers builds CLIP's causal mask with the default dtype, which cannot hold
+    float64's minimum: make float64 the default meanwhile."""
+    for part in (module, getattr(module, "__self__", None)):
+        for attribute in ("text_encoder", "text_encoder_2"):
+            if hasattr(part, attribute):
+                getattr(part, attribute).eval()
+        if isinstance(part, torch.nn.Module):
+            part.eval()
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
@@ -288,7 +296,22 @@ def pipeline_fixture(clip_tokenizer_, t5_tokenizer):
         "float64 (the prompt is in the file's metadata) and the token ids.\n")
 
 
+def bucket_fixture():
+    """transformers' T5 relative-position buckets (bidirectional) for distances −600…600, for
+    T5-XXL's (32 buckets, max distance 128) and the fixture configs' settings."""
+    from transformers.models.t5.modeling_t5 import T5Attention
+    relative = torch.arange(-600, 601)
+    tables = {f"{buckets},{distance}": T5Attention._relative_position_bucket(
+        relative, bidirectional=True, num_buckets=buckets, max_distance=distance).tolist()
+        for buckets, distance in ((32, 128), (16, 20), (32, 20))}
+    (OUT / "buckets.json").write_text(json.dumps(dict(first_relative=-600, tables=tables)))
+
+
 if __name__ == "__main__":
+    import sys
+    bucket_fixture()
+    if "--buckets-only" in sys.argv:
+        sys.exit()
     clip_tok, t5_tok = tokenizer_fixtures()
     model_fixtures()
     pipeline_fixture(clip_tok, t5_tok)

@@ -1,0 +1,78 @@
+import Foundation
+
+/// Safetensors checkpoints as transformers and diffusers save them: one file, or shards
+/// listed by `<stem>.safetensors.index.json`.
+public enum CheckpointFiles {
+    /// The safetensors files of `stem` in `folder` (`model`, `diffusion_pytorch_model`).
+    public static func load(folder: URL, stem: String) throws -> [SafeTensorsFile] {
+        let manager = FileManager.default
+        let index = folder.appendingPathComponent("\(stem).safetensors.index.json")
+        var names: [String]
+        if let data = manager.contents(atPath: index.path) {
+            guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                  let map = object["weight_map"] as? [String: String] else {
+                throw ModelError.notAModel(path: index.path, reason: "the index has no weight_map")
+            }
+            names = Array(Set(map.values)).sorted()
+        } else {
+            names = ((try? manager.contentsOfDirectory(atPath: folder.path)) ?? [])
+                .filter { $0.hasPrefix(stem) && $0.hasSuffix(".safetensors") }.sorted()
+        }
+        guard !names.isEmpty else { throw ModelError.notAModel(path: folder.path, reason: "no \(stem)*.safetensors") }
+        return try names.map { try SafeTensorsFile(path: folder.appendingPathComponent($0).path) }
+    }
+
+    /// A JSON config object, or a clear error naming the file.
+    static func config(_ url: URL, expecting classNames: [String]) throws -> [String: Any] {
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw ModelError.notAModel(path: url.path, reason: "cannot read the config")
+        }
+        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw ModelError.notAModel(path: url.path, reason: "the config is not a JSON object")
+        }
+        if let architectures = object["architectures"] as? [String], let first = architectures.first,
+           !classNames.contains(first) {
+            throw ModelError.notAModel(path: url.path, reason: "architectures is \(first), expected \(classNames.joined(separator: " or "))")
+        }
+        return object
+    }
+}
+
+/// Weights of a text encoder, under transformers' names, from a folder or a single file.
+struct TextEncoderWeights: Sendable {
+    let source: TensorSource
+    /// Prepended to transformers' names (ComfyUI files sometimes nest them).
+    let prefix: String
+
+    /// Matrices keep their stored type (F32, F16, BF16, F8) for the kernels; vectors and
+    /// small tables are widened on the host.
+    func tensor(_ name: String, shape: Shape) throws -> HostTensor {
+        let value = try source.tensor(prefix + name)
+        guard value.shape == shape else {
+            throw ModelError.shapeMismatch(name: prefix + name, expected: shape, actual: value.shape, source: source.description)
+        }
+        guard value.dtype.isFloatingPoint, value.dtype != .float64 || shape.rank < 2 else {
+            throw ModelError.unsupportedDType(name: prefix + name, dtype: value.dtype, source: source.description)
+        }
+        return value
+    }
+
+    func contains(_ name: String) -> Bool { source.contains(prefix + name) }
+
+    func shape(_ name: String) throws -> Shape { try source.tensor(prefix + name).shape }
+
+    /// How many numbered blocks `<head>.N.` the checkpoint has.
+    func count(_ head: String) -> Int {
+        Set(source.names.compactMap { name -> Int? in
+            guard name.hasPrefix(prefix + head + ".") else { return nil }
+            return Int(name.dropFirst(prefix.count + head.count + 1).split(separator: ".").first ?? "")
+        }).count
+    }
+}
+
+/// One value of a JSON config, checked.
+func configValue<T>(_ object: [String: Any], _ key: String, _ fallback: T? = nil, path: String) throws -> T {
+    if let value = object[key] as? T { return value }
+    if let fallback { return fallback }
+    throw ModelError.notAModel(path: path, reason: "the config has no valid '\(key)'")
+}

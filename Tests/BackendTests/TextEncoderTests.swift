@@ -1,0 +1,106 @@
+import Foundation
+import Testing
+import LoRAFuse
+
+/// CLIP and T5 text encoders against transformers run in float64
+/// (Tools/reference/make_text_encoder_fixtures.py), on every backend.
+@Suite(.serialized) struct TextEncoderTests {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/text")
+
+    static func ids(_ name: String) throws -> [[Int]] {
+        let tensor = try SafeTensorsFile(path: fixtures.appendingPathComponent("models/\(name)/inputs.safetensors").path)
+            .tensor(named: "input_ids")
+        let values = tensor.doubles().map { Int($0) }
+        let length = tensor.shape[1]
+        return stride(from: 0, to: values.count, by: length).map { Array(values[$0..<$0 + length]) }
+    }
+
+    static func expected(_ name: String, _ file: String = "expected") throws -> SafeTensorsFile {
+        try SafeTensorsFile(path: fixtures.appendingPathComponent("models/\(name)/\(file).safetensors").path)
+    }
+
+    static func check(_ outputs: [HostTensor], _ names: [String], against file: SafeTensorsFile, tolerance: Double,
+                      _ label: String) throws {
+        for (output, name) in zip(outputs, names) {
+            let expected = try file.tensor(named: name)
+            #expect(output.shape == expected.shape, "\(label) \(name): \(output.shape) vs \(expected.shape)")
+            let error = relativeError(actual: output.floats(), expected: expected.doubles())
+            print("\(label) \(name) relative error \(error)")
+            #expect(error <= tolerance, "\(label) \(name): relative error \(error)")
+        }
+    }
+
+    @Test(arguments: ["clip-a", "clip-b"])
+    func clipMatchesTransformers(_ name: String) throws {
+        let encoder = try CLIPTextEncoder.load(path: Self.fixtures.appendingPathComponent("models/\(name)/model").path)
+        let ids = try Self.ids(name)
+        let graph = try encoder.graph(batch: ids.count, length: ids[0].count)
+        for backend in BackendsUnderTest.all {
+            let outputs = try backend.execute(graph, inputs: encoder.inputs(ids)).outputs
+            try Self.check(outputs, ["last_hidden_state", "pooler_output"], against: Self.expected(name), tolerance: 1e-4,
+                           "\(name) \(BackendsUnderTest.label(backend))")
+        }
+    }
+
+    @Test(arguments: ["t5-a", "t5-b"])
+    func t5MatchesTransformers(_ name: String) throws {
+        let encoder = try T5Encoder.load(path: Self.fixtures.appendingPathComponent("models/\(name)/model").path)
+        let ids = try Self.ids(name)
+        let graph = try encoder.graph(batch: ids.count, length: ids[0].count)
+        for backend in BackendsUnderTest.all {
+            let outputs = try backend.execute(graph, inputs: encoder.inputs(ids)).outputs
+            try Self.check(outputs, ["last_hidden_state"], against: Self.expected(name), tolerance: 1e-4,
+                           "\(name) \(BackendsUnderTest.label(backend))")
+        }
+    }
+
+    /// ComfyUI's single files: config inferred from shapes, same outputs.
+    @Test func singleFilesLoadWithInferredConfigs() throws {
+        let clip = try CLIPTextEncoder.load(path: Self.fixtures.appendingPathComponent("models/clip-a/clip_l.safetensors").path)
+        let clipFolder = try CLIPTextEncoder.load(path: Self.fixtures.appendingPathComponent("models/clip-a/model").path)
+        #expect(clip.config.hiddenSize == 48 && clip.config.layerCount == 2 && clip.config.intermediateSize == 100)
+        var inferred = clip.config
+        inferred.headCount = clipFolder.config.headCount  // heads are not visible in shapes (64-wide assumed)
+        #expect(inferred == clipFolder.config)
+        let t5 = try T5Encoder.load(path: Self.fixtures.appendingPathComponent("models/t5-a/t5xxl_fp16.safetensors").path)
+        let t5Folder = try T5Encoder.load(path: Self.fixtures.appendingPathComponent("models/t5-a/model").path)
+        #expect(t5.config == t5Folder.config)
+        let ids = try Self.ids("t5-a")
+        let backend = BackendsUnderTest.all[0]
+        let outputs = try backend.execute(t5.graph(batch: ids.count, length: ids[0].count), inputs: t5.inputs(ids)).outputs
+        try Self.check(outputs, ["last_hidden_state"], against: Self.expected("t5-a", "expected_fp16"), tolerance: 1e-4, "t5-a fp16 file")
+    }
+
+    /// transformers' `_relative_position_bucket` for distances −600…600 (`buckets.json`),
+    /// including those where the float32 logarithm lands on an integer.
+    @Test func relativePositionBucketsMatchTransformers() throws {
+        struct Buckets: Decodable { let first_relative: Int; let tables: [String: [Int]] }
+        let data = try Data(contentsOf: Self.fixtures.appendingPathComponent("buckets.json"))
+        let buckets = try JSONDecoder().decode(Buckets.self, from: data)
+        #expect(buckets.tables.count == 3)
+        for (key, table) in buckets.tables {
+            let parts = key.split(separator: ",").compactMap { Int($0) }
+            var config = T5EncoderConfig()
+            config.bucketCount = parts[0]
+            config.maxDistance = parts[1]
+            let wrong = table.indices.filter { config.bucket(buckets.first_relative + $0) != table[$0] }
+            #expect(wrong.isEmpty, "\(key): \(wrong.count) distances differ, first \(wrong.first.map { buckets.first_relative + $0 } ?? 0)")
+        }
+    }
+
+    @Test func badCheckpointsAreOneClearError() throws {
+        let missing = #expect(throws: ModelError.self) { try T5Encoder.load(path: "/nonexistent/t5") }
+        #expect(missing?.description.contains("no such file") == true)
+        // A CLIP file is not a T5 file, and the reverse.
+        let clipFile = Self.fixtures.appendingPathComponent("models/clip-a/clip_l.safetensors").path
+        let wrong = #expect(throws: ModelError.self) { try T5Encoder.load(path: clipFile) }
+        #expect(wrong?.description.contains("not a T5 encoder") == true)
+        let t5File = Self.fixtures.appendingPathComponent("models/t5-a/t5xxl_fp16.safetensors").path
+        #expect(throws: ModelError.self) { try CLIPTextEncoder.load(path: t5File) }
+        // Too many tokens for CLIP's positions.
+        let clip = try CLIPTextEncoder.load(path: Self.fixtures.appendingPathComponent("models/clip-b/model").path)
+        let long = #expect(throws: ModelError.self) { try clip.inputs([[Int](repeating: 1, count: 21)]) }
+        #expect(long?.description.contains("20 positions") == true)
+    }
+}
