@@ -10,6 +10,29 @@ uint flat_invocation() { return flat_workgroup() * gl_WorkGroupSize.x + gl_Local
 float half_at(uint word, uint which) { return unpackHalf2x16(word)[which]; }
 float bfloat_at(uint word, uint which) { return uintBitsToFloat(which == 0u ? (word << 16) : (word & 0xFFFF0000u)); }
 
+// float8 formats, four to a word (element 0 in the lowest byte).
+// e5m2 is the top byte of a float16; e4m3fn (no infinities, S.1111.111 = NaN) is rebuilt
+// from its fields: normals (1 + m/8)·2^(e−7), subnormals m·2^−9.
+float fp8e5m2_from_byte(uint byte_value) { return unpackHalf2x16(byte_value << 8).x; }
+float fp8e4m3_from_byte(uint byte_value) {
+    uint sign = (byte_value & 0x80u) << 24;
+    uint exponent = (byte_value >> 3) & 0xFu;
+    uint mantissa = byte_value & 0x7u;
+    if (exponent == 0xFu && mantissa == 0x7u) return uintBitsToFloat(sign | 0x7FC00000u);
+    if (exponent == 0u) return uintBitsToFloat(sign) + (sign != 0u ? -1.0 : 1.0) * float(mantissa) * (1.0 / 512.0);
+    return uintBitsToFloat(sign | ((exponent + 120u) << 23) | (mantissa << 20));
+}
+float fp8e4m3_at(uint word, uint which) { return fp8e4m3_from_byte((word >> (8u * which)) & 0xFFu); }
+float fp8e5m2_at(uint word, uint which) { return fp8e5m2_from_byte((word >> (8u * which)) & 0xFFu); }
+vec4 fp8e4m3_word(uint word) {
+    return vec4(fp8e4m3_from_byte(word & 0xFFu), fp8e4m3_from_byte((word >> 8) & 0xFFu),
+                fp8e4m3_from_byte((word >> 16) & 0xFFu), fp8e4m3_from_byte(word >> 24));
+}
+vec4 fp8e5m2_word(uint word) {
+    return vec4(unpackHalf2x16((word & 0xFFu) << 8).x, unpackHalf2x16(word & 0xFF00u).x,
+                unpackHalf2x16((word >> 8) & 0xFF00u).x, unpackHalf2x16((word >> 16) & 0xFF00u).x);
+}
+
 // float32 → bfloat16 bits, round to nearest even; NaN stays a quiet NaN.
 uint bfloat_bits(float value) {
     uint bits = floatBitsToUint(value);
@@ -23,6 +46,8 @@ const uint DTYPE_F16 = 1u;
 const uint DTYPE_BF16 = 2u;
 const uint DTYPE_I32 = 3u;
 const uint DTYPE_I64 = 4u;
+const uint DTYPE_F8E4M3 = 5u;
+const uint DTYPE_F8E5M2 = 6u;
 
 // float32 → float16 bits, round to nearest even (packHalf2x16's rounding is left to the
 // implementation, so casts use this exact version).

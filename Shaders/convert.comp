@@ -1,6 +1,6 @@
 #version 450
-// Conversions: embedding gathers (table rows of F32/F16/BF16 picked by I32/I64 ids) and
-// casts between F32, F16, BF16 and integer ids. Narrowing writes one 32-bit word (two
+// Conversions: embedding gathers (table rows of F32/F16/BF16/F8 picked by I32/I64 ids) and
+// casts from F32, F16, BF16, F8 and integer ids to F32, F16, BF16. Narrowing writes one 32-bit word (two
 // elements) per invocation so no two invocations share a word.
 layout(local_size_x = 256) in;
 // common.glsl reads gl_WorkGroupSize, so it is included after the size is declared.
@@ -25,6 +25,8 @@ float load_element(uint index) {
         case DTYPE_F32: return uintBitsToFloat(in_words[index]);
         case DTYPE_F16: return half_at(in_words[index >> 1], index & 1u);
         case DTYPE_BF16: return bfloat_at(in_words[index >> 1], index & 1u);
+        case DTYPE_F8E4M3: return fp8e4m3_at(in_words[index >> 2], index & 3u);
+        case DTYPE_F8E5M2: return fp8e5m2_at(in_words[index >> 2], index & 3u);
         case DTYPE_I32: return float(int(in_words[index]));
         default: {
             // I64 as two words; the value is widened from the low word and the sign of the high one.

@@ -1,6 +1,6 @@
 #version 450
 // C[batch, M, N] = A[batch, M, K] · B[batch, K, N], A float32, B float32 / float16 /
-// bfloat16 (define B_F32, B_F16 or B_BF16), float32 accumulation. Operands are read
+// bfloat16 / float8 (define B_F32, B_F16, B_BF16, B_F8E4M3 or B_F8E5M2), float32 accumulation. Operands are read
 // through strides, so transposed weights (PyTorch Linear [N, K]) are never copied.
 //
 // Two variants (define TILED or not):
@@ -23,6 +23,12 @@ float load_b(uint index) { return b_data[index]; }
 #elif defined(B_F16)
 layout(std430, binding = 1) readonly buffer BBuffer { uint b_words[]; };
 float load_b(uint index) { return half_at(b_words[index >> 1], index & 1u); }
+#elif defined(B_F8E4M3)
+layout(std430, binding = 1) readonly buffer BBuffer { uint b_words[]; };
+float load_b(uint index) { return fp8e4m3_at(b_words[index >> 2], index & 3u); }
+#elif defined(B_F8E5M2)
+layout(std430, binding = 1) readonly buffer BBuffer { uint b_words[]; };
+float load_b(uint index) { return fp8e5m2_at(b_words[index >> 2], index & 3u); }
 #else
 layout(std430, binding = 1) readonly buffer BBuffer { uint b_words[]; };
 float load_b(uint index) { return bfloat_at(b_words[index >> 1], index & 1u); }

@@ -1,7 +1,7 @@
 #version 450
 // Matmul for the PyTorch Linear layout — A [M, K] row-major and B read as Bᵀ [N, K], both
 // contiguous along K — with K a multiple of 4: every load fetches 4 consecutive k at once
-// (vec4 of float32, or 4 packed halves), and each invocation accumulates a TM × TN block
+// (vec4 of float32, 4 packed halves or one word of 4 float8), and each invocation accumulates a TM × TN block
 // in registers. No shared memory: this is the kernel Mesa's lavapipe runs fastest, since
 // each invocation's loads are separate (gathered) memory accesses there.
 layout(local_size_x = 8, local_size_y = 8, local_size_z = 1) in;
@@ -19,6 +19,12 @@ vec4 load_b4(uint index4) { return b_data[index4]; }
 #elif defined(B_F16)
 layout(std430, binding = 1) readonly buffer BBuffer { uvec2 b_words[]; };
 vec4 load_b4(uint index4) { uvec2 w = b_words[index4]; return vec4(unpackHalf2x16(w.x), unpackHalf2x16(w.y)); }
+#elif defined(B_F8E4M3)
+layout(std430, binding = 1) readonly buffer BBuffer { uint b_words[]; };
+vec4 load_b4(uint index4) { return fp8e4m3_word(b_words[index4]); }
+#elif defined(B_F8E5M2)
+layout(std430, binding = 1) readonly buffer BBuffer { uint b_words[]; };
+vec4 load_b4(uint index4) { return fp8e5m2_word(b_words[index4]); }
 #else
 layout(std430, binding = 1) readonly buffer BBuffer { uvec2 b_words[]; };
 vec4 load_b4(uint index4) {

@@ -97,7 +97,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
     public let name = "cpu"
     public let configuration: Configuration
     public let device: DeviceInfo
-    public let capabilities = BackendCapabilities(ops: Set(OpKind.allCases), weightTypes: DType.weightTypes)
+    public let capabilities = BackendCapabilities(ops: Set(OpKind.allCases), weightTypes: DType.matrixTypes)
     let blas: OpenBLAS?
     let kernel: GemmKernel
 

@@ -72,6 +72,25 @@ import LoRAFuse
         try Self.check(outputs, ["last_hidden_state"], against: Self.expected("t5-a", "expected_fp16"), tolerance: 1e-4, "t5-a fp16 file")
     }
 
+    /// ComfyUI's fp8 T5 (matrices F8_E4M3, norms F16) runs with its weights kept in fp8 and
+    /// matches transformers on the same rounded weights within the fp32 tolerance; against
+    /// the full-precision model, fp8 rounding itself moves the output by a few percent
+    /// (documented bound: 0.1).
+    @Test func fp8WeightsRunNarrow() throws {
+        let encoder = try T5Encoder.load(path: Self.fixtures.appendingPathComponent("models/t5-a/t5xxl_fp8_e4m3fn.safetensors").path)
+        let ids = try Self.ids("t5-a")
+        let graph = try encoder.graph(batch: ids.count, length: ids[0].count)
+        let narrow = graph.nodes.filter { graph.parameters[$0.id]?.dtype == .float8E4M3 }
+        #expect(narrow.count == 2 * 7 + 1, "every matrix and the embedding table stay F8_E4M3 in the graph")
+        for backend in BackendsUnderTest.all {
+            let outputs = try backend.execute(graph, inputs: encoder.inputs(ids)).outputs
+            try Self.check(outputs, ["last_hidden_state"], against: Self.expected("t5-a", "expected_fp8_e4m3fn"), tolerance: 1e-4,
+                           "t5-a fp8 \(BackendsUnderTest.label(backend))")
+            try Self.check(outputs, ["last_hidden_state"], against: Self.expected("t5-a"), tolerance: 0.1,
+                           "t5-a fp8 vs full precision \(BackendsUnderTest.label(backend))")
+        }
+    }
+
     /// transformers' `_relative_position_bucket` for distances −600…600 (`buckets.json`),
     /// including those where the float32 logarithm lands on an integer.
     @Test func relativePositionBucketsMatchTransformers() throws {

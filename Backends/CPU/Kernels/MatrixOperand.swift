@@ -39,6 +39,12 @@ struct MatrixOperand {
         case .bfloat16:
             let pointer = base.assumingMemoryBound(to: UInt16.self) + start
             for index in 0..<count { output[index] = Float(bitPattern: UInt32(pointer[index &* columnStride]) << 16) }
+        case .float8E4M3, .float8E5M2:
+            let pointer = base.assumingMemoryBound(to: UInt8.self) + start
+            let table = dtype == .float8E4M3 ? Float8Table.e4m3 : Float8Table.e5m2
+            table.withUnsafeBufferPointer { values in
+                for index in 0..<count { output[index] = values[Int(pointer[index &* columnStride])] }
+            }
         default:
             preconditionFailure("matrix operand of \(dtype.name)")
         }

@@ -31,7 +31,7 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
 
     public let name = "vulkan"
     public let device: DeviceInfo
-    public let capabilities = BackendCapabilities(ops: Set(OpKind.allCases), weightTypes: DType.weightTypes)
+    public let capabilities = BackendCapabilities(ops: Set(OpKind.allCases), weightTypes: DType.matrixTypes)
     public let matmulVariant: MatmulVariant
     let context: VulkanDevice
     private let lock = NSLock()

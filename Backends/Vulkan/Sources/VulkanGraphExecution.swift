@@ -188,7 +188,7 @@ struct VulkanGraphExecution {
                 }
             case .cast:
                 let source = graph.nodes[node.inputs[0]].type.dtype
-                guard [.float32, .float16, .bfloat16, .int32, .int64].contains(source) else {
+                guard DType.matrixTypes.union([.int32, .int64]).contains(source) else {
                     throw unsupported(node, "casting from \(source.name) is not implemented")
                 }
             case .embedding:

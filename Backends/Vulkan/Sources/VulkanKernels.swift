@@ -23,6 +23,8 @@ struct VulkanKernels {
         case .bfloat16: 2
         case .int32: 3
         case .int64: 4
+        case .float8E4M3: 5
+        case .float8E5M2: 6
         default: 0
         }
     }
@@ -379,7 +381,13 @@ struct VulkanKernels {
     static let lowRankSharedFloats = 2048
 
     static func suffix(_ weightType: DType) -> String {
-        weightType == .float16 ? "f16" : (weightType == .bfloat16 ? "bf16" : "f32")
+        switch weightType {
+        case .float16: "f16"
+        case .bfloat16: "bf16"
+        case .float8E4M3: "f8e4m3"
+        case .float8E5M2: "f8e5m2"
+        default: "f32"
+        }
     }
 
     private func dispatchMatmul(_ call: MatmulDispatch, weightType: DType) throws {

@@ -37,6 +37,9 @@ public enum DType: String, Sendable, CaseIterable, Hashable, Codable {
 
     /// Types a weight may have and still be read by kernels without expanding it in memory.
     public static let weightTypes: Set<DType> = [.float32, .float16, .bfloat16]
+    /// Types the matmul and embedding kernels also read for their matrix operand: the
+    /// weight types plus float8 (e4m3fn, e5m2), as ComfyUI's fp8 checkpoints store them.
+    public static let matrixTypes: Set<DType> = weightTypes.union([.float8E4M3, .float8E5M2])
 
     /// The safetensors spelling, e.g. `BF16`.
     public var name: String { rawValue }

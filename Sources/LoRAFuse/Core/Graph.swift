@@ -72,8 +72,8 @@ public struct Graph: Sendable {
     public mutating func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false) throws(GraphError) -> Tensor {
         let op = Op.matmul(transposeA: transposeA, transposeB: transposeB)
         try requireFloat32(a, op.summary, "a")
-        guard DType.weightTypes.contains(b.dtype) else {
-            throw GraphError(op: op.summary, "b must be F32, F16 or BF16, got \(b.type)")
+        guard DType.matrixTypes.contains(b.dtype) else {
+            throw GraphError(op: op.summary, "b must be F32, F16, BF16, F8_E4M3 or F8_E5M2, got \(b.type)")
         }
         guard a.shape.rank >= 2, b.shape.rank >= 2 else {
             throw GraphError(op: op.summary, "operands need rank ≥ 2, got a \(a.shape) and b \(b.shape)")
@@ -362,8 +362,8 @@ public struct Graph: Sendable {
     }
 
     public mutating func embedding(table: Tensor, ids: Tensor) throws(GraphError) -> Tensor {
-        guard table.shape.rank == 2, DType.weightTypes.contains(table.dtype) else {
-            throw GraphError(op: "embedding", "table must be [V, D] of F32, F16 or BF16, got \(table.type)")
+        guard table.shape.rank == 2, DType.matrixTypes.contains(table.dtype) else {
+            throw GraphError(op: "embedding", "table must be [V, D] of F32, F16, BF16 or F8, got \(table.type)")
         }
         guard [.int32, .int64].contains(ids.dtype) else {
             throw GraphError(op: "embedding", "ids must be I32 or I64, got \(ids.type)")

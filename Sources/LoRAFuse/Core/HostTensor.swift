@@ -188,6 +188,12 @@ public enum ElementConversion {
 }
 
 /// All 65,536 float16 values as Float: the fastest exact widening without F16C.
+/// Every float8 value, by bit pattern.
+public enum Float8Table {
+    public static let e4m3: [Float] = (0...255).map { float8E4M3BitsToFloat(UInt8($0)) }
+    public static let e5m2: [Float] = (0...255).map { float8E5M2BitsToFloat(UInt8($0)) }
+}
+
 public final class HalfTable: Sendable {
     public static let shared = HalfTable()
     public let values: [Float]

@@ -28,7 +28,7 @@ public enum Op: Sendable, Hashable {
     case parameter(name: String)
     /// `a · b` over the last two axes, batch axes broadcast. `transposeA` reads `a` as
     /// [..., K, M]; `transposeB` reads `b` as [..., N, K] (PyTorch `Linear` weights).
-    /// `a` is float32; `b` may be float32, float16 or bfloat16 (converted in the kernel).
+    /// `a` is float32; `b` may be float32, float16, bfloat16 or float8 (converted in the kernel).
     case matmul(transposeA: Bool, transposeB: Bool)
     /// A LoRA path added to a Linear's output: inputs `y` [..., N], `x` [..., K], `down`
     /// [r, K], `up` [N, r] give `y + scale · (x · downᵀ) · upᵀ`. One op so kernels keep the

@@ -42,7 +42,7 @@ public enum OpCaseCatalog {
         let sizes: [(Int, Int, Int)] = [(1, 1, 1), (7, 33, 129), (129, 7, 33), (33, 129, 7), (1, 300, 17),
                                         (97, 261, 50), (200, 300, 260)]
         for (m, k, n) in sizes {
-            for dtype in [DType.float32, .float16, .bfloat16] {
+            for dtype in [DType.float32, .float16, .bfloat16, .float8E4M3, .float8E5M2] {
                 for transposeB in [true, false] where dtype == .float32 || transposeB {
                     let a = random.tensor([m, k])
                     let b = random.tensor(transposeB ? [n, k] : [k, n], dtype: dtype)
@@ -221,8 +221,8 @@ public enum OpCaseCatalog {
             let parts = shapes.enumerated().map { ("p\($0.offset)", random.tensor($0.element)) }
             cases.append(try! make(.concat, "3 parts axis \(axis)", tolerance: 0, inputs: parts) { g, t in try g.concat(t, axis: axis) })
         }
-        for dtype in [DType.float32, .float16, .bfloat16] {
-            for idType in [DType.int32, .int64] {
+        for dtype in [DType.float32, .float16, .bfloat16, .float8E4M3, .float8E5M2] {
+            for idType in [DType.int32, .int64] where idType == .int64 || dtype.byteSize > 1 {
                 let table = random.tensor([50, 33], dtype: dtype)
                 let ids = HostTensor(shape: [2, 7], dtype: idType, values: (0..<14).map { Double(($0 * 17 + 3) % 50) })
                 cases.append(try! make(.embedding, "[50,33] \(dtype.name) ids \(idType.name)", tolerance: 0,
@@ -237,8 +237,10 @@ public enum OpCaseCatalog {
                 try g.cast(g.cast(t[0], to: target), to: .float32)
             })
         }
-        let wide = random.tensor([3, 5], dtype: .bfloat16)
-        cases.append(try! make(.cast, "BF16→F32 [3,5]", tolerance: 0, inputs: [("x", wide)]) { g, t in try g.cast(t[0], to: .float32) })
+        for source in [DType.bfloat16, .float8E4M3, .float8E5M2] {
+            let wide = random.tensor([3, 5], dtype: source, in: -300...300)
+            cases.append(try! make(.cast, "\(source.name)→F32 [3,5]", tolerance: 0, inputs: [("x", wide)]) { g, t in try g.cast(t[0], to: .float32) })
+        }
         return cases
     }
 }
