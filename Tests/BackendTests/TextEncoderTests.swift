@@ -72,6 +72,24 @@ import LoRAFuse
         try Self.check(outputs, ["last_hidden_state"], against: Self.expected("t5-a", "expected_fp16"), tolerance: 1e-4, "t5-a fp16 file")
     }
 
+    /// A FLUX pipeline folder (CLIP in BF16 with the real vocabulary, T5 sharded) against
+    /// diffusers' `FluxPipeline.encode_prompt(prompt, max_sequence_length=48)` in float64.
+    @Test(arguments: ["cat", "long", "unicode"])
+    func pipelineMatchesFluxPipelineEncodePrompt(_ label: String) throws {
+        let encoders = try FluxTextEncoders.load(pipeline: Self.fixtures.appendingPathComponent("pipeline").path)
+        let expected = try SafeTensorsFile(path: Self.fixtures.appendingPathComponent("pipeline/expected_\(label).safetensors").path)
+        let prompt = try #require(expected.metadata["prompt"])
+        for backend in BackendsUnderTest.all {
+            let result = try encoders.encode(prompt, maxSequenceLength: 48, on: backend)
+            let tensors = Dictionary(uniqueKeysWithValues: result.tensors.map { ($0.name, $0.tensor) })
+            for name in ["clip_input_ids", "t5_input_ids", "txt_ids"] {
+                #expect(tensors[name]?.doubles() == (try expected.tensor(named: name)).doubles(), "\(label) \(name)")
+            }
+            try Self.check([result.encoderHiddenStates, result.pooledProjections], ["encoder_hidden_states", "pooled_projections"],
+                           against: expected, tolerance: 1e-4, "pipeline \(label) \(BackendsUnderTest.label(backend))")
+        }
+    }
+
     /// ComfyUI's fp8 T5 (matrices F8_E4M3, norms F16) runs with its weights kept in fp8 and
     /// matches transformers on the same rounded weights within the fp32 tolerance; against
     /// the full-precision model, fp8 rounding itself moves the output by a few percent

@@ -144,6 +144,49 @@ final class ScratchFolder {
         #expect(relativeError(actual: sample.floats(), expected: expected.doubles()) <= 1e-4)
     }
 
+    @Test(arguments: ["cpu", "vulkan"])
+    func encodeWritesWhatFluxPipelineEncodes(_ backend: String) throws {
+        let scratch = ScratchFolder("lorafuse-encode")
+        defer { withExtendedLifetime(scratch) {} }  // the folder lives until the test ends
+        let pipeline = CommandLine.repository.appendingPathComponent("Tests/Fixtures/text/pipeline")
+        let expected = try SafeTensorsFile(path: pipeline.appendingPathComponent("expected_cat.safetensors").path)
+        let output = scratch.url.appendingPathComponent("text.safetensors").path
+        let result = try CommandLine.run(["encode", "--text-encoders", pipeline.path, "--prompt", expected.metadata["prompt"] ?? "",
+                                          "--max-sequence-length", "48", "--output", output, "--backend", backend, "--json"])
+        if backend == "vulkan" && result.error.contains("unavailable") && ProcessInfo.processInfo.environment["CI"] == nil { return }
+        #expect(result.status == 0, "\(result.error)")
+        let line = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any]
+        #expect(line?["command"] as? String == "encode" && line?["t5_tokens"] as? Int == 48)
+        let written = try SafeTensorsFile(path: output)
+        for name in ["encoder_hidden_states", "pooled_projections"] {
+            let error = relativeError(actual: try written.tensor(named: name).floats(), expected: try expected.tensor(named: name).doubles())
+            #expect(error <= 1e-4, "\(name): \(error)")
+        }
+        #expect(try written.tensor(named: "t5_input_ids").dtype == .int64)
+        #expect(try written.tensor(named: "t5_input_ids").doubles() == expected.tensor(named: "t5_input_ids").doubles())
+    }
+
+    @Test func encodeNamesWhatIsMissing() throws {
+        let scratch = ScratchFolder("lorafuse-encode")
+        defer { withExtendedLifetime(scratch) {} }  // the folder lives until the test ends
+        let output = scratch.url.appendingPathComponent("text.safetensors").path
+        let models = CommandLine.repository.appendingPathComponent("Tests/Fixtures/text/models")
+        // Not a pipeline folder.
+        var result = try CommandLine.run(["encode", "--text-encoders", models.path, "--prompt", "a cat", "--output", output])
+        #expect(result.status != 0 && result.error.contains("text_encoder/"), "\(result.error)")
+        // Separate parts with a tokenizer whose ids do not fit the encoder's table.
+        let tokenizers = CommandLine.repository.appendingPathComponent("Tests/Fixtures/text/pipeline")
+        result = try CommandLine.run(["encode", "--clip", models.appendingPathComponent("clip-a/clip_l.safetensors").path,
+                                      "--clip-tokenizer", tokenizers.appendingPathComponent("tokenizer").path,
+                                      "--t5", models.appendingPathComponent("t5-a/t5xxl_fp8_e4m3fn.safetensors").path,
+                                      "--t5-tokenizer", tokenizers.appendingPathComponent("tokenizer_2").path,
+                                      "--prompt", "a cat", "--output", output])
+        #expect(result.status != 0 && result.error.contains("embeddings"), "\(result.error)")
+        result = try CommandLine.run(["encode", "--clip", "x", "--prompt", "a cat"])
+        #expect(result.status != 0 && result.error.contains("--t5-tokenizer"), "\(result.error)")
+        #expect(!FileManager.default.fileExists(atPath: output))
+    }
+
     @Test func badInputsFailWithoutWritingOutput() throws {
         let scratch = ScratchFolder("lorafuse-dit")
         defer { withExtendedLifetime(scratch) {} }  // the folder lives until the test ends

@@ -47,22 +47,7 @@ public struct FluxModel: Sendable {
         }
         try config.validate(source: configURL.path)
 
-        var shardNames: [String]
-        let index = folder.appendingPathComponent("diffusion_pytorch_model.safetensors.index.json")
-        if let indexData = manager.contents(atPath: index.path) {
-            guard let object = try? JSONSerialization.jsonObject(with: indexData) as? [String: Any],
-                  let map = object["weight_map"] as? [String: String] else {
-                throw ModelError.notAModel(path: index.path, reason: "the index has no weight_map")
-            }
-            shardNames = Array(Set(map.values)).sorted()
-        } else {
-            shardNames = ((try? manager.contentsOfDirectory(atPath: folder.path)) ?? [])
-                .filter { $0.hasPrefix("diffusion_pytorch_model") && $0.hasSuffix(".safetensors") }.sorted()
-        }
-        guard !shardNames.isEmpty else {
-            throw ModelError.notAModel(path: folder.path, reason: "no diffusion_pytorch_model*.safetensors")
-        }
-        let files = try shardNames.map { try SafeTensorsFile(path: folder.appendingPathComponent($0).path) }
+        let files = try CheckpointFiles.load(folder: folder, stem: "diffusion_pytorch_model")
         return FluxModel(config: config, weights: TensorSource(files: files, description: folder.path))
     }
 }

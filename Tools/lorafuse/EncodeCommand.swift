@@ -1,0 +1,91 @@
+import ArgumentParser
+import Foundation
+import LoRAFuse
+
+/// `lorafuse encode`: a prompt through FLUX's CLIP-L and T5 (DESIGN.md "Contracts").
+struct EncodeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "encode",
+        abstract: "Encode a prompt with FLUX's text encoders: the text conditioning of `lorafuse dit`.",
+        discussion: """
+        --text-encoders: a diffusers FLUX pipeline folder (text_encoder/, tokenizer/, text_encoder_2/, tokenizer_2/).
+        Or the parts as ComfyUI users keep them: --clip (clip_l.safetensors or a folder) with --clip-tokenizer
+        (vocab.json + merges.txt), --t5 (t5xxl_fp16.safetensors, t5xxl_fp8_e4m3fn.safetensors or a folder) with
+        --t5-tokenizer (tokenizer.json or spiece.model).
+        --output: encoder_hidden_states [1, T, D], pooled_projections [1, P], txt_ids [T, 3], clip_input_ids and
+        t5_input_ids (int64), written atomically.
+        """
+    )
+
+    @Option(name: .long, help: "A diffusers FLUX pipeline folder.")
+    var textEncoders: String?
+
+    @Option(name: .long, help: "CLIP text encoder: a folder or one safetensors file.")
+    var clip: String?
+
+    @Option(name: .long, help: "CLIP tokenizer folder (vocab.json, merges.txt).")
+    var clipTokenizer: String?
+
+    @Option(name: .long, help: "T5 encoder: a folder or one safetensors file (F32/F16/BF16/F8).")
+    var t5: String?
+
+    @Option(name: .long, help: "T5 tokenizer folder or file (tokenizer.json or spiece.model).")
+    var t5Tokenizer: String?
+
+    @Option(name: .long, help: "The prompt.")
+    var prompt: String
+
+    @Option(name: .long, help: "T5 tokens: 512 for FLUX.1-dev, 256 for FLUX.1-schnell (diffusers' max_sequence_length).")
+    var maxSequenceLength = 512
+
+    @Option(name: .long, help: "Where to write the conditioning (.safetensors).")
+    var output: String?
+
+    @OptionGroup var backendOptions: BackendOptions
+
+    @Flag(name: .long, help: "Print a JSON line with timings and peak memory.")
+    var json = false
+
+    func validate() throws {
+        let parts = [clip, clipTokenizer, t5, t5Tokenizer]
+        if textEncoders != nil {
+            guard parts.allSatisfy({ $0 == nil }) else {
+                throw ValidationError("give --text-encoders, or --clip/--clip-tokenizer/--t5/--t5-tokenizer, not both")
+            }
+        } else if parts.contains(where: { $0 == nil }) {
+            throw ValidationError("give --text-encoders PIPELINE_FOLDER, or all of --clip, --clip-tokenizer, --t5 and --t5-tokenizer")
+        }
+        guard (1...4096).contains(maxSequenceLength) else { throw ValidationError("--max-sequence-length must be in 1...4096") }
+    }
+
+    func run() throws {
+        let loadStart = DispatchTime.now().uptimeNanoseconds
+        let backend = try backendOptions.makeBackend()
+        let encoders: FluxTextEncoders
+        if let textEncoders {
+            encoders = try FluxTextEncoders.load(pipeline: textEncoders)
+        } else {
+            encoders = try FluxTextEncoders.load(clip: clip!, clipTokenizer: clipTokenizer!, t5: t5!, t5Tokenizer: t5Tokenizer!)
+        }
+        let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
+        let result = try encoders.encode(prompt, maxSequenceLength: maxSequenceLength, on: backend)
+        if let output {
+            try SafeTensorsWriter.write(result.tensors, metadata: ["producer": "lorafuse encode", "backend": backend.name, "prompt": prompt,
+                                                                   "max_sequence_length": String(maxSequenceLength)], to: output)
+        }
+        let fields: [String: Any] = [
+            "command": "encode", "backend": backend.name, "device": backend.device.name,
+            "seconds": result.clipSeconds + result.t5Seconds, "clip_seconds": result.clipSeconds, "t5_seconds": result.t5Seconds,
+            "load_seconds": loadSeconds, "peak_rss_bytes": PeakMemory.residentBytes(),
+            "clip_tokens": result.clipIds.count, "t5_tokens": result.t5Ids.count,
+            "t5_width": encoders.t5.config.modelDim, "pooled_width": encoders.clip.config.hiddenSize,
+        ]
+        if json {
+            print(try JSONOutput.line(fields))
+        } else {
+            print(String(format: "encode on %@ (%@): CLIP %.3f s, T5 %.3f s (%d tokens), load %.3f s, peak RSS %.1f MiB%@",
+                         backend.name, backend.device.name, result.clipSeconds, result.t5Seconds, maxSequenceLength, loadSeconds,
+                         Double(PeakMemory.residentBytes()) / 1048576, output.map { ", wrote \($0)" } ?? ""))
+        }
+    }
+}
