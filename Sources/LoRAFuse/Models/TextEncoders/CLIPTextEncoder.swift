@@ -56,20 +56,14 @@ public struct CLIPTextEncoder: Sendable {
     /// folder (its `text_encoder/`), or one safetensors file with CLIPTextModel's names
     /// (ComfyUI's `clip_l.safetensors`; config from shapes, heads of 64).
     public static func load(path: String) throws -> CLIPTextEncoder {
-        var folder = URL(fileURLWithPath: path)
-        var isFolder: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
-            throw ModelError.notAModel(path: path, reason: "no such file or folder")
-        }
-        if !isFolder.boolValue {
-            let file = try SafeTensorsFile(path: path)
-            let source = TensorSource(files: [file], description: path)
-            let prefix = ["", "text_model.", "cond_stage_model.transformer.text_model.", "text_encoders.clip_l.transformer.text_model."]
-                .first { source.contains($0 + "embeddings.token_embedding.weight") }
-            guard let prefix else {
-                throw ModelError.notAModel(path: path, reason: "no embeddings.token_embedding.weight (not a CLIP text encoder)")
-            }
-            let weights = TextEncoderWeights(source: source, prefix: prefix)
+        let checkpoint = try TextEncoderCheckpoint.open(
+            path, subfolder: "text_encoder", probe: "embeddings.token_embedding.weight",
+            prefixes: ["", "text_model.", "cond_stage_model.transformer.text_model.", "text_encoders.clip_l.transformer.text_model."],
+            folderPrefix: "text_model.", architectures: ["CLIPTextModel", "CLIPTextModelWithProjection"], kind: "CLIP text encoder")
+        switch checkpoint {
+        case let .folder(weights, object, configPath):
+            return CLIPTextEncoder(config: try CLIPTextConfig(json: object, path: configPath), weights: weights)
+        case let .file(weights):
             var config = CLIPTextConfig()
             let tokens = try weights.shape("embeddings.token_embedding.weight")
             config.vocabSize = tokens[0]
@@ -82,15 +76,6 @@ public struct CLIPTextEncoder: Sendable {
             try config.validate(path: path)
             return CLIPTextEncoder(config: config, weights: weights)
         }
-        if FileManager.default.fileExists(atPath: folder.appendingPathComponent("text_encoder/config.json").path) {
-            folder = folder.appendingPathComponent("text_encoder")
-        }
-        let configURL = folder.appendingPathComponent("config.json")
-        let object = try CheckpointFiles.config(configURL, expecting: ["CLIPTextModel", "CLIPTextModelWithProjection"])
-        let config = try CLIPTextConfig(json: object, path: configURL.path)
-        let files = try CheckpointFiles.load(folder: folder, stem: "model")
-        return CLIPTextEncoder(config: config, weights: TextEncoderWeights(source: TensorSource(files: files, description: folder.path),
-                                                                          prefix: "text_model."))
     }
 
     init(config: CLIPTextConfig, weights: TextEncoderWeights) {
@@ -110,16 +95,14 @@ public struct CLIPTextEncoder: Sendable {
 
     /// Inputs of `graph(batch:length:)` for these ids ([B][L]).
     public func inputs(_ ids: [[Int]]) throws -> [String: HostTensor] {
-        let batch = ids.count, length = ids.first?.count ?? 0
-        guard batch > 0, length > 0, ids.allSatisfy({ $0.count == length }) else {
-            throw ModelError.invalidInputs("input_ids must be [B, L] with B, L > 0")
-        }
+        let tensor = try TextEncoderCheckpoint.ids(ids)
+        let batch = tensor.shape[0], length = tensor.shape[1]
         guard length <= config.maxPositions else {
             throw ModelError.invalidInputs("\(length) tokens is more than this CLIP's \(config.maxPositions) positions")
         }
         let positions = poolingPositions(ids).enumerated().map { Double($0.offset * length + $0.element) }
         return [
-            "input_ids": HostTensor(shape: [batch, length], dtype: .int64, values: ids.flatMap { $0.map(Double.init) }),
+            "input_ids": tensor,
             "pooled_rows": HostTensor(shape: [batch], dtype: .int32, values: positions),
         ]
     }

@@ -72,20 +72,14 @@ public struct T5Encoder: Sendable {
     /// (ComfyUI's `t5xxl_fp16.safetensors`, `t5xxl_fp8_e4m3fn.safetensors`; config from
     /// shapes: heads from the relative-attention table, gated-GELU, max distance 128).
     public static func load(path: String) throws -> T5Encoder {
-        var folder = URL(fileURLWithPath: path)
-        var isFolder: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
-            throw ModelError.notAModel(path: path, reason: "no such file or folder")
-        }
-        if !isFolder.boolValue {
-            let file = try SafeTensorsFile(path: path)
-            let source = TensorSource(files: [file], description: path)
-            let prefix = ["", "text_encoders.t5xxl.transformer.", "cond_stage_model.transformer."]
-                .first { source.contains($0 + "encoder.block.0.layer.0.SelfAttention.q.weight") }
-            guard let prefix else {
-                throw ModelError.notAModel(path: path, reason: "no encoder.block.0.layer.0.SelfAttention.q.weight (not a T5 encoder)")
-            }
-            let weights = TextEncoderWeights(source: source, prefix: prefix)
+        let checkpoint = try TextEncoderCheckpoint.open(
+            path, subfolder: "text_encoder_2", probe: "encoder.block.0.layer.0.SelfAttention.q.weight",
+            prefixes: ["", "text_encoders.t5xxl.transformer.", "cond_stage_model.transformer."], folderPrefix: "",
+            architectures: ["T5EncoderModel", "T5ForConditionalGeneration", "T5Model"], kind: "T5 encoder")
+        switch checkpoint {
+        case let .folder(weights, object, configPath):
+            return T5Encoder(config: try T5EncoderConfig(json: object, path: configPath), weights: weights)
+        case let .file(weights):
             var config = T5EncoderConfig()
             let embedding = try weights.shape(embeddingName(weights))
             config.vocabSize = embedding[0]
@@ -102,14 +96,6 @@ public struct T5Encoder: Sendable {
             try config.validate(path: path)
             return T5Encoder(config: config, weights: weights)
         }
-        if FileManager.default.fileExists(atPath: folder.appendingPathComponent("text_encoder_2/config.json").path) {
-            folder = folder.appendingPathComponent("text_encoder_2")
-        }
-        let configURL = folder.appendingPathComponent("config.json")
-        let object = try CheckpointFiles.config(configURL, expecting: ["T5EncoderModel", "T5ForConditionalGeneration", "T5Model"])
-        let config = try T5EncoderConfig(json: object, path: configURL.path)
-        let files = try CheckpointFiles.load(folder: folder, stem: "model")
-        return T5Encoder(config: config, weights: TextEncoderWeights(source: TensorSource(files: files, description: folder.path), prefix: ""))
     }
 
     init(config: T5EncoderConfig, weights: TextEncoderWeights) {
@@ -123,11 +109,7 @@ public struct T5Encoder: Sendable {
 
     /// Inputs of `graph(batch:length:)` for these ids ([B][L]).
     public func inputs(_ ids: [[Int]]) throws -> [String: HostTensor] {
-        let batch = ids.count, length = ids.first?.count ?? 0
-        guard batch > 0, length > 0, ids.allSatisfy({ $0.count == length }) else {
-            throw ModelError.invalidInputs("input_ids must be [B, L] with B, L > 0")
-        }
-        return ["input_ids": HostTensor(shape: [batch, length], dtype: .int64, values: ids.flatMap { $0.map(Double.init) })]
+        ["input_ids": try TextEncoderCheckpoint.ids(ids)]
     }
 
     /// The relative-position bias [1, H, L, L] of the first layer's table, which every layer adds.

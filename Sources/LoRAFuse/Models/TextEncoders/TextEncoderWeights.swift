@@ -70,6 +70,48 @@ struct TextEncoderWeights: Sendable {
     }
 }
 
+/// Where a text encoder's weights come from: one safetensors file (no config: the caller
+/// infers it from shapes), or a transformers folder with its `config.json`.
+enum TextEncoderCheckpoint {
+    case file(TextEncoderWeights)
+    case folder(TextEncoderWeights, config: [String: Any], configPath: String)
+
+    /// Opens `path`: a single file whose names carry one of `prefixes` before `probe`; or a
+    /// transformers folder, or a pipeline folder holding one in `subfolder`.
+    static func open(_ path: String, subfolder: String, probe: String, prefixes: [String], folderPrefix: String,
+                     architectures: [String], kind: String) throws -> TextEncoderCheckpoint {
+        var folder = URL(fileURLWithPath: path)
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
+            throw ModelError.notAModel(path: path, reason: "no such file or folder")
+        }
+        if !isFolder.boolValue {
+            let source = TensorSource(files: [try SafeTensorsFile(path: path)], description: path)
+            guard let prefix = prefixes.first(where: { source.contains($0 + probe) }) else {
+                throw ModelError.notAModel(path: path, reason: "no \(probe) (not a \(kind))")
+            }
+            return .file(TextEncoderWeights(source: source, prefix: prefix))
+        }
+        if FileManager.default.fileExists(atPath: folder.appendingPathComponent("\(subfolder)/config.json").path) {
+            folder = folder.appendingPathComponent(subfolder)
+        }
+        let configURL = folder.appendingPathComponent("config.json")
+        let object = try CheckpointFiles.config(configURL, expecting: architectures)
+        let files = try CheckpointFiles.load(folder: folder, stem: "model")
+        return .folder(TextEncoderWeights(source: TensorSource(files: files, description: folder.path), prefix: folderPrefix),
+                       config: object, configPath: configURL.path)
+    }
+
+    /// Ids [B][L] as the I64 `input_ids` tensor.
+    static func ids(_ ids: [[Int]]) throws -> HostTensor {
+        let batch = ids.count, length = ids.first?.count ?? 0
+        guard batch > 0, length > 0, ids.allSatisfy({ $0.count == length }) else {
+            throw ModelError.invalidInputs("input_ids must be [B, L] with B, L > 0")
+        }
+        return HostTensor(shape: [batch, length], dtype: .int64, values: ids.flatMap { $0.map(Double.init) })
+    }
+}
+
 /// One value of a JSON config, checked.
 func configValue<T>(_ object: [String: Any], _ key: String, _ fallback: T? = nil, path: String) throws -> T {
     if let value = object[key] as? T { return value }
