@@ -166,6 +166,22 @@ final class ScratchFolder {
         #expect(try written.tensor(named: "t5_input_ids").doubles() == expected.tensor(named: "t5_input_ids").doubles())
     }
 
+    @Test func tokenizePrintsTheReferenceIds() throws {
+        let text = CommandLine.repository.appendingPathComponent("Tests/Fixtures/text")
+        let cases = try JSONSerialization.jsonObject(with: Data(contentsOf: text.appendingPathComponent("prompts.json"))) as! [String: Any]
+        let first = (cases["cases"] as! [[String: Any]])[2]
+        let prompt = first["prompt"] as! String
+        for (folder, key, length) in [("tokenizer", "clip", "77"), ("tokenizer_2", "t5", "96")] {
+            let result = try CommandLine.run(["tokenize", "--tokenizer", text.appendingPathComponent("pipeline/\(folder)").path,
+                                              "--prompt", prompt, "--length", length])
+            #expect(result.status == 0, "\(result.error)")
+            let ids = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [Int]
+            #expect(ids == first[key] as? [Int], "\(key): \(result.output)")
+        }
+        let missing = try CommandLine.run(["tokenize", "--tokenizer", "/nonexistent", "--prompt", "a"])
+        #expect(missing.status != 0 && missing.error.contains("/nonexistent"), "\(missing.error)")
+    }
+
     @Test func encodeNamesWhatIsMissing() throws {
         let scratch = ScratchFolder("lorafuse-encode")
         defer { withExtendedLifetime(scratch) {} }  // the folder lives until the test ends

@@ -6,7 +6,7 @@ Writes Tests/Fixtures/text/:
                      as vocab.json + merges.txt.
 - pipeline/tokenizer_2/  a SentencePiece unigram model trained with the `sentencepiece` package on
                      a fixed corpus (spiece.model), converted by transformers to tokenizer.json.
-- prompts.json       60+ prompts and their reference ids: `clip` from CLIPTokenizer as
+- prompts.json       64 written prompts and 400 random ones, and their reference ids: `clip` from CLIPTokenizer as
                      FluxPipeline calls it (padding to 77, truncation; the slow tokenizer, without
                      ftfy, as a default install has it), `t5` from T5TokenizerFast (padding and
                      truncation to 96), `t5_slow` from T5Tokenizer (sentencepiece) for comparison.
@@ -66,6 +66,29 @@ PROMPTS = [
     "a cat sitting on a mat " * 20,
     "\u2028line\u2029separators\u0085next", "ǆemal ǈubljana", "ﷺ ﷽", "𝔣𝔯𝔞𝔨𝔱𝔲𝔯 𝕕𝕠𝕦𝕓𝕝𝕖",
 ]
+
+def random_prompts(count, seed=11):
+    """Prompts of random pieces from many scripts (combining marks, controls, emoji flags,
+    math letters, private use, zero-width characters) mixed with words and special tokens."""
+    rng = random.Random(seed)
+    ranges = [(0x20, 0x7E)] * 6 + [(0xA0, 0x24F), (0x370, 0x3FF), (0x400, 0x4FF), (0x300, 0x36F), (0x2000, 0x206F),
+                                   (0x3000, 0x30FF), (0x4E00, 0x4F00), (0xAC00, 0xAD00), (0x1F300, 0x1F64F), (0xFF00, 0xFFEF),
+                                   (0x0, 0x1F), (0x600, 0x6FF), (0x900, 0x97F), (0x1D400, 0x1D4FF), (0xFB00, 0xFB4F),
+                                   (0x2460, 0x24FF), (0xE000, 0xE010), (0x1F1E6, 0x1F1FF), (0x200B, 0x200F)]
+    words = ["a", "the", "cat", "red", "star", "stripes", "it's", "we'll", "<|endoftext|>", "</s>", "<extra_id_3>", "  ",
+             "\n", "café", "ǅ", "İ", "ΣΑΣ", "ﬁ", "ͅ"]
+    prompts = []
+    for _ in range(count):
+        parts = []
+        for _ in range(rng.randint(0, 12)):
+            if rng.random() < 0.4:
+                parts.append(rng.choice(words))
+            else:
+                low, high = rng.choice(ranges)
+                parts.append("".join(chr(rng.randint(low, high)) for _ in range(rng.randint(1, 6))))
+        prompts.append(rng.choice(["", " "]).join(parts))
+    return prompts
+
 
 CORPUS_WORDS = """a an the of with and in on at by for from over under near behind red green blue yellow orange purple
 black white gray pink brown golden silver star circle square triangle heart moon cloud tree house car boat cat dog bird
@@ -156,18 +179,21 @@ def tokenizer_fixtures():
     clip = clip_tokenizer(root / "tokenizer")
     t5_slow, t5_fast = t5_tokenizers(root / "tokenizer_2")
     cases = []
-    for prompt in PROMPTS:
+    for prompt in PROMPTS + random_prompts(400):
         clip_ids = clip(prompt, padding="max_length", max_length=77, truncation=True)["input_ids"]
         t5_ids = t5_fast(prompt, padding="max_length", max_length=96, truncation=True)["input_ids"]
         t5_slow_ids = t5_slow(prompt, padding="max_length", max_length=96, truncation=True)["input_ids"]
-        cases.append(dict(prompt=prompt, clip=clip_ids, t5=t5_ids, t5_slow=t5_slow_ids))
-    (OUT / "prompts.json").write_text(json.dumps(dict(
-        generated_by="Tools/reference/make_text_encoder_fixtures.py",
-        clip="CLIPTokenizer (slow, no ftfy), padding='max_length', max_length=77, truncation=True",
-        t5="T5TokenizerFast from tokenizer.json, padding='max_length', max_length=96, truncation=True",
-        t5_slow="T5Tokenizer (sentencepiece, legacy=True), same arguments",
-        cases=cases), ensure_ascii=False, indent=1))
-    differ = sum(case["t5"] != case["t5_slow"] for case in cases)
+        case = dict(prompt=prompt, clip=clip_ids, t5=t5_ids)
+        if t5_slow_ids != t5_ids:
+            case["t5_slow"] = t5_slow_ids
+        cases.append(case)
+    header = dict(generated_by="Tools/reference/make_text_encoder_fixtures.py",
+                  clip="CLIPTokenizer (slow, no ftfy), padding='max_length', max_length=77, truncation=True",
+                  t5="T5TokenizerFast from tokenizer.json, padding='max_length', max_length=96, truncation=True",
+                  t5_slow="T5Tokenizer (sentencepiece, legacy=True), same arguments; only where it differs from t5")
+    lines = [json.dumps(case, ensure_ascii=False, separators=(",", ":")) for case in cases]
+    (OUT / "prompts.json").write_text(json.dumps(header, ensure_ascii=False)[:-1] + ',"cases":[\n' + ",\n".join(lines) + "\n]}\n")
+    differ = sum("t5_slow" in case for case in cases)
     print(f"tokenizers: {len(cases)} prompts; T5 fast and slow differ on {differ}")
     return clip, t5_fast
 

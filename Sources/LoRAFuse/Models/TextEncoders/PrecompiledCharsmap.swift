@@ -24,28 +24,31 @@ public struct PrecompiledCharsmap: Sendable {
     private static func hasLeaf(_ unit: UInt32) -> Bool { (unit >> 8) & 1 == 1 }
     private static func value(_ unit: UInt32) -> Int { Int(unit & ((1 << 31) - 1)) }
 
-    /// The replacement of the shortest key that prefixes `key`, if any.
-    func replacement(_ key: some Collection<UInt8>) -> [UInt8]? {
-        var position = 0
-        guard !units.isEmpty else { return nil }
-        position ^= Self.offset(units[0])
-        for byte in key {
+    /// Every key that prefixes `key`, shortest first: (its length in bytes, its replacement).
+    func prefixMatches(_ key: some Collection<UInt8>) -> [(length: Int, replacement: [UInt8])] {
+        var matches: [(Int, [UInt8])] = []
+        guard !units.isEmpty else { return matches }
+        var position = Self.offset(units[0])
+        for (index, byte) in key.enumerated() {
             if byte == 0 { break }
             position ^= Int(byte)
-            guard position < units.count else { return nil }
+            guard position < units.count else { break }
             let unit = units[position]
-            guard Self.label(unit) == UInt32(byte) else { return nil }
+            guard Self.label(unit) == UInt32(byte) else { break }
             position ^= Self.offset(unit)
-            guard position < units.count else { return nil }
+            guard position < units.count else { break }
             if Self.hasLeaf(unit) {
                 let start = Self.value(units[position])
-                guard start < replacements.count else { return nil }
+                guard start < replacements.count else { break }
                 let end = replacements[start...].firstIndex(of: 0) ?? replacements.count
-                return Array(replacements[start..<end])
+                matches.append((index + 1, Array(replacements[start..<end])))
             }
         }
-        return nil
+        return matches
     }
+
+    /// The replacement of the shortest key that prefixes `key`, if any (Hugging Face's rule).
+    func replacement(_ key: some Collection<UInt8>) -> [UInt8]? { prefixMatches(key).first?.replacement }
 
     public func normalize(_ text: String) -> String {
         var output: [UInt8] = []
@@ -61,6 +64,43 @@ public struct PrecompiledCharsmap: Sendable {
                 output.append(contentsOf: replacement(scalarBytes) ?? scalarBytes)
             }
         }
+        return String(decoding: output, as: UTF8.self)
+    }
+
+    /// SentencePiece's own normaliser (what the slow `T5Tokenizer` runs): the longest key at
+    /// each byte position, else one character; leading, trailing and repeated spaces dropped,
+    /// `▁` before the text (`addDummyPrefix`) and for every space.
+    public static func sentencePieceNormalize(_ text: String, map: PrecompiledCharsmap?, addDummyPrefix: Bool) -> String {
+        let input = Array(text.utf8)
+        func next(_ at: Int) -> (text: ArraySlice<UInt8>, length: Int) {
+            if let map, let longest = map.prefixMatches(input[at...]).max(by: { $0.length < $1.length }) {
+                return (longest.replacement[...], longest.length)
+            }
+            let lead = input[at]
+            let length = min(input.count - at, lead < 0x80 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4)
+            return (input[at..<at + length], length)
+        }
+        var position = 0
+        while position < input.count {
+            let piece = next(position)
+            guard piece.text.elementsEqual([0x20]) else { break }
+            position += piece.length
+        }
+        guard position < input.count else { return "" }
+        let mark: [UInt8] = [0xE2, 0x96, 0x81]  // ▁
+        var output: [UInt8] = addDummyPrefix ? mark : []
+        var previousIsSpace = true
+        while position < input.count {
+            let piece = next(position)
+            var bytes = piece.text
+            while previousIsSpace, bytes.first == 0x20 { bytes = bytes.dropFirst() }
+            if !bytes.isEmpty {
+                for byte in bytes { if byte == 0x20 { output += mark } else { output.append(byte) } }
+                previousIsSpace = bytes.last == 0x20
+            }
+            position += piece.length
+        }
+        while output.count >= 3, Array(output.suffix(3)) == mark { output.removeLast(3) }
         return String(decoding: output, as: UTF8.self)
     }
 }

@@ -13,6 +13,8 @@ public struct UnigramTokenizer: TextTokenizer {
         case strip(left: Bool, right: Bool)
         case replace(pattern: String, isRegex: Bool, content: String)
         case nfkc, nfc, lowercase
+        /// SentencePiece's whole normalisation, whitespace and `▁` included (a lone spiece.model).
+        case sentencePiece(PrecompiledCharsmap?, addDummyPrefix: Bool)
     }
     enum PrependScheme: String, Sendable { case always, first, never }
     enum PreTokenizer: Sendable {
@@ -28,13 +30,15 @@ public struct UnigramTokenizer: TextTokenizer {
     let preTokenizers: [PreTokenizer]
     let prefix: [Int]
     let suffix: [Int]
+    /// transformers' slow `T5Tokenizer` adds no `</s>` after text that already ends with one.
+    let skipsRepeatedSuffix: Bool
     private let added: AddedTokens
     private let ids: [[UInt8]: Int]
     private let longestPiece: Int
     private let unknownScore: Double
 
     init(pieces: [(String, Double)], unknown: Int, pad: Int, normalizers: [Normalizer], preTokenizers: [PreTokenizer],
-         prefix: [Int], suffix: [Int], added: [AddedTokens.Token], defaultLength: Int) {
+         prefix: [Int], suffix: [Int], skipsRepeatedSuffix: Bool = false, added: [AddedTokens.Token], defaultLength: Int) {
         self.pieces = pieces.map { (piece: $0.0, score: $0.1) }
         self.unknown = unknown
         self.pad = pad
@@ -42,6 +46,7 @@ public struct UnigramTokenizer: TextTokenizer {
         self.preTokenizers = preTokenizers
         self.prefix = prefix
         self.suffix = suffix
+        self.skipsRepeatedSuffix = skipsRepeatedSuffix
         self.added = AddedTokens(added)
         self.defaultLength = defaultLength
         var ids: [[UInt8]: Int] = [:]
@@ -70,10 +75,18 @@ public struct UnigramTokenizer: TextTokenizer {
         throw TokenizerError(path: path, reason: "no tokenizer.json or spiece.model")
     }
 
-    public func encode(_ text: String) -> [Int] { prefix + tokens(text) + suffix }
+    public func encode(_ text: String) -> [Int] {
+        let ids = tokens(text)
+        return prefix + ids + suffix(after: ids)
+    }
 
     public func encode(_ text: String, length: Int) -> [Int] {
-        tokens(text).framed(prefix: prefix, suffix: suffix, length: length, padding: pad)
+        let ids = tokens(text)
+        return ids.framed(prefix: prefix, suffix: suffix(after: ids), length: length, padding: pad)
+    }
+
+    private func suffix(after ids: [Int]) -> [Int] {
+        skipsRepeatedSuffix && !suffix.isEmpty && ids.suffix(suffix.count).elementsEqual(suffix) ? [] : suffix
     }
 
     /// Ids of the text alone, without the template's special tokens.
@@ -102,45 +115,68 @@ public struct UnigramTokenizer: TextTokenizer {
             if right { while let last = scalars.last, last.properties.isWhitespace { scalars.removeLast() } }
             return String(String.UnicodeScalarView(scalars))
         case let .replace(pattern, isRegex, content):
-            guard isRegex else { return text.replacingOccurrences(of: pattern, with: content) }
+            guard isRegex else { return Self.replaceLiteral(pattern, with: content, in: text) }
             guard let regex = try? NSRegularExpression(pattern: pattern) else { return text }
             let template = NSRegularExpression.escapedTemplate(for: content)
             return regex.stringByReplacingMatches(in: text, range: NSRange(text.startIndex..., in: text), withTemplate: template)
         case .nfkc: return text.precomposedStringWithCompatibilityMapping
         case .nfc: return text.precomposedStringWithCanonicalMapping
         case .lowercase: return text.lowercased()
+        case let .sentencePiece(map, addDummyPrefix):
+            return PrecompiledCharsmap.sentencePieceNormalize(text, map: map, addDummyPrefix: addDummyPrefix)
         }
     }
 
+    /// Pre-tokenizers on Unicode scalars, as Hugging Face tokenizers runs them on `char`s
+    /// (Swift's `Character` would glue a space to a combining mark that follows it).
+    /// Every occurrence of `pattern` replaced, comparing Unicode scalars (not graphemes).
+    static func replaceLiteral(_ pattern: String, with content: String, in text: String) -> String {
+        let needle = Array(pattern.unicodeScalars), scalars = Array(text.unicodeScalars)
+        guard !needle.isEmpty else { return text }
+        var output = String.UnicodeScalarView()
+        var index = 0
+        while index < scalars.count {
+            if index + needle.count <= scalars.count, Array(scalars[index..<index + needle.count]) == needle {
+                output.append(contentsOf: content.unicodeScalars)
+                index += needle.count
+            } else {
+                output.append(scalars[index])
+                index += 1
+            }
+        }
+        return String(output)
+    }
+
     func preTokenize(_ text: String, atStart: Bool) -> [String] {
-        var words = [text]
+        var words = [Array(text.unicodeScalars)]
         for step in preTokenizers {
             switch step {
             case .whitespaceSplit:
-                words = words.flatMap { $0.split(whereSeparator: { $0.isWhitespace }).map(String.init) }
+                words = words.flatMap { $0.split(whereSeparator: { $0.properties.isWhitespace }).map(Array.init) }
             case let .metaspace(replacement, prepend, split):
-                words = words.flatMap { word -> [String] in
+                let mark = replacement.unicodeScalars.first!
+                words = words.flatMap { word -> [[Unicode.Scalar]] in
                     guard !word.isEmpty else { return [] }
-                    var replaced = word.replacingOccurrences(of: " ", with: String(replacement))
+                    var replaced = word.map { $0 == " " ? mark : $0 }
                     let shouldPrepend = prepend == .always || (prepend == .first && atStart)
-                    if shouldPrepend, !replaced.hasPrefix(String(replacement)) { replaced = String(replacement) + replaced }
+                    if shouldPrepend, replaced.first != mark { replaced.insert(mark, at: 0) }
                     guard split else { return [replaced] }
                     // Each replacement character starts a new piece (merged with what follows).
-                    var pieces: [String] = []
-                    var current = ""
-                    for character in replaced {
-                        if character == replacement, !current.isEmpty {
+                    var pieces: [[Unicode.Scalar]] = []
+                    var current: [Unicode.Scalar] = []
+                    for scalar in replaced {
+                        if scalar == mark, !current.isEmpty {
                             pieces.append(current)
-                            current = ""
+                            current = []
                         }
-                        current.append(character)
+                        current.append(scalar)
                     }
                     if !current.isEmpty { pieces.append(current) }
                     return pieces
                 }
             }
         }
-        return words.filter { !$0.isEmpty }
+        return words.filter { !$0.isEmpty }.map { String(String.UnicodeScalarView($0)) }
     }
 
     /// The best-scoring segmentation (tokenizers' `encode_optimized`): a forward pass over
@@ -306,9 +342,10 @@ extension UnigramTokenizer {
         }
     }
 
-    /// A SentencePiece `spiece.model` (protobuf), read as transformers converts it for
-    /// `T5TokenizerFast`: the precompiled map, right strip, runs of spaces to one `▁`,
-    /// `Metaspace`, `</s>` at the end, and T5's `<extra_id_N>` tokens after the pieces.
+    /// A SentencePiece `spiece.model` (protobuf), read as transformers' slow `T5Tokenizer`
+    /// (legacy) runs it: added tokens split out, SentencePiece's own normaliser on each
+    /// segment, T5's `<extra_id_N>` tokens after the pieces, `</s>` at the end unless the
+    /// text already ends with it.
     static func fromSentencePiece(_ url: URL, folder: URL) throws -> UnigramTokenizer {
         func fail(_ reason: String) -> TokenizerError { TokenizerError(path: url.path, reason: reason) }
         guard let data = FileManager.default.contents(atPath: url.path) else { throw fail("cannot read the file") }
@@ -325,18 +362,14 @@ extension UnigramTokenizer {
             added.append(.init(content: Array("<extra_id_\(index)>".unicodeScalars), id: pieces.count, stripLeft: true, stripRight: true))
             pieces.append(("<extra_id_\(index)>", 0))
         }
-        var normalizers: [Normalizer] = []
-        if !model.precompiledCharsmap.isEmpty { normalizers.append(.precompiled(try PrecompiledCharsmap(model.precompiledCharsmap))) }
-        normalizers += [.strip(left: false, right: true), .replace(pattern: " {2,}", isRegex: true, content: "▁")]
-        let legacy = settings["legacy"] as? Bool ?? true
-        let prepend: PrependScheme = model.addDummyPrefix ? (legacy ? .always : .first) : .never
+        let map = model.precompiledCharsmap.isEmpty ? nil : try PrecompiledCharsmap(model.precompiledCharsmap)
         let eosText = TokenizerFiles.tokenText(settings["eos_token"]) ?? "</s>"
         guard let eos = pieces.firstIndex(where: { $0.0 == eosText }) else { throw fail("no end-of-sequence piece '\(eosText)'") }
         let padText = TokenizerFiles.tokenText(settings["pad_token"]) ?? "<pad>"
         let maxLength = settings["model_max_length"] as? Int ?? 512
         return UnigramTokenizer(pieces: pieces, unknown: unknown, pad: pieces.firstIndex { $0.0 == padText } ?? 0,
-                                normalizers: normalizers, preTokenizers: [.metaspace(replacement: "▁", prepend: prepend, split: true)],
-                                prefix: [], suffix: [eos], added: added,
+                                normalizers: [.sentencePiece(map, addDummyPrefix: model.addDummyPrefix)], preTokenizers: [],
+                                prefix: [], suffix: [eos], skipsRepeatedSuffix: true, added: added,
                                 defaultLength: maxLength > 0 && maxLength < 1_000_000 ? maxLength : 512)
     }
 }

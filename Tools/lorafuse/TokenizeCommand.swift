@@ -1,0 +1,57 @@
+import ArgumentParser
+import Foundation
+import LoRAFuse
+
+/// `lorafuse tokenize`: the ids a tokenizer folder gives, to compare with another tool's.
+struct TokenizeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tokenize",
+        abstract: "Print the token ids of prompts (CLIP BPE or SentencePiece unigram), one JSON line each.",
+        discussion: """
+        --tokenizer: a folder with vocab.json + merges.txt (CLIP), or tokenizer.json / spiece.model (T5); or the file.
+        --prompts: a file with one JSON string per line (so prompts may hold newlines), instead of --prompt.
+        Without --length the ids carry the special tokens, untruncated; with it they are truncated and padded
+        as transformers' padding="max_length", truncation=True.
+        """
+    )
+
+    @Option(name: .long, help: "Tokenizer folder or file.")
+    var tokenizer: String
+
+    @Option(name: .long, help: "One prompt.")
+    var prompt: String?
+
+    @Option(name: .long, help: "A file of prompts, one JSON string per line.")
+    var prompts: String?
+
+    @Option(name: .long, help: "Truncate and pad to this many ids.")
+    var length: Int?
+
+    func validate() throws {
+        guard (prompt == nil) != (prompts == nil) else { throw ValidationError("give --prompt or --prompts, not both or neither") }
+        if let length, length < 1 { throw ValidationError("--length must be positive") }
+    }
+
+    func run() throws {
+        let url = URL(fileURLWithPath: tokenizer)
+        let isCLIP = FileManager.default.fileExists(atPath: url.appendingPathComponent("merges.txt").path)
+        let tokens: any TextTokenizer = isCLIP ? try CLIPTokenizer(folder: tokenizer) : try UnigramTokenizer.load(tokenizer)
+        var texts: [String] = []
+        if let prompt { texts = [prompt] }
+        if let prompts {
+            guard let data = FileManager.default.contents(atPath: prompts), let text = String(data: data, encoding: .utf8) else {
+                throw ValidationError("\(prompts): cannot read the file as UTF-8")
+            }
+            for (number, line) in text.split(separator: "\n").enumerated() {
+                guard let value = try? JSONSerialization.jsonObject(with: Data(line.utf8), options: [.fragmentsAllowed]) as? String else {
+                    throw ValidationError("\(prompts): line \(number + 1) is not a JSON string")
+                }
+                texts.append(value)
+            }
+        }
+        for text in texts {
+            let ids = length.map { tokens.encode(text, length: $0) } ?? tokens.encode(text)
+            print("[" + ids.map(String.init).joined(separator: ",") + "]")
+        }
+    }
+}
