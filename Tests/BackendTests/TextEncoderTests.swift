@@ -31,7 +31,7 @@ import LoRAFuse
         }
     }
 
-    @Test(arguments: ["clip-a", "clip-b", "t5-a", "t5-b"])
+    @Test(arguments: ["clip-a", "clip-b", "t5-a", "t5-b", "t5-c", "t5-d"])
     func encodersMatchTransformers(_ name: String) throws {
         let path = Self.fixtures.appendingPathComponent("models/\(name)/model").path
         let ids = try Self.ids(name)

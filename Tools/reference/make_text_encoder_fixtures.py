@@ -212,6 +212,11 @@ T5_CONFIGS = {
                   relative_attention_max_distance=128, feed_forward_proj="gated-gelu", layer_norm_epsilon=1e-6), 1, 37),
     "t5-b": (dict(vocab_size=150, d_model=40, d_kv=16, num_heads=3, d_ff=56, num_layers=3, relative_attention_num_buckets=16,
                   relative_attention_max_distance=20, feed_forward_proj="gated-gelu", layer_norm_epsilon=1e-5), 2, 29),
+    # The original T5 (v1.0): one ReLU feed-forward matrix; and a gated-SiLU variant.
+    "t5-c": (dict(vocab_size=90, d_model=24, d_kv=8, num_heads=2, d_ff=40, num_layers=2, relative_attention_num_buckets=8,
+                  relative_attention_max_distance=12, feed_forward_proj="relu", layer_norm_epsilon=1e-6), 1, 17),
+    "t5-d": (dict(vocab_size=90, d_model=24, d_kv=6, num_heads=4, d_ff=36, num_layers=1, relative_attention_num_buckets=32,
+                  relative_attention_max_distance=128, feed_forward_proj="gated-silu", layer_norm_epsilon=1e-6), 1, 150),
 }
 
 
