@@ -17,22 +17,8 @@ layout(constant_id = 0) const uint TM = 8;
 layout(constant_id = 1) const uint TN = 8;
 
 layout(std430, binding = 0) readonly buffer ABuffer { float a_data[]; };
-#if defined(B_F32)
-layout(std430, binding = 1) readonly buffer BBuffer { float b_data[]; };
-float load_b(uint index) { return b_data[index]; }
-#elif defined(B_F16)
-layout(std430, binding = 1) readonly buffer BBuffer { uint b_words[]; };
-float load_b(uint index) { return half_at(b_words[index >> 1], index & 1u); }
-#elif defined(B_F8E4M3)
-layout(std430, binding = 1) readonly buffer BBuffer { uint b_words[]; };
-float load_b(uint index) { return fp8e4m3_at(b_words[index >> 2], index & 3u); }
-#elif defined(B_F8E5M2)
-layout(std430, binding = 1) readonly buffer BBuffer { uint b_words[]; };
-float load_b(uint index) { return fp8e5m2_at(b_words[index >> 2], index & 3u); }
-#else
-layout(std430, binding = 1) readonly buffer BBuffer { uint b_words[]; };
-float load_b(uint index) { return bfloat_at(b_words[index >> 1], index & 1u); }
-#endif
+#define WEIGHT_BINDING 1
+#include "weight_load.glsl"
 layout(std430, binding = 2) writeonly buffer CBuffer { float c_data[]; };
 
 layout(push_constant) uniform Parameters {

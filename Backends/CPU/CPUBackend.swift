@@ -260,6 +260,11 @@ public final class CPUBackend: Backend, @unchecked Sendable {
                                        batch: q[0], queryLength: q[1], keyLength: k[1], heads: q[2], headDim: q[3],
                                        scale: scale, causal: causal, threads: threads, blas: blas, kernel: kernel)
             return value
+        case let .conv2d(padding):
+            let (value, out) = allocate(type)
+            conv2d(x: operands[0], weight: operands[1], bias: operands.count == 3 ? operands[2] : nil, padding: padding,
+                   out: out, outShape: type.shape)
+            return value
         case .reshape:
             return CPUValue(operands[0].hostTensor.reshaped(type.shape))
         case let .permute(order):
@@ -300,6 +305,64 @@ public final class CPUBackend: Backend, @unchecked Sendable {
                 ElementConversion.convertFromFloat(widened, count: count, to: target, into: allocation.pointer)
             }
             return CPUValue(type: type, allocation: allocation)
+        }
+    }
+
+    /// Convolution as GEMMs: out[O, pixels] = W[O, C·kh·kw] · columns[C·kh·kw, pixels], the
+    /// columns gathered (im2col) for a block of output rows at a time so they stay under
+    /// 32 MB; a 1×1 convolution without padding reads x directly.
+    private func conv2d(x: CPUValue, weight: CPUValue, bias: CPUValue?, padding: Int, out: UnsafeMutablePointer<Float>, outShape: Shape) {
+        let (batch, channels, height, width) = (x.type.shape[0], x.type.shape[1], x.type.shape[2], x.type.shape[3])
+        let (outputs, kh, kw) = (weight.type.shape[0], weight.type.shape[2], weight.type.shape[3])
+        let (outHeight, outWidth) = (outShape[2], outShape[3])
+        let depth = channels * kh * kw, pixels = outHeight * outWidth
+        let threads = configuration.threadCount
+        let weights = MatrixOperand(base: weight.base, dtype: weight.type.dtype, rowStride: depth, columnStride: 1)
+        func gemm(n: Int, columns: MatrixOperand, c: UnsafeMutablePointer<Float>) {
+            if let blas, blas.multiply(m: outputs, n: n, k: depth, a: weights, b: columns, c: c, ldc: pixels, accumulate: false) { return }
+            Gemm.multiply(m: outputs, n: n, k: depth, a: weights, b: columns, c: c, ldc: pixels, accumulate: false, threads: threads, kernel: kernel)
+        }
+        let direct = kh == 1 && kw == 1 && padding == 0
+        let rowsPerBlock = max(1, min(outHeight, (8 << 20) / max(1, depth * outWidth)))
+        let scratch = direct ? nil : UnsafeMutablePointer<Float>.allocate(capacity: depth * rowsPerBlock * outWidth)
+        defer { scratch?.deallocate() }
+        let input = x.floats
+        for b in 0..<batch {
+            let image = input + b * channels * height * width
+            let result = out + b * outputs * pixels
+            if direct {
+                gemm(n: pixels, columns: MatrixOperand(base: UnsafeRawPointer(image), dtype: .float32, rowStride: pixels, columnStride: 1), c: result)
+            } else {
+                for firstRow in stride(from: 0, to: outHeight, by: rowsPerBlock) {
+                    let rows = min(rowsPerBlock, outHeight - firstRow), n = rows * outWidth
+                    let columns = scratch!
+                    parallelFor(depth, threads: threads) { range in
+                        for row in range {
+                            let c = row / (kh * kw), ky = (row / kw) % kh, kx = row % kw
+                            let line = columns + row * n
+                            for oy in 0..<rows {
+                                let iy = firstRow + oy + ky - padding
+                                let target = line + oy * outWidth
+                                guard iy >= 0, iy < height else { target.update(repeating: 0, count: outWidth); continue }
+                                let source = image + (c * height + iy) * width
+                                for ox in 0..<outWidth {
+                                    let ix = ox + kx - padding
+                                    target[ox] = ix >= 0 && ix < width ? source[ix] : 0
+                                }
+                            }
+                        }
+                    }
+                    gemm(n: n, columns: MatrixOperand(base: UnsafeRawPointer(columns), dtype: .float32, rowStride: n, columnStride: 1),
+                         c: result + firstRow * outWidth)
+                }
+            }
+            if let bias {
+                for o in 0..<outputs {
+                    let value = bias.floats[o]
+                    let line = result + o * pixels
+                    for index in 0..<pixels { line[index] += value }
+                }
+            }
         }
     }
 

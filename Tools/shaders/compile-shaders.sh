@@ -20,15 +20,17 @@ for dtype in f32 f16 bf16; do
     compile "matmul_$dtype" matmul.comp "-DB_$upper"
     compile "matmul_tiled_$dtype" matmul.comp "-DB_$upper" -DTILED
     compile "matmul_vec4_$dtype" matmul_vec4.comp "-DB_$upper"
+    compile "conv2d_$dtype" conv2d.comp "-DB_$upper"
     compile "lora_update_$dtype" lora_update.comp "-DF_$upper"
     compile "lora_update_vec4_$dtype" lora_update_vec4.comp "-DF_$upper"
 done
-# float8 weights (ComfyUI's fp8 checkpoints): matmul only; LoRA factors stay F32/F16/BF16.
+# float8 weights (ComfyUI's fp8 checkpoints): matmul and conv2d; LoRA factors stay F32/F16/BF16.
 for dtype in f8e4m3 f8e5m2; do
     upper=$(echo "$dtype" | tr a-z A-Z)
     compile "matmul_$dtype" matmul.comp "-DB_$upper"
     compile "matmul_tiled_$dtype" matmul.comp "-DB_$upper" -DTILED
     compile "matmul_vec4_$dtype" matmul_vec4.comp "-DB_$upper"
+    compile "conv2d_$dtype" conv2d.comp "-DB_$upper"
 done
 for shader in binary unary rowwise rope attention attention_registers copy convert topk_histogram topk_sum topk_control lora_gate; do
     compile "$shader" "$shader.comp"

@@ -81,6 +81,17 @@ struct VulkanKernels {
                                   groups: VulkanCommandRecorder.groups1D(pairs, localSize: 256))
         case let .attention(scale, causal):
             try attention(operands, output: output, scale: scale, causal: causal)
+        case let .conv2d(padding):
+            let (x, weight) = (operands[0], operands[1])
+            let shape = type.shape, pixels = shape[2] * shape[3]
+            let block = Self.convolutionBlock
+            let pipeline = try device.pipeline("conv2d_\(Self.suffix(weight.1.dtype))", bindings: 4,
+                                               specialization: [UInt32(block.channels), UInt32(block.pixels)])
+            let constants = [x.1.shape[1], x.1.shape[2], x.1.shape[3], shape[1], shape[2], shape[3],
+                             weight.1.shape[2], weight.1.shape[3], padding, operands.count == 3 ? 1 : 0].map { UInt32($0) }
+            try recorder.dispatch(pipeline, [x.0, weight.0, operands.count == 3 ? operands[2].0 : x.0, output], constants: constants,
+                                  groups: ((pixels + 8 * block.pixels - 1) / (8 * block.pixels),
+                                           (shape[1] + 8 * block.channels - 1) / (8 * block.channels), shape[0]))
         case let .permute(order):
             let input = operands[0].1.shape
             let strides = input.strides
@@ -375,6 +386,9 @@ struct VulkanKernels {
 
     /// Workgroups per window of the selection passes (each invocation strides over the rest).
     static let selectionGroups = 1024
+
+    /// conv2d.comp's register block: output channels × output pixels per invocation.
+    static let convolutionBlock = (channels: 4, pixels: 4)
 
     /// lora_update.comp's limits: rows per workgroup and shared floats for the rank-r block.
     static let lowRankMaximumRows = 16

@@ -309,6 +309,28 @@ public struct Graph: Sendable {
         return append(op, inputs, TensorType(q))
     }
 
+    /// 2-D convolution with stride 1 and zero padding `padding` on every side.
+    public mutating func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, padding: Int = 0) throws(GraphError) -> Tensor {
+        let op = Op.conv2d(padding: padding)
+        try requireFloat32(x, op.summary, "x")
+        guard x.shape.rank == 4, weight.shape.rank == 4, DType.matrixTypes.contains(weight.dtype) else {
+            throw GraphError(op: op.summary, "needs x [B, C, H, W] and weight [O, C, kh, kw] (F32/F16/BF16/F8), got \(x.type) and \(weight.type)")
+        }
+        let (c, h, w) = (x.shape[1], x.shape[2], x.shape[3])
+        let (o, kh, kw) = (weight.shape[0], weight.shape[2], weight.shape[3])
+        let outHeight = h + 2 * padding - kh + 1, outWidth = w + 2 * padding - kw + 1
+        guard weight.shape[1] == c, padding >= 0, outHeight > 0, outWidth > 0 else {
+            throw GraphError(op: op.summary, "weight \(weight.shape) does not fit x \(x.shape) with padding \(padding)")
+        }
+        var inputs = [x, weight]
+        if let bias {
+            try requireFloat32(bias, op.summary, "bias")
+            guard bias.shape.dimensions == [o] else { throw GraphError(op: op.summary, "bias must be [\(o)], got \(bias.shape)") }
+            inputs.append(bias)
+        }
+        return append(op, inputs, TensorType([x.shape[0], o, outHeight, outWidth]))
+    }
+
     // MARK: Layout
 
     public mutating func reshape(_ x: Tensor, _ shape: Shape) throws(GraphError) -> Tensor {

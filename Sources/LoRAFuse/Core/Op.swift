@@ -66,6 +66,10 @@ public enum Op: Sendable, Hashable {
     /// Scaled dot-product attention on `q` [B, Lq, H, D], `k`, `v` [B, Lk, H, D] giving
     /// [B, Lq, H, D]; an optional 4th input is an additive mask [Lq, Lk] or [B|1, H|1, Lq, Lk].
     case attention(scale: Float, causal: Bool)
+    /// 2-D convolution, stride 1: `x` [B, C, H, W], `weight` [O, C, kh, kw] (F32, F16, BF16
+    /// or F8, converted in the kernel), optional `bias` [O] → [B, O, H + 2p − kh + 1, W + 2p − kw + 1],
+    /// zeros outside the image (PyTorch `Conv2d(padding=p)`).
+    case conv2d(padding: Int)
     case reshape(Shape)
     case permute([Int])
     /// Elements `start..<end` along `axis`.
@@ -93,6 +97,7 @@ public enum Op: Sendable, Hashable {
         case .rmsNorm: .rmsNorm
         case .rotaryEmbedding: .rotaryEmbedding
         case .attention: .attention
+        case .conv2d: .conv2d
         case .reshape: .reshape
         case .permute: .permute
         case .slice: .slice
@@ -120,6 +125,7 @@ public enum Op: Sendable, Hashable {
         case let .rmsNorm(epsilon): "rmsNorm(eps \(epsilon))"
         case .rotaryEmbedding: "rotaryEmbedding"
         case let .attention(scale, causal): "attention(scale \(scale)\(causal ? ", causal" : ""))"
+        case let .conv2d(padding): "conv2d(padding \(padding))"
         case let .reshape(shape): "reshape\(shape)"
         case let .permute(order): "permute\(order)"
         case let .slice(axis, start, end): "slice(axis \(axis), \(start)..<\(end))"
@@ -133,7 +139,7 @@ public enum Op: Sendable, Hashable {
 /// Op families, for capability lists.
 public enum OpKind: String, Sendable, Hashable, CaseIterable, Comparable {
     case input, parameter, matmul, lowRankUpdate, topKAbsSum, lowRankTopKAbsSum, loraGate, binary, scale, unary, softmax, layerNorm, rmsNorm
-    case rotaryEmbedding, attention, reshape, permute, slice, concat, embedding, cast
+    case rotaryEmbedding, attention, conv2d, reshape, permute, slice, concat, embedding, cast
 
     public static func < (lhs: OpKind, rhs: OpKind) -> Bool {
         allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!

@@ -221,6 +221,23 @@ public enum OpCaseCatalog {
             let parts = shapes.enumerated().map { ("p\($0.offset)", random.tensor($0.element)) }
             cases.append(try! make(.concat, "3 parts axis \(axis)", tolerance: 0, inputs: parts) { g, t in try g.concat(t, axis: axis) })
         }
+        // conv2d: 3×3 with padding (the VAE's), 1×1 shortcuts, odd sizes and channel counts
+        // past the register blocks, batches, every weight type.
+        let convolutions: [(Shape, Int, Int, Int, DType, Bool)] = [
+            ([1, 3, 7, 9], 5, 3, 1, .float32, true), ([2, 6, 5, 4], 9, 3, 1, .float16, true), ([1, 8, 6, 6], 4, 1, 0, .float32, true),
+            ([1, 5, 9, 7], 17, 3, 0, .bfloat16, false), ([1, 4, 4, 5], 6, 1, 0, .float8E4M3, true), ([1, 33, 12, 10], 7, 3, 1, .float32, true),
+            ([2, 3, 6, 11], 2, 5, 2, .float8E5M2, false),
+        ]
+        for (shape, outputs, kernelSize, padding, dtype, hasBias) in convolutions {
+            let x = random.tensor(shape)
+            let weight = random.tensor([outputs, shape[1], kernelSize, kernelSize], dtype: dtype)
+            var parameters = [("weight", weight)]
+            if hasBias { parameters.append(("bias", random.tensor([outputs]))) }
+            cases.append(try! make(.conv2d, "\(shapeText(shape)) → \(outputs)×\(kernelSize)×\(kernelSize) pad \(padding) \(dtype.name)\(hasBias ? " +bias" : "")",
+                                   inputs: [("x", x)], parameters: parameters) { g, t in
+                try g.conv2d(t[0], weight: t[1], bias: hasBias ? t[2] : nil, padding: padding)
+            })
+        }
         for dtype in [DType.float32, .float16, .bfloat16, .float8E4M3, .float8E5M2] {
             for idType in [DType.int32, .int64] where idType == .int64 || dtype.byteSize > 1 {
                 let table = random.tensor([50, 33], dtype: dtype)

@@ -160,6 +160,21 @@ public enum ReferenceEvaluator {
                 }
                 fatalError("concat index outside every part")
             }
+        case let .conv2d(padding):
+            let (batch, channels, height, width) = (x[0].shape[0], x[0].shape[1], x[0].shape[2], x[0].shape[3])
+            let (outputs, kh, kw) = (x[1].shape[0], x[1].shape[2], x[1].shape[3])
+            let (outHeight, outWidth) = (shape[2], shape[3])
+            var out = [Double](repeating: 0, count: shape.elementCount)
+            for b in 0..<batch { for o in 0..<outputs { for oy in 0..<outHeight { for ox in 0..<outWidth {
+                var sum = x.count == 3 ? x[2].values[o] : 0
+                for c in 0..<channels { for ky in 0..<kh { for kx in 0..<kw {
+                    let iy = oy + ky - padding, ix = ox + kx - padding
+                    guard iy >= 0, iy < height, ix >= 0, ix < width else { continue }
+                    sum += x[0].values[((b * channels + c) * height + iy) * width + ix] * x[1].values[((o * channels + c) * kh + ky) * kw + kx]
+                } } }
+                out[((b * outputs + o) * outHeight + oy) * outWidth + ox] = sum
+            } } } }
+            return Value(shape: shape, values: out)
         case .embedding:
             let width = x[0].shape[1]
             var out: [Double] = []
