@@ -7,6 +7,7 @@ import LoRAFuse
 @Suite(.serialized) struct TextEncoderTests {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures/text")
+    static let pipeline = fixtures.deletingLastPathComponent().appendingPathComponent("pipeline/flux-tiny")
 
     static func ids(_ name: String) throws -> [[Int]] {
         let tensor = try SafeTensorsFile(path: fixtures.appendingPathComponent("models/\(name)/inputs.safetensors").path)
@@ -71,8 +72,8 @@ import LoRAFuse
     /// diffusers' `FluxPipeline.encode_prompt(prompt, max_sequence_length=48)` in float64.
     @Test(arguments: ["cat", "long", "unicode"])
     func pipelineMatchesFluxPipelineEncodePrompt(_ label: String) throws {
-        let encoders = try FluxTextEncoders.load(pipeline: Self.fixtures.appendingPathComponent("pipeline").path)
-        let expected = try SafeTensorsFile(path: Self.fixtures.appendingPathComponent("pipeline/expected_\(label).safetensors").path)
+        let encoders = try FluxTextEncoders.load(pipeline: Self.pipeline.path)
+        let expected = try SafeTensorsFile(path: Self.pipeline.appendingPathComponent("expected_\(label).safetensors").path)
         let prompt = try #require(expected.metadata["prompt"])
         for backend in BackendsUnderTest.all {
             let result = try encoders.encode(prompt, maxSequenceLength: 48, on: backend)

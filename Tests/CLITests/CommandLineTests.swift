@@ -148,7 +148,7 @@ final class ScratchFolder {
     func encodeWritesWhatFluxPipelineEncodes(_ backend: String) throws {
         let scratch = ScratchFolder("lorafuse-encode")
         defer { withExtendedLifetime(scratch) {} }  // the folder lives until the test ends
-        let pipeline = CommandLine.repository.appendingPathComponent("Tests/Fixtures/text/pipeline")
+        let pipeline = CommandLine.repository.appendingPathComponent("Tests/Fixtures/pipeline/flux-tiny")
         let expected = try SafeTensorsFile(path: pipeline.appendingPathComponent("expected_cat.safetensors").path)
         let output = scratch.url.appendingPathComponent("text.safetensors").path
         let result = try CommandLine.run(["encode", "--text-encoders", pipeline.path, "--prompt", expected.metadata["prompt"] ?? "",
@@ -172,7 +172,7 @@ final class ScratchFolder {
         let first = (cases["cases"] as! [[String: Any]])[2]
         let prompt = first["prompt"] as! String
         for (folder, key, length) in [("tokenizer", "clip", "77"), ("tokenizer_2", "t5", "96")] {
-            let result = try CommandLine.run(["tokenize", "--tokenizer", text.appendingPathComponent("pipeline/\(folder)").path,
+            let result = try CommandLine.run(["tokenize", "--tokenizer", CommandLine.repository.appendingPathComponent("Tests/Fixtures/pipeline/flux-tiny/\(folder)").path,
                                               "--prompt", prompt, "--length", length])
             #expect(result.status == 0, "\(result.error)")
             let ids = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [Int]
@@ -191,7 +191,7 @@ final class ScratchFolder {
         var result = try CommandLine.run(["encode", "--text-encoders", models.path, "--prompt", "a cat", "--output", output])
         #expect(result.status != 0 && result.error.contains("text_encoder/"), "\(result.error)")
         // Separate parts with a tokenizer whose ids do not fit the encoder's table.
-        let tokenizers = CommandLine.repository.appendingPathComponent("Tests/Fixtures/text/pipeline")
+        let tokenizers = CommandLine.repository.appendingPathComponent("Tests/Fixtures/pipeline/flux-tiny")
         result = try CommandLine.run(["encode", "--clip", models.appendingPathComponent("clip-a/clip_l.safetensors").path,
                                       "--clip-tokenizer", tokenizers.appendingPathComponent("tokenizer").path,
                                       "--t5", models.appendingPathComponent("t5-a/t5xxl_fp8_e4m3fn.safetensors").path,

@@ -8,7 +8,7 @@ import Testing
 /// `Tests/Fixtures/text/prompts.json`.
 @Suite struct TokenizerTests {
     static let root = SafeTensorsTests.fixtures.appendingPathComponent("text")
-    static let pipeline = root.appendingPathComponent("pipeline")
+    static let pipeline = SafeTensorsTests.fixtures.appendingPathComponent("pipeline/flux-tiny")
 
     struct Case: Decodable {
         let prompt: String

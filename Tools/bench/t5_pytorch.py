@@ -15,7 +15,7 @@ import shutil
 import sys
 import time
 
-FIXTURES = pathlib.Path(__file__).resolve().parents[2] / "Tests" / "Fixtures" / "text" / "pipeline"
+FIXTURES = pathlib.Path(__file__).resolve().parents[2] / "Tests" / "Fixtures" / "pipeline" / "flux-tiny"
 CONFIG = dict(vocab_size=600, d_model=1024, d_kv=64, num_heads=16, d_ff=2816, num_layers=12,
               feed_forward_proj="gated-gelu", relative_attention_num_buckets=32, relative_attention_max_distance=128)
 

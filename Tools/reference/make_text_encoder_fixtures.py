@@ -1,10 +1,10 @@
 """Text encoders and tokenizers for the text-encoder tests (FLUX's CLIP-L and T5).
 
 Writes Tests/Fixtures/text/:
-- pipeline/tokenizer/   CLIP's real byte-level BPE vocabulary (from the open-clip-torch package,
+- ../pipeline/flux-tiny/tokenizer/   CLIP's real byte-level BPE vocabulary (from the open-clip-torch package,
                      `bpe_simple_vocab_16e6.txt.gz`), saved by transformers' CLIPTokenizer
                      as vocab.json + merges.txt.
-- pipeline/tokenizer_2/  a SentencePiece unigram model trained with the `sentencepiece` package on
+- ../pipeline/flux-tiny/tokenizer_2/  a SentencePiece unigram model trained with the `sentencepiece` package on
                      a fixed corpus (spiece.model), converted by transformers to tokenizer.json.
 - prompts.json       64 written prompts and 400 random ones, and their reference ids: `clip` from CLIPTokenizer as
                      FluxPipeline calls it (padding to 77, truncation; the slow tokenizer, without
@@ -16,7 +16,7 @@ Writes Tests/Fixtures/text/:
                      Single files as ComfyUI users have them: `clip-a/clip_l.safetensors`,
                      `t5-a/t5xxl_fp16.safetensors` and `t5-a/t5xxl_fp8_e4m3fn.safetensors`, each with
                      the float64 output of its own (rounded) weights.
-- pipeline/          a FLUX pipeline folder with only the text parts (text_encoder/ in BF16,
+- ../pipeline/flux-tiny/  a FLUX pipeline folder with only the text parts (text_encoder/ in BF16,
                      text_encoder_2/ sharded F32 with an index, the tokenizers above) and the
                      output of diffusers' FluxPipeline.encode_prompt in float64 for a few prompts.
 - buckets.json       transformers' T5 relative-position buckets for distances −600…600.
@@ -37,6 +37,8 @@ from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config
                           T5TokenizerFast)
 
 OUT = pathlib.Path(__file__).resolve().parents[2] / "Tests" / "Fixtures" / "text"
+# The text half of the tiny FLUX pipeline; make_pipeline_fixtures.py adds the transformer and VAE.
+PIPELINE = OUT.parent / "pipeline" / "flux-tiny"
 
 PROMPTS = [
     "", " ", "a photo of a cat", "A Photo Of A CAT", "a red star with stripes",
@@ -174,8 +176,9 @@ def t5_tokenizers(folder: pathlib.Path):
 
 
 def tokenizer_fixtures():
-    root = OUT / "pipeline"
-    shutil.rmtree(root, ignore_errors=True)
+    root = PIPELINE
+    for part in ("tokenizer", "tokenizer_2"):
+        shutil.rmtree(root / part, ignore_errors=True)
     clip = clip_tokenizer(root / "tokenizer")
     t5_slow, t5_fast = t5_tokenizers(root / "tokenizer_2")
     cases = []
@@ -294,7 +297,7 @@ def model_fixtures():
 def pipeline_fixture(clip_tokenizer_, t5_tokenizer):
     from diffusers import FluxPipeline
 
-    root = OUT / "pipeline"
+    root = PIPELINE
     generator = torch.Generator().manual_seed(300)
     clip = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=16, intermediate_size=40, num_hidden_layers=2,
                                         num_attention_heads=2, max_position_embeddings=77, hidden_act="quick_gelu",

@@ -8,7 +8,7 @@ public enum ModelError: Error, Sendable, CustomStringConvertible, Equatable {
 
     public var description: String {
         switch self {
-        case let .notAModel(path, reason): "\(path): not a FLUX transformer: \(reason)"
+        case let .notAModel(path, reason): "\(path): cannot be loaded: \(reason)"
         case let .missingTensor(name, source): "\(source): missing tensor '\(name)'"
         case let .shapeMismatch(name, expected, actual, source):
             "\(source): tensor '\(name)' has shape \(actual), the config expects \(expected)"
@@ -33,6 +33,14 @@ public struct TensorSource: Sendable {
     }
 
     public var names: [String] { Array(fileByName.keys) }
+
+    /// How many numbered children `<head>.N.` the names have (blocks, layers).
+    public func childCount(_ head: String) -> Int {
+        Set(fileByName.keys.compactMap { name -> Int? in
+            guard name.hasPrefix(head + ".") else { return nil }
+            return Int(name.dropFirst(head.count + 1).split(separator: ".").first ?? "")
+        }).count
+    }
     public func contains(_ name: String) -> Bool { fileByName[name] != nil }
 
     public func tensor(_ name: String) throws -> HostTensor {

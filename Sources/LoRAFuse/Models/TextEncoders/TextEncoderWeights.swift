@@ -61,13 +61,8 @@ struct TextEncoderWeights: Sendable {
 
     func shape(_ name: String) throws -> Shape { try source.tensor(prefix + name).shape }
 
-    /// How many numbered blocks `<head>.N.` the checkpoint has.
-    func count(_ head: String) -> Int {
-        Set(source.names.compactMap { name -> Int? in
-            guard name.hasPrefix(prefix + head + ".") else { return nil }
-            return Int(name.dropFirst(prefix.count + head.count + 1).split(separator: ".").first ?? "")
-        }).count
-    }
+    /// How many numbered children `<head>.N.` there are (`head` in the file's own names).
+    func count(_ head: String) -> Int { source.childCount(prefix + head) }
 }
 
 /// Where a text encoder's weights come from: one safetensors file (no config: the caller

@@ -1,0 +1,283 @@
+import Foundation
+
+/// diffusers' `AutoencoderKL` config fields the decoder uses (FLUX's: 16 latent channels,
+/// blocks 128/256/512/512, 2 layers per block, GroupNorm(32), scale 0.3611, shift 0.1159).
+public struct VAEConfig: Sendable, Equatable {
+    public var latentChannels = 16
+    public var outChannels = 3
+    public var blockOutChannels = [128, 256, 512, 512]
+    public var layersPerBlock = 2
+    public var groups = 32
+    public var scalingFactor: Float = 0.3611
+    public var shiftFactor: Float = 0.1159
+    public var midBlockAttention = true
+    public var postQuantConv = false
+
+    public init() {}
+
+    /// Pixels per latent pixel (each up block but the last doubles the size).
+    public var upscale: Int { 1 << (blockOutChannels.count - 1) }
+
+    init(json object: [String: Any], path: String) throws {
+        latentChannels = try configValue(object, "latent_channels", 4, path: path)
+        outChannels = try configValue(object, "out_channels", 3, path: path)
+        blockOutChannels = try configValue(object, "block_out_channels", [64], path: path)
+        layersPerBlock = try configValue(object, "layers_per_block", 1, path: path)
+        groups = try configValue(object, "norm_num_groups", 32, path: path)
+        scalingFactor = Float(try configValue(object, "scaling_factor", 0.18215 as Double, path: path))
+        shiftFactor = Float(object["shift_factor"] as? Double ?? 0)
+        midBlockAttention = object["mid_block_add_attention"] as? Bool ?? true
+        postQuantConv = object["use_post_quant_conv"] as? Bool ?? true
+        if let types = object["up_block_types"] as? [String], let other = types.first(where: { $0 != "UpDecoderBlock2D" }) {
+            throw ModelError.notAModel(path: path, reason: "up block type \(other) is not supported (only UpDecoderBlock2D)")
+        }
+        try validate(path: path)
+    }
+
+    func validate(path: String) throws {
+        guard latentChannels > 0, outChannels > 0, !blockOutChannels.isEmpty, layersPerBlock > 0, groups > 0,
+              blockOutChannels.allSatisfy({ $0 > 0 && $0 % groups == 0 }) else {
+            throw ModelError.notAModel(path: path, reason: "VAE config: every block width must be a positive multiple of \(groups) groups")
+        }
+    }
+}
+
+/// The FLUX VAE's decoder (diffusers `AutoencoderKL.decode`, NCHW) as a graph: optional
+/// post-quant 1×1 conv, `conv_in`, a mid block (ResNet, single-head self-attention,
+/// ResNet), up blocks of ResNets with nearest ×2 upsampling and a 3×3 conv, GroupNorm,
+/// SiLU, `conv_out`. Input `latents` [B, C, h, w] already unscaled (`z / scaling + shift`);
+/// output `image` [B, 3, h·s, w·s] in about [−1, 1].
+public struct VAEDecoder: Sendable {
+    public let config: VAEConfig
+    let weights: VAEWeights
+    public var description: String { weights.source.description }
+
+    /// A diffusers `vae/` folder (or a pipeline folder holding one), or a single file with
+    /// Black Forest Labs' names (ComfyUI's `ae.safetensors`; config from shapes, FLUX's
+    /// scale/shift, 32 groups unless the file's `norm_num_groups` metadata says otherwise).
+    public static func load(path: String) throws -> VAEDecoder {
+        var folder = URL(fileURLWithPath: path)
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
+            throw ModelError.notAModel(path: path, reason: "no such file or folder")
+        }
+        if !isFolder.boolValue {
+            let source = TensorSource(files: [try SafeTensorsFile(path: path)], description: path)
+            guard let prefix = ["", "vae.", "first_stage_model."].first(where: { source.contains($0 + "decoder.conv_in.weight") }) else {
+                throw ModelError.notAModel(path: path, reason: "no decoder.conv_in.weight (not a VAE)")
+            }
+            let bfl = source.contains(prefix + "decoder.mid.block_1.conv1.weight")
+            var weights = VAEWeights(source: source, prefix: prefix, blackForestLabs: bfl, upBlocks: 0)
+            var config = VAEConfig()
+            config.latentChannels = try weights.shape("decoder.conv_in.weight")[1]
+            let head = bfl ? "decoder.up" : "decoder.up_blocks"
+            let blocks = weights.count(head)
+            guard blocks > 0 else { throw ModelError.notAModel(path: path, reason: "no \(head).N blocks") }
+            weights.upBlocks = blocks
+            // Block widths from the first ResNet of each up block, shallowest first.
+            config.blockOutChannels = try (0..<blocks).reversed().map { try weights.shape("decoder.up_blocks.\($0).resnets.0.conv2.weight")[0] }
+            config.layersPerBlock = weights.count(bfl ? "decoder.up.0.block" : "decoder.up_blocks.0.resnets") - 1
+            config.outChannels = try weights.shape("decoder.conv_out.weight")[0]
+            config.postQuantConv = !bfl && weights.contains("post_quant_conv.weight")
+            // GroupNorm's group count is not visible in shapes: FLUX's 32 unless the file says.
+            let file = try SafeTensorsFile(path: path)
+            if let groups = file.metadata["norm_num_groups"] {
+                guard let value = Int(groups) else {
+                    throw ModelError.notAModel(path: path, reason: "metadata norm_num_groups '\(groups)' is not a number")
+                }
+                config.groups = value
+            }
+            try config.validate(path: path)
+            return VAEDecoder(config: config, weights: weights)
+        }
+        if FileManager.default.fileExists(atPath: folder.appendingPathComponent("vae/config.json").path) {
+            folder = folder.appendingPathComponent("vae")
+        }
+        let configURL = folder.appendingPathComponent("config.json")
+        let object = try CheckpointFiles.config(configURL, expecting: ["AutoencoderKL"])
+        if let className = object["_class_name"] as? String, className != "AutoencoderKL" {
+            throw ModelError.notAModel(path: configURL.path, reason: "_class_name is \(className), expected AutoencoderKL")
+        }
+        let config = try VAEConfig(json: object, path: configURL.path)
+        let files = try CheckpointFiles.load(folder: folder, stem: "diffusion_pytorch_model")
+        let weights = VAEWeights(source: TensorSource(files: files, description: folder.path), prefix: "", blackForestLabs: false,
+                                 upBlocks: config.blockOutChannels.count)
+        return VAEDecoder(config: config, weights: weights)
+    }
+
+    init(config: VAEConfig, weights: VAEWeights) {
+        self.config = config
+        self.weights = weights
+    }
+
+    /// The decoder for `batch` latents of `height` × `width`: input `latents`, output `image`.
+    public func graph(batch: Int, height: Int, width: Int) throws -> Graph {
+        var builder = Builder(config: config, weights: weights, graph: Graph())
+        let latents = builder.graph.input("latents", [batch, config.latentChannels, height, width])
+        let image = try builder.decode(latents)
+        builder.graph.label(image, "image")
+        builder.graph.markOutput(image)
+        return builder.graph
+    }
+
+    /// Queries per attention block when the head is too wide for the fused attention kernel
+    /// (FLUX's 512): scores are formed for this many queries at a time.
+    static let attentionChunk = 1024
+
+    struct Builder {
+        let config: VAEConfig
+        let weights: VAEWeights
+        var graph: Graph
+
+        mutating func parameter(_ name: String, _ shape: Shape) throws -> Tensor {
+            let value = try weights.tensor(name, shape: shape)
+            return graph.parameter(name, shape.rank == 1 ? value.converted(to: .float32) : value)
+        }
+
+        mutating func conv(_ x: Tensor, _ name: String, _ outputs: Int, kernel: Int) throws -> Tensor {
+            let weight = try parameter("\(name).weight", [outputs, x.shape[1], kernel, kernel])
+            return try graph.conv2d(x, weight: weight, bias: parameter("\(name).bias", [outputs]), padding: kernel / 2)
+        }
+
+        /// GroupNorm as a LayerNorm over each group's elements, then the per-channel affine.
+        mutating func groupNorm(_ x: Tensor, _ name: String) throws -> Tensor {
+            let (b, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+            let grouped = try graph.reshape(x, [b, config.groups, c / config.groups * h * w])
+            let normalized = try graph.reshape(graph.layerNorm(grouped, epsilon: 1e-6), x.shape)
+            let scale = try graph.reshape(parameter("\(name).weight", [c]), [c, 1, 1])
+            let shift = try graph.reshape(parameter("\(name).bias", [c]), [c, 1, 1])
+            return try graph.add(graph.mul(normalized, scale), shift)
+        }
+
+        mutating func resnet(_ x: Tensor, _ name: String, _ outputs: Int) throws -> Tensor {
+            var h = try conv(graph.silu(groupNorm(x, "\(name).norm1")), "\(name).conv1", outputs, kernel: 3)
+            h = try conv(graph.silu(groupNorm(h, "\(name).norm2")), "\(name).conv2", outputs, kernel: 3)
+            let shortcut = x.shape[1] == outputs ? x : try conv(x, "\(name).conv_shortcut", outputs, kernel: 1)
+            return try graph.add(shortcut, h)
+        }
+
+        /// Single-head self-attention over the pixels, with a residual connection.
+        mutating func attention(_ x: Tensor, _ name: String) throws -> Tensor {
+            let (b, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+            let tokens = try graph.permute(graph.reshape(groupNorm(x, "\(name).group_norm"), [b, c, h * w]), [0, 2, 1])
+            func project(_ part: String) throws -> Tensor {
+                try graph.linear(tokens, weight: parameter("\(name).\(part).weight", [c, c]), bias: parameter("\(name).\(part).bias", [c]))
+            }
+            let (q, k, v) = (try project("to_q"), try project("to_k"), try project("to_v"))
+            let attended: Tensor
+            if c <= 256 {
+                let heads: Shape = [b, h * w, 1, c]
+                attended = try graph.reshape(graph.attention(query: graph.reshape(q, heads), key: graph.reshape(k, heads),
+                                                             value: graph.reshape(v, heads)), [b, h * w, c])
+            } else {
+                // Too wide a head for the fused kernel: softmax(q·kᵀ/√c)·v, queries in chunks.
+                var parts: [Tensor] = []
+                for start in stride(from: 0, to: h * w, by: VAEDecoder.attentionChunk) {
+                    let queries = try graph.slice(q, axis: 1, start: start, end: min(h * w, start + VAEDecoder.attentionChunk))
+                    let scores = try graph.scale(graph.matmul(queries, k, transposeB: true), 1 / Float(c).squareRoot())
+                    parts.append(try graph.matmul(graph.softmax(scores), v))
+                }
+                attended = parts.count == 1 ? parts[0] : try graph.concat(parts, axis: 1)
+            }
+            let projected = try graph.linear(attended, weight: parameter("\(name).to_out.0.weight", [c, c]),
+                                             bias: parameter("\(name).to_out.0.bias", [c]))
+            return try graph.add(x, graph.reshape(graph.permute(projected, [0, 2, 1]), x.shape))
+        }
+
+        /// Nearest-neighbour ×2: each pixel broadcast over a 2×2 block (a multiply by ones).
+        mutating func upsample(_ x: Tensor) throws -> Tensor {
+            let (b, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+            let ones = graph.parameter("ones_2x2", HostTensor(shape: [2, 1, 2], floats: [1, 1, 1, 1]))
+            return try graph.reshape(graph.mul(graph.reshape(x, [b, c, h, 1, w, 1]), ones), [b, c, 2 * h, 2 * w])
+        }
+
+        mutating func decode(_ latents: Tensor) throws -> Tensor {
+            var x = latents
+            if config.postQuantConv { x = try conv(x, "post_quant_conv", config.latentChannels, kernel: 1) }
+            let widths = Array(config.blockOutChannels.reversed())
+            x = try conv(x, "decoder.conv_in", widths[0], kernel: 3)
+            x = try resnet(x, "decoder.mid_block.resnets.0", widths[0])
+            if config.midBlockAttention { x = try attention(x, "decoder.mid_block.attentions.0") }
+            x = try resnet(x, "decoder.mid_block.resnets.1", widths[0])
+            graph.label(x, "decoder.mid_block")
+            for (index, width) in widths.enumerated() {
+                for layer in 0...config.layersPerBlock { x = try resnet(x, "decoder.up_blocks.\(index).resnets.\(layer)", width) }
+                if index < widths.count - 1 {
+                    x = try conv(upsample(x), "decoder.up_blocks.\(index).upsamplers.0.conv", width, kernel: 3)
+                }
+                graph.label(x, "decoder.up_blocks.\(index)")
+            }
+            x = try graph.silu(groupNorm(x, "decoder.conv_norm_out"))
+            return try conv(x, "decoder.conv_out", config.outChannels, kernel: 3)
+        }
+    }
+}
+
+/// VAE weights under diffusers' names, from a diffusers file or one with Black Forest Labs'
+/// names (`decoder.up.N` counts from the deepest block; attention projections are 1×1 convs).
+struct VAEWeights: Sendable {
+    let source: TensorSource
+    let prefix: String
+    let blackForestLabs: Bool
+    var upBlocks: Int
+
+    func name(_ diffusers: String) -> String {
+        guard blackForestLabs else { return prefix + diffusers }
+        var parts = diffusers.split(separator: ".").map(String.init)
+        var mapped: [String] = []
+        var index = 0
+        while index < parts.count {
+            let part = parts[index]
+            switch part {
+            case "mid_block":
+                let kind = parts[index + 1], number = Int(parts[index + 2]) ?? 0
+                mapped += ["mid", kind == "resnets" ? "block_\(number + 1)" : "attn_1"]
+                index += 3
+                continue
+            case "up_blocks":
+                mapped += ["up", String(upBlocks - 1 - (Int(parts[index + 1]) ?? 0))]
+                index += 2
+                continue
+            case "resnets": mapped.append("block")
+            case "upsamplers":
+                mapped.append("upsample")
+                index += 2
+                continue
+            case "conv_shortcut": mapped.append("nin_shortcut")
+            case "group_norm": mapped.append("norm")
+            case "to_q": mapped.append("q")
+            case "to_k": mapped.append("k")
+            case "to_v": mapped.append("v")
+            case "to_out":
+                mapped.append("proj_out")
+                index += 2
+                continue
+            case "conv_norm_out": mapped.append("norm_out")
+            default: mapped.append(part)
+            }
+            index += 1
+        }
+        parts = mapped
+        return prefix + parts.joined(separator: ".")
+    }
+
+    func tensor(_ diffusersName: String, shape: Shape) throws -> HostTensor {
+        let stored = name(diffusersName)
+        var value = try source.tensor(stored)
+        // BFL's attention projections are 1×1 convolutions: [C, C, 1, 1] for diffusers' [C, C].
+        if value.shape.rank == 4, shape.rank == 2, value.shape.dimensions == shape.dimensions + [1, 1] { value = value.reshaped(shape) }
+        guard value.shape == shape else {
+            throw ModelError.shapeMismatch(name: stored, expected: shape, actual: value.shape, source: source.description)
+        }
+        guard DType.matrixTypes.contains(value.dtype) || (shape.rank == 1 && value.dtype.isFloatingPoint) else {
+            throw ModelError.unsupportedDType(name: stored, dtype: value.dtype, source: source.description)
+        }
+        return value
+    }
+
+    func contains(_ diffusersName: String) -> Bool { source.contains(name(diffusersName)) }
+    func shape(_ diffusersName: String) throws -> Shape { try source.tensor(name(diffusersName)).shape }
+
+    /// How many numbered children `<head>.N.` there are (`head` in the file's own names).
+    func count(_ head: String) -> Int { source.childCount(prefix + head) }
+}
