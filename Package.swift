@@ -22,9 +22,12 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
+        // The system zlib, for PNG output.
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         // The engine: tensors, graph, backend protocol and registry, safetensors I/O.
         .target(
             name: "LoRAFuse",
+            dependencies: ["CZlib"],
             path: "Sources/LoRAFuse",
             swiftSettings: simdKernelSettings
         ),

@@ -1,0 +1,76 @@
+import CZlib
+import Foundation
+
+/// 8-bit RGB PNG files: IHDR, `tEXt` chunks (prompt and settings), one zlib-compressed IDAT
+/// (the system zlib; scanlines unfiltered), IEND. Written to a temporary name, then renamed.
+public enum PNGWriter {
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// `pixels`: height × width × 3 bytes, row-major RGB.
+    public static func encode(pixels: [UInt8], width: Int, height: Int, text: [(key: String, value: String)] = []) throws -> Data {
+        guard width > 0, height > 0, pixels.count == width * height * 3 else {
+            throw Failure(description: "PNG: \(pixels.count) bytes for a \(width)×\(height) RGB image")
+        }
+        var raw = [UInt8]()
+        raw.reserveCapacity(height * (width * 3 + 1))
+        for row in 0..<height {
+            raw.append(0)  // filter: none
+            raw.append(contentsOf: pixels[(row * width * 3)..<((row + 1) * width * 3)])
+        }
+        var compressedSize = compressBound(uLong(raw.count))
+        var compressed = [UInt8](repeating: 0, count: Int(compressedSize))
+        let status = compress2(&compressed, &compressedSize, raw, uLong(raw.count), 6)
+        guard status == Z_OK else { throw Failure(description: "PNG: zlib compress2 failed (\(status))") }
+        var data = Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
+        var header = Data()
+        header.append(bigEndian: UInt32(width))
+        header.append(bigEndian: UInt32(height))
+        header.append(contentsOf: [8, 2, 0, 0, 0])  // 8 bits, RGB, deflate, adaptive filtering, no interlace
+        chunk("IHDR", header, into: &data)
+        for (key, value) in text {
+            // tEXt is Latin-1: keep the key printable ASCII, and write non-Latin-1 text as iTXt.
+            let keyword = String(key.unicodeScalars.filter { $0.value >= 0x20 && $0.value < 0x7F }.prefix(79).map(Character.init))
+            if let latin1 = value.data(using: .isoLatin1) {
+                chunk("tEXt", Data(keyword.utf8) + [0] + latin1, into: &data)
+            } else {
+                chunk("iTXt", Data(keyword.utf8) + [0, 0, 0, 0, 0] + Data(value.utf8), into: &data)
+            }
+        }
+        chunk("IDAT", Data(compressed.prefix(Int(compressedSize))), into: &data)
+        chunk("IEND", Data(), into: &data)
+        return data
+    }
+
+    /// Writes the PNG atomically: a temporary file beside `path`, renamed over it.
+    public static func write(pixels: [UInt8], width: Int, height: Int, text: [(key: String, value: String)] = [], to path: String) throws {
+        let data = try encode(pixels: pixels, width: width, height: height, text: text)
+        let url = URL(fileURLWithPath: path)
+        let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(UUID().uuidString)")
+        do {
+            try data.write(to: temporary)
+        } catch {
+            throw Failure(description: "\(path): cannot write (\(error.localizedDescription))")
+        }
+        guard rename(temporary.path, url.path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            try? FileManager.default.removeItem(at: temporary)
+            throw Failure(description: "\(path): cannot write (\(reason))")
+        }
+    }
+
+    private static func chunk(_ type: String, _ body: Data, into data: inout Data) {
+        data.append(bigEndian: UInt32(body.count))
+        let typed = Data(type.utf8) + body
+        data.append(typed)
+        let crc = typed.withUnsafeBytes { crc32(0, $0.bindMemory(to: Bytef.self).baseAddress, uInt(typed.count)) }
+        data.append(bigEndian: UInt32(crc))
+    }
+}
+
+extension Data {
+    mutating func append(bigEndian value: UInt32) {
+        Swift.withUnsafeBytes(of: value.bigEndian) { append(contentsOf: $0) }
+    }
+}
