@@ -182,6 +182,63 @@ final class ScratchFolder {
         #expect(missing.status != 0 && missing.error.contains("/nonexistent"), "\(missing.error)")
     }
 
+    @Test(arguments: ["cpu", "vulkan"])
+    func generateWritesDiffusersImage(_ backend: String) throws {
+        let scratch = ScratchFolder("lorafuse-generate")
+        defer { withExtendedLifetime(scratch) {} }  // the folder lives until the test ends
+        let fixtures = CommandLine.repository.appendingPathComponent("Tests/Fixtures/pipeline")
+        let expected = try SafeTensorsFile(path: fixtures.appendingPathComponent("generate-dev.safetensors").path)
+        let image = scratch.url.appendingPathComponent("out.png").path
+        let latents = scratch.url.appendingPathComponent("latents.safetensors").path
+        let result = try CommandLine.run(["generate", "--model", fixtures.appendingPathComponent("flux-tiny").path,
+                                          "--prompt", expected.metadata["prompt"] ?? "", "--width", "48", "--height", "32", "--steps", "4",
+                                          "--max-sequence-length", "48", "--noise", fixtures.appendingPathComponent("generate-dev.safetensors").path,
+                                          "--output", image, "--output-latents", latents, "--backend", backend, "--json"])
+        if backend == "vulkan" && result.error.contains("unavailable") && ProcessInfo.processInfo.environment["CI"] == nil { return }
+        #expect(result.status == 0, "\(result.error)")
+        #expect(result.error.isEmpty, "no progress bar when stderr is not a terminal: \(result.error)")
+        let line = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any]
+        #expect(line?["command"] as? String == "generate" && line?["steps"] as? Int == 4)
+        #expect((line?["step_seconds"] as? [Double])?.count == 4 && (line?["peak_rss_bytes"] as? Int ?? 0) > 0)
+        let png = try PNGWriter.decode(Data(contentsOf: URL(fileURLWithPath: image)))
+        #expect(png.width == 48 && png.height == 32 && png.text["prompt"] == expected.metadata["prompt"])
+        #expect(png.text["parameters"]?.contains("steps: 4") == true)
+        let reference = try expected.tensor(named: "image").doubles()
+        let close = zip(png.pixels, reference).filter { abs(Double($0) - $1) <= 1 }.count
+        #expect(Double(close) >= 0.999 * Double(reference.count), "\(close)/\(reference.count) values within 1/255")
+        let error = relativeError(actual: try SafeTensorsFile(path: latents).tensor(named: "latents").floats(),
+                                  expected: try expected.tensor(named: "latents_3").doubles())
+        #expect(error <= 1e-3, "latents: \(error)")
+    }
+
+    @Test func generateFailsClearlyWithoutPartialOutput() throws {
+        let scratch = ScratchFolder("lorafuse-generate")
+        defer { withExtendedLifetime(scratch) {} }  // the folder lives until the test ends
+        let pipeline = CommandLine.repository.appendingPathComponent("Tests/Fixtures/pipeline/flux-tiny")
+        let image = scratch.url.appendingPathComponent("out.png").path
+        let common = ["--prompt", "a cat", "--width", "48", "--height", "32", "--steps", "1", "--max-sequence-length", "8"]
+        // Not a pipeline folder.
+        var result = try CommandLine.run(["generate", "--model", scratch.url.path, "--output", image] + common)
+        #expect(result.status != 0 && result.error.contains("transformer"), "\(result.error)")
+        // A pipeline without its VAE.
+        let partial = scratch.url.appendingPathComponent("partial")
+        try FileManager.default.createDirectory(at: partial, withIntermediateDirectories: true)
+        for part in ["transformer", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"] {
+            try FileManager.default.createSymbolicLink(at: partial.appendingPathComponent(part), withDestinationURL: pipeline.appendingPathComponent(part))
+        }
+        result = try CommandLine.run(["generate", "--model", partial.path, "--output", image] + common)
+        #expect(result.status != 0 && result.error.contains("VAE"), "\(result.error)")
+        // An unwritable output path, and a size the VAE cannot make.
+        result = try CommandLine.run(["generate", "--model", pipeline.path, "--output", "/nonexistent/folder/out.png"] + common)
+        #expect(result.status != 0 && result.error.contains("/nonexistent/folder"), "\(result.error)")
+        result = try CommandLine.run(["generate", "--model", pipeline.path, "--output", image, "--prompt", "a cat", "--width", "50",
+                                      "--height", "32", "--steps", "1"])
+        #expect(result.status != 0 && result.error.contains("multiples of 4"), "\(result.error)")
+        for failure in [result] { #expect(failure.error.trimmingCharacters(in: .newlines).split(separator: "\n").count == 1, "\(failure.error)") }
+        #expect(!FileManager.default.fileExists(atPath: image))
+        #expect((try FileManager.default.contentsOfDirectory(atPath: scratch.url.path)).allSatisfy { !$0.contains(".tmp-") })
+    }
+
     @Test func encodeNamesWhatIsMissing() throws {
         let scratch = ScratchFolder("lorafuse-encode")
         defer { withExtendedLifetime(scratch) {} }  // the folder lives until the test ends

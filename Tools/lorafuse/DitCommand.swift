@@ -84,7 +84,7 @@ struct DitCommand: ParsableCommand {
             if let mergeSeconds { fields["merge_seconds"] = mergeSeconds }
             if let fusion = loraOptions.fusion {
                 fields["fusion"] = fusion
-                fields["progress"] = loraOptions.progress
+                fields["progress"] = loraOptions.progress ?? 0
                 fields["passes"] = graphs.count
             }
         }
@@ -99,7 +99,7 @@ struct DitCommand: ParsableCommand {
             } else if loraOptions.fusion == "autolora" {
                 print("autolora: \(loraOptions.loras.count) LoRA(s) gated by \(loraOptions.fusionWeights ?? "")")
             } else if let fusion = loraOptions.fusion {
-                print("\(fusion) fusion at progress \(loraOptions.progress): \(graphs.count) pass(es), LoRAs applied hot")
+                print("\(fusion) fusion at progress \(loraOptions.progress ?? 0): \(graphs.count) pass(es), LoRAs applied hot")
             } else if !loraOptions.loras.isEmpty {
                 print("\(loraOptions.loras.count) LoRA(s) applied hot")
             }

@@ -27,11 +27,11 @@ struct LoRAOptions: ParsableArguments {
     @Option(name: .long, help: "Style LoRA for --fusion, FILE[:SCALE].")
     var style: String?
 
-    @Option(name: .long, help: "Sampling progress p = step / steps in [0, 1] (0: pure noise) for --fusion.")
-    var progress: Double = 0
+    @Option(name: .long, help: "Sampling progress p = step / steps in [0, 1] (0: pure noise) for --fusion (dit; generate sets it per step).")
+    var progress: Double?
 
-    @Option(name: .long, help: "Steps of the sampling run --progress belongs to (switch counts steps as round(p · steps)).")
-    var steps = 28
+    @Option(name: .long, help: "Sampling steps (generate: the run's steps, default 28, or 4 without guidance; dit: the run --progress belongs to, default 28).")
+    var steps: Int?
 
     @Option(name: .customLong("switch-every"), help: "switch: steps between LoRA changes (τ).")
     var switchEvery = 1
@@ -53,15 +53,25 @@ struct LoRAOptions: ParsableArguments {
         return LoRAAdapter(file: file, scale: scale)
     }
 
-    /// The forward passes to run — one transformer each, their outputs averaged (two for
-    /// `--fusion composite`) — with the LoRAs hot, merged on `backend` (and the seconds that
-    /// took), or chosen by `--fusion` at `--progress`.
-    func transformers(_ model: FluxModel, backend: any Backend) throws -> (passes: [FluxTransformer], mergeSeconds: Double?) {
-        var adapters = try loras.map { try load($0, model: model) }
+    /// The forward passes to run at one point of a sampling run: one transformer each,
+    /// their outputs averaged (two for `--fusion composite`).
+    struct Plan {
+        /// Seconds spent merging LoRAs into the weights (`--merge`), if they were.
+        var mergeSeconds: Double?
+        /// The passes do not change from step to step.
+        var isStatic: Bool
+        var passes: (_ progress: Double, _ step: Int) -> [FluxTransformer]
+    }
+
+    /// Loads the LoRAs once (and plans K-LoRA, or merges), then gives the passes per step:
+    /// the LoRAs hot, merged on `backend`, or chosen by `--fusion` at each progress.
+    func plan(_ model: FluxModel, backend: any Backend) throws -> Plan {
+        let adapters = try loras.map { try load($0, model: model) }
         guard let fusion else {
             guard fusionWeights == nil else { throw ValidationError("--fusion-weights needs --fusion autolora") }
             guard content == nil, style == nil else { throw ValidationError("--content and --style need --fusion METHOD") }
-            return try merged([adapters], model: model, backend: backend)
+            let (passes, seconds) = try merged([adapters], model: model, backend: backend)
+            return Plan(mergeSeconds: seconds, isStatic: true, passes: { _, _ in passes })
         }
         if fusion == "autolora" {
             guard let fusionWeights else { throw ValidationError("--fusion autolora needs --fusion-weights FILE") }
@@ -69,14 +79,14 @@ struct LoRAOptions: ParsableArguments {
                 throw ValidationError("--fusion autolora gates the --lora files: no --content, --style or --merge")
             }
             let mergers = try AutoLoRAMergers.load(path: fusionWeights, config: model.config)
-            return ([FluxTransformer(model: model, autolora: try AutoLoRAFusion(mergers: mergers, adapters: adapters, config: model.config))], nil)
+            let pass = FluxTransformer(model: model, autolora: try AutoLoRAFusion(mergers: mergers, adapters: adapters, config: model.config))
+            return Plan(mergeSeconds: nil, isStatic: true, passes: { _, _ in [pass] })
         }
         guard let method = FusionMethod(rawValue: fusion) else {
             throw ValidationError("unknown --fusion \(fusion) (one of: \((FusionMethod.allCases.map(\.rawValue) + ["autolora"]).joined(separator: ", ")))")
         }
         guard let content, let style else { throw ValidationError("--fusion \(fusion) needs --content FILE[:SCALE] and --style FILE[:SCALE]") }
-        guard (0...1).contains(progress) else { throw ValidationError("--progress must be in [0, 1], got \(progress)") }
-        guard steps >= 1, switchEvery >= 1 else { throw ValidationError("--steps and --switch-every must be at least 1") }
+        guard switchEvery >= 1 else { throw ValidationError("--switch-every must be at least 1") }
         guard !merge || method == .merge else { throw ValidationError("--merge only goes with --fusion merge (the others choose LoRAs per step)") }
         var chosen = LoRAFusion(method: method, content: try load(content, model: model), style: try load(style, model: model))
         chosen.switchEvery = switchEvery
@@ -86,8 +96,24 @@ struct LoRAOptions: ParsableArguments {
             let plan = try KLoRAPlanner(backend: backend).plan(content: chosen.content.file, style: chosen.style.file, config: model.config)
             chosen.klora = try klora.fusion(plan: plan, content: chosen.content, style: chosen.style)
         }
-        let passes = chosen.passes(progress: progress, step: Int((progress * Double(steps)).rounded()))
-        return try merged(passes.map { adapters + $0 }, model: model, backend: backend)
+        if method == .merge {
+            let (passes, seconds) = try merged(chosen.passes(progress: 0, step: 0).map { adapters + $0 }, model: model, backend: backend)
+            return Plan(mergeSeconds: seconds, isStatic: true, passes: { _, _ in passes })
+        }
+        let fusionChoice = chosen
+        return Plan(mergeSeconds: nil, isStatic: false, passes: { progress, step in
+            fusionChoice.passes(progress: progress, step: step).map { FluxTransformer(model: model, adapters: adapters + $0) }
+        })
+    }
+
+    /// The passes at `--progress` of a `--steps` run (dit).
+    func transformers(_ model: FluxModel, backend: any Backend) throws -> (passes: [FluxTransformer], mergeSeconds: Double?) {
+        let progress = progress ?? 0
+        let steps = steps ?? 28
+        guard (0...1).contains(progress) else { throw ValidationError("--progress must be in [0, 1], got \(progress)") }
+        guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
+        let plan = try plan(model, backend: backend)
+        return (plan.passes(progress, Int((progress * Double(steps)).rounded())), plan.mergeSeconds)
     }
 
     private func merged(_ passes: [[LoRAAdapter]], model: FluxModel, backend: any Backend) throws -> (passes: [FluxTransformer], mergeSeconds: Double?) {

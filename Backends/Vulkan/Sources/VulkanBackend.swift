@@ -135,6 +135,14 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
         return range
     }
 
+    public func releaseWeights() {
+        lock.withLock {
+            weights.removeAll()
+            retainedWeightStorage.removeAll()
+            weightArena = VulkanArena(device: context, hostVisible: false, expectedBytes: 64 << 20)
+        }
+    }
+
     // MARK: Execution
 
     public func execute(_ graph: Graph, inputs: [String: HostTensor], options: ExecutionOptions) throws -> ExecutionResult {

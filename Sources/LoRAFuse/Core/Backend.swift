@@ -84,9 +84,16 @@ public protocol Backend: AnyObject, Sendable {
 
     /// Runs `graph` with its `.input` nodes bound to `inputs` by name.
     func execute(_ graph: Graph, inputs: [String: HostTensor], options: ExecutionOptions) throws -> ExecutionResult
+
+    /// Forgets the weights kept on the device between executions (and the files they came
+    /// from), so a pipeline can drop one component before running the next.
+    func releaseWeights()
 }
 
 extension Backend {
+    /// Backends that read weights in place keep nothing to release.
+    public func releaseWeights() {}
+
     public func execute(_ graph: Graph, inputs: [String: HostTensor]) throws -> ExecutionResult {
         try execute(graph, inputs: inputs, options: ExecutionOptions())
     }

@@ -90,6 +90,7 @@ public struct FluxTextToImage {
         var start = DispatchTime.now().uptimeNanoseconds
         let conditioning = try encoders().encode(settings.prompt, maxSequenceLength: settings.maxSequenceLength, on: backend)
         var result = Result(latents: HostTensor(shape: [1], floats: [0]), decoded: HostTensor(shape: [1], floats: [0]), pixels: [])
+        backend.releaseWeights()  // the text encoders are done
         result.encodeSeconds = Self.seconds(since: start)
         result.conditioning = conditioning
         guard conditioning.encoderHiddenStates.shape[2] == config.jointAttentionDim,
@@ -130,6 +131,7 @@ public struct FluxTextToImage {
             progress?(step + 1, settings.steps, seconds)
         }
         graphs = nil
+        backend.releaseWeights()  // the transformer is done
         latents = LatentPacking.unpack(packed, channels: channels, height: latentHeight, width: latentWidth)
         result.latents = HostTensor(shape: [1, channels, latentHeight, latentWidth], floats: latents)
 

@@ -60,6 +60,54 @@ public enum PNGWriter {
         }
     }
 
+    /// Reads back a PNG this writer made (8-bit RGB, unfiltered scanlines): its size, pixels
+    /// and text chunks. For tests and tools; not a general PNG decoder.
+    public static func decode(_ data: Data) throws -> (width: Int, height: Int, pixels: [UInt8], text: [String: String]) {
+        let bytes = [UInt8](data)
+        guard bytes.count >= 8, bytes[0..<8].elementsEqual([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) else {
+            throw Failure(description: "not a PNG file")
+        }
+        func word(_ at: Int) -> Int { bytes[at..<at + 4].reduce(0) { $0 << 8 | Int($1) } }
+        var position = 8, width = 0, height = 0
+        var compressed: [UInt8] = []
+        var text: [String: String] = [:]
+        while position + 12 <= bytes.count {
+            let length = word(position)
+            let type = String(decoding: bytes[(position + 4)..<(position + 8)], as: UTF8.self)
+            guard position + 12 + length <= bytes.count else { throw Failure(description: "truncated PNG chunk \(type)") }
+            let body = Array(bytes[(position + 8)..<(position + 8 + length)])
+            switch type {
+            case "IHDR":
+                guard body.count == 13, body[8] == 8, body[9] == 2 else { throw Failure(description: "not an 8-bit RGB PNG") }
+                width = body[0..<4].reduce(0) { $0 << 8 | Int($1) }
+                height = body[4..<8].reduce(0) { $0 << 8 | Int($1) }
+            case "tEXt", "iTXt":
+                if let zero = body.firstIndex(of: 0) {
+                    let key = String(decoding: body[..<zero], as: UTF8.self)
+                    let value = type == "tEXt" ? String(bytes: body[(zero + 1)...], encoding: .isoLatin1) ?? ""
+                        : String(decoding: body[min(body.count, zero + 5)...], as: UTF8.self)
+                    text[key] = value
+                }
+            case "IDAT": compressed += body
+            default: break
+            }
+            position += 12 + length
+        }
+        let stride = width * 3 + 1
+        var rawSize = uLong(stride * height)
+        var raw = [UInt8](repeating: 0, count: Int(rawSize))
+        guard width > 0, height > 0, uncompress(&raw, &rawSize, compressed, uLong(compressed.count)) == Z_OK, Int(rawSize) == raw.count else {
+            throw Failure(description: "PNG image data does not inflate to \(width)×\(height) RGB")
+        }
+        var pixels: [UInt8] = []
+        pixels.reserveCapacity(width * height * 3)
+        for row in 0..<height {
+            guard raw[row * stride] == 0 else { throw Failure(description: "PNG row \(row) uses a filter this reader does not undo") }
+            pixels += raw[(row * stride + 1)..<((row + 1) * stride)]
+        }
+        return (width, height, pixels, text)
+    }
+
     private static func chunk(_ type: String, _ body: Data, into data: inout Data) {
         data.append(bigEndian: UInt32(body.count))
         let typed = Data(type.utf8) + body

@@ -1,0 +1,203 @@
+import ArgumentParser
+import Foundation
+import LoRAFuse
+
+/// `lorafuse generate`: prompt (+ LoRAs) to PNG with a FLUX pipeline (DESIGN.md "Contracts").
+struct GenerateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate",
+        abstract: "Generate an image from a prompt with FLUX, LoRAs fused as asked; writes a PNG.",
+        discussion: """
+        --model: a diffusers FLUX pipeline folder (transformer/, vae/, text_encoder/, tokenizer/, text_encoder_2/,
+        tokenizer_2/, scheduler/). Or the parts as ComfyUI users keep them: --transformer (flux1-dev.safetensors or a
+        folder), --vae (ae.safetensors or a folder), --clip/--clip-tokenizer, --t5/--t5-tokenizer; any part given
+        explicitly replaces the pipeline's.
+        Noise comes from --seed (LoRAFuse's own generator: xoshiro256** + Box–Muller) or --noise FILE (`noise`
+        [1, C, H/8, W/8] unpacked, e.g. torch's, for exact comparisons with diffusers).
+        --sampler diffusers: FluxPipeline's resolution-dependent shift; diffsynth: DiffSynth-Studio's fixed shift 3.
+        LoRAs: --lora FILE[:SCALE] hot (or --merge), or --fusion METHOD with --content/--style (K-LoRA's progress is
+        step/steps) or --fusion autolora --fusion-weights FILE with --lora files.
+        """
+    )
+
+    @Option(name: .long, help: "A diffusers FLUX pipeline folder.")
+    var model: String?
+
+    @Option(name: .long, help: "Transformer: a BFL checkpoint or diffusers folder (overrides the pipeline's).")
+    var transformer: String?
+
+    @Option(name: .long, help: "VAE: ae.safetensors (BFL names) or a diffusers vae/ folder.")
+    var vae: String?
+
+    @Option(name: .long, help: "CLIP text encoder: clip_l.safetensors or a folder.")
+    var clip: String?
+
+    @Option(name: .long, help: "CLIP tokenizer folder (vocab.json, merges.txt).")
+    var clipTokenizer: String?
+
+    @Option(name: .long, help: "T5 encoder: t5xxl_fp16 / t5xxl_fp8_e4m3fn .safetensors or a folder.")
+    var t5: String?
+
+    @Option(name: .long, help: "T5 tokenizer folder or file (tokenizer.json or spiece.model).")
+    var t5Tokenizer: String?
+
+    @Option(name: .long, help: "The prompt.")
+    var prompt: String
+
+    @Option(name: .long, help: "Image width in pixels (a multiple of 16 for FLUX's VAE).")
+    var width = 1024
+
+    @Option(name: .long, help: "Image height in pixels.")
+    var height = 1024
+
+    @Option(name: .long, help: "Embedded guidance for guidance-distilled models (FLUX.1-dev).")
+    var guidance = 3.5
+
+    @Option(name: .long, help: "Seed of the initial noise.")
+    var seed: UInt64 = 0
+
+    @Option(name: .long, help: "Initial noise `noise` [1, C, H/8, W/8] (.safetensors) instead of --seed.")
+    var noise: String?
+
+    @Option(name: .long, help: "T5 tokens (default: 512 with guidance, 256 without, as diffusers' FLUX.1-dev/schnell).")
+    var maxSequenceLength: Int?
+
+    @Option(name: .long, help: "diffusers (resolution-dependent shift) or diffsynth (shift 3).")
+    var sampler = "diffusers"
+
+    @Option(name: .long, help: "Where to write the image (.png).")
+    var output: String
+
+    @Option(name: .long, help: "Also write the final `latents` [1, C, H/8, W/8] (.safetensors).")
+    var outputLatents: String?
+
+    @OptionGroup var backendOptions: BackendOptions
+
+    @OptionGroup var loraOptions: LoRAOptions
+
+    @Flag(name: .long, help: "Print a JSON summary (timings per stage, peak memory, seed) instead of text.")
+    var json = false
+
+    func validate() throws {
+        if model == nil {
+            let missing = [("--transformer", transformer), ("--vae", vae), ("--clip", clip), ("--clip-tokenizer", clipTokenizer),
+                           ("--t5", t5), ("--t5-tokenizer", t5Tokenizer)].filter { $0.1 == nil }.map(\.0)
+            guard missing.isEmpty else {
+                throw ValidationError("give --model PIPELINE_FOLDER, or all the parts (missing: \(missing.joined(separator: ", ")))")
+            }
+        }
+        guard FlowMatchSchedule.Kind(rawValue: sampler) != nil else {
+            throw ValidationError("unknown --sampler \(sampler) (diffusers or diffsynth)")
+        }
+        guard loraOptions.progress == nil else { throw ValidationError("generate sets the fusion progress itself (step / steps): drop --progress") }
+        if let steps = loraOptions.steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
+        if let maxSequenceLength, !(1...4096).contains(maxSequenceLength) { throw ValidationError("--max-sequence-length must be in 1...4096") }
+        // Fail before the long work if the image cannot be written there.
+        for path in [output] + (outputLatents.map { [$0] } ?? []) {
+            let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
+            var isFolder: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: folder, isDirectory: &isFolder), isFolder.boolValue,
+                  FileManager.default.isWritableFile(atPath: folder) else {
+                throw ValidationError("\(path): cannot write there (\(folder) is not a writable folder)")
+            }
+        }
+    }
+
+    /// A pipeline part: the explicit option, else the pipeline folder's subfolder.
+    private func part(_ explicit: String?, _ subfolder: String) -> String {
+        explicit ?? URL(fileURLWithPath: model!).appendingPathComponent(subfolder).path
+    }
+
+    func run() throws {
+        let started = DispatchTime.now().uptimeNanoseconds
+        let backend = try backendOptions.makeBackend()
+        let flux = try FluxModel.load(path: part(transformer, "transformer"))
+        let steps = loraOptions.steps ?? (flux.config.guidanceEmbeds ? 28 : 4)
+        var settings = FluxTextToImage.Settings(prompt: prompt, width: width, height: height, steps: steps)
+        settings.guidance = guidance
+        settings.seed = seed
+        settings.sampler = FlowMatchSchedule.Kind(rawValue: sampler)!
+        settings.maxSequenceLength = maxSequenceLength ?? (flux.config.guidanceEmbeds ? 512 : 256)
+        if let model {
+            let schedulerFile = URL(fileURLWithPath: model).appendingPathComponent("scheduler/scheduler_config.json")
+            if FileManager.default.fileExists(atPath: schedulerFile.path) {
+                settings.schedulerConfig = try FlowMatchSchedulerConfig(file: schedulerFile)
+            }
+        }
+        if let noise { settings.noise = try SafeTensorsFile(path: noise).tensor(named: "noise").converted(to: .float32) }
+        // Fail early on a missing or broken part, before any long work.
+        for (path, kind) in [(part(clip, "text_encoder"), "CLIP"), (part(t5, "text_encoder_2"), "T5"), (part(vae, "vae"), "VAE")]
+        where !FileManager.default.fileExists(atPath: path) {
+            throw ModelError.notAModel(path: path, reason: "no such file or folder (the \(kind) part of the pipeline)")
+        }
+        let plan = try loraOptions.plan(flux, backend: backend)
+        let reporter = ProgressReporter(enabled: !json && isatty(STDERR_FILENO) != 0)
+        let result = try FluxTextToImage(settings: settings, backend: backend).run(
+            encoders: {
+                try FluxTextEncoders.load(clip: part(clip, "text_encoder"), clipTokenizer: part(clipTokenizer, "tokenizer"),
+                                          t5: part(t5, "text_encoder_2"), t5Tokenizer: part(t5Tokenizer, "tokenizer_2"))
+            },
+            model: flux,
+            transformers: { step in
+                (plan.isStatic ? "static" : "step \(step)", plan.passes(Double(step) / Double(steps), step))
+            },
+            vae: { try VAEDecoder.load(path: part(vae, "vae")) },
+            progress: reporter.report)
+        reporter.finish()
+
+        var parameters = "steps: \(steps), size: \(width)x\(height), seed: \(noise == nil ? String(seed) : "noise file"), sampler: \(sampler)"
+        if flux.config.guidanceEmbeds { parameters += ", guidance: \(guidance)" }
+        if !loraOptions.loras.isEmpty { parameters += ", loras: \(loraOptions.loras.joined(separator: " "))" }
+        if let fusion = loraOptions.fusion { parameters += ", fusion: \(fusion)" }
+        if let content = loraOptions.content, let style = loraOptions.style { parameters += ", content: \(content), style: \(style)" }
+        try PNGWriter.write(pixels: result.pixels, width: width, height: height,
+                            text: [("prompt", prompt), ("parameters", parameters), ("Software", "LoRAFuse \(LoRAFuseCommand.configuration.version)")],
+                            to: output)
+        if let outputLatents {
+            try SafeTensorsWriter.write([("latents", result.latents)], metadata: ["producer": "lorafuse generate", "prompt": prompt,
+                                                                                "parameters": parameters], to: outputLatents)
+        }
+        let total = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        let sampling = result.stepSeconds.reduce(0, +)
+        if json {
+            var fields: [String: Any] = [
+                "command": "generate", "backend": backend.name, "device": backend.device.name, "seconds": total,
+                "encode_seconds": result.encodeSeconds, "sampling_seconds": sampling,
+                "seconds_per_step": sampling / Double(max(1, steps)), "step_seconds": result.stepSeconds,
+                "decode_seconds": result.decodeSeconds, "peak_rss_bytes": PeakMemory.residentBytes(),
+                "seed": seed, "steps": steps, "width": width, "height": height, "sampler": sampler, "output": output,
+            ]
+            if noise != nil { fields["noise"] = noise }
+            if let fusion = loraOptions.fusion { fields["fusion"] = fusion }
+            if !loraOptions.loras.isEmpty { fields["loras"] = loraOptions.loras }
+            if let merge = plan.mergeSeconds { fields["merge_seconds"] = merge }
+            print(try JSONOutput.line(fields))
+        } else {
+            print(String(format: "generate on %@ (%@): %d steps, %.3f s/step; encode %.3f s, decode %.3f s; %.3f s in all, peak RSS %.1f MiB; wrote %@",
+                         backend.name, backend.device.name, steps, sampling / Double(max(1, steps)), result.encodeSeconds,
+                         result.decodeSeconds, total, Double(PeakMemory.residentBytes()) / 1048576, output))
+        }
+    }
+}
+
+/// A one-line progress bar on a terminal's stderr: steps done, seconds per step, ETA.
+final class ProgressReporter {
+    let enabled: Bool
+    private var total = 0.0
+
+    init(enabled: Bool) { self.enabled = enabled }
+
+    func report(step: Int, steps: Int, seconds: Double) {
+        total += seconds
+        guard enabled else { return }
+        let width = 24, filled = width * step / max(1, steps)
+        let perStep = total / Double(step)
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+        let line = String(format: "\r[%@] step %d/%d  %.2f s/step  ETA %.1f s ", bar, step, steps, perStep, perStep * Double(steps - step))
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+
+    func finish() {
+        if enabled { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+}
