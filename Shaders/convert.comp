@@ -18,6 +18,9 @@ layout(push_constant) uniform Parameters {
     uint id_dtype;     // DTYPE_I32 or DTYPE_I64
     uint width;        // gather: row width
     uint elements;     // narrowing: element count (the last word may hold one)
+    uint row_start;    // gather: the bound table window holds rows row_start ..< row_start + row_count,
+    uint row_count;    //   starting at element in_offset of the window (tables past the binding limit
+    uint in_offset;    //   are gathered one window at a time; other ids are left to other windows)
 } p;
 
 float load_element(uint index) {
@@ -42,7 +45,8 @@ void main() {
     if (p.mode == 0u) {
         uint token = index / p.width, column = index % p.width;
         uint id = p.id_dtype == DTYPE_I64 ? id_words[2 * token] : id_words[token];
-        out_words[index] = floatBitsToUint(load_element(id * p.width + column));
+        if (id < p.row_start || id - p.row_start >= p.row_count) return;
+        out_words[index] = floatBitsToUint(load_element(p.in_offset + (id - p.row_start) * p.width + column));
     } else if (p.mode == 1u) {
         out_words[index] = floatBitsToUint(load_element(index));
     } else {

@@ -120,6 +120,22 @@ import LoRAFuseVulkan
         #expect(relativeError(actual: actual, expected: expected) <= 1e-5)
     }
 
+    /// Embedding tables past the binding limit (CLIP-L's F32 table on lavapipe) are gathered
+    /// one window of rows at a time, in every table type.
+    @Test(arguments: [DType.float32, .bfloat16, .float8E4M3])
+    func embeddingPastTheBindingLimitIsSplit(_ dtype: DType) throws {
+        guard BackendsUnderTest.all.contains(where: { $0.name == "vulkan" }) else { return }
+        var random = SeededRandom(seed: 24)
+        var graph = Graph()
+        let table = graph.parameter("table", random.tensor([1000, 37], dtype: dtype))  // 148 kB in F32
+        let ids = graph.input("ids", [3, 11], .int64)
+        graph.markOutput(try graph.embedding(table: table, ids: ids))
+        let inputs = ["ids": HostTensor(shape: [3, 11], dtype: .int64, values: (0..<33).map { Double(($0 * 331 + 7) % 1000) } + [])]
+        let expected = try ReferenceEvaluator.evaluate(graph, inputs: inputs)[0].values
+        let actual = try VulkanBackend(bindingLimit: 16 << 10).execute(graph, inputs: inputs).outputs[0].floats()
+        #expect(relativeError(actual: actual, expected: expected) == 0)
+    }
+
     /// A tensor past maxStorageBufferRange is one clear error naming the limit, not a crash.
     @Test func tensorLargerThanTheBindingLimitIsAClearError() throws {
         guard let vulkan = BackendsUnderTest.all.first(where: { $0.name == "vulkan" }) else { return }

@@ -138,7 +138,7 @@ struct VulkanGraphExecution {
         }
     }
 
-    /// Only matmul splits its operands into windows; any other op touching a tensor past
+    /// Matmul, the LoRA ops and embedding tables split their operands into windows; any other op touching a tensor past
     /// maxStorageBufferRange is refused up front with the node, the op and the sizes.
     private func checkBindingLimits() throws {
         let limit = device.bindingLimit
@@ -146,6 +146,13 @@ struct VulkanGraphExecution {
             let splits: Bool
             switch node.op {
             case .matmul, .lowRankUpdate, .topKAbsSum, .lowRankTopKAbsSum, .reshape, .input, .parameter: splits = true
+            case .embedding:
+                // The table is gathered in windows; the ids and the output must fit.
+                splits = true
+                if let large = [node.id, node.inputs[1]].first(where: { graph.nodes[$0].type.byteCount > limit }) {
+                    throw BackendError.outOfMemory(backend: "vulkan", bytes: graph.nodes[large].type.byteCount, reason:
+                        "node %\(node.id) embedding: \(graph.nodes[large].type) is past this device's maxStorageBufferRange of \(limit) bytes")
+                }
             default: splits = false
             }
             if splits { continue }
@@ -153,7 +160,7 @@ struct VulkanGraphExecution {
             if let large = touched.first(where: { graph.nodes[$0].type.byteCount > limit }) {
                 let type = graph.nodes[large].type
                 throw BackendError.outOfMemory(backend: "vulkan", bytes: type.byteCount, reason:
-                    "node %\(node.id) \(node.op.summary) touches \(type) (\(type.byteCount) bytes), past this device's maxStorageBufferRange of \(limit) bytes; only matmul splits its operands so far")
+                    "node %\(node.id) \(node.op.summary) touches \(type) (\(type.byteCount) bytes), past this device's maxStorageBufferRange of \(limit) bytes; only matmul, the LoRA ops and embedding tables split their operands so far")
             }
         }
     }

@@ -111,9 +111,25 @@ struct VulkanKernels {
             }
         case .embedding:
             let table = operands[0], ids = operands[1]
-            try recorder.dispatch(device.pipeline("convert", bindings: 3), [table.0, ids.0, output],
-                                  constants: [UInt32(count), 0, Self.code(table.1.dtype), Self.code(ids.1.dtype), UInt32(table.1.shape[1]), 0],
-                                  groups: VulkanCommandRecorder.groups1D(count, localSize: 256))
+            let (rows, width, size) = (table.1.shape[0], table.1.shape[1], table.1.dtype.byteSize)
+            // A table past the binding limit (CLIP-L's F32 embeddings, T5-XXL's) is bound one
+            // window of rows at a time; each pass writes the ids that fall in its window.
+            var rowsPerWindow = rows
+            if table.0.size > device.bindingLimit {
+                rowsPerWindow = (device.bindingLimit - device.windowAlignment - 4) / max(1, width * size)
+                guard rowsPerWindow >= 1 else {
+                    throw BackendError.outOfMemory(backend: "vulkan", bytes: width * size, reason: "one embedding row is past maxStorageBufferRange")
+                }
+            }
+            for start in stride(from: 0, to: rows, by: rowsPerWindow) {
+                let windowRows = min(rowsPerWindow, rows - start)
+                let (window, offset) = rowsPerWindow == rows
+                    ? (table.0, 0) : self.window(table.0, start: start * width, count: windowRows * width, size: size)
+                try recorder.dispatch(device.pipeline("convert", bindings: 3), [window, ids.0, output],
+                                      constants: [UInt32(count), 0, Self.code(table.1.dtype), Self.code(ids.1.dtype), UInt32(width), 0,
+                                                  UInt32(start), UInt32(windowRows), UInt32(offset)],
+                                      groups: VulkanCommandRecorder.groups1D(count, localSize: 256))
+            }
         case let .cast(target):
             let source = operands[0]
             if target == .float32 {
@@ -121,7 +137,7 @@ struct VulkanKernels {
             } else {
                 let words = (count + 1) / 2
                 try recorder.dispatch(device.pipeline("convert", bindings: 3), [source.0, source.0, output],
-                                      constants: [UInt32(words), target == .float16 ? 2 : 3, Self.code(source.1.dtype), 0, 1, UInt32(count)],
+                                      constants: [UInt32(words), target == .float16 ? 2 : 3, Self.code(source.1.dtype), 0, 1, UInt32(count), 0, 0, 0],
                                       groups: VulkanCommandRecorder.groups1D(words, localSize: 256))
             }
         }
@@ -130,7 +146,7 @@ struct VulkanKernels {
     /// `count` elements of `dtype` at `input` converted to float32 at `output`.
     private func widen(_ input: VulkanRange, _ dtype: DType, _ output: VulkanRange, _ count: Int) throws {
         try recorder.dispatch(device.pipeline("convert", bindings: 3), [input, input, output],
-                              constants: [UInt32(count), 1, Self.code(dtype), 0, 1, UInt32(count)],
+                              constants: [UInt32(count), 1, Self.code(dtype), 0, 1, UInt32(count), 0, 0, 0],
                               groups: VulkanCommandRecorder.groups1D(count, localSize: 256))
     }
 
