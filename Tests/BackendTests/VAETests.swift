@@ -26,4 +26,23 @@ import LoRAFuse
             #expect(error <= 1e-4, "\(source) on \(BackendsUnderTest.label(backend)): \(error)")
         }
     }
+
+    /// diffusers' tiled decoding (16-pixel tiles over a 32×48 image: 4-pixel blends, edge
+    /// tiles smaller than the rest) matches `enable_tiling()`'s output.
+    @Test func tiledDecodingMatchesDiffusers() throws {
+        let vae = try VAEDecoder.load(path: Self.pipeline.appendingPathComponent("vae").path)
+        let expected = try SafeTensorsFile(path: Self.root.appendingPathComponent("generate-dev.safetensors").path)
+        let latents = try expected.tensor(named: "latents_3")
+        let unscaled = HostTensor(shape: latents.shape, floats: latents.floats().map { $0 / vae.config.scalingFactor + vae.config.shiftFactor })
+        let reference = try expected.tensor(named: "decoded_tiled_16")
+        for backend in BackendsUnderTest.all {
+            let image = try vae.decode(unscaled, tileSize: 16, on: backend)
+            #expect(image.shape == reference.shape)
+            let error = relativeError(actual: image.floats(), expected: reference.doubles())
+            #expect(error <= 1e-4, "tiled on \(BackendsUnderTest.label(backend)): \(error)")
+        }
+        // Larger tiles than the image decode it whole.
+        let whole = try vae.decode(unscaled, tileSize: 64, on: BackendsUnderTest.all[0])
+        #expect(relativeError(actual: whole.floats(), expected: try expected.tensor(named: "decoded").doubles()) <= 1e-4)
+    }
 }

@@ -65,6 +65,9 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .long, help: "diffusers (resolution-dependent shift) or diffsynth (shift 3).")
     var sampler = "diffusers"
 
+    @Option(name: .long, help: "Decode in tiles of this many pixels with diffusers' blending (e.g. 512), so large images fit in memory.")
+    var vaeTileSize: Int?
+
     @Option(name: .long, help: "Where to write the image (.png).")
     var output: String
 
@@ -91,6 +94,7 @@ struct GenerateCommand: ParsableCommand {
         }
         guard loraOptions.progress == nil else { throw ValidationError("generate sets the fusion progress itself (step / steps): drop --progress") }
         if let steps = loraOptions.steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
+        if let vaeTileSize, vaeTileSize < 8 { throw ValidationError("--vae-tile-size must be at least 8 pixels") }
         if let maxSequenceLength, !(1...4096).contains(maxSequenceLength) { throw ValidationError("--max-sequence-length must be in 1...4096") }
         // Fail before the long work if the image cannot be written there.
         for path in [output] + (outputLatents.map { [$0] } ?? []) {
@@ -116,6 +120,7 @@ struct GenerateCommand: ParsableCommand {
         var settings = FluxTextToImage.Settings(prompt: prompt, width: width, height: height, steps: steps)
         settings.guidance = guidance
         settings.seed = seed
+        settings.vaeTileSize = vaeTileSize
         settings.sampler = FlowMatchSchedule.Kind(rawValue: sampler)!
         settings.maxSequenceLength = maxSequenceLength ?? (flux.config.guidanceEmbeds ? 512 : 256)
         if let model {

@@ -11,7 +11,8 @@ This script adds, with every parameter random (fixed seeds):
 - transformer-schnell/  a second transformer without guidance (FLUX.1-schnell's kind);
 and Tests/Fixtures/pipeline/generate-<name>.safetensors: diffusers' FluxPipeline run in float64
 with imported noise (`noise` [1, 4, H/2, W/2], unpacked), the latents after every step
-(`latents_<i>`, unpacked), the VAE's raw output for the last latents (`decoded` [1, 3, H, W]) and
+(`latents_<i>`, unpacked), the VAE's raw output for the last latents (`decoded` [1, 3, H, W]; `decoded_tiled_16` with
+diffusers' tiled decoding at 16-pixel tiles) and
 the uint8 image as diffusers' postprocess makes it (`image` [H, W, 3]); prompt and settings in
 the metadata.
 Run: python3 Tools/reference/make_pipeline_fixtures.py   (diffusers 0.31.0, transformers 4.46.3, torch 2.5.1)
@@ -151,8 +152,15 @@ def main():
                     FluxPipeline._pack_latents(recorded[f"latents_{steps - 1}"].double(), 1, channels, latent_height, latent_width),
                     height, width, pipe.vae_scale_factor)
                 decoded = pipe.vae.decode(last / VAE["scaling_factor"] + VAE["shift_factor"], return_dict=False)[0]
+                # Tiled decoding with 16-pixel tiles (4-pixel blends), as enable_tiling() runs it.
+                pipe.vae.enable_tiling()
+                pipe.vae.tile_sample_min_size = 16
+                pipe.vae.tile_latent_min_size = 16 // 2 ** (len(VAE["block_out_channels"]) - 1)
+                tiled = pipe.vae.decode(last / VAE["scaling_factor"] + VAE["shift_factor"], return_dict=False)[0]
+                pipe.vae.disable_tiling()
             pixels = torch.from_numpy((image * 255).round().astype("uint8")).contiguous()
-            save_file({"noise": noise, **recorded, "decoded": decoded.float().contiguous(), "image": pixels},
+            save_file({"noise": noise, **recorded, "decoded": decoded.float().contiguous(),
+                       "decoded_tiled_16": tiled.float().contiguous(), "image": pixels},
                       str(ROOT / f"generate-{name}.safetensors"),
                       metadata=dict(prompt=prompt, transformer=folder, height=str(height), width=str(width), steps=str(steps),
                                     guidance=str(guidance), max_sequence_length="48"))

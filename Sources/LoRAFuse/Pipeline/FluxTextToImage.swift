@@ -18,6 +18,8 @@ public struct FluxTextToImage {
         public var seed: UInt64 = 0
         /// [1, C, H/s, W/s] unpacked initial noise (diffusers' layout); nil: from `seed`.
         public var noise: HostTensor?
+        /// Decode in tiles of this many pixels (diffusers' `enable_tiling`); nil: whole.
+        public var vaeTileSize: Int?
 
         public init(prompt: String, width: Int, height: Int, steps: Int) {
             self.prompt = prompt
@@ -138,8 +140,7 @@ public struct FluxTextToImage {
         // 3. Decode.
         start = DispatchTime.now().uptimeNanoseconds
         let unscaled = latents.map { $0 / vae.config.scalingFactor + vae.config.shiftFactor }
-        let decoded = try backend.execute(vae.graph(batch: 1, height: latentHeight, width: latentWidth),
-                                          inputs: ["latents": HostTensor(shape: result.latents.shape, floats: unscaled)]).outputs[0]
+        let decoded = try vae.decode(HostTensor(shape: result.latents.shape, floats: unscaled), tileSize: settings.vaeTileSize, on: backend)
         result.decoded = decoded
         result.pixels = Self.pixels(decoded)
         result.decodeSeconds = Self.seconds(since: start)

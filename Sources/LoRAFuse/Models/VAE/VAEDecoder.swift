@@ -120,6 +120,84 @@ public struct VAEDecoder: Sendable {
         return builder.graph
     }
 
+    /// Decodes `latents` [B, C, h, w] (already unscaled), whole or — when `tileSize` (pixels)
+    /// is given and the latents are larger than a tile — as diffusers' `tiled_decode` does:
+    /// tiles of tileSize/s latents every 3/4 tile, each decoded alone, each blended linearly
+    /// into the tile above and the one to its left over a quarter tile, then cropped and
+    /// joined. Memory then follows the tile, not the image.
+    public func decode(_ latents: HostTensor, tileSize: Int? = nil, on backend: any Backend) throws -> HostTensor {
+        let (batch, channels, height, width) = (latents.shape[0], latents.shape[1], latents.shape[2], latents.shape[3])
+        var graphs: [String: Graph] = [:]
+        func run(_ input: HostTensor) throws -> HostTensor {
+            let key = "\(input.shape)"
+            if graphs[key] == nil { graphs[key] = try graph(batch: batch, height: input.shape[2], width: input.shape[3]) }
+            return try backend.execute(graphs[key]!, inputs: ["latents": input]).outputs[0]
+        }
+        guard let tileSize, tileSize > 0 else { return try run(latents) }
+        let tileLatent = tileSize / config.upscale
+        guard tileLatent >= 1 else { throw ModelError.invalidInputs("VAE tile size \(tileSize) is smaller than the VAE's \(config.upscale)× upscale") }
+        guard height > tileLatent || width > tileLatent else { return try run(latents) }
+        let overlap = max(1, Int(Double(tileLatent) * 0.75)), blend = Int(Double(tileSize) * 0.25), limit = tileSize - blend
+        let values = latents.floats()
+        struct Tile { var values: [Float]; var height: Int; var width: Int }
+        let outChannels = config.outChannels, planes = batch * outChannels
+        var rows: [[Tile]] = []
+        for top in stride(from: 0, to: height, by: overlap) {
+            var row: [Tile] = []
+            for left in stride(from: 0, to: width, by: overlap) {
+                let (tileHeight, tileWidth) = (min(tileLatent, height - top), min(tileLatent, width - left))
+                var part = [Float](repeating: 0, count: batch * channels * tileHeight * tileWidth)
+                for plane in 0..<(batch * channels) { for y in 0..<tileHeight { for x in 0..<tileWidth {
+                    part[(plane * tileHeight + y) * tileWidth + x] = values[(plane * height + top + y) * width + left + x]
+                } } }
+                let decoded = try run(HostTensor(shape: [batch, channels, tileHeight, tileWidth], floats: part))
+                row.append(Tile(values: decoded.floats(), height: decoded.shape[2], width: decoded.shape[3]))
+            }
+            rows.append(row)
+        }
+        // Blend in diffusers' order (each tile with its already-blended upper and left neighbours).
+        for i in rows.indices { for j in rows[i].indices {
+            if i > 0 {
+                let above = rows[i - 1][j]
+                var tile = rows[i][j]
+                let extent = min(above.height, tile.height, blend)
+                for plane in 0..<planes { for y in 0..<extent { for x in 0..<tile.width {
+                    let t = Float(y) / Float(extent)
+                    let index = (plane * tile.height + y) * tile.width + x
+                    tile.values[index] = above.values[(plane * above.height + above.height - extent + y) * above.width + x] * (1 - t) + tile.values[index] * t
+                } } }
+                rows[i][j] = tile
+            }
+            if j > 0 {
+                let left = rows[i][j - 1]
+                var tile = rows[i][j]
+                let extent = min(left.width, tile.width, blend)
+                for plane in 0..<planes { for y in 0..<tile.height { for x in 0..<extent {
+                    let t = Float(x) / Float(extent)
+                    let index = (plane * tile.height + y) * tile.width + x
+                    tile.values[index] = left.values[(plane * left.height + y) * left.width + left.width - extent + x] * (1 - t) + tile.values[index] * t
+                } } }
+                rows[i][j] = tile
+            }
+        } }
+        // Crop each tile to limit × limit and join.
+        let rowHeights = rows.map { min($0[0].height, limit) }, columnWidths = rows[0].map { min($0.width, limit) }
+        let (outHeight, outWidth) = (rowHeights.reduce(0, +), columnWidths.reduce(0, +))
+        var image = [Float](repeating: 0, count: planes * outHeight * outWidth)
+        var top = 0
+        for (i, row) in rows.enumerated() {
+            var left = 0
+            for (j, tile) in row.enumerated() {
+                for plane in 0..<planes { for y in 0..<rowHeights[i] { for x in 0..<columnWidths[j] {
+                    image[(plane * outHeight + top + y) * outWidth + left + x] = tile.values[(plane * tile.height + y) * tile.width + x]
+                } } }
+                left += columnWidths[j]
+            }
+            top += rowHeights[i]
+        }
+        return HostTensor(shape: [batch, outChannels, outHeight, outWidth], floats: image)
+    }
+
     /// Queries per attention block when the head is too wide for the fused attention kernel
     /// (FLUX's 512): scores are formed for this many queries at a time.
     static let attentionChunk = 1024
