@@ -9,7 +9,7 @@ import LoRAFuse
     static let root = VAETests.root
     static let pipeline = VAETests.pipeline
 
-    @Test(arguments: ["dev", "schnell"])
+    @Test(arguments: ["dev", "schnell", "dev-lora"])
     func generationMatchesFluxPipeline(_ name: String) throws {
         let expected = try SafeTensorsFile(path: Self.root.appendingPathComponent("generate-\(name).safetensors").path)
         let meta = expected.metadata
@@ -20,12 +20,17 @@ import LoRAFuse
         settings.noise = try expected.tensor(named: "noise")
         settings.schedulerConfig = try FlowMatchSchedulerConfig(file: Self.pipeline.appendingPathComponent("scheduler/scheduler_config.json"))
         let model = try FluxModel.load(path: Self.pipeline.appendingPathComponent(meta["transformer"] ?? "").path)
+        // dev-lora: a peft LoRA at weight 0.8 (set_adapters), applied hot at every step.
+        let adapters = try meta["lora"].map { file in
+            [LoRAAdapter(file: try LoRAFile.load(path: Self.root.appendingPathComponent(file).path, model: model),
+                         scale: Float(meta["lora_scale"] ?? "") ?? 1)]
+        } ?? []
         let reference = try expected.tensor(named: "image").doubles()
         for backend in BackendsUnderTest.all {
             var steps = 0
             let result = try FluxTextToImage(settings: settings, backend: backend).run(
                 encoders: { try FluxTextEncoders.load(pipeline: Self.pipeline.path) }, model: model,
-                transformers: { _ in ("base", [FluxTransformer(model: model)]) },
+                transformers: { _ in ("base", [FluxTransformer(model: model, adapters: adapters)]) },
                 vae: { try VAEDecoder.load(path: Self.pipeline.path) }, progress: { step, _, _ in steps = step })
             let label = "\(name) \(BackendsUnderTest.label(backend))"
             #expect(steps == settings.steps)

@@ -9,7 +9,9 @@ This script adds, with every parameter random (fixed seeds):
 - scheduler/     FLUX's FlowMatchEulerDiscreteScheduler config (dynamic shifting);
 - ae.safetensors the same VAE under Black Forest Labs' names (ComfyUI's single file);
 - transformer-schnell/  a second transformer without guidance (FLUX.1-schnell's kind);
-and Tests/Fixtures/pipeline/generate-<name>.safetensors: diffusers' FluxPipeline run in float64
+`lora-tiny.safetensors` (a rank-4 peft LoRA on transformer/'s attention and MLP Linears, random A and B,
+diffusers' file layout), and Tests/Fixtures/pipeline/generate-<name>.safetensors (`dev-lora`: with that
+LoRA at weight 0.8 through peft's set_adapters): diffusers' FluxPipeline run in float64
 with imported noise (`noise` [1, 4, H/2, W/2], unpacked), the latents after every step
 (`latents_<i>`, unpacked), the VAE's raw output for the last latents (`decoded` [1, 3, H, W]; `decoded_tiled_16` with
 diffusers' tiled decoding at 16-pixel tiles) and
@@ -41,11 +43,32 @@ TRANSFORMERS = {
 }
 SCHEDULER = dict(base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096, max_shift=1.15, num_train_timesteps=1000,
                  shift=3.0, use_dynamic_shifting=True)
-# name: (transformer folder, prompt, height, width, steps, guidance, noise seed)
+# name: (transformer folder, prompt, height, width, steps, guidance, noise seed, LoRA scale or None)
 RUNS = {
-    "dev": ("transformer", "a red star with stripes", 32, 48, 4, 3.5, 42),
-    "schnell": ("transformer-schnell", "a blue circle, café 🐱", 48, 32, 4, 0.0, 7),
+    "dev": ("transformer", "a red star with stripes", 32, 48, 4, 3.5, 42, None),
+    "schnell": ("transformer-schnell", "a blue circle, café 🐱", 48, 32, 4, 0.0, 7, None),
+    "dev-lora": ("transformer", "a red star with stripes", 32, 48, 4, 3.5, 42, 0.8),
 }
+# A rank-4 peft LoRA (random A and B) on the attention and MLP Linears of transformer/.
+LORA = dict(r=4, lora_alpha=6, target_modules=["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj",
+                                               "to_add_out", "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj",
+                                               "ff_context.net.2", "proj_mlp", "proj_out"])
+
+
+def add_lora(transformer):
+    """Adds LORA as adapter `tiny` with random non-zero factors; writes it in diffusers' file layout."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    transformer.add_adapter(LoraConfig(init_lora_weights=False, **LORA), adapter_name="tiny")
+    generator = torch.Generator().manual_seed(77)
+    with torch.no_grad():
+        for key, parameter in transformer.named_parameters():
+            if ".tiny." in key:
+                parameter.copy_((torch.rand(parameter.shape, generator=generator) * 2 - 1) / parameter.shape[1] ** 0.5)
+    state = get_peft_model_state_dict(transformer, adapter_name="tiny")
+    config = {"r": LORA["r"], "lora_alpha": LORA["lora_alpha"], "target_modules": sorted(LORA["target_modules"]), "use_rslora": False}
+    save_file({f"transformer.{k}": v.detach().float().clone().contiguous() for k, v in state.items()}, str(ROOT / "lora-tiny.safetensors"),
+              metadata={"format": "pt", "lora_adapter_metadata": json.dumps({f"transformer.{k}": v for k, v in config.items()})})
 
 
 def randomise(model, generator):
@@ -123,7 +146,7 @@ def main():
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)  # CLIP's causal mask is built in the default dtype
     try:
-        for name, (folder, prompt, height, width, steps, guidance, seed) in RUNS.items():
+        for name, (folder, prompt, height, width, steps, guidance, seed, lora_scale) in RUNS.items():
             pipe = FluxPipeline(
                 scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(str(PIPELINE / "scheduler")),
                 vae=AutoencoderKL.from_pretrained(str(PIPELINE / "vae")).double().eval(),
@@ -132,6 +155,10 @@ def main():
                 text_encoder_2=T5EncoderModel.from_pretrained(str(PIPELINE / "text_encoder_2")).double().eval(),
                 tokenizer_2=T5TokenizerFast.from_pretrained(str(PIPELINE / "tokenizer_2")),
                 transformer=FluxTransformer2DModel.from_pretrained(str(PIPELINE / folder)).double().eval())
+            if lora_scale is not None:
+                add_lora(pipe.transformer)
+                pipe.transformer.set_adapters(["tiny"], weights=[lora_scale])
+                pipe.transformer.double()
             channels = VAE["latent_channels"]
             latent_height, latent_width = 2 * (height // pipe.vae_scale_factor), 2 * (width // pipe.vae_scale_factor)
             noise = torch.randn((1, channels, latent_height, latent_width), generator=torch.Generator().manual_seed(seed),
@@ -163,7 +190,8 @@ def main():
                        "decoded_tiled_16": tiled.float().contiguous(), "image": pixels},
                       str(ROOT / f"generate-{name}.safetensors"),
                       metadata=dict(prompt=prompt, transformer=folder, height=str(height), width=str(width), steps=str(steps),
-                                    guidance=str(guidance), max_sequence_length="48"))
+                                    guidance=str(guidance), max_sequence_length="48",
+                                    **({"lora": "lora-tiny.safetensors", "lora_scale": str(lora_scale)} if lora_scale else {})))
             print(f"{name}: image {tuple(pixels.shape)}, mean {pixels.float().mean():.1f}")
     finally:
         torch.set_default_dtype(previous)
