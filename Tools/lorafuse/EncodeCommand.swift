@@ -20,17 +20,7 @@ struct EncodeCommand: ParsableCommand {
     @Option(name: .long, help: "A diffusers FLUX pipeline folder.")
     var textEncoders: String?
 
-    @Option(name: .long, help: "CLIP text encoder: a folder or one safetensors file.")
-    var clip: String?
-
-    @Option(name: .long, help: "CLIP tokenizer folder (vocab.json, merges.txt).")
-    var clipTokenizer: String?
-
-    @Option(name: .long, help: "T5 encoder: a folder or one safetensors file (F32/F16/BF16/F8).")
-    var t5: String?
-
-    @Option(name: .long, help: "T5 tokenizer folder or file (tokenizer.json or spiece.model).")
-    var t5Tokenizer: String?
+    @OptionGroup var parts: TextEncoderParts
 
     @Option(name: .long, help: "The prompt.")
     var prompt: String
@@ -47,12 +37,12 @@ struct EncodeCommand: ParsableCommand {
     var json = false
 
     func validate() throws {
-        let parts = [clip, clipTokenizer, t5, t5Tokenizer]
+        let given = parts.all
         if textEncoders != nil {
-            guard parts.allSatisfy({ $0 == nil }) else {
+            guard given.allSatisfy({ $0 == nil }) else {
                 throw ValidationError("give --text-encoders, or --clip/--clip-tokenizer/--t5/--t5-tokenizer, not both")
             }
-        } else if parts.contains(where: { $0 == nil }) {
+        } else if given.contains(where: { $0 == nil }) {
             throw ValidationError("give --text-encoders PIPELINE_FOLDER, or all of --clip, --clip-tokenizer, --t5 and --t5-tokenizer")
         }
         guard (1...4096).contains(maxSequenceLength) else { throw ValidationError("--max-sequence-length must be in 1...4096") }
@@ -65,7 +55,7 @@ struct EncodeCommand: ParsableCommand {
         if let textEncoders {
             encoders = try FluxTextEncoders.load(pipeline: textEncoders)
         } else {
-            encoders = try FluxTextEncoders.load(clip: clip!, clipTokenizer: clipTokenizer!, t5: t5!, t5Tokenizer: t5Tokenizer!)
+            encoders = try FluxTextEncoders.load(clip: parts.clip!, clipTokenizer: parts.clipTokenizer!, t5: parts.t5!, t5Tokenizer: parts.t5Tokenizer!)
         }
         let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
         let result = try encoders.encode(prompt, maxSequenceLength: maxSequenceLength, on: backend)
@@ -88,4 +78,22 @@ struct EncodeCommand: ParsableCommand {
                          Double(PeakMemory.residentBytes()) / 1048576, output.map { ", wrote \($0)" } ?? ""))
         }
     }
+}
+
+/// `--clip`, `--clip-tokenizer`, `--t5`, `--t5-tokenizer`: FLUX's text encoders as separate
+/// parts (ComfyUI's single files and the diffusers release's tokenizer folders).
+struct TextEncoderParts: ParsableArguments {
+    @Option(name: .long, help: "CLIP text encoder: clip_l.safetensors or a folder.")
+    var clip: String?
+
+    @Option(name: .long, help: "CLIP tokenizer folder (vocab.json, merges.txt).")
+    var clipTokenizer: String?
+
+    @Option(name: .long, help: "T5 encoder: t5xxl_fp16 / t5xxl_fp8_e4m3fn .safetensors or a folder (F32/F16/BF16/F8).")
+    var t5: String?
+
+    @Option(name: .long, help: "T5 tokenizer folder or file (tokenizer.json or spiece.model).")
+    var t5Tokenizer: String?
+
+    var all: [String?] { [clip, clipTokenizer, t5, t5Tokenizer] }
 }

@@ -29,17 +29,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .long, help: "VAE: ae.safetensors (BFL names) or a diffusers vae/ folder.")
     var vae: String?
 
-    @Option(name: .long, help: "CLIP text encoder: clip_l.safetensors or a folder.")
-    var clip: String?
-
-    @Option(name: .long, help: "CLIP tokenizer folder (vocab.json, merges.txt).")
-    var clipTokenizer: String?
-
-    @Option(name: .long, help: "T5 encoder: t5xxl_fp16 / t5xxl_fp8_e4m3fn .safetensors or a folder.")
-    var t5: String?
-
-    @Option(name: .long, help: "T5 tokenizer folder or file (tokenizer.json or spiece.model).")
-    var t5Tokenizer: String?
+    @OptionGroup var parts: TextEncoderParts
 
     @Option(name: .long, help: "The prompt.")
     var prompt: String
@@ -83,8 +73,8 @@ struct GenerateCommand: ParsableCommand {
 
     func validate() throws {
         if model == nil {
-            let missing = [("--transformer", transformer), ("--vae", vae), ("--clip", clip), ("--clip-tokenizer", clipTokenizer),
-                           ("--t5", t5), ("--t5-tokenizer", t5Tokenizer)].filter { $0.1 == nil }.map(\.0)
+            let missing = [("--transformer", transformer), ("--vae", vae), ("--clip", parts.clip), ("--clip-tokenizer", parts.clipTokenizer),
+                           ("--t5", parts.t5), ("--t5-tokenizer", parts.t5Tokenizer)].filter { $0.1 == nil }.map(\.0)
             guard missing.isEmpty else {
                 throw ValidationError("give --model PIPELINE_FOLDER, or all the parts (missing: \(missing.joined(separator: ", ")))")
             }
@@ -131,7 +121,7 @@ struct GenerateCommand: ParsableCommand {
         }
         if let noise { settings.noise = try SafeTensorsFile(path: noise).tensor(named: "noise").converted(to: .float32) }
         // Fail early on a missing or broken part, before any long work.
-        for (path, kind) in [(part(clip, "text_encoder"), "CLIP"), (part(t5, "text_encoder_2"), "T5"), (part(vae, "vae"), "VAE")]
+        for (path, kind) in [(part(parts.clip, "text_encoder"), "CLIP"), (part(parts.t5, "text_encoder_2"), "T5"), (part(vae, "vae"), "VAE")]
         where !FileManager.default.fileExists(atPath: path) {
             throw ModelError.notAModel(path: path, reason: "no such file or folder (the \(kind) part of the pipeline)")
         }
@@ -139,8 +129,8 @@ struct GenerateCommand: ParsableCommand {
         let reporter = ProgressReporter(enabled: !json && isatty(STDERR_FILENO) != 0)
         let result = try FluxTextToImage(settings: settings, backend: backend).run(
             encoders: {
-                try FluxTextEncoders.load(clip: part(clip, "text_encoder"), clipTokenizer: part(clipTokenizer, "tokenizer"),
-                                          t5: part(t5, "text_encoder_2"), t5Tokenizer: part(t5Tokenizer, "tokenizer_2"))
+                try FluxTextEncoders.load(clip: part(parts.clip, "text_encoder"), clipTokenizer: part(parts.clipTokenizer, "tokenizer"),
+                                          t5: part(parts.t5, "text_encoder_2"), t5Tokenizer: part(parts.t5Tokenizer, "tokenizer_2"))
             },
             model: flux,
             transformers: { step in

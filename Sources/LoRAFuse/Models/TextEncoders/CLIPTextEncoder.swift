@@ -56,14 +56,16 @@ public struct CLIPTextEncoder: Sendable {
     /// folder (its `text_encoder/`), or one safetensors file with CLIPTextModel's names
     /// (ComfyUI's `clip_l.safetensors`; config from shapes, heads of 64).
     public static func load(path: String) throws -> CLIPTextEncoder {
-        let checkpoint = try TextEncoderCheckpoint.open(
+        let checkpoint = try ComponentCheckpoint.open(
             path, subfolder: "text_encoder", probe: "embeddings.token_embedding.weight",
             prefixes: ["", "text_model.", "cond_stage_model.transformer.text_model.", "text_encoders.clip_l.transformer.text_model."],
-            folderPrefix: "text_model.", architectures: ["CLIPTextModel", "CLIPTextModelWithProjection"], kind: "CLIP text encoder")
+            classNames: ["CLIPTextModel", "CLIPTextModelWithProjection"], kind: "CLIP text encoder")
         switch checkpoint {
-        case let .folder(weights, object, configPath):
+        case let .folder(source, object, configPath):
+            let weights = TextEncoderWeights(source: source, prefix: "text_model.")
             return CLIPTextEncoder(config: try CLIPTextConfig(json: object, path: configPath), weights: weights)
-        case let .file(weights):
+        case let .file(source, prefix):
+            let weights = TextEncoderWeights(source: source, prefix: prefix)
             var config = CLIPTextConfig()
             let tokens = try weights.shape("embeddings.token_embedding.weight")
             config.vocabSize = tokens[0]
@@ -95,7 +97,7 @@ public struct CLIPTextEncoder: Sendable {
 
     /// Inputs of `graph(batch:length:)` for these ids ([B][L]).
     public func inputs(_ ids: [[Int]]) throws -> [String: HostTensor] {
-        let tensor = try TextEncoderCheckpoint.ids(ids)
+        let tensor = try ComponentCheckpoint.ids(ids)
         let batch = tensor.shape[0], length = tensor.shape[1]
         guard length <= config.maxPositions else {
             throw ModelError.invalidInputs("\(length) tokens is more than this CLIP's \(config.maxPositions) positions")

@@ -72,14 +72,16 @@ public struct T5Encoder: Sendable {
     /// (ComfyUI's `t5xxl_fp16.safetensors`, `t5xxl_fp8_e4m3fn.safetensors`; config from
     /// shapes: heads from the relative-attention table, gated-GELU, max distance 128).
     public static func load(path: String) throws -> T5Encoder {
-        let checkpoint = try TextEncoderCheckpoint.open(
+        let checkpoint = try ComponentCheckpoint.open(
             path, subfolder: "text_encoder_2", probe: "encoder.block.0.layer.0.SelfAttention.q.weight",
-            prefixes: ["", "text_encoders.t5xxl.transformer.", "cond_stage_model.transformer."], folderPrefix: "",
-            architectures: ["T5EncoderModel", "T5ForConditionalGeneration", "T5Model"], kind: "T5 encoder")
+            prefixes: ["", "text_encoders.t5xxl.transformer.", "cond_stage_model.transformer."],
+            classNames: ["T5EncoderModel", "T5ForConditionalGeneration", "T5Model"], kind: "T5 encoder")
         switch checkpoint {
-        case let .folder(weights, object, configPath):
+        case let .folder(source, object, configPath):
+            let weights = TextEncoderWeights(source: source, prefix: "")
             return T5Encoder(config: try T5EncoderConfig(json: object, path: configPath), weights: weights)
-        case let .file(weights):
+        case let .file(source, prefix):
+            let weights = TextEncoderWeights(source: source, prefix: prefix)
             var config = T5EncoderConfig()
             let embedding = try weights.shape(embeddingName(weights))
             config.vocabSize = embedding[0]
@@ -109,7 +111,7 @@ public struct T5Encoder: Sendable {
 
     /// Inputs of `graph(batch:length:)` for these ids ([B][L]).
     public func inputs(_ ids: [[Int]]) throws -> [String: HostTensor] {
-        ["input_ids": try TextEncoderCheckpoint.ids(ids)]
+        ["input_ids": try ComponentCheckpoint.ids(ids)]
     }
 
     /// The relative-position bias [1, H, L, L] of the first layer's table, which every layer adds.

@@ -34,6 +34,9 @@ public enum CheckpointFiles {
            !classNames.contains(first) {
             throw ModelError.notAModel(path: url.path, reason: "architectures is \(first), expected \(classNames.joined(separator: " or "))")
         }
+        if let className = object["_class_name"] as? String, !classNames.contains(className) {
+            throw ModelError.notAModel(path: url.path, reason: "_class_name is \(className), expected \(classNames.joined(separator: " or "))")
+        }
         return object
     }
 }
@@ -65,16 +68,17 @@ struct TextEncoderWeights: Sendable {
     func count(_ head: String) -> Int { source.childCount(prefix + head) }
 }
 
-/// Where a text encoder's weights come from: one safetensors file (no config: the caller
-/// infers it from shapes), or a transformers folder with its `config.json`.
-enum TextEncoderCheckpoint {
-    case file(TextEncoderWeights)
-    case folder(TextEncoderWeights, config: [String: Any], configPath: String)
+/// Where a pipeline component's weights come from: one safetensors file (no config: the
+/// caller infers it from shapes), or a transformers/diffusers folder with its `config.json`.
+enum ComponentCheckpoint {
+    case file(TensorSource, prefix: String)
+    case folder(TensorSource, config: [String: Any], configPath: String)
 
     /// Opens `path`: a single file whose names carry one of `prefixes` before `probe`; or a
-    /// transformers folder, or a pipeline folder holding one in `subfolder`.
-    static func open(_ path: String, subfolder: String, probe: String, prefixes: [String], folderPrefix: String,
-                     architectures: [String], kind: String) throws -> TextEncoderCheckpoint {
+    /// component folder (`config.json` + `<stem>*.safetensors`), or a pipeline folder holding
+    /// one in `subfolder`.
+    static func open(_ path: String, subfolder: String, stem: String = "model", probe: String, prefixes: [String],
+                     classNames: [String], kind: String) throws -> ComponentCheckpoint {
         var folder = URL(fileURLWithPath: path)
         var isFolder: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
@@ -85,16 +89,15 @@ enum TextEncoderCheckpoint {
             guard let prefix = prefixes.first(where: { source.contains($0 + probe) }) else {
                 throw ModelError.notAModel(path: path, reason: "no \(probe) (not a \(kind))")
             }
-            return .file(TextEncoderWeights(source: source, prefix: prefix))
+            return .file(source, prefix: prefix)
         }
         if FileManager.default.fileExists(atPath: folder.appendingPathComponent("\(subfolder)/config.json").path) {
             folder = folder.appendingPathComponent(subfolder)
         }
         let configURL = folder.appendingPathComponent("config.json")
-        let object = try CheckpointFiles.config(configURL, expecting: architectures)
-        let files = try CheckpointFiles.load(folder: folder, stem: "model")
-        return .folder(TextEncoderWeights(source: TensorSource(files: files, description: folder.path), prefix: folderPrefix),
-                       config: object, configPath: configURL.path)
+        let object = try CheckpointFiles.config(configURL, expecting: classNames)
+        let files = try CheckpointFiles.load(folder: folder, stem: stem)
+        return .folder(TensorSource(files: files, description: folder.path), config: object, configPath: configURL.path)
     }
 
     /// Ids [B][L] as the I64 `input_ids` tensor.

@@ -56,16 +56,11 @@ public struct VAEDecoder: Sendable {
     /// Black Forest Labs' names (ComfyUI's `ae.safetensors`; config from shapes, FLUX's
     /// scale/shift, 32 groups unless the file's `norm_num_groups` metadata says otherwise).
     public static func load(path: String) throws -> VAEDecoder {
-        var folder = URL(fileURLWithPath: path)
-        var isFolder: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
-            throw ModelError.notAModel(path: path, reason: "no such file or folder")
-        }
-        if !isFolder.boolValue {
-            let source = TensorSource(files: [try SafeTensorsFile(path: path)], description: path)
-            guard let prefix = ["", "vae.", "first_stage_model."].first(where: { source.contains($0 + "decoder.conv_in.weight") }) else {
-                throw ModelError.notAModel(path: path, reason: "no decoder.conv_in.weight (not a VAE)")
-            }
+        let checkpoint = try ComponentCheckpoint.open(path, subfolder: "vae", stem: "diffusion_pytorch_model",
+                                                      probe: "decoder.conv_in.weight", prefixes: ["", "vae.", "first_stage_model."],
+                                                      classNames: ["AutoencoderKL"], kind: "VAE")
+        switch checkpoint {
+        case let .file(source, prefix):
             let bfl = source.contains(prefix + "decoder.mid.block_1.conv1.weight")
             var weights = VAEWeights(source: source, prefix: prefix, blackForestLabs: bfl, upBlocks: 0)
             var config = VAEConfig()
@@ -80,8 +75,7 @@ public struct VAEDecoder: Sendable {
             config.outChannels = try weights.shape("decoder.conv_out.weight")[0]
             config.postQuantConv = !bfl && weights.contains("post_quant_conv.weight")
             // GroupNorm's group count is not visible in shapes: FLUX's 32 unless the file says.
-            let file = try SafeTensorsFile(path: path)
-            if let groups = file.metadata["norm_num_groups"] {
+            if let groups = try SafeTensorsFile(path: path).metadata["norm_num_groups"] {
                 guard let value = Int(groups) else {
                     throw ModelError.notAModel(path: path, reason: "metadata norm_num_groups '\(groups)' is not a number")
                 }
@@ -89,20 +83,11 @@ public struct VAEDecoder: Sendable {
             }
             try config.validate(path: path)
             return VAEDecoder(config: config, weights: weights)
+        case let .folder(source, object, configPath):
+            let config = try VAEConfig(json: object, path: configPath)
+            return VAEDecoder(config: config, weights: VAEWeights(source: source, prefix: "", blackForestLabs: false,
+                                                                  upBlocks: config.blockOutChannels.count))
         }
-        if FileManager.default.fileExists(atPath: folder.appendingPathComponent("vae/config.json").path) {
-            folder = folder.appendingPathComponent("vae")
-        }
-        let configURL = folder.appendingPathComponent("config.json")
-        let object = try CheckpointFiles.config(configURL, expecting: ["AutoencoderKL"])
-        if let className = object["_class_name"] as? String, className != "AutoencoderKL" {
-            throw ModelError.notAModel(path: configURL.path, reason: "_class_name is \(className), expected AutoencoderKL")
-        }
-        let config = try VAEConfig(json: object, path: configURL.path)
-        let files = try CheckpointFiles.load(folder: folder, stem: "diffusion_pytorch_model")
-        let weights = VAEWeights(source: TensorSource(files: files, description: folder.path), prefix: "", blackForestLabs: false,
-                                 upBlocks: config.blockOutChannels.count)
-        return VAEDecoder(config: config, weights: weights)
     }
 
     init(config: VAEConfig, weights: VAEWeights) {
