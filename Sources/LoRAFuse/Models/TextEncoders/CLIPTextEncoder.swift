@@ -114,40 +114,22 @@ public struct CLIPTextEncoder: Sendable {
     public func graph(batch: Int, length: Int) throws -> Graph {
         var graph = Graph()
         let c = config, d = c.hiddenSize
-        func weight(_ name: String, _ shape: Shape) throws -> Tensor {
+        let weights = self.weights
+        let weight: CLIPLayerBuilder.Weight = { graph, name, shape in
             let value = try weights.tensor(name, shape: shape)
             return graph.parameter(name, shape.rank == 1 ? value.converted(to: .float32) : value)
         }
-        func linear(_ x: Tensor, _ name: String, _ inFeatures: Int, _ outFeatures: Int) throws -> Tensor {
-            try graph.linear(x, weight: weight("\(name).weight", [outFeatures, inFeatures]), bias: weight("\(name).bias", [outFeatures]))
-        }
-        func layerNorm(_ x: Tensor, _ name: String) throws -> Tensor {
-            try graph.layerNorm(x, weight: weight("\(name).weight", [d]), bias: weight("\(name).bias", [d]), epsilon: c.layerNormEpsilon)
-        }
         let ids = graph.input("input_ids", [batch, length], .int64)
-        let tokens = try graph.embedding(table: weight("embeddings.token_embedding.weight", [c.vocabSize, d]), ids: ids)
+        let tokens = try graph.embedding(table: weight(&graph, "embeddings.token_embedding.weight", [c.vocabSize, d]), ids: ids)
         let positionIds = graph.parameter("position_ids", HostTensor(shape: [length], dtype: .int32, values: (0..<length).map(Double.init)))
-        let positions = try graph.embedding(table: weight("embeddings.position_embedding.weight", [c.maxPositions, d]), ids: positionIds)
+        let positions = try graph.embedding(table: weight(&graph, "embeddings.position_embedding.weight", [c.maxPositions, d]), ids: positionIds)
         var hidden = try graph.add(tokens, positions)
-        let heads: Shape = [batch, length, c.headCount, c.headDim]
+        let builder = CLIPLayerBuilder(width: d, heads: c.headCount, headDim: c.headDim, intermediate: c.intermediateSize,
+                                       activation: c.activation, epsilon: c.layerNormEpsilon, names: .transformers, weight: weight)
         for index in 0..<c.layerCount {
-            let prefix = "encoder.layers.\(index)"
-            let normed = try layerNorm(hidden, "\(prefix).layer_norm1")
-            let q = try graph.reshape(linear(normed, "\(prefix).self_attn.q_proj", d, d), heads)
-            let k = try graph.reshape(linear(normed, "\(prefix).self_attn.k_proj", d, d), heads)
-            let v = try graph.reshape(linear(normed, "\(prefix).self_attn.v_proj", d, d), heads)
-            let attended = try graph.reshape(graph.attention(query: q, key: k, value: v, causal: true), [batch, length, d])
-            hidden = try graph.add(hidden, linear(attended, "\(prefix).self_attn.out_proj", d, d))
-            let inner = try linear(layerNorm(hidden, "\(prefix).layer_norm2"), "\(prefix).mlp.fc1", d, c.intermediateSize)
-            let activated: Tensor
-            switch c.activation {
-            case "quick_gelu": activated = try graph.unary(.quickGelu, inner)
-            case "gelu": activated = try graph.gelu(inner)
-            default: activated = try graph.gelu(inner, approximateTanh: true)
-            }
-            hidden = try graph.add(hidden, linear(activated, "\(prefix).mlp.fc2", c.intermediateSize, d))
-            graph.label(hidden, "\(prefix)")
+            hidden = try builder.layer(&graph, hidden, prefix: "encoder.layers.\(index)")
         }
+        func layerNorm(_ x: Tensor, _ name: String) throws -> Tensor { try builder.layerNorm(&graph, x, name) }
         let final = try layerNorm(hidden, "final_layer_norm")
         graph.label(final, "last_hidden_state")
         let rows = graph.input("pooled_rows", [batch], .int32)
@@ -156,5 +138,57 @@ public struct CLIPTextEncoder: Sendable {
         graph.markOutput(final)
         graph.markOutput(pooled)
         return graph
+    }
+}
+
+/// One pre-LN CLIP encoder layer (causal self-attention, then an MLP, residuals), for any
+/// parameter naming: transformers' `CLIPTextModel` or DiffSynth's `CLIPEncoderLayer`
+/// (whose attention is `heads × headDim` wide whatever the layer's width).
+struct CLIPLayerBuilder {
+    typealias Weight = (inout Graph, String, Shape) throws -> Tensor
+    struct Names {
+        var q, k, v, out, norm1, norm2, fc1, fc2: String
+        static let transformers = Names(q: "self_attn.q_proj", k: "self_attn.k_proj", v: "self_attn.v_proj", out: "self_attn.out_proj",
+                                        norm1: "layer_norm1", norm2: "layer_norm2", fc1: "mlp.fc1", fc2: "mlp.fc2")
+        static let diffSynth = Names(q: "attn.to_q", k: "attn.to_k", v: "attn.to_v", out: "attn.to_out",
+                                     norm1: "layer_norm1", norm2: "layer_norm2", fc1: "fc1", fc2: "fc2")
+    }
+    let width: Int, heads: Int, headDim: Int, intermediate: Int
+    let activation: String
+    let epsilon: Float
+    let names: Names
+    let weight: Weight
+
+    func linear(_ graph: inout Graph, _ x: Tensor, _ name: String, _ inFeatures: Int, _ outFeatures: Int) throws -> Tensor {
+        try graph.linear(x, weight: weight(&graph, "\(name).weight", [outFeatures, inFeatures]),
+                         bias: weight(&graph, "\(name).bias", [outFeatures]))
+    }
+
+    func layerNorm(_ graph: inout Graph, _ x: Tensor, _ name: String) throws -> Tensor {
+        try graph.layerNorm(x, weight: weight(&graph, "\(name).weight", [width]), bias: weight(&graph, "\(name).bias", [width]),
+                            epsilon: epsilon)
+    }
+
+    /// `hidden` [B, L, width] through the layer `prefix`.
+    func layer(_ graph: inout Graph, _ hidden: Tensor, prefix: String) throws -> Tensor {
+        let (batch, length) = (hidden.shape[0], hidden.shape[1])
+        let inner = heads * headDim
+        let shape: Shape = [batch, length, heads, headDim]
+        let normed = try layerNorm(&graph, hidden, "\(prefix).\(names.norm1)")
+        let q = try graph.reshape(linear(&graph, normed, "\(prefix).\(names.q)", width, inner), shape)
+        let k = try graph.reshape(linear(&graph, normed, "\(prefix).\(names.k)", width, inner), shape)
+        let v = try graph.reshape(linear(&graph, normed, "\(prefix).\(names.v)", width, inner), shape)
+        let attended = try graph.reshape(graph.attention(query: q, key: k, value: v, causal: true), [batch, length, inner])
+        var result = try graph.add(hidden, linear(&graph, attended, "\(prefix).\(names.out)", inner, width))
+        let expanded = try linear(&graph, layerNorm(&graph, result, "\(prefix).\(names.norm2)"), "\(prefix).\(names.fc1)", width, intermediate)
+        let activated: Tensor
+        switch activation {
+        case "quick_gelu": activated = try graph.unary(.quickGelu, expanded)
+        case "gelu": activated = try graph.gelu(expanded)
+        default: activated = try graph.gelu(expanded, approximateTanh: true)
+        }
+        result = try graph.add(result, linear(&graph, activated, "\(prefix).\(names.fc2)", intermediate, width))
+        graph.label(result, prefix)
+        return result
     }
 }
