@@ -20,6 +20,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
     ],
     targets: [
         // The system zlib, for PNG output.
@@ -27,7 +28,7 @@ let package = Package(
         // The engine: tensors, graph, backend protocol and registry, safetensors I/O.
         .target(
             name: "LoRAFuse",
-            dependencies: ["CZlib"],
+            dependencies: ["CZlib", .product(name: "GRDB", package: "GRDB.swift")],
             path: "Sources/LoRAFuse",
             swiftSettings: simdKernelSettings
         ),

@@ -23,3 +23,49 @@ import LoRAFuse
         }
     }
 }
+
+/// The SQLite pool: add twice, change a file, remove, search order, a vanished file, a
+/// second connection reading while the first writes.
+@Suite(.serialized) struct LoRAPoolTests {
+    static let fixtures = RetrievalTests.fixtures
+
+    @Test func poolOperations() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lorafuse-pool-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let encoder = try LoRAWeightEncoder.load(path: RetrievalTests.encoderPath)
+        let backend = BackendsUnderTest.all[0]
+        let pool = try LoRAPool(path: folder.appendingPathComponent("pool.sqlite").path)
+        var copies: [String: URL] = [:]
+        for name in ["all.peft", "partial.peft", "attention.diffsynth"] {
+            let copy = folder.appendingPathComponent("\(name).safetensors")
+            try FileManager.default.copyItem(at: Self.fixtures.appendingPathComponent("lora/\(name).safetensors"), to: copy)
+            copies[name] = copy
+            #expect(try pool.add(path: copy.path, caption: "caption of \(name)", encoder: encoder, on: backend) == .added)
+        }
+        // Adding again: skipped by content hash; a new caption alone is an update.
+        #expect(try pool.add(path: copies["all.peft"]!.path, encoder: encoder, on: backend) == .unchanged)
+        #expect(try pool.add(path: copies["all.peft"]!.path, caption: "new words", encoder: encoder, on: backend) == .updated)
+        #expect(try pool.entries().first { $0.name == "all.peft" }?.caption == "new words")
+        // Search with a LoRA's own embedding finds it first (cosine 1).
+        let partial = try encoder.embed(LoRAFile.load(path: copies["partial.peft"]!.path), on: backend)
+        var matches = try pool.search(partial, k: 3)
+        #expect(matches.map(\.entry.name).first == "partial.peft" && abs(matches[0].similarity - 1) < 1e-5)
+        #expect(matches.count == 3 && zip(matches, matches.dropFirst()).allSatisfy { $0.similarity >= $1.similarity })
+        // A changed file is re-encoded: now the attention LoRA's content under partial's path.
+        try FileManager.default.removeItem(at: copies["partial.peft"]!)
+        try FileManager.default.copyItem(at: Self.fixtures.appendingPathComponent("lora/attention.peft.safetensors"), to: copies["partial.peft"]!)
+        #expect(try pool.add(path: copies["partial.peft"]!.path, encoder: encoder, on: backend) == .reencoded)
+        matches = try pool.search(partial, k: 3)
+        #expect(matches.first.map { abs($0.similarity - 1) > 1e-4 } == true, "the old embedding is gone")
+        // A second connection reads what the first wrote; removal by name; a vanished file is reported.
+        let reader = try LoRAPool(path: pool.path)
+        #expect(try reader.entries().count == 3)
+        #expect(try pool.remove("attention.diffsynth") == 1 && (try reader.entries().count) == 2)
+        try FileManager.default.removeItem(at: copies["all.peft"]!)
+        #expect(try reader.entries().first { $0.name == "all.peft" }?.isPresent == false)
+        #expect(try pool.remove("not-there") == 0)
+        // Entries of another encoder version are left out of a filtered search.
+        #expect(try pool.search(partial, k: 3, encoderVersion: "other").isEmpty)
+    }
+}

@@ -1,0 +1,138 @@
+import ArgumentParser
+import Foundation
+import LoRAFuse
+
+/// `lorafuse pool …`: the retrieval pool of LoRAs (AutoLoRA), kept in SQLite.
+struct PoolCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pool",
+        abstract: "Keep a pool of LoRAs embedded by AutoLoRA's weight encoder, and search it by prompt.",
+        subcommands: [Add.self, List.self, Remove.self, Search.self]
+    )
+
+    /// `--db`: the pool's database.
+    struct Location: ParsableArguments {
+        @Option(name: .long, help: "The pool database (default: $LORAFUSE_POOL, else ~/.cache/lorafuse/pool.sqlite).")
+        var db: String?
+
+        var path: String {
+            db ?? ProcessInfo.processInfo.environment["LORAFUSE_POOL"]
+                ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/lorafuse/pool.sqlite").path
+        }
+
+        func open() throws -> LoRAPool { try LoRAPool(path: path) }
+    }
+
+    struct Add: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Add LoRA files: encoded once; unchanged files are skipped by content hash, and re-encoded when the encoder changes.")
+
+        @Argument(help: "LoRA files (.safetensors).")
+        var files: [String]
+
+        @Option(name: .long, help: "The weight encoder (research-code names, .safetensors).")
+        var encoder: String
+
+        @Option(name: .long, help: "Caption or tags to store (the same for every file given).")
+        var caption: String?
+
+        @OptionGroup var location: Location
+        @OptionGroup var backendOptions: BackendOptions
+
+        @Flag(name: .long, help: "One JSON line per file.")
+        var json = false
+
+        func run() throws {
+            let pool = try location.open()
+            let weights = try LoRAWeightEncoder.load(path: encoder)
+            let backend = try backendOptions.makeBackend()
+            var failures = 0
+            for file in files {
+                do {
+                    let outcome = try pool.add(path: file, caption: caption, encoder: weights, on: backend)
+                    print(json ? try JSONOutput.line(["command": "pool add", "path": file, "outcome": outcome.rawValue]) : "\(outcome.rawValue): \(file)")
+                } catch {
+                    failures += 1
+                    FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+                }
+            }
+            if failures > 0 { throw ExitCode(1) }
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the pool's LoRAs; files that moved or vanished are marked missing.")
+
+        @OptionGroup var location: Location
+
+        @Flag(name: .long, help: "One JSON line per LoRA.")
+        var json = false
+
+        func run() throws {
+            for entry in try location.open().entries() {
+                if json {
+                    print(try JSONOutput.line(["name": entry.name, "path": entry.path, "caption": entry.caption, "format": entry.format,
+                                               "rank": entry.rank, "hash": entry.hash, "encoder_version": entry.encoderVersion,
+                                               "present": entry.isPresent]))
+                } else {
+                    print("\(entry.name)\t\(entry.format) r\(entry.rank)\t\(entry.isPresent ? "" : "[missing] ")\(entry.path)\t\(entry.caption)")
+                }
+            }
+        }
+    }
+
+    struct Remove: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Remove LoRAs by path or name.")
+
+        @Argument(help: "Paths or names.")
+        var keys: [String]
+
+        @OptionGroup var location: Location
+
+        func run() throws {
+            let pool = try location.open()
+            var missing: [String] = []
+            for key in keys where try pool.remove(key) == 0 { missing.append(key) }
+            guard missing.isEmpty else { throw ValidationError("not in the pool: \(missing.joined(separator: ", "))") }
+        }
+    }
+
+    struct Search: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "The LoRAs whose embeddings are closest (cosine) to a prompt's CLIP-L embedding.")
+
+        @Argument(help: "The prompt.")
+        var prompt: String
+
+        @Option(name: .shortAndLong, help: "How many to return.")
+        var k = 5
+
+        @Option(name: .long, help: "A FLUX pipeline folder whose CLIP (text_encoder/, tokenizer/) embeds the prompt.")
+        var textEncoders: String
+
+        @Option(name: .long, help: "Only entries made by this weight encoder (default: all).")
+        var encoder: String?
+
+        @OptionGroup var location: Location
+        @OptionGroup var backendOptions: BackendOptions
+
+        @Flag(name: .long, help: "One JSON line per match.")
+        var json = false
+
+        func run() throws {
+            let backend = try backendOptions.makeBackend()
+            let query = try RetrievalQueryEncoder.load(pipeline: textEncoders).embed(prompt, on: backend)
+            let version = try encoder.map { try LoRAWeightEncoder.load(path: $0).version }
+            let matches = try location.open().search(query, k: max(1, k), encoderVersion: version)
+            for (rank, match) in matches.enumerated() {
+                let entry = match.entry
+                if json {
+                    print(try JSONOutput.line(["rank": rank + 1, "similarity": Double(match.similarity), "name": entry.name,
+                                               "path": entry.path, "caption": entry.caption, "present": entry.isPresent]))
+                } else {
+                    print(String(format: "%d. %.4f  %@  %@%@", rank + 1, match.similarity, entry.name, entry.isPresent ? "" : "[missing] ", entry.path))
+                }
+            }
+        }
+    }
+}
