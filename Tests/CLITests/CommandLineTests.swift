@@ -211,6 +211,47 @@ final class ScratchFolder {
         #expect(error <= 1e-3, "latents: \(error)")
     }
 
+    /// A pool built, searched, changed and searched again from the command line, and
+    /// `generate --auto-loras` fusing what it retrieves.
+    @Test func poolCommandsAndAutoLoRAs() throws {
+        let scratch = ScratchFolder("lorafuse-pool")
+        defer { withExtendedLifetime(scratch) {} }  // the folder lives until the test ends
+        let fixtures = CommandLine.repository.appendingPathComponent("Tests/Fixtures")
+        let pipeline = fixtures.appendingPathComponent("pipeline/flux-tiny").path
+        let db = ["--db", scratch.url.appendingPathComponent("pool.sqlite").path]
+        let lora = scratch.url.appendingPathComponent("tiny.safetensors")
+        try FileManager.default.copyItem(at: fixtures.appendingPathComponent("pipeline/lora-tiny.safetensors"), to: lora)
+        let encoder = fixtures.appendingPathComponent("retrieval/encoder-flux-tiny.safetensors").path
+        var result = try CommandLine.run(["pool", "add", lora.path, "--encoder", encoder, "--caption", "tiny stripes"] + db)
+        #expect(result.status == 0 && result.output.hasPrefix("added"), "\(result.output) \(result.error)")
+        result = try CommandLine.run(["pool", "add", lora.path, "--encoder", encoder] + db)
+        #expect(result.output.hasPrefix("unchanged"), "\(result.output)")
+        result = try CommandLine.run(["pool", "search", "a red star", "--text-encoders", pipeline, "-k", "3", "--json"] + db)
+        let match = try JSONSerialization.jsonObject(with: Data(result.output.split(separator: "\n")[0].utf8)) as? [String: Any]
+        #expect(result.status == 0 && match?["name"] as? String == "tiny" && match?["caption"] as? String == "tiny stripes", "\(result.output) \(result.error)")
+        // generate --auto-loras 1 applies the retrieved LoRA exactly as --lora would.
+        let common = ["generate", "--model", pipeline, "--prompt", "a red star", "--width", "48", "--height", "32", "--steps", "2",
+                      "--max-sequence-length", "16", "--seed", "3"]
+        let auto = scratch.url.appendingPathComponent("auto.png").path, explicit = scratch.url.appendingPathComponent("explicit.png").path
+        result = try CommandLine.run(common + ["--auto-loras", "1", "--output", auto, "--json"] + db)
+        #expect(result.status == 0, "\(result.error)")
+        #expect(result.output.contains("\"retrieved\"") && result.output.contains("\"tiny\""), "\(result.output)")
+        result = try CommandLine.run(common + ["--lora", lora.path, "--output", explicit])
+        #expect(result.status == 0, "\(result.error)")
+        #expect(try PNGWriter.decode(Data(contentsOf: URL(fileURLWithPath: auto))).pixels
+                    == PNGWriter.decode(Data(contentsOf: URL(fileURLWithPath: explicit))).pixels)
+        // A vanished file is reported by list and refused by --auto-loras; remove empties the pool.
+        try FileManager.default.removeItem(at: lora)
+        result = try CommandLine.run(["pool", "list"] + db)
+        #expect(result.output.contains("[missing]"), "\(result.output)")
+        result = try CommandLine.run(common + ["--auto-loras", "1", "--output", auto] + db)
+        #expect(result.status != 0 && result.error.contains("missing"), "\(result.error)")
+        result = try CommandLine.run(["pool", "remove", "tiny"] + db)
+        #expect(result.status == 0)
+        result = try CommandLine.run(["pool", "list"] + db)
+        #expect(result.output.isEmpty)
+    }
+
     @Test func generateFailsClearlyWithoutPartialOutput() throws {
         let scratch = ScratchFolder("lorafuse-generate")
         defer { withExtendedLifetime(scratch) {} }  // the folder lives until the test ends

@@ -64,6 +64,11 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .long, help: "Also write the final `latents` [1, C, H/8, W/8] (.safetensors).")
     var outputLatents: String?
 
+    @Option(name: .long, help: "Retrieve the K LoRAs of the pool closest to the prompt (AutoLoRA) and apply them with the others.")
+    var autoLoras: Int?
+
+    @OptionGroup var pool: PoolCommand.Location
+
     @OptionGroup var backendOptions: BackendOptions
 
     @OptionGroup var loraOptions: LoRAOptions
@@ -125,6 +130,24 @@ struct GenerateCommand: ParsableCommand {
         where !FileManager.default.fileExists(atPath: path) {
             throw ModelError.notAModel(path: path, reason: "no such file or folder (the \(kind) part of the pipeline)")
         }
+        var loraOptions = self.loraOptions
+        var retrieved: [(name: String, similarity: Float)] = []
+        if let autoLoras, autoLoras > 0 {
+            let query = try RetrievalQueryEncoder(tokenizer: CLIPTokenizer(folder: part(parts.clipTokenizer, "tokenizer")),
+                                                  encoder: CLIPTextEncoder.load(path: part(parts.clip, "text_encoder")))
+            let matches = try pool.open().search(try query.embed(prompt, on: backend), k: autoLoras)
+            guard !matches.isEmpty else { throw ValidationError("--auto-loras: the pool at \(pool.path) has no LoRA embedded at this CLIP's width") }
+            for match in matches {
+                guard match.entry.isPresent else {
+                    throw ValidationError("--auto-loras: pool entry \(match.entry.name) points at \(match.entry.path), which is missing (pool remove it or add it again)")
+                }
+                loraOptions.loras.append(match.entry.path)
+                retrieved.append((match.entry.name, match.similarity))
+            }
+            if !json {
+                FileHandle.standardError.write(Data("retrieved: \(retrieved.map { String(format: "%@ (%.3f)", $0.name, $0.similarity) }.joined(separator: ", "))\n".utf8))
+            }
+        }
         let plan = try loraOptions.plan(flux, backend: backend)
         let reporter = ProgressReporter(enabled: !json && isatty(STDERR_FILENO) != 0)
         let result = try FluxTextToImage(settings: settings, backend: backend).run(
@@ -166,6 +189,7 @@ struct GenerateCommand: ParsableCommand {
             if let fusion = loraOptions.fusion { fields["fusion"] = fusion }
             if !loraOptions.loras.isEmpty { fields["loras"] = loraOptions.loras }
             if let merge = plan.mergeSeconds { fields["merge_seconds"] = merge }
+            if !retrieved.isEmpty { fields["retrieved"] = retrieved.map { ["name": $0.name, "similarity": Double($0.similarity)] as [String: Any] } }
             print(try JSONOutput.line(fields))
         } else {
             print(String(format: "generate on %@ (%@): %d steps, %.3f s/step; encode %.3f s, decode %.3f s; %.3f s in all, peak RSS %.1f MiB; wrote %@",

@@ -8,6 +8,7 @@ FluxLoRALoader.convert_state_dict (q/k/v fused with A stacked and B block-diagon
 blocks' q/k/v/MLP fused, kohya alpha as √(α/r) into A and B).
 Writes Tests/Fixtures/retrieval/:
 - encoder.safetensors   random weights (seed 900), width 16 (the tiny pipeline's CLIP width), 2 layers;
+- encoder-flux-tiny.safetensors  the same architecture for Tests/Fixtures/pipeline/flux-tiny's transformer;
 - expected.safetensors  the float64 embedding of each LoRA of Tests/Fixtures/lora, named by file.
 Run after make_lora_fixtures.py: python3 Tools/reference/make_retrieval_fixtures.py
 """
@@ -37,8 +38,8 @@ WIDTH, LAYERS, INTERMEDIATE, HEADS, HEAD_DIM = 16, 2, 40, 12, 64
 LORAS = ["all.peft", "partial.peft", "attention.peft", "all.kohya", "attention.diffsynth"]
 
 
-def patterns():
-    """The research code's default_lora_patterns at this model's sizes: (name, (in, out), type)."""
+def patterns(D=D, MLP=MLP, DOUBLE=DOUBLE, SINGLE=SINGLE):
+    """The research code's default_lora_patterns at a model's sizes: (name, (in, out), type)."""
     double = {"attn.a_to_qkv": (D, 3 * D), "attn.a_to_out": (D, D), "ff_a.0": (D, MLP), "ff_a.2": (MLP, D), "norm1_a.linear": (D, 6 * D),
               "attn.b_to_qkv": (D, 3 * D), "attn.b_to_out": (D, D), "ff_b.0": (D, MLP), "ff_b.2": (MLP, D), "norm1_b.linear": (D, 6 * D)}
     single = {"to_qkv_mlp": (D, 3 * D + MLP), "proj_out": (D + MLP, D), "norm.linear": (D, 3 * D)}
@@ -77,9 +78,9 @@ class EncoderLayer(torch.nn.Module):
 
 
 class Embedder(torch.nn.Module):
-    def __init__(self):
+    def __init__(self, sizes):
         super().__init__()
-        self.patterns = patterns()
+        self.patterns = patterns(*sizes)
         self.model_dict = torch.nn.ModuleDict()
         for name, (dim_in, _), _ in self.patterns:
             block = torch.nn.Module()
@@ -103,10 +104,10 @@ class Embedder(torch.nn.Module):
 
 
 class LoRAEncoder(torch.nn.Module):
-    def __init__(self):
+    def __init__(self, sizes=(D, MLP, DOUBLE, SINGLE)):
         super().__init__()
-        count = len(patterns())
-        self.embedder = Embedder()
+        count = len(patterns(*sizes))
+        self.embedder = Embedder(sizes)
         self.position_embeds = torch.nn.Parameter(torch.zeros(1, count, WIDTH))
         self.encoders = torch.nn.ModuleList([EncoderLayer(WIDTH) for _ in range(LAYERS)])
         self.final_layer_norm = torch.nn.LayerNorm(WIDTH)
@@ -125,10 +126,7 @@ def read_as_diffsynth(path):
     return {k.replace(".default.", "."): v.double() for k, v in state.items() if ".lora_" in k}
 
 
-def main():
-    OUT.mkdir(parents=True, exist_ok=True)
-    generator = torch.Generator().manual_seed(900)
-    encoder = LoRAEncoder()
+def randomise(encoder, generator):
     with torch.no_grad():
         for name, parameter in encoder.named_parameters():
             if name.endswith(".x"):
@@ -139,7 +137,18 @@ def main():
                 parameter.copy_(1 + 0.2 * torch.randn(parameter.shape, generator=generator))
             else:
                 parameter.copy_(0.1 * torch.randn(parameter.shape, generator=generator))
+    return encoder
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(900)
+    encoder = randomise(LoRAEncoder(), generator)
     save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(OUT / "encoder.safetensors"))
+    # An encoder for the tiny pipeline's transformer (hidden 16, 1 double + 2 single blocks), for
+    # retrieval inside `lorafuse generate --auto-loras`.
+    pipeline = randomise(LoRAEncoder((16, 64, 1, 2)), torch.Generator().manual_seed(901))
+    save_file({k: v.contiguous() for k, v in pipeline.state_dict().items()}, str(OUT / "encoder-flux-tiny.safetensors"))
     encoder = encoder.double().eval()
     expected = {}
     with torch.no_grad():
