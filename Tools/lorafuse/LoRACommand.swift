@@ -221,7 +221,7 @@ struct KLoRAPlanCommand: ParsableCommand {
 
 struct LoRACommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "lora", abstract: "Look inside LoRA files.", subcommands: [LoRAInspectCommand.self])
+        commandName: "lora", abstract: "Look inside LoRA files, or embed one for retrieval.", subcommands: [LoRAInspectCommand.self, LoRAEmbedCommand.self])
 }
 
 /// `lorafuse lora inspect FILE`: the detected format, rank and alpha per module, the
@@ -268,6 +268,57 @@ struct LoRAInspectCommand: ParsableCommand {
         }
         if !lora.unmatchedKeys.isEmpty {
             print("\(lora.unmatchedKeys.count) unmatched key(s): " + lora.unmatchedKeys.joined(separator: ", "))
+        }
+    }
+}
+
+/// `lorafuse lora embed`: the retriever's embedding of one LoRA (DESIGN.md "Contracts").
+struct LoRAEmbedCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "embed", abstract: "Embed a LoRA with AutoLoRA's weight encoder: `embedding` [D] float32.")
+
+    @Option(name: .long, help: "The weight encoder (research-code names, .safetensors).")
+    var encoder: String
+
+    @Option(name: .long, help: "The LoRA file.")
+    var lora: String
+
+    @Option(name: .long, help: "Where to write `embedding` (.safetensors).")
+    var output: String?
+
+    @OptionGroup var backendOptions: BackendOptions
+
+    @Option(name: .customLong("repeat"), help: "Encodings to time after loading; the best is reported.")
+    var repeatCount = 1
+
+    @Flag(name: .long, help: "Print a JSON line with timings.")
+    var json = false
+
+    func run() throws {
+        let start = DispatchTime.now().uptimeNanoseconds
+        let backend = try backendOptions.makeBackend()
+        let weights = try LoRAWeightEncoder.load(path: encoder)
+        let file = try LoRAFile.load(path: lora, allowUnmatchedKeys: true)
+        let graph = try weights.graph(for: file)
+        let load = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        var best = Double.infinity
+        var embedding: [Float] = []
+        for _ in 0..<max(1, repeatCount) {
+            let begin = DispatchTime.now().uptimeNanoseconds
+            embedding = try backend.execute(graph, inputs: [:]).outputs[0].floats()
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e9)
+        }
+        if let output {
+            try SafeTensorsWriter.write([("embedding", HostTensor(shape: [embedding.count], floats: embedding))],
+                                        metadata: ["producer": "lorafuse lora embed", "encoder_version": weights.version], to: output)
+        }
+        if json {
+            print(try JSONOutput.line(["command": "lora embed", "backend": backend.name, "device": backend.device.name, "seconds": best,
+                                       "load_seconds": load, "layers": weights.layers.count, "width": weights.width,
+                                       "peak_rss_bytes": PeakMemory.residentBytes()]))
+        } else {
+            print(String(format: "lora embed on %@: %d layers → %d-d in %.3f s (best of %d), load %.3f s%@", backend.name,
+                         weights.layers.count, weights.width, best, max(1, repeatCount), load, output.map { ", wrote \($0)" } ?? ""))
         }
     }
 }

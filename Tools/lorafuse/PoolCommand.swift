@@ -120,15 +120,20 @@ struct PoolCommand: ParsableCommand {
         var json = false
 
         func run() throws {
+            let started = DispatchTime.now().uptimeNanoseconds
             let backend = try backendOptions.makeBackend()
             let query = try RetrievalQueryEncoder.load(pipeline: textEncoders).embed(prompt, on: backend)
             let version = try encoder.map { try LoRAWeightEncoder.load(path: $0).version }
+            let queried = DispatchTime.now().uptimeNanoseconds
             let matches = try location.open().search(query, k: max(1, k), encoderVersion: version)
+            let timings = ["query_seconds": Double(queried - started) / 1e9,
+                           "search_seconds": Double(DispatchTime.now().uptimeNanoseconds - queried) / 1e9]
             for (rank, match) in matches.enumerated() {
                 let entry = match.entry
                 if json {
                     print(try JSONOutput.line(["rank": rank + 1, "similarity": Double(match.similarity), "name": entry.name,
-                                               "path": entry.path, "caption": entry.caption, "present": entry.isPresent]))
+                                               "path": entry.path, "caption": entry.caption, "present": entry.isPresent]
+                                                  .merging(timings) { $1 }))
                 } else {
                     print(String(format: "%d. %.4f  %@  %@%@", rank + 1, match.similarity, entry.name, entry.isPresent ? "" : "[missing] ", entry.path))
                 }

@@ -114,28 +114,42 @@ public final class LoRAPool: Sendable {
     /// encoder version or width are skipped (stale until re-added).
     public func search(_ query: [Float], k: Int, encoderVersion: String? = nil) throws -> [Match] {
         let norm = (query.reduce(0) { $0 + $1 * $1 }).squareRoot()
-        guard norm > 0 else { return [] }
-        let entries = try database.read { db in
-            var request = Entry.all()
-            if let encoderVersion { request = request.filter(Column("encoderVersion") == encoderVersion) }
-            return try request.fetchAll(db)
-        }
-        var matches: [Match] = []
-        matches.reserveCapacity(entries.count)
-        for entry in entries {
-            let similarity: Float? = entry.embedding.withUnsafeBytes { raw in
-                let vector = raw.bindMemory(to: Float.self)
-                guard vector.count == query.count else { return nil }
-                var dot: Float = 0, squares: Float = 0
-                for index in 0..<vector.count {
-                    dot += vector[index] * query[index]
-                    squares += vector[index] * vector[index]
-                }
-                return squares > 0 ? dot / (squares.squareRoot() * norm) : 0
+        guard norm > 0, k > 0 else { return [] }
+        // Scan (path, embedding) rows without decoding whole records; keep the best k.
+        var best: [(similarity: Float, path: String)] = []
+        try database.read { db in
+            var sql = "SELECT path, embedding FROM \(Entry.databaseTableName)"
+            var arguments: StatementArguments = []
+            if let encoderVersion {
+                sql += " WHERE encoderVersion = ?"
+                arguments = [encoderVersion]
             }
-            if let similarity { matches.append(Match(entry: entry, similarity: similarity)) }
+            let rows = try Row.fetchCursor(db, sql: sql, arguments: arguments)
+            while let row = try rows.next() {
+                let similarity: Float? = try row.withUnsafeData(atIndex: 1) { data -> Float? in
+                    guard let data, data.count == query.count * MemoryLayout<Float>.size else { return nil }
+                    return data.withUnsafeBytes { raw -> Float in
+                        let vector = raw.bindMemory(to: Float.self)
+                        var dot: Float = 0, squares: Float = 0
+                        for index in 0..<vector.count {
+                            dot += vector[index] * query[index]
+                            squares += vector[index] * vector[index]
+                        }
+                        return squares > 0 ? dot / (squares.squareRoot() * norm) : 0
+                    }
+                }
+                guard let similarity else { continue }
+                if best.count < k || similarity > best[best.count - 1].similarity {
+                    let path: String = row[0]
+                    let position = best.firstIndex { similarity > $0.similarity || (similarity == $0.similarity && path < $0.path) } ?? best.count
+                    best.insert((similarity, path), at: position)
+                    if best.count > k { best.removeLast() }
+                }
+            }
         }
-        return Array(matches.sorted { $0.similarity > $1.similarity || ($0.similarity == $1.similarity && $0.entry.path < $1.entry.path) }.prefix(k))
+        let entries = try database.read { db in try Entry.fetchAll(db, keys: best.map(\.path)) }
+        let byPath = Dictionary(uniqueKeysWithValues: entries.map { ($0.path, $0) })
+        return best.compactMap { match in byPath[match.path].map { Match(entry: $0, similarity: match.similarity) } }
     }
 
     /// Stores entries directly (benchmarks and imports); replaces entries with equal paths.

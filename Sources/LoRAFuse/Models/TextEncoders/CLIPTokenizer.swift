@@ -23,23 +23,33 @@ public struct CLIPTokenizer: TextTokenizer {
         let root = URL(fileURLWithPath: folder)
         let vocabURL = root.appendingPathComponent("vocab.json")
         let mergesURL = root.appendingPathComponent("merges.txt")
-        guard let vocabulary = try TokenizerFiles.json(vocabURL) as? [String: Int], !vocabulary.isEmpty else {
-            throw TokenizerError(path: vocabURL.path, reason: "expected an object of token → id")
-        }
-        guard let mergesData = FileManager.default.contents(atPath: mergesURL.path),
-              let mergesText = String(data: mergesData, encoding: .utf8) else {
-            throw TokenizerError(path: mergesURL.path, reason: "cannot read the merges as UTF-8 text")
+        let vocabulary = try TokenizerFiles.vocabulary(vocabURL)
+        guard !vocabulary.isEmpty else { throw TokenizerError(path: vocabURL.path, reason: "expected an object of token → id") }
+        guard let mergesData = FileManager.default.contents(atPath: mergesURL.path) else {
+            throw TokenizerError(path: mergesURL.path, reason: "cannot read the merges")
         }
         // As transformers: the first line is a version header, and CLIP uses at most
-        // 49152 − 256 − 2 merges.
-        let lines = mergesText.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n", omittingEmptySubsequences: false)
+        // 49152 − 256 − 2 merges. Each line is "first second"; it is its own key.
         var ranks: [String: Int] = [:]
-        for (rank, line) in lines.dropFirst().prefix(49152 - 256 - 2).enumerated() {
-            let parts = line.split(separator: " ")
-            guard parts.count == 2 else {
-                throw TokenizerError(path: mergesURL.path, reason: "line \(rank + 2) is not two symbols: '\(line)'")
+        ranks.reserveCapacity(49152)
+        try mergesData.withUnsafeBytes { raw in
+            let bytes = raw.bindMemory(to: UInt8.self)
+            var start = 0, line = 0
+            while start < bytes.count, ranks.count < 49152 - 256 - 2 {
+                var end = start
+                while end < bytes.count, bytes[end] != 0x0A { end += 1 }
+                var stop = end
+                while stop > start, bytes[stop - 1] == 0x0D || bytes[stop - 1] == 0x20 { stop -= 1 }
+                if line > 0, stop > start {
+                    let text = bytes[start..<stop]
+                    guard text.filter({ $0 == 0x20 }).count == 1, text.first != 0x20, let key = String(validating: text, as: UTF8.self) else {
+                        throw TokenizerError(path: mergesURL.path, reason: "line \(line + 1) is not two symbols: '\(String(decoding: text, as: UTF8.self))'")
+                    }
+                    if ranks[key] == nil { ranks[key] = ranks.count }
+                }
+                line += 1
+                start = end + 1
             }
-            if ranks["\(parts[0]) \(parts[1])"] == nil { ranks["\(parts[0]) \(parts[1])"] = rank }
         }
         let settings = try TokenizerFiles.settings(root)
         func id(_ key: String, _ fallback: String) throws -> Int {
