@@ -129,12 +129,7 @@ public final class LoRAPool: Sendable {
                 let similarity: Float? = try row.withUnsafeData(atIndex: 1) { data -> Float? in
                     guard let data, data.count == query.count * MemoryLayout<Float>.size else { return nil }
                     return data.withUnsafeBytes { raw -> Float in
-                        let vector = raw.bindMemory(to: Float.self)
-                        var dot: Float = 0, squares: Float = 0
-                        for index in 0..<vector.count {
-                            dot += vector[index] * query[index]
-                            squares += vector[index] * vector[index]
-                        }
+                        let (dot, squares) = Self.dotAndSquares(raw, query)
                         return squares > 0 ? dot / (squares.squareRoot() * norm) : 0
                     }
                 }
@@ -150,6 +145,31 @@ public final class LoRAPool: Sendable {
         let entries = try database.read { db in try Entry.fetchAll(db, keys: best.map(\.path)) }
         let byPath = Dictionary(uniqueKeysWithValues: entries.map { ($0.path, $0) })
         return best.compactMap { match in byPath[match.path].map { Match(entry: $0, similarity: match.similarity) } }
+    }
+
+    /// Σ v·q and Σ v² of a stored vector (unaligned bytes) against the query, 16 lanes at a time.
+    static func dotAndSquares(_ raw: UnsafeRawBufferPointer, _ query: [Float]) -> (Float, Float) {
+        let count = query.count
+        var dot = SIMD16<Float>(), squares = SIMD16<Float>()
+        var index = 0
+        query.withUnsafeBufferPointer { q in
+            let qRaw = UnsafeRawPointer(q.baseAddress!)
+            while index + 16 <= count {
+                let v = raw.loadUnaligned(fromByteOffset: index * 4, as: SIMD16<Float>.self)
+                let w = qRaw.loadUnaligned(fromByteOffset: index * 4, as: SIMD16<Float>.self)
+                dot += v * w
+                squares += v * v
+                index += 16
+            }
+        }
+        var dotSum = dot.sum(), squareSum = squares.sum()
+        while index < count {
+            let v = raw.loadUnaligned(fromByteOffset: index * 4, as: Float.self)
+            dotSum += v * query[index]
+            squareSum += v * v
+            index += 1
+        }
+        return (dotSum, squareSum)
     }
 
     /// Stores entries directly (benchmarks and imports); replaces entries with equal paths.
