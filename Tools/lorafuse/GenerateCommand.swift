@@ -34,11 +34,11 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .long, help: "The prompt.")
     var prompt: String
 
-    @Option(name: .long, help: "Image width in pixels (a multiple of 16 for FLUX's VAE).")
-    var width = 1024
+    @Option(name: .long, help: "Image width in pixels, a multiple of 16 for FLUX's VAE (default, as diffusers: 64 × the VAE's scale factor, 1024 for FLUX).")
+    var width: Int?
 
-    @Option(name: .long, help: "Image height in pixels.")
-    var height = 1024
+    @Option(name: .long, help: "Image height in pixels (default as --width).")
+    var height: Int?
 
     @Option(name: .long, help: "Embedded guidance for guidance-distilled models (FLUX.1-dev).")
     var guidance = 3.5
@@ -110,8 +110,16 @@ struct GenerateCommand: ParsableCommand {
     func run() throws {
         let started = DispatchTime.now().uptimeNanoseconds
         let backend = try backendOptions.makeBackend()
+        // Fail early on a missing or broken part, before any long work.
+        for (path, kind) in [(part(transformer, "transformer"), "transformer"), (part(parts.clip, "text_encoder"), "CLIP"), (part(parts.t5, "text_encoder_2"), "T5"), (part(vae, "vae"), "VAE")]
+        where !FileManager.default.fileExists(atPath: path) {
+            throw ModelError.notAModel(path: path, reason: "no such file or folder (the \(kind) part of the pipeline)")
+        }
         let flux = try FluxModel.load(path: part(transformer, "transformer"))
         let steps = loraOptions.steps ?? (flux.config.guidanceEmbeds ? 28 : 4)
+        // diffusers' default size: default_sample_size (64) × vae_scale_factor (2^blocks).
+        let defaultSize = 64 * 2 * (try VAEDecoder.load(path: part(vae, "vae"))).config.upscale
+        let (width, height) = (self.width ?? defaultSize, self.height ?? defaultSize)
         var settings = FluxTextToImage.Settings(prompt: prompt, width: width, height: height, steps: steps)
         settings.guidance = guidance
         settings.seed = seed
@@ -125,11 +133,7 @@ struct GenerateCommand: ParsableCommand {
             }
         }
         if let noise { settings.noise = try SafeTensorsFile(path: noise).tensor(named: "noise").converted(to: .float32) }
-        // Fail early on a missing or broken part, before any long work.
-        for (path, kind) in [(part(parts.clip, "text_encoder"), "CLIP"), (part(parts.t5, "text_encoder_2"), "T5"), (part(vae, "vae"), "VAE")]
-        where !FileManager.default.fileExists(atPath: path) {
-            throw ModelError.notAModel(path: path, reason: "no such file or folder (the \(kind) part of the pipeline)")
-        }
+
         var loraOptions = self.loraOptions
         var retrieved: [(name: String, similarity: Float)] = []
         if let autoLoras, autoLoras > 0 {
