@@ -102,38 +102,61 @@ public struct LoRAWeightEncoder: Sendable {
             let value = try source.tensor(name, shape: shape)
             return graph.parameter(name, value.converted(to: .float32))
         }
-        var tokens: [Tensor] = []
+        // Each layer's LoRA output x·Aᵀ·Bᵀ [1, out] (zeros where the LoRA lacks it); the layers
+        // of one type are stacked and projected together (one matmul per type, not per layer),
+        // then the tokens are put back in layer order with one gather.
+        var outputsByKind: [String: [Tensor]] = [:]
+        var kindOrder: [String] = []
+        var rowOf: [(kind: String, row: Int)] = []
         for layer in layers {
-            let key = layer.name.replacingOccurrences(of: ".", with: "___"), kind = layer.kind.replacingOccurrences(of: ".", with: "___")
-            let bias = try weight(&graph, "embedder.proj_dict.\(kind).bias", [width])
-            let present = layer.parts.filter { modules[$0.layer] != nil }
-            guard !present.isEmpty else {
-                tokens.append(try graph.reshape(bias, [1, width]))  // a zero LoRA: the projection of 0 is the bias
-                continue
-            }
-            let probe = try graph.reshape(weight(&graph, "embedder.model_dict.\(key).x", [1, 1, layer.inFeatures]), [1, layer.inFeatures])
-            var outputs: [Tensor] = []
-            for part in layer.parts {
-                guard let module = modules[part.layer] else {
-                    outputs.append(graph.parameter("zeros.\(part.width)", HostTensor(shape: [1, part.width], floats: [Float](repeating: 0, count: part.width))))
-                    continue
+            let present = layer.parts.contains { modules[$0.layer] != nil }
+            var output: Tensor
+            if !present {
+                output = graph.parameter("zeros.\(layer.outFeatures)",
+                                         HostTensor(shape: [1, layer.outFeatures], floats: [Float](repeating: 0, count: layer.outFeatures)))
+            } else {
+                let key = layer.name.replacingOccurrences(of: ".", with: "___")
+                let probe = try graph.reshape(weight(&graph, "embedder.model_dict.\(key).x", [1, 1, layer.inFeatures]), [1, layer.inFeatures])
+                var outputs: [Tensor] = []
+                for part in layer.parts {
+                    guard let module = modules[part.layer] else {
+                        outputs.append(graph.parameter("zeros.\(part.width)", HostTensor(shape: [1, part.width], floats: [Float](repeating: 0, count: part.width))))
+                        continue
+                    }
+                    guard module.down.shape[1] == layer.inFeatures, module.up.shape[0] == part.width else {
+                        throw LoRAError.shapeMismatch(path: lora.path, key: module.sourceModule, actual: module.deltaShape,
+                                                      expected: "[\(part.width), \(layer.inFeatures)] for \(part.layer) (\(layer.name) of the weight encoder)")
+                    }
+                    let low = try graph.matmul(probe, graph.parameter("\(part.layer).down", module.down), transposeB: true)
+                    var partOutput = try graph.matmul(low, graph.parameter("\(part.layer).up", module.up), transposeB: true)
+                    let scale = AutoLoRAFusion.fileScale(module, in: lora)
+                    if scale != 1 { partOutput = try graph.scale(partOutput, scale) }
+                    outputs.append(partOutput)
                 }
-                guard module.down.shape[1] == layer.inFeatures, module.up.shape[0] == part.width else {
-                    throw LoRAError.shapeMismatch(path: lora.path, key: module.sourceModule, actual: module.deltaShape,
-                                                  expected: "[\(part.width), \(layer.inFeatures)] for \(part.layer) (\(layer.name) of the weight encoder)")
-                }
-                let low = try graph.matmul(probe, graph.parameter("\(part.layer).down", module.down), transposeB: true)
-                var output = try graph.matmul(low, graph.parameter("\(part.layer).up", module.up), transposeB: true)
-                let scale = AutoLoRAFusion.fileScale(module, in: lora)
-                if scale != 1 { output = try graph.scale(output, scale) }
-                outputs.append(output)
+                output = outputs.count == 1 ? outputs[0] : try graph.concat(outputs, axis: 1)
             }
-            let concatenated = outputs.count == 1 ? outputs[0] : try graph.concat(outputs, axis: 1)
-            tokens.append(try graph.linear(concatenated, weight: weight(&graph, "embedder.proj_dict.\(kind).weight", [width, layer.outFeatures]),
-                                           bias: bias))
+            if outputsByKind[layer.kind] == nil { kindOrder.append(layer.kind) }
+            rowOf.append((layer.kind, outputsByKind[layer.kind, default: []].count))
+            outputsByKind[layer.kind, default: []].append(output)
         }
+        var projected: [Tensor] = []
+        var firstRow: [String: Int] = [:]
+        var rowCount = 0
+        for kind in kindOrder {
+            let rows = outputsByKind[kind]!, name = kind.replacingOccurrences(of: ".", with: "___")
+            let stacked = rows.count == 1 ? rows[0] : try graph.concat(rows, axis: 0)
+            let out = stacked.shape[1]
+            projected.append(try graph.linear(stacked, weight: weight(&graph, "embedder.proj_dict.\(name).weight", [width, out]),
+                                              bias: weight(&graph, "embedder.proj_dict.\(name).bias", [width])))
+            firstRow[kind] = rowCount
+            rowCount += rows.count
+        }
+        let grouped = projected.count == 1 ? projected[0] : try graph.concat(projected, axis: 0)
+        let order = graph.parameter("token_order", HostTensor(shape: [layers.count], dtype: .int32,
+                                                              values: rowOf.map { Double(firstRow[$0.kind]! + $0.row) }))
+        let tokens = try graph.embedding(table: grouped, ids: order)
         let count = layers.count
-        var hidden = try graph.add(graph.concat(tokens, axis: 0), graph.reshape(weight(&graph, "position_embeds", [1, count, width]), [count, width]))
+        var hidden = try graph.add(tokens, graph.reshape(weight(&graph, "position_embeds", [1, count, width]), [count, width]))
         hidden = try graph.reshape(hidden, [1, count, width])
         let builder = CLIPLayerBuilder(width: width, heads: heads, headDim: Self.headDim, intermediate: intermediate,
                                        activation: "quick_gelu", epsilon: 1e-5, names: .diffSynth, weight: weight)
