@@ -98,7 +98,7 @@ final class VulkanCommandRecorder {
             allocateInfo.pSetLayouts = layoutPointer
             try check(functions.vkAllocateDescriptorSets(device.device, &allocateInfo, &set), "vkAllocateDescriptorSets")
         }
-        var infos = buffers.map { VkDescriptorBufferInfo(buffer: $0.buffer.buffer, offset: VkDeviceSize($0.offset), range: VkDeviceSize($0.size)) }
+        let infos = buffers.map { VkDescriptorBufferInfo(buffer: $0.buffer.buffer, offset: VkDeviceSize($0.offset), range: VkDeviceSize($0.size)) }
         infos.withUnsafeBufferPointer { infoPointer in
             var writes = (0..<buffers.count).map { index -> VkWriteDescriptorSet in
                 var write = VkWriteDescriptorSet()
