@@ -102,13 +102,21 @@ struct PoolCommand: ParsableCommand {
             abstract: "The LoRAs whose embeddings are closest (cosine) to a prompt's CLIP-L embedding.")
 
         @Argument(help: "The prompt.")
-        var prompt: String
+        var prompt: String?
+
+        @Option(name: .long, help: "Search with this query embedding (a .safetensors with `embedding` [D], e.g. from `lora embed`) instead of a prompt.")
+        var embedding: String?
 
         @Option(name: .shortAndLong, help: "How many to return.")
         var k = 5
 
         @Option(name: .long, help: "A FLUX pipeline folder whose CLIP (text_encoder/, tokenizer/) embeds the prompt.")
-        var textEncoders: String
+        var textEncoders: String?
+
+        func validate() throws {
+            guard (prompt == nil) != (embedding == nil) else { throw ValidationError("give a prompt or --embedding FILE, not both") }
+            guard prompt == nil || textEncoders != nil else { throw ValidationError("a prompt needs --text-encoders PIPELINE (its CLIP embeds the prompt)") }
+        }
 
         @Option(name: .long, help: "Only entries made by this weight encoder (default: all).")
         var encoder: String?
@@ -121,8 +129,12 @@ struct PoolCommand: ParsableCommand {
 
         func run() throws {
             let started = DispatchTime.now().uptimeNanoseconds
-            let backend = try backendOptions.makeBackend()
-            let query = try RetrievalQueryEncoder.load(pipeline: textEncoders).embed(prompt, on: backend)
+            let query: [Float]
+            if let embedding {
+                query = try SafeTensorsFile(path: embedding).tensor(named: "embedding").floats()
+            } else {
+                query = try RetrievalQueryEncoder.load(pipeline: textEncoders!).embed(prompt!, on: try backendOptions.makeBackend())
+            }
             let version = try encoder.map { try LoRAWeightEncoder.load(path: $0).version }
             let queried = DispatchTime.now().uptimeNanoseconds
             let matches = try location.open().search(query, k: max(1, k), encoderVersion: version)

@@ -1,5 +1,10 @@
 import Foundation
 import GRDB
+#if canImport(GRDBSQLite)
+import GRDBSQLite
+#elseif canImport(SQLite3)
+import SQLite3
+#endif
 
 /// A persistent pool of LoRAs for AutoLoRA's retrieval: an SQLite database (GRDB, WAL, so
 /// readers run beside one writer) holding each LoRA's path, content hash, name, caption,
@@ -124,18 +129,21 @@ public final class LoRAPool: Sendable {
                 sql += " WHERE encoderVersion = ?"
                 arguments = [encoderVersion]
             }
-            let rows = try Row.fetchCursor(db, sql: sql, arguments: arguments)
-            while let row = try rows.next() {
-                let similarity: Float? = try row.withUnsafeData(atIndex: 1) { data -> Float? in
-                    guard let data, data.count == query.count * MemoryLayout<Float>.size else { return nil }
-                    return data.withUnsafeBytes { raw -> Float in
-                        let (dot, squares) = Self.dotAndSquares(raw, query)
-                        return squares > 0 ? dot / (squares.squareRoot() * norm) : 0
-                    }
-                }
-                guard let similarity else { continue }
+            // The raw statement: the blob is read in place (no Row or Data per entry).
+            let statement = try db.makeStatement(sql: sql)
+            try statement.setArguments(arguments)
+            let handle = statement.sqliteStatement
+            defer { sqlite3_reset(handle) }
+            let expectedBytes = query.count * MemoryLayout<Float>.size
+            while true {
+                let code = sqlite3_step(handle)
+                if code == SQLITE_DONE { break }
+                guard code == SQLITE_ROW else { throw DatabaseError(resultCode: ResultCode(rawValue: code), message: "pool scan failed") }
+                guard let blob = sqlite3_column_blob(handle, 1), Int(sqlite3_column_bytes(handle, 1)) == expectedBytes else { continue }
+                let (dot, squares) = Self.dotAndSquares(UnsafeRawBufferPointer(start: blob, count: expectedBytes), query)
+                let similarity = squares > 0 ? dot / (squares.squareRoot() * norm) : 0
                 if best.count < k || similarity > best[best.count - 1].similarity {
-                    let path: String = row[0]
+                    let path = String(cString: sqlite3_column_text(handle, 0))
                     let position = best.firstIndex { similarity > $0.similarity || (similarity == $0.similarity && path < $0.path) } ?? best.count
                     best.insert((similarity, path), at: position)
                     if best.count > k { best.removeLast() }
