@@ -229,6 +229,13 @@ final class ScratchFolder {
         result = try CommandLine.run(["pool", "search", "a red star", "--text-encoders", pipeline, "-k", "3", "--json"] + db)
         let match = try JSONSerialization.jsonObject(with: Data(result.output.split(separator: "\n")[0].utf8)) as? [String: Any]
         #expect(result.status == 0 && match?["name"] as? String == "tiny" && match?["caption"] as? String == "tiny stripes", "\(result.output) \(result.error)")
+        // A LoRA's own embedding (lora embed) finds it first, with cosine 1.
+        let query = scratch.url.appendingPathComponent("query.safetensors").path
+        result = try CommandLine.run(["lora", "embed", "--encoder", encoder, "--lora", lora.path, "--output", query])
+        #expect(result.status == 0, "\(result.error)")
+        result = try CommandLine.run(["pool", "search", "--embedding", query, "--json"] + db)
+        let own = try JSONSerialization.jsonObject(with: Data(result.output.split(separator: "\n")[0].utf8)) as? [String: Any]
+        #expect(own?["name"] as? String == "tiny" && abs((own?["similarity"] as? Double ?? 0) - 1) < 1e-5, "\(result.output) \(result.error)")
         // generate --auto-loras 1 applies the retrieved LoRA exactly as --lora would.
         let common = ["generate", "--model", pipeline, "--prompt", "a red star", "--width", "48", "--height", "32", "--steps", "2",
                       "--max-sequence-length", "16", "--seed", "3"]
