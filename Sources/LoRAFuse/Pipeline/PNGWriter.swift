@@ -43,20 +43,11 @@ public enum PNGWriter {
         return data
     }
 
-    /// Writes the PNG atomically: a temporary file beside `path`, renamed over it.
+    /// Writes the PNG atomically (`AtomicFile`).
     public static func write(pixels: [UInt8], width: Int, height: Int, text: [(key: String, value: String)] = [], to path: String) throws {
         let data = try encode(pixels: pixels, width: width, height: height, text: text)
-        let url = URL(fileURLWithPath: path)
-        let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(UUID().uuidString)")
-        do {
-            try data.write(to: temporary)
-        } catch {
-            throw Failure(description: "\(path): cannot write (\(error.localizedDescription))")
-        }
-        guard rename(temporary.path, url.path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            try? FileManager.default.removeItem(at: temporary)
-            throw Failure(description: "\(path): cannot write (\(reason))")
+        if let failure = AtomicFile.write(path, fill: { file in data.withUnsafeBytes { file.write($0) } }) {
+            throw Failure(description: "\(path): cannot write (\(failure))")
         }
     }
 
