@@ -15,7 +15,7 @@ import LoRAFuse
         #expect(vae.config.blockOutChannels == [8, 16] && vae.config.latentChannels == 4 && vae.config.layersPerBlock == 1)
         let expected = try SafeTensorsFile(path: Self.root.appendingPathComponent("generate-dev.safetensors").path)
         let latents = try expected.tensor(named: "latents_3")
-        let unscaled = HostTensor(shape: latents.shape, floats: latents.floats().map { $0 / vae.config.scalingFactor + vae.config.shiftFactor })
+        let unscaled = vae.config.unscaled(latents)
         let graph = try vae.graph(batch: 1, height: latents.shape[2], width: latents.shape[3])
         for backend in BackendsUnderTest.all {
             let image = try backend.execute(graph, inputs: ["latents": unscaled]).outputs[0]
@@ -33,7 +33,7 @@ import LoRAFuse
         let vae = try VAEDecoder.load(path: Self.pipeline.appendingPathComponent("vae").path)
         let expected = try SafeTensorsFile(path: Self.root.appendingPathComponent("generate-dev.safetensors").path)
         let latents = try expected.tensor(named: "latents_3")
-        let unscaled = HostTensor(shape: latents.shape, floats: latents.floats().map { $0 / vae.config.scalingFactor + vae.config.shiftFactor })
+        let unscaled = vae.config.unscaled(latents)
         let reference = try expected.tensor(named: "decoded_tiled_16")
         for backend in BackendsUnderTest.all {
             let image = try vae.decode(unscaled, tileSize: 16, on: backend)

@@ -118,7 +118,8 @@ struct GenerateCommand: ParsableCommand {
         let flux = try FluxModel.load(path: part(transformer, "transformer"))
         let steps = loraOptions.steps ?? (flux.config.guidanceEmbeds ? 28 : 4)
         // diffusers' default size: default_sample_size (64) × vae_scale_factor (2^blocks).
-        let defaultSize = 64 * 2 * (try VAEDecoder.load(path: part(vae, "vae"))).config.upscale
+        let decoder = try VAEDecoder.load(path: part(vae, "vae"))  // small and memory-mapped: loaded once
+        let defaultSize = 64 * 2 * decoder.config.upscale
         let (width, height) = (self.width ?? defaultSize, self.height ?? defaultSize)
         var settings = FluxTextToImage.Settings(prompt: prompt, width: width, height: height, steps: steps)
         settings.guidance = guidance
@@ -163,7 +164,7 @@ struct GenerateCommand: ParsableCommand {
             transformers: { step in
                 (plan.isStatic ? "static" : "step \(step)", plan.passes(Double(step) / Double(steps), step))
             },
-            vae: { try VAEDecoder.load(path: part(vae, "vae")) },
+            vae: { decoder },
             progress: reporter.report)
         reporter.finish()
 

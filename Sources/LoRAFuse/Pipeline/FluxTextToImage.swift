@@ -139,8 +139,7 @@ public struct FluxTextToImage {
 
         // 3. Decode.
         start = DispatchTime.now().uptimeNanoseconds
-        let unscaled = latents.map { $0 / vae.config.scalingFactor + vae.config.shiftFactor }
-        let decoded = try vae.decode(HostTensor(shape: result.latents.shape, floats: unscaled), tileSize: settings.vaeTileSize, on: backend)
+        let decoded = try vae.decode(vae.config.unscaled(result.latents), tileSize: settings.vaeTileSize, on: backend)
         result.decoded = decoded
         result.pixels = Self.pixels(decoded)
         result.decodeSeconds = Self.seconds(since: start)

@@ -23,9 +23,6 @@ public final class LoRAPool: Sendable {
         public var embedding: Data
         public var addedAt: Date
 
-        public var vector: [Float] {
-            embedding.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
-        }
         /// Whether the file is still where it was added.
         public var isPresent: Bool { FileManager.default.fileExists(atPath: path) }
     }

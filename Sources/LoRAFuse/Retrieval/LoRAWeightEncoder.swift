@@ -66,8 +66,7 @@ public struct LoRAWeightEncoder: Sendable {
         for name in order {
             let x = try source.tensor("embedder.model_dict.\(name.replacingOccurrences(of: ".", with: "___")).x").shape
             guard x.rank == 3, x[0] == 1, x[1] == 1 else { throw fail("the probe of \(name) is \(x), expected [1, 1, in] (one probe per layer)") }
-            let kind = name.hasPrefix("single_blocks.") ? name.split(separator: ".").dropFirst(2).joined(separator: ".")
-                : name.split(separator: ".").dropFirst(2).joined(separator: ".")
+            let kind = name.split(separator: ".").dropFirst(2).joined(separator: ".")  // without `blocks.N.`
             let projection = try source.tensor("embedder.proj_dict.\(kind.replacingOccurrences(of: ".", with: "___")).weight").shape
             guard projection.rank == 2, projection[0] == width else { throw fail("the \(kind) projection is \(projection), expected [\(width), out]") }
             let out = projection[1], inFeatures = x[2]

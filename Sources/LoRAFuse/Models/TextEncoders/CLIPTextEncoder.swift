@@ -64,7 +64,7 @@ public struct CLIPTextEncoder: Sendable {
         case let .folder(source, object, configPath):
             let weights = TextEncoderWeights(source: source, prefix: "text_model.")
             return CLIPTextEncoder(config: try CLIPTextConfig(json: object, path: configPath), weights: weights)
-        case let .file(source, prefix):
+        case let .file(source, prefix, _):
             let weights = TextEncoderWeights(source: source, prefix: prefix)
             var config = CLIPTextConfig()
             let tokens = try weights.shape("embeddings.token_embedding.weight")

@@ -136,13 +136,15 @@ public struct CLIPTokenizer: TextTokenizer {
             || (0xF900...0xFAFF).contains(value) || (0x2F800...0x2FA1F).contains(value)
     }
 
+    /// The literal alternatives of CLIP's pattern, tried first at each position.
+    static let literals = ["<|startoftext|>", "<|endoftext|>", "'s", "'t", "'re", "'ve", "'m", "'ll", "'d"].map { Array($0.unicodeScalars) }
+
     /// CLIP's pattern `<|startoftext|>|<|endoftext|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+`
     /// (case-insensitive), alternatives tried in order at each position; unmatched
     /// characters are skipped, as `re.findall` does: whitespace, and U+0345 (combining
     /// ypogegrammeni), the one character that case-insensitive matching in Python's `regex`
     /// puts in none of the classes (it is a mark whose case partner Ι is a letter).
     static func words(_ text: [Unicode.Scalar]) -> [[Unicode.Scalar]] {
-        let literals = ["<|startoftext|>", "<|endoftext|>", "'s", "'t", "'re", "'ve", "'m", "'ll", "'d"].map { Array($0.unicodeScalars) }
         func isSpace(_ scalar: Unicode.Scalar) -> Bool {
             scalar.value == 0x345 || scalar.properties.isWhitespace || UnicodeClass.isPythonSpace(scalar)
         }

@@ -80,7 +80,7 @@ public struct T5Encoder: Sendable {
         case let .folder(source, object, configPath):
             let weights = TextEncoderWeights(source: source, prefix: "")
             return T5Encoder(config: try T5EncoderConfig(json: object, path: configPath), weights: weights)
-        case let .file(source, prefix):
+        case let .file(source, prefix, _):
             let weights = TextEncoderWeights(source: source, prefix: prefix)
             var config = T5EncoderConfig()
             let embedding = try weights.shape(embeddingName(weights))

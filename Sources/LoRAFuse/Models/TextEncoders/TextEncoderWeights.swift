@@ -71,7 +71,7 @@ struct TextEncoderWeights: Sendable {
 /// Where a pipeline component's weights come from: one safetensors file (no config: the
 /// caller infers it from shapes), or a transformers/diffusers folder with its `config.json`.
 enum ComponentCheckpoint {
-    case file(TensorSource, prefix: String)
+    case file(TensorSource, prefix: String, metadata: [String: String])
     case folder(TensorSource, config: [String: Any], configPath: String)
 
     /// Opens `path`: a single file whose names carry one of `prefixes` before `probe`; or a
@@ -85,11 +85,12 @@ enum ComponentCheckpoint {
             throw ModelError.notAModel(path: path, reason: "no such file or folder")
         }
         if !isFolder.boolValue {
-            let source = TensorSource(files: [try SafeTensorsFile(path: path)], description: path)
+            let file = try SafeTensorsFile(path: path)
+            let source = TensorSource(files: [file], description: path)
             guard let prefix = prefixes.first(where: { source.contains($0 + probe) }) else {
                 throw ModelError.notAModel(path: path, reason: "no \(probe) (not a \(kind))")
             }
-            return .file(source, prefix: prefix)
+            return .file(source, prefix: prefix, metadata: file.metadata)
         }
         if FileManager.default.fileExists(atPath: folder.appendingPathComponent("\(subfolder)/config.json").path) {
             folder = folder.appendingPathComponent(subfolder)

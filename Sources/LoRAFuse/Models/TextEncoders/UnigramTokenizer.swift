@@ -11,7 +11,9 @@ public struct UnigramTokenizer: TextTokenizer {
     enum Normalizer: Sendable {
         case precompiled(PrecompiledCharsmap)
         case strip(left: Bool, right: Bool)
-        case replace(pattern: String, isRegex: Bool, content: String)
+        case replaceLiteral(pattern: String, content: String)
+        /// Compiled once when the tokenizer is read (nil when the pattern does not compile: left as is).
+        case replaceRegex(CompiledPattern, content: String)
         case nfkc, nfc, lowercase
         /// SentencePiece's whole normalisation, whitespace and `▁` included (a lone spiece.model).
         case sentencePiece(PrecompiledCharsmap?, addDummyPrefix: Bool)
@@ -114,9 +116,10 @@ public struct UnigramTokenizer: TextTokenizer {
             if left { while let first = scalars.first, first.properties.isWhitespace { scalars.removeFirst() } }
             if right { while let last = scalars.last, last.properties.isWhitespace { scalars.removeLast() } }
             return String(String.UnicodeScalarView(scalars))
-        case let .replace(pattern, isRegex, content):
-            guard isRegex else { return Self.replaceLiteral(pattern, with: content, in: text) }
-            guard let regex = try? NSRegularExpression(pattern: pattern) else { return text }
+        case let .replaceLiteral(pattern, content):
+            return Self.replaceLiteral(pattern, with: content, in: text)
+        case let .replaceRegex(compiled, content):
+            guard let regex = compiled.regex else { return text }
             let template = NSRegularExpression.escapedTemplate(for: content)
             return regex.stringByReplacingMatches(in: text, range: NSRange(text.startIndex..., in: text), withTemplate: template)
         case .nfkc: return text.precomposedStringWithCompatibilityMapping
@@ -311,8 +314,8 @@ extension UnigramTokenizer {
         case "Replace":
             let pattern = object["pattern"] as? [String: Any]
             let content = object["content"] as? String ?? ""
-            if let regex = pattern?["Regex"] as? String { return [.replace(pattern: regex, isRegex: true, content: content)] }
-            if let literal = pattern?["String"] as? String { return [.replace(pattern: literal, isRegex: false, content: content)] }
+            if let regex = pattern?["Regex"] as? String { return [.replaceRegex(CompiledPattern(regex), content: content)] }
+            if let literal = pattern?["String"] as? String { return [.replaceLiteral(pattern: literal, content: content)] }
             throw fail("a Replace normalizer without a pattern")
         case "NFKC": return [.nfkc]
         case "NFC": return [.nfc]
@@ -454,4 +457,10 @@ struct ProtobufReader {
         default: throw TokenizerError(path: path, reason: "unsupported protobuf wire type \(key & 7)")
         }
     }
+}
+
+/// A regular expression compiled once (NSRegularExpression is immutable and thread-safe).
+final class CompiledPattern: @unchecked Sendable {
+    let regex: NSRegularExpression?
+    init(_ pattern: String) { regex = try? NSRegularExpression(pattern: pattern) }
 }

@@ -15,6 +15,11 @@ public struct VAEConfig: Sendable, Equatable {
 
     public init() {}
 
+    /// Sampler latents in the decoder's units: z / scaling_factor + shift_factor.
+    public func unscaled(_ latents: HostTensor) -> HostTensor {
+        HostTensor(shape: latents.shape, floats: latents.floats().map { $0 / scalingFactor + shiftFactor })
+    }
+
     /// Pixels per latent pixel (each up block but the last doubles the size).
     public var upscale: Int { 1 << (blockOutChannels.count - 1) }
 
@@ -60,7 +65,7 @@ public struct VAEDecoder: Sendable {
                                                       probe: "decoder.conv_in.weight", prefixes: ["", "vae.", "first_stage_model."],
                                                       classNames: ["AutoencoderKL"], kind: "VAE")
         switch checkpoint {
-        case let .file(source, prefix):
+        case let .file(source, prefix, metadata):
             let bfl = source.contains(prefix + "decoder.mid.block_1.conv1.weight")
             var weights = VAEWeights(source: source, prefix: prefix, blackForestLabs: bfl, upBlocks: 0)
             var config = VAEConfig()
@@ -75,7 +80,7 @@ public struct VAEDecoder: Sendable {
             config.outChannels = try weights.shape("decoder.conv_out.weight")[0]
             config.postQuantConv = !bfl && weights.contains("post_quant_conv.weight")
             // GroupNorm's group count is not visible in shapes: FLUX's 32 unless the file says.
-            if let groups = try SafeTensorsFile(path: path).metadata["norm_num_groups"] {
+            if let groups = metadata["norm_num_groups"] {
                 guard let value = Int(groups) else {
                     throw ModelError.notAModel(path: path, reason: "metadata norm_num_groups '\(groups)' is not a number")
                 }
