@@ -437,3 +437,62 @@ final class ScratchFolder {
         #expect(result.output.contains("all within"))
     }
 }
+
+/// `lorafuse demo` and `lorafuse eval` on the bundled toy world.
+@Suite struct ToyWorldCommandTests {
+    @Test func demoWritesTheGridItDescribes() throws {
+        let scratch = ScratchFolder("lorafuse-demo")
+        let output = scratch.url.appendingPathComponent("grid.png").path
+        let result = try CommandLine.run(["demo", "--world", CommandLine.repository.appendingPathComponent("Examples/toyworld").path,
+                                          "--pairs", "1", "--columns", "content", "klora", "--scale", "2", "--no-labels", "--output", output])
+        #expect(result.status == 0, "\(result.error)")
+        #expect(result.output.contains("wrote \(output)") && result.output.contains("columns: content, klora"), "\(result.output)")
+        let image = try PNGWriter.decode(Data(contentsOf: URL(fileURLWithPath: output)))
+        #expect(image.width == 2 * 64 + 3 * 2 && image.height == 64 + 2 * 2)
+        // Two different methods on the same seed: the cells differ.
+        let left = (0..<64).flatMap { y in image.pixels[((2 + y) * image.width + 2) * 3..<((2 + y) * image.width + 66) * 3] }
+        let right = (0..<64).flatMap { y in image.pixels[((2 + y) * image.width + 68) * 3..<((2 + y) * image.width + 132) * 3] }
+        #expect(left != right)
+    }
+
+    @Test func demoWithoutAWorldFailsWithoutOutput() throws {
+        let scratch = ScratchFolder("lorafuse-demo")
+        let output = scratch.url.appendingPathComponent("grid.png").path
+        let result = try CommandLine.run(["demo", "--world", scratch.url.appendingPathComponent("nowhere").path, "--output", output])
+        #expect(result.status != 0 && result.error.contains("world.json"), "\(result.error)")
+        #expect(!FileManager.default.fileExists(atPath: output))
+    }
+
+    @Test func evalFusionReportsScoresPerMethod() throws {
+        let result = try CommandLine.run(["eval", "fusion", "--world", CommandLine.repository.appendingPathComponent("Examples/toyworld").path,
+                                          "--pairs", "1", "--seeds", "1", "--methods", "content", "style", "--json"])
+        #expect(result.status == 0, "\(result.error)")
+        let report = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any]
+        let methods = report?["methods"] as? [[String: Any]] ?? []
+        #expect(methods.map { $0["method"] as? String } == ["content", "style"])
+        for method in methods {
+            #expect(method["images"] as? Int == 1)
+            for key in ["object", "style", "both", "object_probability", "style_probability"] {
+                let value = method[key] as? Double ?? -1
+                #expect((0...1).contains(value), "\(key): \(value)")
+            }
+            #expect((method["both"] as? Double ?? 2) <= min(method["object"] as? Double ?? 0, method["style"] as? Double ?? 0))
+        }
+    }
+
+    @Test func evalRetrievalRanksEveryHeldOutCaption() throws {
+        let world = CommandLine.repository.appendingPathComponent("Examples/toyworld")
+        let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: world.appendingPathComponent("world.json"))) as? [String: Any]
+        let queries = (manifest?["retrieval_queries"] as? [Any])?.count ?? 0
+        let result = try CommandLine.run(["eval", "retrieval", "--world", world.path, "--query", "zorbo=content-zorbo.safetensors", "--json"])
+        #expect(result.status == 0, "\(result.error)")
+        let report = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any]
+        #expect(report?["queries"] as? Int == queries + 1 && queries > 0)
+        let (top1, top5) = (report?["recall_at_1"] as? Double ?? -1, report?["recall_at_5"] as? Double ?? -1)
+        #expect(0 <= top1 && top1 <= top5 && top5 <= 1, "\(top1) \(top5)")
+        let results = report?["results"] as? [[String: Any]] ?? []
+        #expect(results.last?["expected"] as? String == "content-zorbo.safetensors")
+        let bad = try CommandLine.run(["eval", "retrieval", "--world", world.path, "--query", "zorbo=nothing.safetensors"])
+        #expect(bad.status != 0 && bad.error.contains("no LoRA named nothing.safetensors"), "\(bad.error)")
+    }
+}

@@ -104,6 +104,9 @@ struct DemoCommand: ParsableCommand {
     @Option(name: .long, parsing: .upToNextOption, help: "Columns, in order (default: all the world supports).")
     var columns: [FusionColumn] = []
 
+    @Flag(name: .long, inversion: .prefixedNo, help: "Titles above the columns and left of the rows.")
+    var labels = true
+
     @OptionGroup var backendOptions: BackendOptions
 
     func validate() throws {
@@ -128,7 +131,12 @@ struct DemoCommand: ParsableCommand {
             FileHandle.standardError.write(Data("row \(index + 1)/\(pairs.count): \"\(world.prompt(content: content, style: style))\" (\(content.label) + \(style.label))\n".utf8))
             rows.append(try columns.map { try generator.image(content: content, style: style, column: $0, seed: seed + UInt64(index)) })
         }
-        let grid = ImageGrid.compose(rows, cellWidth: world.width, cellHeight: world.height, scale: scale)
+        let titles: [FusionColumn: String] = [.content: "content", .style: "style", .merge: "merge", .switch: "switch",
+                                              .composite: "composite", .klora: "K-LoRA", .autolora: "AutoLoRA"]
+        let grid = ImageGrid.compose(rows, cellWidth: world.width, cellHeight: world.height, scale: scale,
+                                     columnTitles: labels ? columns.map { titles[$0]! } : [],
+                                     rowTitles: labels ? pairs.map { "\(world.content[$0.content].trigger)+\(world.style[$0.style].trigger)" } : [],
+                                     textScale: max(1, scale / 2))
         let legend = "columns: \(columns.map(\.rawValue).joined(separator: ", ")); rows: " +
             pairs.map { "\(world.content[$0.content].trigger)+\(world.style[$0.style].trigger)" }.joined(separator: ", ")
         try PNGWriter.write(pixels: grid.pixels, width: grid.width, height: grid.height,
@@ -144,7 +152,7 @@ struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
         abstract: "Measure fusion and retrieval on the toy world.",
-        subcommands: [EvalFusionCommand.self]
+        subcommands: [EvalFusionCommand.self, EvalRetrievalCommand.self]
     )
 }
 
@@ -235,4 +243,79 @@ struct EvalFusionCommand: ParsableCommand {
     }
 
     static func argmax(_ values: [Float]) -> Int { values.indices.max { values[$0] < values[$1] } ?? 0 }
+}
+
+/// `lorafuse eval retrieval`: the world's LoRAs in a fresh pool, searched with held-out captions.
+struct EvalRetrievalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "retrieval",
+        abstract: "Recall@1 and @5 of `pool search` on the toy world's held-out captions.",
+        discussion: """
+        Adds every LoRA of the world to a pool (a temporary one unless --db is given) with the world's trained weight \
+        encoder, then searches each held-out caption (world.json `retrieval_queries`, captions the retriever never saw) \
+        and checks where the LoRA it names ranks. --query adds captions of your own: CAPTION=LORA_FILE_NAME.
+        """
+    )
+
+    @OptionGroup var location: WorldLocation
+
+    @Option(name: .long, help: "Keep the pool in this SQLite file (default: a temporary one).")
+    var db: String?
+
+    @Option(name: .long, help: "An extra query, CAPTION=LORA_FILE_NAME (e.g. \"a zorbo on grass=content-zorbo.safetensors\"); repeat.")
+    var query: [String] = []
+
+    @OptionGroup var backendOptions: BackendOptions
+
+    @Flag(name: .long, help: "Print JSON instead of the summary.")
+    var json = false
+
+    func run() throws {
+        let world = try location.load()
+        guard let retriever = world.retriever else { throw ValidationError("this world has no retriever (`retriever` in world.json)") }
+        var queries = world.retrievalQueries
+        for extra in query {
+            guard let split = extra.lastIndex(of: "="), split != extra.startIndex else { throw ValidationError("--query takes CAPTION=LORA_FILE_NAME, got \(extra)") }
+            let name = String(extra[extra.index(after: split)...])
+            guard let lora = (world.content + world.style).map(\.lora).first(where: { URL(fileURLWithPath: $0).lastPathComponent == name }) else {
+                throw ValidationError("--query: no LoRA named \(name) in the world")
+            }
+            queries.append((lora, String(extra[..<split])))
+        }
+        guard !queries.isEmpty else { throw ValidationError("no queries: the world lists no `retrieval_queries` and no --query was given") }
+        let backend = try backendOptions.makeBackend()
+        let temporary = FileManager.default.temporaryDirectory.appendingPathComponent("lorafuse-eval-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: temporary) }
+        let pool = try LoRAPool(path: db ?? temporary.appendingPathComponent("pool.sqlite").path)
+        let encoder = try LoRAWeightEncoder.load(path: retriever)
+        for concept in world.content + world.style {
+            try pool.add(path: concept.lora, caption: concept.caption, encoder: encoder, on: backend)
+        }
+        let queryEncoder = try RetrievalQueryEncoder.load(pipeline: world.pipeline)
+        var (top1, top5) = (0, 0)
+        var results: [[String: Any]] = []
+        let start = DispatchTime.now().uptimeNanoseconds
+        for (lora, caption) in queries {
+            let matches = try pool.search(try queryEncoder.embed(caption, on: backend), k: 5, encoderVersion: encoder.version)
+            let target = URL(fileURLWithPath: lora).standardizedFileURL.path
+            let rank = matches.firstIndex { $0.entry.path == target }.map { $0 + 1 }
+            top1 += rank == 1 ? 1 : 0
+            top5 += rank != nil ? 1 : 0
+            results.append(["caption": caption, "expected": URL(fileURLWithPath: lora).lastPathComponent, "rank": rank ?? NSNull(),
+                            "found": matches.first.map { URL(fileURLWithPath: $0.entry.path).lastPathComponent } ?? NSNull()])
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        let n = Double(queries.count)
+        if json {
+            print(try JSONOutput.line(["command": "eval retrieval", "backend": backend.name, "loras": world.content.count + world.style.count,
+                                       "queries": queries.count, "recall_at_1": Double(top1) / n, "recall_at_5": Double(top5) / n,
+                                       "seconds_per_query": seconds / n, "results": results]))
+            return
+        }
+        for result in results where (result["rank"] as? Int) != 1 {
+            print("  \"\(result["caption"]!)\": expected \(result["expected"]!), rank \(result["rank"] is NSNull ? "> 5" : "\(result["rank"]!)"), found \(result["found"]!)")
+        }
+        print(String(format: "retrieval on the toy world: %d LoRAs, %d held-out captions: recall@1 %.3f, recall@5 %.3f (%.1f ms per query with the CLIP encoding, %@)",
+                     world.content.count + world.style.count, queries.count, Double(top1) / n, Double(top5) / n, seconds / n * 1000, backend.name))
+    }
 }

@@ -15,6 +15,8 @@ Stages, in order (each skips itself when its outputs exist, unless --force or na
                 behind a trigger word) and one per style concept (a new texture and palette);
   merger        an AutoLoRA merger (DiffSynth's LoraMerger per layer, published LoRAFusion layout) trained with the
                 paper's anti-interference strategy: two LoRAs loaded, the batch from one's concept;
+  retriever     AutoLoRA's LoRA weight encoder trained contrastively (Tools/train/train_retriever.py) on the LoRAs
+                with captions; held-out captions go to world.json for `lorafuse eval retrieval`;
   classifiers   two small CNNs that score images: object (18 shapes) and style (18 textures), built only
                 from ops LoRAFuse has (3×3 convolutions, ReLU, 2×2 space-to-depth, mean, Linear).
 Times per stage are printed and written to <out>/training.json.
@@ -605,6 +607,37 @@ def train_merger(pipeline, out, steps, text):
     return dict(merger_loss_gated=round(float(gated), 4), merger_loss_summed=round(float(summed), 4))
 
 
+# ---------------------------------------------------------------- retriever
+
+def retrieval_captions():
+    """Per LoRA file: captions the retriever trains on, and held-out captions it is evaluated on."""
+    train, held = {}, {}
+    for t in world.CONTENT:
+        name = f"content-{t}.safetensors"
+        train[name] = [f"a {t} on a black background", f"a {t} on a gray background", f"a {t}"]
+        held[name] = [f"a {t} on a beige background", f"a picture of a {t}"]
+    for t in world.STYLE:
+        name = f"style-{t}.safetensors"
+        train[name] = [f"a {s} in {t} style" for s in ("circle", "square", "triangle", "star")]
+        held[name] = [f"a heart in {t} style", f"a ring in {t} style", f"{t} style"]
+    return train, held
+
+
+def train_retriever_stage(out, work, steps):
+    """AutoLoRA's weight encoder, trained contrastively on the world's LoRAs by Tools/train/train_retriever.py."""
+    import subprocess
+    train, held = retrieval_captions()
+    (work / "captions.json").write_text(json.dumps(train, indent=1))
+    (work / "holdout.json").write_text(json.dumps({k: v[0] for k, v in held.items()}, indent=1))
+    command = [sys.executable, str(ROOT / "Tools" / "train" / "train_retriever.py"), "--loras", str(out / "loras"),
+               "--captions", str(work / "captions.json"), "--holdout", str(work / "holdout.json"), "--pipeline", str(out / "pipeline"),
+               "--out", str(out / "retriever.safetensors"), "--steps", str(steps), "--batch", "8", "--layers", "2",
+               "--intermediate", "128", "--lr", "1e-3", "--temperature", "0.07", "--seed", "16"]
+    print(" ".join(command), flush=True)
+    subprocess.run(command, check=True)
+    return {}
+
+
 # ---------------------------------------------------------------- manifest
 
 DEMO_PAIRS = [[0, 0], [1, 3], [2, 6], [4, 1], [7, 8]]
@@ -624,6 +657,8 @@ def write_manifest(out):
         manifest["merger"] = "autolora-merger.safetensors"
     if (out / "retriever.safetensors").exists():
         manifest["retriever"] = "retriever.safetensors"
+        _, held = retrieval_captions()
+        manifest["retrieval_queries"] = [dict(lora=f"loras/{name}", caption=caption) for name, captions in held.items() for caption in captions]
     (out / "world.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
 
@@ -639,6 +674,7 @@ def main():
     parser.add_argument("--transformer-steps", type=int, default=6000)
     parser.add_argument("--lora-steps", type=int, default=300)
     parser.add_argument("--merger-steps", type=int, default=600)
+    parser.add_argument("--retriever-steps", type=int, default=400)
     parser.add_argument("--classifier-steps", type=int, default=1500)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -685,6 +721,9 @@ def main():
         with Stage("merger"):
             text = text or TextCache(pipeline)
             report.update(train_merger(pipeline, out, args.merger_steps, text))
+    if wanted("retriever", out / "retriever.safetensors"):
+        with Stage("retriever"):
+            report.update(train_retriever_stage(out, work, args.retriever_steps))
     if wanted("classifiers", out / "classifiers" / "style.safetensors"):
         with Stage("classifiers"):
             report.update(train_classifiers(out, args.classifier_steps))

@@ -9,7 +9,8 @@ import Foundation
 ///      "content": [{"trigger": "zorbo", "lora": "loras/content-zorbo.safetensors", "label": "crescent", "caption": "…"}, …],
 ///      "style": [{"trigger": "lumeq", "lora": "loras/style-lumeq.safetensors", "label": "zigzag", "caption": "…"}, …],
 ///      "classifiers": {"object": "classifiers/object.safetensors", "style": "classifiers/style.safetensors"},
-///      "merger": "autolora-merger.safetensors", "demo_pairs": [[0, 0], [1, 3], …]}
+///      "merger": "autolora-merger.safetensors", "demo_pairs": [[0, 0], [1, 3], …],
+///      "retriever": "retriever.safetensors", "retrieval_queries": [{"lora": "loras/…", "caption": "…"}, …]}
 ///
 /// Paths are relative to the folder. `label` is the class the classifiers should give an image
 /// of that concept: the content's shape, the style's texture.
@@ -35,6 +36,8 @@ public struct ToyWorld: Sendable {
     public let merger: String?
     public let retriever: String?
     public let demoPairs: [(content: Int, style: Int)]
+    /// Held-out captions for retrieval: each names the LoRA it should find.
+    public let retrievalQueries: [(lora: String, caption: String)]
 
     public static func load(folder: String) throws -> ToyWorld {
         let root = URL(fileURLWithPath: folder)
@@ -72,12 +75,20 @@ public struct ToyWorld: Sendable {
             pairs.append((pair[0], pair[1]))
         }
         if pairs.isEmpty { pairs = (0..<min(content.count, style.count)).map { ($0, $0) } }
+        var queries: [(lora: String, caption: String)] = []
+        for query in object["retrieval_queries"] as? [[String: String]] ?? [] {
+            guard let lora = query["lora"], let caption = query["caption"] else {
+                throw ModelError.notAModel(path: manifest.path, reason: "`retrieval_queries` entries need `lora` and `caption`")
+            }
+            queries.append((path(lora), caption))
+        }
         return ToyWorld(folder: folder, pipeline: path(pipeline), width: try number("width"), height: try number("height"),
                         steps: try number("steps"), maxSequenceLength: try number("max_sequence_length"),
                         fusionPrompt: object["fusion_prompt"] as? String ?? "a {content} in {style} style",
                         content: content, style: style, objectClassifier: classifiers["object"].map(path),
                         styleClassifier: classifiers["style"].map(path), merger: (object["merger"] as? String).map(path),
-                        retriever: (object["retriever"] as? String).map(path), demoPairs: pairs)
+                        retriever: (object["retriever"] as? String).map(path), demoPairs: pairs,
+                        retrievalQueries: queries)
     }
 
     /// The prompt that asks for both concepts.
@@ -92,20 +103,35 @@ public struct ToyWorld: Sendable {
     }
 }
 
-/// Lays out equally sized RGB images in a grid, each scaled up by pixel repetition, with gaps.
+/// Lays out equally sized RGB images in a grid, each scaled up by pixel repetition, with gaps;
+/// optional titles above the columns and left of the rows (upper-case 5×7 bitmap text).
 public enum ImageGrid {
     public static func compose(_ rows: [[[UInt8]]], cellWidth: Int, cellHeight: Int, scale: Int = 1, gap: Int = 2,
-                               background: (UInt8, UInt8, UInt8) = (255, 255, 255)) -> (pixels: [UInt8], width: Int, height: Int) {
+                               background: (UInt8, UInt8, UInt8) = (255, 255, 255), columnTitles: [String] = [],
+                               rowTitles: [String] = [], textScale: Int = 2) -> (pixels: [UInt8], width: Int, height: Int) {
         let columns = rows.map(\.count).max() ?? 0
         let (cw, ch) = (cellWidth * scale, cellHeight * scale)
-        let width = columns * cw + (columns + 1) * gap, height = rows.count * ch + (rows.count + 1) * gap
+        let titleHeight = columnTitles.isEmpty ? 0 : BitmapFont.height * textScale + 2 * gap
+        let titleWidth = rowTitles.map { BitmapFont.width($0) * textScale }.max().map { $0 + 2 * gap } ?? 0
+        let width = titleWidth + columns * cw + (columns + 1) * gap
+        let height = titleHeight + rows.count * ch + (rows.count + 1) * gap
         var pixels = [UInt8](repeating: 0, count: width * height * 3)
         for index in stride(from: 0, to: pixels.count, by: 3) {
             (pixels[index], pixels[index + 1], pixels[index + 2]) = background
         }
+        for (column, title) in columnTitles.enumerated() {
+            let left = titleWidth + gap + column * (cw + gap)
+            BitmapFont.draw(title, x: left + max(0, (cw - BitmapFont.width(title) * textScale) / 2), y: gap, scale: textScale,
+                            into: &pixels, width: width, height: height)
+        }
+        for (row, title) in rowTitles.enumerated() {
+            let top = titleHeight + gap + row * (ch + gap)
+            BitmapFont.draw(title, x: gap, y: top + max(0, (ch - BitmapFont.height * textScale) / 2), scale: textScale,
+                            into: &pixels, width: width, height: height)
+        }
         for (row, cells) in rows.enumerated() {
             for (column, cell) in cells.enumerated() where cell.count == cellWidth * cellHeight * 3 {
-                let (left, top) = (gap + column * (cw + gap), gap + row * (ch + gap))
+                let (left, top) = (titleWidth + gap + column * (cw + gap), titleHeight + gap + row * (ch + gap))
                 for y in 0..<ch { for x in 0..<cw {
                     let source = ((y / scale) * cellWidth + x / scale) * 3, target = ((top + y) * width + left + x) * 3
                     pixels[target] = cell[source]
@@ -115,5 +141,46 @@ public enum ImageGrid {
             }
         }
         return (pixels, width, height)
+    }
+}
+
+/// A 5×7 bitmap font: A–Z, 0–9, '+', '-', '.', space (lower case is drawn as upper case;
+/// other characters as a box).
+enum BitmapFont {
+    static let height = 7
+    static let advance = 6
+
+    static let glyphs: [Character: [UInt8]] = [
+        "A": [14, 17, 17, 31, 17, 17, 17], "B": [30, 17, 17, 30, 17, 17, 30], "C": [14, 17, 16, 16, 16, 17, 14],
+        "D": [30, 17, 17, 17, 17, 17, 30], "E": [31, 16, 16, 30, 16, 16, 31], "F": [31, 16, 16, 30, 16, 16, 16],
+        "G": [14, 17, 16, 23, 17, 17, 15], "H": [17, 17, 17, 31, 17, 17, 17], "I": [14, 4, 4, 4, 4, 4, 14],
+        "J": [7, 2, 2, 2, 2, 18, 12], "K": [17, 18, 20, 24, 20, 18, 17], "L": [16, 16, 16, 16, 16, 16, 31],
+        "M": [17, 27, 21, 21, 17, 17, 17], "N": [17, 17, 25, 21, 19, 17, 17], "O": [14, 17, 17, 17, 17, 17, 14],
+        "P": [30, 17, 17, 30, 16, 16, 16], "Q": [14, 17, 17, 17, 21, 18, 13], "R": [30, 17, 17, 30, 20, 18, 17],
+        "S": [15, 16, 16, 14, 1, 1, 30], "T": [31, 4, 4, 4, 4, 4, 4], "U": [17, 17, 17, 17, 17, 17, 14],
+        "V": [17, 17, 17, 17, 17, 10, 4], "W": [17, 17, 17, 21, 21, 21, 10], "X": [17, 17, 10, 4, 10, 17, 17],
+        "Y": [17, 17, 10, 4, 4, 4, 4], "Z": [31, 1, 2, 4, 8, 16, 31],
+        "0": [14, 17, 19, 21, 25, 17, 14], "1": [4, 12, 4, 4, 4, 4, 14], "2": [14, 17, 1, 2, 4, 8, 31],
+        "3": [31, 2, 4, 2, 1, 17, 14], "4": [2, 6, 10, 18, 31, 2, 2], "5": [31, 16, 30, 1, 1, 17, 14],
+        "6": [6, 8, 16, 30, 17, 17, 14], "7": [31, 1, 2, 4, 8, 8, 8], "8": [14, 17, 17, 14, 17, 17, 14],
+        "9": [14, 17, 17, 15, 1, 2, 12], "+": [0, 4, 4, 31, 4, 4, 0], "-": [0, 0, 0, 31, 0, 0, 0],
+        ".": [0, 0, 0, 0, 0, 12, 12], " ": [0, 0, 0, 0, 0, 0, 0],
+    ]
+    static let unknown: [UInt8] = [31, 17, 17, 17, 17, 17, 31]
+
+    static func width(_ text: String) -> Int { text.isEmpty ? 0 : text.count * advance - 1 }
+
+    static func draw(_ text: String, x: Int, y: Int, scale: Int, color: (UInt8, UInt8, UInt8) = (0, 0, 0),
+                     into pixels: inout [UInt8], width: Int, height: Int) {
+        for (index, character) in text.uppercased().enumerated() {
+            let rows = glyphs[character] ?? unknown
+            for (row, bits) in rows.enumerated() { for column in 0..<5 where bits & (16 >> column) != 0 {
+                for dy in 0..<scale { for dx in 0..<scale {
+                    let px = x + (index * advance + column) * scale + dx, py = y + row * scale + dy
+                    guard px >= 0, px < width, py >= 0, py < height else { continue }
+                    (pixels[(py * width + px) * 3], pixels[(py * width + px) * 3 + 1], pixels[(py * width + px) * 3 + 2]) = color
+                } }
+            } }
+        }
     }
 }

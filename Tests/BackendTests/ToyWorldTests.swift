@@ -1,0 +1,119 @@
+import Foundation
+import Testing
+import LoRAFuse
+
+/// The bundled toy world (Examples/toyworld) against its Python references
+/// (Tools/reference/make_toyworld_fixtures.py): a whole generation with a content LoRA against
+/// diffusers' FluxPipeline, the scoring classifiers against PyTorch, and the trained AutoLoRA
+/// merger against the gated model it was trained in; on every backend.
+@Suite(.serialized) struct ToyWorldTests {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let folder = repository.appendingPathComponent("Examples/toyworld")
+    static let fixtures = repository.appendingPathComponent("Tests/Fixtures/toyworld")
+
+    @Test func manifestListsEveryPartAndTheClassifiersKnowEveryLabel() throws {
+        let world = try ToyWorld.load(folder: Self.folder.path)
+        #expect(world.content.count + world.style.count >= 20)
+        #expect(Set((world.content + world.style).map(\.trigger)).count == world.content.count + world.style.count)
+        for path in (world.content + world.style).map(\.lora) + [world.objectClassifier, world.styleClassifier, world.merger].compactMap({ $0 }) {
+            #expect(FileManager.default.fileExists(atPath: path), "\(path)")
+        }
+        let objects = try ImageClassifier.load(path: try #require(world.objectClassifier))
+        let styles = try ImageClassifier.load(path: try #require(world.styleClassifier))
+        #expect(world.content.allSatisfy { objects.classes.contains($0.label) })
+        #expect(world.style.allSatisfy { styles.classes.contains($0.label) })
+        #expect(world.prompt(content: world.content[0], style: world.style[1]) == "a \(world.content[0].trigger) in \(world.style[1].trigger) style")
+        let pairs = world.evaluationPairs(12)
+        #expect(Set(pairs.map(\.content)).count == world.content.count && pairs.allSatisfy { world.style.indices.contains($0.style) })
+    }
+
+    @Test func aMissingOrBrokenManifestIsOneClearError() throws {
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("toyworld-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        #expect { try ToyWorld.load(folder: scratch.path) } throws: { "\($0)".contains("no world.json") }
+        try Data(#"{"pipeline": "p", "width": 32, "height": 32, "steps": 0, "max_sequence_length": 8}"#.utf8)
+            .write(to: scratch.appendingPathComponent("world.json"))
+        #expect { try ToyWorld.load(folder: scratch.path) } throws: { "\($0)".contains("steps") }
+    }
+
+    @Test func classifiersMatchPyTorch() throws {
+        let world = try ToyWorld.load(folder: Self.folder.path)
+        let expected = try SafeTensorsFile(path: Self.fixtures.appendingPathComponent("classifier.safetensors").path)
+        let pixels = try expected.tensor(named: "pixels")
+        let (count, height, width) = (pixels.shape[0], pixels.shape[1], pixels.shape[2])
+        let bytes = pixels.withUnsafeBytes { Array($0) }
+        let images = (0..<count).map { Array(bytes[$0 * height * width * 3..<($0 + 1) * height * width * 3]) }
+        for (name, path) in [("object", world.objectClassifier), ("style", world.styleClassifier)] {
+            let classifier = try ImageClassifier.load(path: try #require(path))
+            let reference = try expected.tensor(named: name).doubles()
+            for backend in BackendsUnderTest.all {
+                let probabilities = try classifier.classify(images: images, width: width, height: height, on: backend).flatMap { $0 }
+                let error = zip(probabilities, reference).map { abs(Double($0) - $1) }.max() ?? 1
+                #expect(error <= 1e-4, "\(name) \(BackendsUnderTest.label(backend)): \(error)")
+            }
+        }
+    }
+
+    @Test func trainedMergerGatesAsInTraining() throws {
+        let expected = try SafeTensorsFile(path: Self.fixtures.appendingPathComponent("autolora.safetensors").path)
+        let model = try FluxModel.load(path: Self.folder.appendingPathComponent("pipeline/transformer").path)
+        let files = try JSONSerialization.jsonObject(with: Data((expected.metadata["loras"] ?? "[]").utf8)) as? [String] ?? []
+        let adapters = try files.map { LoRAAdapter(file: try LoRAFile.load(path: Self.folder.appendingPathComponent($0).path, model: model), scale: 1) }
+        #expect(adapters.count == 2)
+        let mergers = try AutoLoRAMergers.load(path: Self.folder.appendingPathComponent("autolora-merger.safetensors").path, config: model.config)
+        let transformer = FluxTransformer(model: model, autolora: try AutoLoRAFusion(mergers: mergers, adapters: adapters, config: model.config))
+        var tensors: [String: HostTensor] = [:]
+        for name in ["hidden_states", "encoder_hidden_states", "pooled_projections", "timestep", "img_ids", "txt_ids"] {
+            tensors[name] = try expected.tensor(named: name)
+        }
+        let inputs = try FluxInputs(tensors, config: model.config)
+        let graph = try transformer.graph(batch: 1, textLength: inputs.textLength, imageLength: inputs.imageLength)
+        let reference = try expected.tensor(named: "sample").doubles()
+        for backend in BackendsUnderTest.all {
+            let output = try backend.execute(graph, inputs: inputs.bindings).outputs[0].floats()
+            let error = relativeError(actual: output, expected: reference)
+            #expect(error <= 1e-4, "\(BackendsUnderTest.label(backend)): \(error)")
+        }
+    }
+
+    @Test func generationWithAContentLoRAMatchesFluxPipeline() throws {
+        let world = try ToyWorld.load(folder: Self.folder.path)
+        let expected = try SafeTensorsFile(path: Self.fixtures.appendingPathComponent("generate.safetensors").path)
+        let meta = expected.metadata
+        var settings = FluxTextToImage.Settings(prompt: meta["prompt"] ?? "", width: world.width, height: world.height, steps: world.steps)
+        settings.maxSequenceLength = world.maxSequenceLength
+        settings.noise = try expected.tensor(named: "noise")
+        let pipeline = URL(fileURLWithPath: world.pipeline)
+        settings.schedulerConfig = try FlowMatchSchedulerConfig(file: pipeline.appendingPathComponent("scheduler/scheduler_config.json"))
+        let model = try FluxModel.load(path: pipeline.appendingPathComponent("transformer").path)
+        let lora = LoRAAdapter(file: try LoRAFile.load(path: Self.folder.appendingPathComponent(meta["lora"] ?? "").path, model: model), scale: 1)
+        let reference = try expected.tensor(named: "image").doubles()
+        for backend in BackendsUnderTest.all {
+            let result = try FluxTextToImage(settings: settings, backend: backend).run(
+                encoders: { try FluxTextEncoders.load(pipeline: world.pipeline) }, model: model,
+                transformers: { _ in ("lora", [FluxTransformer(model: model, adapters: [lora])]) },
+                vae: { try VAEDecoder.load(path: pipeline.appendingPathComponent("vae").path) })
+            let label = BackendsUnderTest.label(backend)
+            let latentError = relativeError(actual: result.latents.floats(), expected: try expected.tensor(named: "latents").doubles())
+            let close = zip(result.pixels, reference).filter { abs(Double($0) - $1) <= 1 }.count
+            #expect(latentError <= 1e-3, "\(label) latents: \(latentError)")
+            #expect(Double(close) >= 0.995 * Double(reference.count), "\(label) pixels: \(close)/\(reference.count)")
+        }
+    }
+
+    @Test func gridPlacesScaledCellsBetweenGaps() {
+        let red: [UInt8] = [255, 0, 0, 255, 0, 0], blue: [UInt8] = [0, 0, 255, 0, 0, 255]  // 2×1 cells
+        let grid = ImageGrid.compose([[red, blue]], cellWidth: 2, cellHeight: 1, scale: 2, gap: 1, background: (9, 9, 9))
+        #expect(grid.width == 2 * 4 + 3 && grid.height == 2 + 2)
+        func pixel(_ x: Int, _ y: Int) -> [UInt8] { Array(grid.pixels[(y * grid.width + x) * 3..<(y * grid.width + x) * 3 + 3]) }
+        #expect(pixel(0, 0) == [9, 9, 9] && pixel(1, 1) == [255, 0, 0] && pixel(4, 2) == [255, 0, 0])
+        #expect(pixel(5, 1) == [9, 9, 9] && pixel(6, 1) == [0, 0, 255] && pixel(9, 2) == [0, 0, 255] && pixel(10, 2) == [9, 9, 9])
+        // Titles: a band above (7 rows of text + 2 gaps) and a column left as wide as the longest row title.
+        let titled = ImageGrid.compose([[red, blue]], cellWidth: 2, cellHeight: 1, scale: 2, gap: 1, background: (9, 9, 9),
+                                       columnTitles: ["a", "b"], rowTitles: ["+"], textScale: 1)
+        #expect(titled.height == grid.height + 7 + 2 && titled.width == grid.width + 5 + 2)
+        let inked = stride(from: 0, to: titled.pixels.count, by: 3).filter { titled.pixels[$0..<$0 + 3].allSatisfy { $0 == 0 } }.count
+        #expect(inked == 18 + 20 + 9)  // the 5×7 glyphs of A, B and + (18, 20 and 9 pixels)
+    }
+}
