@@ -113,7 +113,10 @@ import LoRAFuse
         let titled = ImageGrid.compose([[red, blue]], cellWidth: 2, cellHeight: 1, scale: 2, gap: 1, background: (9, 9, 9),
                                        columnTitles: ["a", "b"], rowTitles: ["+"], textScale: 1)
         #expect(titled.height == grid.height + 7 + 2 && titled.width == grid.width + 5 + 2)
-        let inked = stride(from: 0, to: titled.pixels.count, by: 3).filter { titled.pixels[$0..<$0 + 3].allSatisfy { $0 == 0 } }.count
-        #expect(inked == 18 + 20 + 9)  // the 5×7 glyphs of A, B and + (18, 20 and 9 pixels)
+        // With rows at least 7 pixels high nothing is clipped: the 5×7 glyphs of A, B and + ink 18, 20 and 9 pixels.
+        let tall = ImageGrid.compose([[red, blue]], cellWidth: 2, cellHeight: 1, scale: 8, gap: 1, background: (9, 9, 9),
+                                     columnTitles: ["a", "b"], rowTitles: ["+"], textScale: 1)
+        let inked = stride(from: 0, to: tall.pixels.count, by: 3).filter { tall.pixels[$0..<$0 + 3].allSatisfy { $0 == 0 } }.count
+        #expect(inked == 18 + 20 + 9)
     }
 }

@@ -65,6 +65,7 @@ public struct ToyWorld: Sendable {
             }
         }
         guard let pipeline = object["pipeline"] as? String else { throw ModelError.notAModel(path: manifest.path, reason: "no `pipeline` folder") }
+        let (width, height, steps, length) = (try number("width"), try number("height"), try number("steps"), try number("max_sequence_length"))
         let content = try concepts("content"), style = try concepts("style")
         let classifiers = object["classifiers"] as? [String: String] ?? [:]
         var pairs: [(content: Int, style: Int)] = []
@@ -82,8 +83,7 @@ public struct ToyWorld: Sendable {
             }
             queries.append((path(lora), caption))
         }
-        return ToyWorld(folder: folder, pipeline: path(pipeline), width: try number("width"), height: try number("height"),
-                        steps: try number("steps"), maxSequenceLength: try number("max_sequence_length"),
+        return ToyWorld(folder: folder, pipeline: path(pipeline), width: width, height: height, steps: steps, maxSequenceLength: length,
                         fusionPrompt: object["fusion_prompt"] as? String ?? "a {content} in {style} style",
                         content: content, style: style, objectClassifier: classifiers["object"].map(path),
                         styleClassifier: classifiers["style"].map(path), merger: (object["merger"] as? String).map(path),
