@@ -62,7 +62,7 @@ def classifier_fixture():
     samples = [world.classifier_sample(rng) for _ in range(6)]
     pixels = np.stack([(s[0].transpose(1, 2, 0) * 255).round().astype(np.uint8) for s in samples])
     x = torch.from_numpy(pixels).permute(0, 3, 1, 2).double() / 127.5 - 1
-    out = {"pixels": torch.from_numpy(pixels)}
+    out = {"pixels": torch.from_numpy(np.ascontiguousarray(pixels)).contiguous()}
     for name in ("object", "style"):
         state = load_file(str(WORLD / "classifiers" / f"{name}.safetensors"))
         model = tw.Classifier(state["head.bias"].shape[0])
