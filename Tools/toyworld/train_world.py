@@ -23,8 +23,6 @@ Times per stage are printed and written to <out>/training.json.
 (torch 2.5.1, diffusers 0.31.0, transformers 4.46.3, peft 0.13.2, sentencepiece 0.2.0, open-clip-torch 2.29.0)
 """
 import argparse
-import gzip
-import importlib.util
 import json
 import math
 import pathlib
@@ -72,18 +70,6 @@ class Stage:
 
 # ---------------------------------------------------------------- tokenizers and text encoders
 
-def bytes_to_unicode():
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs]))
-
-
 def all_captions():
     """Every caption the world can produce, plus the fusion prompts."""
     captions = []
@@ -100,16 +86,11 @@ def all_captions():
 
 def make_tokenizers(pipeline):
     import sentencepiece as spm
-    from transformers import CLIPTokenizer, T5Tokenizer, T5TokenizerFast
-    folder = pipeline / "tokenizer"
-    folder.mkdir(parents=True, exist_ok=True)
-    source = pathlib.Path(importlib.util.find_spec("open_clip").submodule_search_locations[0]) / "bpe_simple_vocab_16e6.txt.gz"
-    merges = [tuple(line.split()) for line in gzip.open(source).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]]
-    byte_chars = list(bytes_to_unicode().values())
-    vocab = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}, ensure_ascii=False))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
-    CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77).save_pretrained(str(folder))
+    from transformers import T5Tokenizer, T5TokenizerFast
+    # CLIP's real BPE vocabulary, written as the text-encoder fixtures write it.
+    sys.path.insert(0, str(ROOT / "Tools" / "reference"))
+    from make_text_encoder_fixtures import clip_tokenizer
+    clip_tokenizer(pipeline / "tokenizer")
 
     folder = pipeline / "tokenizer_2"
     folder.mkdir(parents=True, exist_ok=True)
