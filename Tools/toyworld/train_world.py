@@ -20,7 +20,8 @@ Stages, in order (each skips itself when its outputs exist, unless --force or na
   classifiers   two small CNNs that score images: object (18 shapes) and style (18 textures), built only
                 from ops LoRAFuse has (3×3 convolutions, ReLU, 2×2 space-to-depth, mean, Linear).
 Times per stage are printed and written to <out>/training.json.
-(torch 2.5.1, diffusers 0.31.0, transformers 4.46.3, peft 0.13.2, sentencepiece 0.2.0, open-clip-torch 2.29.0)
+(pinned in Tools/toyworld/requirements.txt: torch 2.5.1, diffusers 0.31.0, transformers 4.46.3, peft 0.13.2,
+sentencepiece 0.2.0, open-clip-torch 2.29.0)
 """
 import argparse
 import json
