@@ -58,10 +58,15 @@ struct WorldGenerator {
         schedulerConfig = FileManager.default.fileExists(atPath: scheduler.path) ? try FlowMatchSchedulerConfig(file: scheduler) : FlowMatchSchedulerConfig()
     }
 
-    /// H × W × 3 bytes for the fusion prompt of the pair, with the column's LoRAs.
-    func image(content: ToyWorld.Concept, style: ToyWorld.Concept, column: FusionColumn, seed: UInt64) throws -> [UInt8] {
+    /// H × W × 3 bytes for the fusion prompt of the pair, with the column's LoRAs, one image per seed.
+    /// The LoRAs are loaded (and K-LoRA planned) once for all the seeds.
+    func images(content: ToyWorld.Concept, style: ToyWorld.Concept, column: FusionColumn, seeds: [UInt64]) throws -> [[UInt8]] {
         let options = try LoRAOptions.parse(try column.arguments(content: content, style: style, merger: world.merger))
         let plan = try options.plan(flux, backend: backend)
+        return try seeds.map { try image(content: content, style: style, plan: plan, seed: $0) }
+    }
+
+    private func image(content: ToyWorld.Concept, style: ToyWorld.Concept, plan: LoRAOptions.Plan, seed: UInt64) throws -> [UInt8] {
         var settings = FluxTextToImage.Settings(prompt: world.prompt(content: content, style: style), width: world.width,
                                                 height: world.height, steps: world.steps)
         settings.seed = seed
@@ -129,7 +134,7 @@ struct DemoCommand: ParsableCommand {
         for (index, pair) in pairs.enumerated() {
             let (content, style) = (world.content[pair.content], world.style[pair.style])
             FileHandle.standardError.write(Data("row \(index + 1)/\(pairs.count): \"\(world.prompt(content: content, style: style))\" (\(content.label) + \(style.label))\n".utf8))
-            rows.append(try columns.map { try generator.image(content: content, style: style, column: $0, seed: seed + UInt64(index)) })
+            rows.append(try columns.map { try generator.images(content: content, style: style, column: $0, seeds: [seed + UInt64(index)])[0] })
         }
         let titles: [FusionColumn: String] = [.content: "content", .style: "style", .merge: "merge", .switch: "switch",
                                               .composite: "composite", .klora: "K-LoRA", .autolora: "AutoLoRA"]
@@ -207,10 +212,8 @@ struct EvalFusionCommand: ParsableCommand {
                 guard let object = objects.classes.firstIndex(of: content.label), let texture = styles.classes.firstIndex(of: style.label) else {
                     throw ValidationError("the classifiers do not know \(content.label) or \(style.label)")
                 }
-                for seed in 0..<seeds {
-                    images.append(try generator.image(content: content, style: style, column: method, seed: UInt64(1000 + seed)))
-                    targets.append((object, texture))
-                }
+                images += try generator.images(content: content, style: style, column: method, seeds: (0..<seeds).map { UInt64(1000 + $0) })
+                targets += Array(repeating: (object, texture), count: seeds)
             }
             let objectScores = try objects.classify(images: images, width: world.width, height: world.height, on: backend)
             let styleScores = try styles.classify(images: images, width: world.width, height: world.height, on: backend)
