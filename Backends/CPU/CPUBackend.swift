@@ -1,31 +1,30 @@
 import Foundation
 import LoRAFuse
 
-/// Memory the CPU backend allocated for one node's value. Large values are mapped
-/// directly from the OS and unmapped when freed: through malloc, each worker thread's
-/// arena would keep the pages of freed activations, and peak RSS would grow with the
-/// thread count instead of following the live set.
+/// Memory the CPU backend allocated for one node's value. Large values come from
+/// `CPUMemoryPool` (mapped regions, reused across nodes and passes): through malloc, each
+/// worker thread's arena would keep the pages of freed activations, and peak RSS would
+/// grow with the thread count instead of following the live set.
 final class CPUAllocation: @unchecked Sendable {
     static let mapThreshold = 1 << 20
 
     let pointer: UnsafeMutableRawPointer
     let byteCount: Int
-    private let mapped: Bool
+    private let region: CPUMemoryPool.Region?
 
     init(byteCount: Int) {
         self.byteCount = byteCount
-        if byteCount >= Self.mapThreshold,
-           let region = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), region != MAP_FAILED {
-            pointer = region
-            mapped = true
+        if byteCount >= Self.mapThreshold, let region = CPUMemoryPool.shared.acquire(byteCount) {
+            pointer = region.pointer
+            self.region = region
         } else {
             pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
-            mapped = false
+            region = nil
         }
     }
 
     deinit {
-        if mapped { munmap(pointer, byteCount) } else { pointer.deallocate() }
+        if let region { CPUMemoryPool.shared.release(region) } else { pointer.deallocate() }
     }
 }
 
@@ -173,6 +172,15 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         let operands = node.inputs.map { values[$0]! }
         let threads = configuration.threadCount
         let type = node.type
+        /// The output of an element-wise node: one of the `candidates` operands' own memory
+        /// when this node is its last reader (the kernels read each element before writing
+        /// the same index), so no fresh buffer is pulled through the caches; else new.
+        func output(reusing candidates: [Int]) -> (CPUValue, UnsafeMutablePointer<Float>) {
+            if let reused = candidates.first(where: { operands[$0].type == type && overwritable(node.inputs[$0]) }) {
+                return (operands[reused], UnsafeMutablePointer(mutating: operands[reused].floats))
+            }
+            return allocate(type)
+        }
         switch node.op {
         case let .input(inputName):
             return CPUValue(inputs[inputName]!)
@@ -217,17 +225,17 @@ public final class CPUBackend: Backend, @unchecked Sendable {
                                  out: out, rows: type.shape.rowCount, width: type.shape.last, epsilon: epsilon, threads: threads)
             return value
         case let .binary(op):
-            let (value, out) = allocate(type)
+            let (value, out) = output(reusing: [0, 1])
             ElementwiseKernels.binary(op, a: operands[0].floats, aShape: operands[0].type.shape,
                                       b: operands[1].floats, bShape: operands[1].type.shape,
                                       out: out, outShape: type.shape, threads: threads)
             return value
         case let .scale(factor):
-            let (value, out) = allocate(type)
+            let (value, out) = output(reusing: [0])
             ElementwiseKernels.scale(operands[0].floats, by: factor, out: out, count: type.shape.elementCount, threads: threads)
             return value
         case let .unary(function):
-            let (value, out) = allocate(type)
+            let (value, out) = output(reusing: [0])
             ElementwiseKernels.unary(function, operands[0].floats, out: out, count: type.shape.elementCount, threads: threads)
             return value
         case .softmax:
@@ -275,12 +283,12 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         case let .slice(axis, start, end):
             let allocation = CPUAllocation(byteCount: type.byteCount)
             LayoutKernels.slice(operands[0].base, shape: operands[0].type.shape, axis: axis, start: start, end: end,
-                                elementSize: type.dtype.byteSize, out: allocation.pointer)
+                                elementSize: type.dtype.byteSize, out: allocation.pointer, threads: threads)
             return CPUValue(type: type, allocation: allocation)
         case let .concat(axis):
             let allocation = CPUAllocation(byteCount: type.byteCount)
             LayoutKernels.concat(operands.map { ($0.base, $0.type.shape[axis]) }, outShape: type.shape, axis: axis,
-                                 elementSize: type.dtype.byteSize, out: allocation.pointer)
+                                 elementSize: type.dtype.byteSize, out: allocation.pointer, threads: threads)
             return CPUValue(type: type, allocation: allocation)
         case .embedding:
             let (value, out) = allocate(type)

@@ -71,6 +71,13 @@ struct DitCommand: ParsableCommand {
                 FileHandle.standardError.write(Data(String(format: "%-16@ %5d nodes %9.3f ms %5.1f%%\n", kind as NSString, entry.count,
                                                            entry.seconds * 1e3, 100 * entry.seconds / max(total, 1e-12)).utf8))
             }
+            FileHandle.standardError.write(Data("slowest nodes:\n".utf8))
+            let slowest = graph.nodes.sorted { (result.nodeSeconds[$0.id] ?? 0) > (result.nodeSeconds[$1.id] ?? 0) }.prefix(20)
+            for node in slowest {
+                FileHandle.standardError.write(Data(String(format: "  %%%-5d %9.3f ms  %@ %@ → %@\n", node.id, (result.nodeSeconds[node.id] ?? 0) * 1e3,
+                                                           node.op.summary as NSString, (node.label ?? "") as NSString,
+                                                           "\(node.type.shape)" as NSString).utf8))
+            }
         }
         if let output, let sample {
             try SafeTensorsWriter.write([("sample", sample)], metadata: ["producer": "lorafuse dit", "backend": backend.name], to: output)

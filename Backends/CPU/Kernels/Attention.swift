@@ -42,8 +42,12 @@ enum AttentionKernels {
              MatrixOperand(base: k + b * keyLength * rowStride + head * headDim, dtype: .float32, rowStride: rowStride, columnStride: 1),
              MatrixOperand(base: v + b * keyLength * rowStride + head * headDim, dtype: .float32, rowStride: rowStride, columnStride: 1))
         }
-        /// Scale, mask, causal cut and softmax of one row of scores, in place.
-        func normalizeRow(_ line: UnsafeMutablePointer<Float>, b: Int, head: Int, query: Int) {
+        /// Scale, mask, causal cut and the unnormalised softmax of one row of scores, in
+        /// place; returns the factor (1 / Σ) its output row is scaled by after P·V.
+        func exponentiateRow(_ line: UnsafeMutablePointer<Float>, b: Int, head: Int, query: Int) -> Float {
+            guard mask != nil || causal else {
+                return NormalizationKernels.exponentiateRow(line, line, keyLength, scale: scale)
+            }
             for j in 0..<keyLength { line[j] *= scale }
             if let mask {
                 let maskLine = mask + b * maskStrides.batch + head * maskStrides.head + query * maskStrides.query
@@ -54,13 +58,14 @@ enum AttentionKernels {
                 let visible = max(0, min(keyLength, query + 1 + keyLength - queryLength))
                 for j in visible..<keyLength { line[j] = -.infinity }
             }
-            NormalizationKernels.softmaxRow(line, line, keyLength)
+            return NormalizationKernels.exponentiateRow(line, line, keyLength, scale: 1)
         }
 
-        // With BLAS, large blocks through single-threaded BLAS (with K = head dim the products
-        // are too thin for OpenBLAS's own threading to pay off); otherwise blocks of 128.
+        // With BLAS, blocks through single-threaded BLAS (with K = head dim the products are
+        // too thin for OpenBLAS's own threading to pay off), sized so one block's scores stay
+        // near a core's L2 (≤ 2 MiB); otherwise blocks of 128.
         let useBLAS = blas != nil && queryLength * keyLength >= 128 * 128
-        let queryBlock = useBLAS ? min(queryLength, max(64, (16 << 20) / max(1, keyLength * 4))) : 128  // scores ≤ 16 MiB
+        let queryBlock = useBLAS ? min(queryLength, max(32, (2 << 20) / max(1, keyLength * 4))) : 128
         func multiply(m: Int, n: Int, k: Int, a: MatrixOperand, b: MatrixOperand, c: UnsafeMutablePointer<Float>, ldc: Int) {
             if useBLAS, let blas, blas.multiply(m: m, n: n, k: k, a: a, b: b, c: c, ldc: ldc, accumulate: false) { return }
             Gemm.multiply(m: m, n: n, k: k, a: a, b: b, c: c, ldc: ldc, accumulate: false, threads: 1, kernel: kernel)
@@ -70,17 +75,25 @@ enum AttentionKernels {
         let blocks = (queryLength + queryBlock - 1) / queryBlock
         parallelFor(batch * heads * blocks, threads: threads) { range in
             let scores = UnsafeMutablePointer<Float>.allocate(capacity: queryBlock * keyLength)
-            defer { scores.deallocate() }
+            let inverses = UnsafeMutablePointer<Float>.allocate(capacity: queryBlock)
+            defer { scores.deallocate(); inverses.deallocate() }
             for task in range {
                 let block = task % blocks, head = (task / blocks) % heads, b = task / (blocks * heads)
                 let firstQuery = block * queryBlock
                 let rows = min(queryBlock, queryLength - firstQuery)
                 let (qOperand, kOperand, vOperand) = operands(b, head, firstQuery)
                 multiply(m: rows, n: keyLength, k: headDim, a: qOperand, b: kOperand.transposed, c: scores, ldc: keyLength)
-                for row in 0..<rows { normalizeRow(scores + row * keyLength, b: b, head: head, query: firstQuery + row) }
+                for row in 0..<rows {
+                    inverses[row] = exponentiateRow(scores + row * keyLength, b: b, head: head, query: firstQuery + row)
+                }
+                let output = out + (b * queryLength + firstQuery) * rowStride + head * headDim
                 multiply(m: rows, n: headDim, k: keyLength,
                          a: MatrixOperand(base: scores, dtype: .float32, rowStride: keyLength, columnStride: 1),
-                         b: vOperand, c: out + (b * queryLength + firstQuery) * rowStride + head * headDim, ldc: rowStride)
+                         b: vOperand, c: output, ldc: rowStride)
+                for row in 0..<rows {
+                    let line = output + row * rowStride, inverse = inverses[row]
+                    for j in 0..<headDim { line[j] *= inverse }
+                }
             }
         }
     }

@@ -38,29 +38,41 @@ enum LayoutKernels {
 
     /// Copies elements `start..<end` of `axis`.
     static func slice(_ x: UnsafeRawPointer, shape: Shape, axis: Int, start: Int, end: Int, elementSize: Int,
-                      out: UnsafeMutableRawPointer) {
+                      out: UnsafeMutableRawPointer, threads: Int = 1) {
         let outer = shape.dimensions[..<axis].reduce(1, *)
         let inner = shape.dimensions[(axis + 1)...].reduce(1, *) * elementSize
-        let extent = shape[axis]
         let width = (end - start) * inner
-        for o in 0..<outer {
-            (out + o * width).copyMemory(from: x + (o * extent + start) * inner, byteCount: width)
-        }
+        copyRows(outer, bytes: width, from: x + start * inner, stride: shape[axis] * inner, to: out, stride: width, threads: threads)
     }
 
     /// Concatenates along `axis`; `parts` are (pointer, extent along axis).
     static func concat(_ parts: [(UnsafeRawPointer, Int)], outShape: Shape, axis: Int, elementSize: Int,
-                       out: UnsafeMutableRawPointer) {
+                       out: UnsafeMutableRawPointer, threads: Int = 1) {
         let outer = outShape.dimensions[..<axis].reduce(1, *)
         let inner = outShape.dimensions[(axis + 1)...].reduce(1, *) * elementSize
         let outWidth = outShape[axis] * inner
         var offset = 0
         for (pointer, extent) in parts {
             let width = extent * inner
-            for o in 0..<outer {
-                (out + o * outWidth + offset).copyMemory(from: pointer + o * width, byteCount: width)
-            }
+            copyRows(outer, bytes: width, from: pointer, stride: width, to: out + offset, stride: outWidth, threads: threads)
             offset += width
+        }
+    }
+
+    /// `rows` copies of `bytes` between strided rows, split between threads in pieces of
+    /// about 256 KiB (by rows, or within a row when there are few long ones).
+    static func copyRows(_ rows: Int, bytes: Int, from source: UnsafeRawPointer, stride sourceStride: Int,
+                         to destination: UnsafeMutableRawPointer, stride destinationStride: Int, threads: Int) {
+        let piece = 1 << 18
+        let piecesPerRow = max(1, (bytes + piece - 1) / piece)
+        let pieceBytes = (bytes + piecesPerRow - 1) / piecesPerRow
+        parallelFor(rows * piecesPerRow, threads: threads, minimumChunk: max(1, piece / max(pieceBytes, 1))) { range in
+            for task in range {
+                let row = task / piecesPerRow, start = (task % piecesPerRow) * pieceBytes
+                let count = min(pieceBytes, bytes - start)
+                guard count > 0 else { continue }
+                (destination + row * destinationStride + start).copyMemory(from: source + row * sourceStride + start, byteCount: count)
+            }
         }
     }
 
