@@ -224,6 +224,12 @@ public final class CPUBackend: Backend, @unchecked Sendable {
             GateKernels.loraGate(base: operands[0].floats, parameters: operands[1].floats, loras: operands[2...].map(\.floats),
                                  out: out, rows: type.shape.rowCount, width: type.shape.last, epsilon: epsilon, threads: threads)
             return value
+        case let .lowRankGate(epsilon, ranks):
+            let (value, out) = allocate(type)
+            GateKernels.lowRankGate(base: operands[0].floats, parameters: operands[1].floats, lowRank: operands[2].floats,
+                                    up: operands[3].floats, ranks: ranks, out: out, rows: type.shape.rowCount,
+                                    width: type.shape.last, epsilon: epsilon, threads: threads)
+            return value
         case let .binary(op):
             let (value, out) = output(reusing: [0, 1])
             ElementwiseKernels.binary(op, a: operands[0].floats, aShape: operands[0].type.shape,

@@ -81,7 +81,7 @@ import LoRAFuse
             return (graph, try backend.execute(graph, inputs: inputs.bindings).outputs[0].floats())
         }
         let (gatedGraph, _) = try run(FluxTransformer(model: model, autolora: AutoLoRAFusion(mergers: singleOnly, adapters: adapters, config: model.config)))
-        #expect(gatedGraph.nodes.filter { $0.op.kind == .loraGate }.count == 6)
+        #expect(gatedGraph.nodes.filter { $0.op.kind == .lowRankGate }.count == 6)
         try SafeTensorsWriter.write([String: HostTensor](), to: scratch.path)
         let none = try AutoLoRAMergers.load(path: scratch.path, config: model.config)
         let (_, fused) = try run(FluxTransformer(model: model, autolora: AutoLoRAFusion(mergers: none, adapters: adapters, config: model.config)))

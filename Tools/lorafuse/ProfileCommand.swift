@@ -161,6 +161,8 @@ struct ProfileGateCommand: ParsableCommand {
     @Option(name: .long) var tokens = 4096
     @Option(name: .long) var width = 3072
     @Option(name: .long, help: "LoRA outputs gated (1 to 8).") var loras = 2
+    @Option(name: .long, help: "Also time the gate that forms each dᵢ from rank-R activations (lowRankGate) against dᵢ = u·upᵀ as matmuls, then the gate; 0: skip.")
+    var rank = 0
     @OptionGroup var backendOptions: BackendOptions
     @OptionGroup var options: ProfileOptions
 
@@ -209,5 +211,32 @@ struct ProfileGateCommand: ParsableCommand {
                    text: String(format: "lora gate %dx%d, N=%d on %@ (%@): fused %.3f ms (%.1f GB/s), separate ops %.3f ms, %.2fx",
                                 tokens, width, loras, backend.name, backend.device.name, fusedSeconds * 1e3,
                                 bytes / fusedSeconds / 1e9, separateSeconds * 1e3, separateSeconds / fusedSeconds))
+        guard rank > 0 else { return }
+
+        let total = rank * loras
+        let lowInputs = ["y": inputs["y"]!, "u": random.tensor([tokens, total], in: -0.5...0.5)]
+        let up = random.tensor([width, total], in: -0.1...0.1)
+        var lowRank = Graph()
+        let lowRankGate = try lowRank.lowRankGate(lowRank.input("y", shape), parameters: lowRank.parameter("merger", parameters),
+                                                  lowRank: lowRank.input("u", [tokens, total]), up: lowRank.parameter("up", up),
+                                                  ranks: Array(repeating: rank, count: loras))
+        lowRank.markOutput(lowRankGate)
+        // The same with each dᵢ written to memory by a matmul first.
+        var written = Graph()
+        let u = written.input("u", [tokens, total]), upNode = written.parameter("up", up)
+        let ds = try (0..<loras).map { index in
+            try written.matmul(written.slice(u, axis: 1, start: index * rank, end: (index + 1) * rank),
+                               written.slice(upNode, axis: 1, start: index * rank, end: (index + 1) * rank), transposeB: true)
+        }
+        written.markOutput(try written.loraGate(written.input("y", shape), parameters: written.parameter("merger", parameters), loraOutputs: ds))
+        let lowRankSeconds = try measureComputeNodes(backend, lowRank, lowInputs, repeats: options.repeatCount)
+        let writtenSeconds = try measureComputeNodes(backend, written, lowInputs, repeats: options.repeatCount)
+        try report(["op": "low_rank_gate", "backend": backend.name, "device": backend.device.name, "tokens": tokens, "width": width,
+                    "loras": loras, "rank": rank, "seconds": lowRankSeconds, "written_seconds": writtenSeconds,
+                    "speedup": writtenSeconds / lowRankSeconds],
+                   json: options.json,
+                   text: String(format: "low-rank gate %dx%d, N=%d, rank %d on %@: fused %.3f ms, dᵢ as matmuls then the gate %.3f ms, %.2fx",
+                                tokens, width, loras, rank, backend.name, lowRankSeconds * 1e3, writtenSeconds * 1e3,
+                                writtenSeconds / lowRankSeconds))
     }
 }

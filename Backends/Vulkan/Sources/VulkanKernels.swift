@@ -55,6 +55,14 @@ struct VulkanKernels {
             try recorder.dispatch(device.pipeline("lora_gate", bindings: 11), bindings + [output],
                                   constants: [UInt32(type.shape.rowCount), UInt32(type.shape.last), UInt32(loras.count), epsilon.bitPattern],
                                   groups: VulkanCommandRecorder.groups1D(type.shape.rowCount, localSize: 1))
+        case let .lowRankGate(epsilon, ranks):
+            var offsets = [UInt32(0)]
+            for rank in ranks { offsets.append(offsets.last! + UInt32(rank)) }
+            offsets += Array(repeating: offsets.last!, count: Graph.maximumGateInputs + 1 - offsets.count)
+            try recorder.dispatch(device.pipeline("lora_gate_lowrank", bindings: 5), operands[0...3].map(\.0) + [output],
+                                  constants: [UInt32(type.shape.rowCount), UInt32(type.shape.last), UInt32(ranks.count), epsilon.bitPattern,
+                                              offsets.last!] + offsets,
+                                  groups: VulkanCommandRecorder.groups1D(type.shape.rowCount, localSize: 1))
         case let .binary(op):
             let codes: [BinaryOperator: UInt32] = [.add: 0, .sub: 1, .mul: 2, .div: 3]
             let constants = [UInt32(count), codes[op]!] + Self.rank6(type.shape.dimensions, fill: 1)

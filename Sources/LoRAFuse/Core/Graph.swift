@@ -175,6 +175,28 @@ public struct Graph: Sendable {
         return append(op, [base, parameters] + loraOutputs, base.type)
     }
 
+    /// `loraGate` of N LoRAs whose outputs dᵢ = u[:, Rᵢ's columns] · up[:, Rᵢ's columns]ᵀ are
+    /// formed inside the op (see `Op.lowRankGate`): `lowRank` u [..., ΣR], `up` [D, ΣR].
+    public mutating func lowRankGate(_ base: Tensor, parameters: Tensor, lowRank: Tensor, up: Tensor, ranks: [Int],
+                                     epsilon: Float = 1e-5) throws(GraphError) -> Tensor {
+        let op = Op.lowRankGate(epsilon: epsilon, ranks: ranks)
+        for (tensor, role) in [(base, "base"), (parameters, "parameters"), (lowRank, "low-rank input"), (up, "up")] {
+            try requireFloat32(tensor, op.summary, role)
+        }
+        guard (1...Self.maximumGateInputs).contains(ranks.count), ranks.allSatisfy({ $0 >= 1 }) else {
+            throw GraphError(op: op.summary, "needs 1 to \(Self.maximumGateInputs) LoRAs of rank ≥ 1, got ranks \(ranks)")
+        }
+        let total = ranks.reduce(0, +), width = base.shape.last
+        guard base.shape.rank >= 1, parameters.shape.dimensions == [9, width] else {
+            throw GraphError(op: op.summary, "parameters must be [9, \(width)] for base \(base.shape), got \(parameters.shape)")
+        }
+        let expected = Shape(Array(base.shape.dimensions.dropLast()) + [total])
+        guard lowRank.shape == expected, up.shape.dimensions == [width, total] else {
+            throw GraphError(op: op.summary, "low-rank input \(lowRank.shape) must be \(expected) and up \(up.shape) [\(width), \(total)] for base \(base.shape) and ranks \(ranks)")
+        }
+        return append(op, [base, parameters, lowRank, up], base.type)
+    }
+
     /// The most LoRAs one gate node takes.
     public static let maximumGateInputs = 8
 

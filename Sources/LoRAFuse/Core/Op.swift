@@ -49,6 +49,12 @@ public enum Op: Sendable, Hashable {
     /// [..., D] (N = 1…8). gᵢ = σ(w_b⊙LN_b(y₀) + w_l⊙LN_l(dᵢ) + w_c⊙LN_b(y₀)⊙LN_l(dᵢ) + bias),
     /// output y₀ + Σᵢ w_out⊙gᵢ⊙dᵢ; LayerNorms over the last axis with `epsilon`.
     case loraGate(epsilon: Float)
+    /// `loraGate` with the LoRA outputs formed inside from their rank-space activations, so
+    /// no dᵢ reaches memory: inputs y₀ [..., D], parameters [9, D], u [..., R₁+…+R_N] (the
+    /// LoRAs' down projections x·Aᵢᵀ side by side) and up [D, R₁+…+R_N] (their Bᵢ, scales
+    /// folded in), float32; dᵢ = u[:, Rᵢ's columns] · up[:, Rᵢ's columns]ᵀ, `ranks` = [R₁…R_N]
+    /// (N = 1…8). Zeros in `up` (the parts of a fused q/k/v a LoRA misses) may be skipped.
+    case lowRankGate(epsilon: Float, ranks: [Int])
     case binary(BinaryOperator)
     /// `x · factor`.
     case scale(Float)
@@ -89,6 +95,7 @@ public enum Op: Sendable, Hashable {
         case .topKAbsSum: .topKAbsSum
         case .lowRankTopKAbsSum: .lowRankTopKAbsSum
         case .loraGate: .loraGate
+        case .lowRankGate: .lowRankGate
         case .binary: .binary
         case .scale: .scale
         case .unary: .unary
@@ -117,6 +124,7 @@ public enum Op: Sendable, Hashable {
         case let .topKAbsSum(k): "topKAbsSum(k \(k))"
         case let .lowRankTopKAbsSum(k, scales): "lowRankTopKAbsSum(k \(k), \(scales.count) part(s))"
         case let .loraGate(epsilon): "loraGate(eps \(epsilon))"
+        case let .lowRankGate(epsilon, ranks): "lowRankGate(eps \(epsilon), ranks \(ranks))"
         case let .binary(op): op.rawValue
         case let .scale(factor): "scale(\(factor))"
         case let .unary(function): function.rawValue
@@ -138,7 +146,7 @@ public enum Op: Sendable, Hashable {
 
 /// Op families, for capability lists.
 public enum OpKind: String, Sendable, Hashable, CaseIterable, Comparable {
-    case input, parameter, matmul, lowRankUpdate, topKAbsSum, lowRankTopKAbsSum, loraGate, binary, scale, unary, softmax, layerNorm, rmsNorm
+    case input, parameter, matmul, lowRankUpdate, topKAbsSum, lowRankTopKAbsSum, loraGate, lowRankGate, binary, scale, unary, softmax, layerNorm, rmsNorm
     case rotaryEmbedding, attention, conv2d, reshape, permute, slice, concat, embedding, cast
 
     public static func < (lhs: OpKind, rhs: OpKind) -> Bool {

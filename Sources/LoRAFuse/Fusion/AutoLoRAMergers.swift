@@ -85,17 +85,25 @@ public struct AutoLoRAMergers: Sendable {
 }
 
 /// AutoLoRA gated fusion of N LoRAs: on every layer of a merger that at least one LoRA
-/// touches, y = y₀ + Σᵢ w_out ⊙ gᵢ ⊙ dᵢ (one `loraGate` node); other layers run plain.
+/// touches, y = y₀ + Σᵢ w_out ⊙ gᵢ ⊙ dᵢ (one `lowRankGate` node); other layers run plain.
 /// dᵢ = sᵢ · c · Bᵢ(Aᵢ x) with DiffSynth's `load_lora(alpha = sᵢ)` semantics: c = α/r only
 /// for files that store `.alpha` tensors (kohya), else 1 — DiffSynth ignores peft metadata.
 public struct AutoLoRAFusion: Sendable {
     public let mergers: AutoLoRAMergers
     public let adapters: [LoRAAdapter]
-    /// Per merger (by its first Linear), the LoRAs touching it as one low-rank pair over the
-    /// whole fused layer — A stacked [Σr, in], B block-diagonal [Σout, Σr] with the scale
-    /// folded in and zero rows where a LoRA misses a part (as DiffSynth fuses them) — so
-    /// dᵢ is two matmuls with no concatenation. Built once, so devices keep them resident.
-    public let factors: [String: [(adapter: Int, down: HostTensor, up: HostTensor)]]
+    /// The LoRAs touching one merger's (fused) layer as one low-rank pair for `lowRankGate`:
+    /// `down` stacks every LoRA's A over every part [ΣR, in] (so x·downᵀ is one matmul), `up`
+    /// [Σout, ΣR] holds each LoRA's B block-diagonally over the parts with its scale folded
+    /// in (zero where a LoRA misses a part, as DiffSynth fuses them); `ranks` are the LoRAs'
+    /// column counts in order. Built once, so devices keep them resident.
+    public struct GateFactors: Sendable {
+        public let ranks: [Int]
+        public let down: HostTensor
+        public let up: HostTensor
+    }
+
+    /// Per merger (by its first Linear), the factors of the LoRAs that touch it.
+    public let factors: [String: GateFactors]
 
     public init(mergers: AutoLoRAMergers, adapters: [LoRAAdapter], config: FluxConfig) throws {
         guard (1...Graph.maximumGateInputs).contains(adapters.count) else {
@@ -104,27 +112,36 @@ public struct AutoLoRAFusion: Sendable {
         self.mergers = mergers
         self.adapters = adapters
         let widths = Dictionary(uniqueKeysWithValues: config.linearLayers.map { ($0.name, ($0.inFeatures, $0.outFeatures)) })
-        var factors: [String: [(adapter: Int, down: HostTensor, up: HostTensor)]] = [:]
+        var factors: [String: GateFactors] = [:]
         for (first, merger) in mergers.mergers {
-            for (index, adapter) in adapters.enumerated() {
+            guard let inFeatures = widths[first]?.0 else { continue }
+            let outs = merger.layers.map { widths[$0]?.1 ?? 0 }
+            let totalOut = outs.reduce(0, +)
+            // Per touching LoRA: its adapter and its module (or nil) on each part.
+            let touching: [(adapter: LoRAAdapter, parts: [LoRAModule?])] = adapters.compactMap { adapter in
                 let parts = merger.layers.map { layer in adapter.file.modules.first { $0.layer == layer } }
-                guard parts.contains(where: { $0 != nil }), let inFeatures = widths[first]?.0 else { continue }
-                let ranks = parts.map { $0?.rank ?? 0 }, outs = merger.layers.map { widths[$0]?.1 ?? 0 }
-                let totalRank = ranks.reduce(0, +), totalOut = outs.reduce(0, +)
-                var down = [Float](repeating: 0, count: totalRank * inFeatures)
-                var up = [Float](repeating: 0, count: totalOut * totalRank)
-                var row = 0, column = 0
+                return parts.contains { $0 != nil } ? (adapter, parts) : nil
+            }
+            guard !touching.isEmpty else { continue }
+            let ranks = touching.map { $0.parts.reduce(0) { $0 + ($1?.rank ?? 0) } }
+            let totalRank = ranks.reduce(0, +)
+            var down = [Float](repeating: 0, count: totalRank * inFeatures)
+            var up = [Float](repeating: 0, count: totalOut * totalRank)
+            var column = 0
+            for (adapter, parts) in touching {
+                var row = 0
                 for (part, module) in parts.enumerated() {
-                    defer { row += outs[part]; column += ranks[part] }
+                    defer { row += outs[part] }
                     guard let module else { continue }
                     let scale = adapter.scale * Self.fileScale(module, in: adapter.file)
                     let a = module.down.floats(), b = module.up.floats()
                     for r in 0..<module.rank { for i in 0..<inFeatures { down[(column + r) * inFeatures + i] = a[r * inFeatures + i] } }
                     for o in 0..<outs[part] { for r in 0..<module.rank { up[(row + o) * totalRank + column + r] = scale * b[o * module.rank + r] } }
+                    column += module.rank
                 }
-                factors[first, default: []].append((index, HostTensor(shape: [totalRank, inFeatures], floats: down),
-                                                    HostTensor(shape: [totalOut, totalRank], floats: up)))
             }
+            factors[first] = GateFactors(ranks: ranks, down: HostTensor(shape: [totalRank, inFeatures], floats: down),
+                                         up: HostTensor(shape: [totalOut, totalRank], floats: up))
         }
         self.factors = factors
     }

@@ -131,6 +131,38 @@ public enum OpCaseCatalog {
             })
         }
 
+        // The gate with LoRA outputs formed inside: odd widths and ranks, batched rows, and a
+        // block-diagonal up (each LoRA touching only some parts of a fused layer).
+        for (rows, width, ranks, blocks) in [(Shape([7]), 33, [3], 1), (Shape([2, 5]), 130, [4, 7], 2), (Shape([3]), 1031, [2, 5, 1, 8], 1),
+                                             (Shape([1]), 9, [1, 1, 1, 1, 1, 1, 1, 1], 1), (Shape([40]), 256, [6, 3, 9], 3)] {
+            let shape = Shape(rows.dimensions + [width])
+            var parameters = random.tensor([9, width]).floats()
+            for column in 0..<width {
+                parameters[5 * width + column] += 1
+                parameters[7 * width + column] += 1
+            }
+            let total = ranks.reduce(0, +)
+            var up = random.tensor([width, total]).floats()
+            if blocks > 1 {
+                // As AutoLoRAFusion lays out a fused layer: part b of the output columns sees only
+                // its share of each LoRA's rank columns (none when the rank is smaller than the parts).
+                var offset = 0
+                for rank in ranks {
+                    for column in 0..<width {
+                        let part = column * blocks / width
+                        for k in 0..<rank where !(rank * part / blocks..<rank * (part + 1) / blocks).contains(k) { up[column * total + offset + k] = 0 }
+                    }
+                    offset += rank
+                }
+            }
+            let inputs = [("y", random.tensor(shape, in: -3...3)), ("u", random.tensor(Shape(rows.dimensions + [total]), in: -0.5...0.5))]
+            cases.append(try! make(.lowRankGate, "\(shapeText(shape)) ranks \(ranks.map(String.init).joined(separator: ","))\(blocks > 1 ? " blocks" : "")",
+                                   inputs: inputs, parameters: [("merger", HostTensor(shape: [9, width], floats: parameters)),
+                                                                ("up", HostTensor(shape: [width, total], floats: up))]) { g, t in
+                try g.lowRankGate(t[0], parameters: t[2], lowRank: t[1], up: t[3], ranks: ranks)
+            })
+        }
+
         // Broadcasting binary ops.
         let binaryShapes: [(Shape, Shape)] = [([7, 33], [7, 33]), ([7, 33], [33]), ([2, 1, 5], [3, 1]),
                                               ([1], [7, 1, 3]), ([129], [1]), ([2, 3, 4, 5], [3, 1, 5])]

@@ -50,32 +50,24 @@ public enum ReferenceEvaluator {
             magnitudes.sort(by: >)
             return Value(shape: shape, values: [magnitudes.prefix(k).reduce(0, +), magnitudes.reduce(0, +)])
         case let .loraGate(epsilon):
-            let width = shape.last, rows = shape.rowCount
-            let p = x[1].values
-            func parameter(_ row: Int, _ column: Int) -> Double { p[row * width + column] }
-            func layerNorm(_ values: ArraySlice<Double>, weight: Int, bias: Int) -> [Double] {
-                let mean = values.reduce(0, +) / Double(width)
-                let variance = values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(width)
-                let scale = 1 / (variance + Double(epsilon)).squareRoot()
-                return values.enumerated().map { column, value in
-                    (value - mean) * scale * parameter(weight, column) + parameter(bias, column)
-                }
-            }
-            var out = x[0].values
-            for row in 0..<rows {
-                let range = row * width..<(row + 1) * width
-                let base = layerNorm(x[0].values[range], weight: 5, bias: 6)
-                for lora in x[2...] {
-                    let normed = layerNorm(lora.values[range], weight: 7, bias: 8)
+            return gate(x[0], parameters: x[1], loras: Array(x[2...]), epsilon: epsilon)
+        case let .lowRankGate(epsilon, ranks):
+            let (u, up) = (x[2], x[3])
+            let width = shape.last, rows = shape.rowCount, total = ranks.reduce(0, +)
+            var offset = 0
+            let loras = ranks.map { rank -> Value in
+                defer { offset += rank }
+                var values = [Double](repeating: 0, count: rows * width)
+                for row in 0..<rows {
                     for column in 0..<width {
-                        let logit = parameter(0, column) * base[column] + parameter(1, column) * normed[column]
-                            + parameter(2, column) * base[column] * normed[column] + parameter(4, column)
-                        let gate = 1 / (1 + exp(-logit))
-                        out[range.lowerBound + column] += parameter(3, column) * gate * lora.values[range.lowerBound + column]
+                        var sum = 0.0
+                        for k in offset..<offset + rank { sum += u.values[row * total + k] * up.values[column * total + k] }
+                        values[row * width + column] = sum
                     }
                 }
+                return Value(shape: shape, values: values)
             }
-            return Value(shape: shape, values: out)
+            return gate(x[0], parameters: x[1], loras: loras, epsilon: epsilon)
         case let .binary(op):
             return broadcast(x[0], x[1], to: shape) { a, b in
                 switch op {
@@ -235,6 +227,36 @@ public enum ReferenceEvaluator {
             out += transform(Array(x.values[(row * width)..<((row + 1) * width)]))
         }
         return Value(shape: x.shape, values: out)
+    }
+
+    /// AutoLoRA's gate (`Op.loraGate`) of LoRA outputs `loras` over `base`.
+    static func gate(_ base: Value, parameters: Value, loras: [Value], epsilon: Float) -> Value {
+        let width = base.shape.last, rows = base.shape.rowCount
+        let p = parameters.values
+        func parameter(_ row: Int, _ column: Int) -> Double { p[row * width + column] }
+        func layerNorm(_ values: ArraySlice<Double>, weight: Int, bias: Int) -> [Double] {
+            let mean = values.reduce(0, +) / Double(width)
+            let variance = values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(width)
+            let scale = 1 / (variance + Double(epsilon)).squareRoot()
+            return values.enumerated().map { column, value in
+                (value - mean) * scale * parameter(weight, column) + parameter(bias, column)
+            }
+        }
+        var out = base.values
+        for row in 0..<rows {
+            let range = row * width..<(row + 1) * width
+            let normedBase = layerNorm(base.values[range], weight: 5, bias: 6)
+            for lora in loras {
+                let normed = layerNorm(lora.values[range], weight: 7, bias: 8)
+                for column in 0..<width {
+                    let logit = parameter(0, column) * normedBase[column] + parameter(1, column) * normed[column]
+                        + parameter(2, column) * normedBase[column] * normed[column] + parameter(4, column)
+                    let gate = 1 / (1 + exp(-logit))
+                    out[range.lowerBound + column] += parameter(3, column) * gate * lora.values[range.lowerBound + column]
+                }
+            }
+        }
+        return Value(shape: base.shape, values: out)
     }
 
     static func softmax(_ row: [Double]) -> [Double] {

@@ -7,7 +7,7 @@ public struct FluxTransformer {
     /// base matmul (one `lowRankUpdate` node per LoRA), base weights untouched. Change them
     /// and build a new graph: weights already on a device stay there.
     public var adapters: [LoRAAdapter]
-    /// AutoLoRA gated fusion: its LoRAs go through a `loraGate` node on every layer with a
+    /// AutoLoRA gated fusion: its LoRAs go through a `lowRankGate` node on every layer with a
     /// merger, and hot (summed) on the layers without one, as in DiffSynth.
     public var autolora: AutoLoRAFusion?
     public var config: FluxConfig { model.config }
@@ -26,7 +26,7 @@ public struct FluxTransformer {
             for module in adapter.file.modules { loras[module.layer, default: []].append((index, module, adapter.scale * module.scale)) }
         }
         var gates: [String: AutoLoRAMergers.Merger] = [:]
-        var gated: [String: [(adapter: Int, down: HostTensor, up: HostTensor)]] = [:]
+        var gated: [String: AutoLoRAFusion.GateFactors] = [:]
         if let autolora {
             let covered = Set(autolora.mergers.mergers.values.flatMap(\.layers))
             gates = autolora.mergers.mergers
@@ -51,7 +51,7 @@ public struct FluxTransformer {
         let loras: [String: [(adapter: Int, module: LoRAModule, scale: Float)]]
         /// AutoLoRA mergers and the fused LoRA factors they gate, by the merger's first Linear.
         let gates: [String: AutoLoRAMergers.Merger]
-        let gated: [String: [(adapter: Int, down: HostTensor, up: HostTensor)]]
+        let gated: [String: AutoLoRAFusion.GateFactors]
         var graph: Graph
 
         /// A weight as a parameter node; vectors (biases, norm weights) are cast to F32 for
@@ -70,16 +70,15 @@ public struct FluxTransformer {
         /// Several Linears of one input; when they form one AutoLoRA merger (DiffSynth's fused
         /// qkv or qkv+MLP) that some LoRA touches, their concatenated output is gated at once.
         mutating func linears(_ x: Tensor, _ names: [String], _ inFeatures: Int, _ outFeatures: [Int]) throws -> [Tensor] {
-            guard let merger = gates[names[0]], merger.layers == names, let factors = gated[names[0]], !factors.isEmpty else {
+            guard let merger = gates[names[0]], merger.layers == names, let factors = gated[names[0]] else {
                 return try zip(names, outFeatures).map { try hotLinear(x, $0, inFeatures, $1) }
             }
             let axis = x.shape.rank - 1
             let base = try fusedBase(x, names, inFeatures, outFeatures, axis: axis)
-            let outputs = try factors.map { adapter, down, up -> Tensor in
-                let low = try graph.matmul(x, graph.parameter("lora\(adapter).\(merger.name).down", down), transposeB: true)
-                return try graph.matmul(low, graph.parameter("lora\(adapter).\(merger.name).up", up), transposeB: true)
-            }
-            let gate = try graph.loraGate(base, parameters: graph.parameter("\(merger.name).merger", merger.parameters), loraOutputs: outputs)
+            // Every LoRA's rank-space activations in one matmul; the gate forms each dᵢ itself.
+            let lowRank = try graph.matmul(x, graph.parameter("\(merger.name).lora.down", factors.down), transposeB: true)
+            let gate = try graph.lowRankGate(base, parameters: graph.parameter("\(merger.name).merger", merger.parameters), lowRank: lowRank,
+                                             up: graph.parameter("\(merger.name).lora.up", factors.up), ranks: factors.ranks)
             graph.label(gate, "\(merger.name) gate")
             var start = 0
             return try outFeatures.map { width in
