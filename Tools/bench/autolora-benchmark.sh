@@ -24,6 +24,8 @@ if "$bin" backends --json | grep -q '"available":true,"backend":"vulkan"'; then 
 for backend in $backends; do
     for n in 2 4; do "$bin" profile gate --tokens 4096 --width 3072 --loras "$n" --backend "$backend" --repeat 2; done
 done
+# The gate that forms dᵢ itself (lowRankGate) against dᵢ as matmuls, then the gate (CPU).
+for n in 2 4; do "$bin" profile gate --tokens 1024 --width 4096 --loras "$n" --rank 16 --repeat 3 | tail -1; done
 results=$(mktemp)
 common=(dit --model "$mid" --inputs "$mid/inputs.safetensors" --repeat "$repeat" --json --lora "$work/lora-3.safetensors" --lora "$work/lora-4.safetensors")
 for _ in 1 2; do
