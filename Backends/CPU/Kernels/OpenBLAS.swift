@@ -31,6 +31,11 @@ final class OpenBLAS: Sendable {
     }
 
     private static func load() -> (library: OpenBLAS?, failure: String?) {
+        // After each call OpenBLAS's workers spin for 2^28 cycles (~0.1 s) before they
+        // sleep. The CPU backend's own threads run the next op meanwhile, on the same cores,
+        // and lose: on a 2-core VM a FLUX forward ran 15% slower. The library reads this
+        // when it is loaded; a value the user set wins.
+        setenv("OPENBLAS_THREAD_TIMEOUT", "4", 0)
         for name in candidates {
             guard let handle = dlopen(name, RTLD_NOW | RTLD_LOCAL) else { continue }
             guard let symbol = dlsym(handle, "cblas_sgemm") else { continue }
