@@ -1,4 +1,5 @@
 import LoRAFuse
+import LoRAFuseCPUKernels
 
 /// Attention and rotary embedding on the [B, L, H, D] layout.
 enum AttentionKernels {
@@ -44,10 +45,13 @@ enum AttentionKernels {
         }
         /// Scale, mask, causal cut and the unnormalised softmax of one row of scores, in
         /// place; returns the factor (1 / Σ) its output row is scaled by after P·V.
+        let avx512 = kernel.instructions == .avx512
+        func softmax(_ line: UnsafeMutablePointer<Float>, scale: Float) -> Float {
+            avx512 ? lf_softmax_row_avx512(line, line, keyLength, scale)
+                : NormalizationKernels.exponentiateRow(line, line, keyLength, scale: scale)
+        }
         func exponentiateRow(_ line: UnsafeMutablePointer<Float>, b: Int, head: Int, query: Int) -> Float {
-            guard mask != nil || causal else {
-                return NormalizationKernels.exponentiateRow(line, line, keyLength, scale: scale)
-            }
+            guard mask != nil || causal else { return softmax(line, scale: scale) }
             for j in 0..<keyLength { line[j] *= scale }
             if let mask {
                 let maskLine = mask + b * maskStrides.batch + head * maskStrides.head + query * maskStrides.query
@@ -58,9 +62,14 @@ enum AttentionKernels {
                 let visible = max(0, min(keyLength, query + 1 + keyLength - queryLength))
                 for j in visible..<keyLength { line[j] = -.infinity }
             }
-            return NormalizationKernels.exponentiateRow(line, line, keyLength, scale: 1)
+            return softmax(line, scale: 1)
         }
 
+        if avx512 {
+            stripAttention(q: q, k: k, v: v, out: out, batch: batch, queryLength: queryLength, keyLength: keyLength,
+                           heads: heads, headDim: headDim, threads: threads, exponentiateRow: exponentiateRow)
+            return
+        }
         // With BLAS, blocks through single-threaded BLAS (with K = head dim the products are
         // too thin for OpenBLAS's own threading to pay off), sized so one block's scores stay
         // near a core's L2 (≤ 2 MiB); otherwise blocks of 128.
@@ -94,6 +103,57 @@ enum AttentionKernels {
                     let line = output + row * rowStride, inverse = inverses[row]
                     for j in 0..<headDim { line[j] *= inverse }
                 }
+            }
+        }
+    }
+
+    /// The AVX-512 path: K and V of every head are packed once into 32-wide panels, then
+    /// each task takes a strip of 14 queries of one head through three steps that stay in
+    /// cache — the strip's scores against all keys (a 14×32 register tile per key panel),
+    /// the unnormalised softmax of each row, and P·V (a 14×32 tile per head-dim panel,
+    /// scaled by 1/Σ on the way out). Per strip the score rows are 14 × Lk floats, so no
+    /// Lq × Lk matrix exists, and unlike OpenBLAS called per block nothing is re-packed.
+    private static func stripAttention(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                                       out: UnsafeMutablePointer<Float>, batch: Int, queryLength: Int, keyLength: Int,
+                                       heads: Int, headDim: Int, threads: Int,
+                                       exponentiateRow: (UnsafeMutablePointer<Float>, Int, Int, Int) -> Float) {
+        let strip = 14, panel = 32
+        let paddedKeys = (keyLength + panel - 1) / panel * panel
+        let paddedDepth = (headDim + panel - 1) / panel * panel
+        let keysPerHead = paddedKeys * headDim, valuesPerHead = paddedKeys * paddedDepth
+        let rowStride = heads * headDim
+        let scratchBytes = batch * heads * (keysPerHead + valuesPerHead) * MemoryLayout<Float>.stride
+        let region = CPUMemoryPool.shared.acquire(scratchBytes)
+        let packed = region?.pointer.assumingMemoryBound(to: Float.self)
+            ?? UnsafeMutablePointer<Float>.allocate(capacity: scratchBytes / MemoryLayout<Float>.stride)
+        defer { if let region { CPUMemoryPool.shared.release(region) } else { packed.deallocate() } }
+        parallelFor(batch * heads, threads: threads) { range in
+            for task in range {
+                let b = task / heads, head = task % heads
+                let offset = b * keyLength * rowStride + head * headDim
+                let base = packed + task * (keysPerHead + valuesPerHead)
+                lf_attention_pack_keys(k + offset, rowStride, keyLength, headDim, base)
+                lf_attention_pack_values(v + offset, rowStride, keyLength, headDim, base + keysPerHead)
+            }
+        }
+        let strips = (queryLength + strip - 1) / strip
+        parallelFor(batch * heads * strips, threads: threads) { range in
+            let scores = UnsafeMutablePointer<Float>.allocate(capacity: strip * paddedKeys)
+            let workspace = UnsafeMutablePointer<Float>.allocate(capacity: strip * max(paddedKeys, headDim))
+            let inverses = UnsafeMutablePointer<Float>.allocate(capacity: strip)
+            defer { scores.deallocate(); workspace.deallocate(); inverses.deallocate() }
+            for task in range {
+                let index = task % strips, head = (task / strips) % heads, b = task / (strips * heads)
+                let firstQuery = index * strip
+                let rows = min(strip, queryLength - firstQuery)
+                let base = packed + (b * heads + head) * (keysPerHead + valuesPerHead)
+                let queryOffset = (b * queryLength + firstQuery) * rowStride + head * headDim
+                lf_attention_scores_avx512(q + queryOffset, rowStride, rows, headDim, base, keyLength, scores, paddedKeys, workspace)
+                for row in 0..<rows {
+                    inverses[row] = exponentiateRow(scores + row * paddedKeys, b, head, firstQuery + row)
+                }
+                lf_attention_values_avx512(scores, paddedKeys, rows, keyLength, base + keysPerHead, headDim, inverses,
+                                           out + queryOffset, rowStride, workspace)
             }
         }
     }

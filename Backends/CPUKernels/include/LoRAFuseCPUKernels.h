@@ -17,4 +17,23 @@ void lf_gemm_kernel_14x32_avx512(long depth, const float *a, const float *b, flo
 float lf_lowrank_abs_rows(const float *up, long rows, long rank, const float *down, long stride, long columns,
                           float *out, double *sum);
 
+/// Attention, a strip of 1 to 14 query rows at a time, for any head dim (AVX-512).
+/// K of one head, [keys × depth] with rows `stride` floats apart, packed as panels of 32
+/// keys: ⌈keys/32⌉ · depth · 32 floats, keys past the end zero.
+void lf_attention_pack_keys(const float *k, long stride, long keys, long depth, float *out);
+/// V of one head packed as ⌈depth/32⌉ panels of [⌈keys/32⌉·32 × 32] floats, padding zero.
+void lf_attention_pack_values(const float *v, long stride, long keys, long depth, float *out);
+/// scores[i · scores_stride + j] = q_i · k_j for the strip's rows and j < ⌈keys/32⌉·32
+/// (so scores_stride must be at least that). workspace: 14 · depth floats.
+void lf_attention_scores_avx512(const float *q, long q_stride, long rows, long depth,
+                                const float *packed_keys, long keys, float *scores, long scores_stride, float *workspace);
+/// out_i = inverses[i] · Σ_{j < keys} p_ij · v_j for the strip's rows (depth columns
+/// written). workspace: 14 · keys floats.
+void lf_attention_values_avx512(const float *probabilities, long p_stride, long rows, long keys,
+                                const float *packed_values, long depth, const float *inverses,
+                                float *out, long out_stride, float *workspace);
+/// The unnormalised softmax of scale · x (scale > 0) with AVX-512: out = exp(scale·(x − max x)),
+/// returning 1 / Σ out; a row with no finite entry gives NaN (as the Swift version does).
+float lf_softmax_row_avx512(const float *x, float *out, long width, float scale);
+
 #endif

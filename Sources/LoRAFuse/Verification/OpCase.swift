@@ -214,7 +214,8 @@ public enum OpCaseCatalog {
         }
 
         // Attention: [B, Lq, H, D] against [B, Lk, H, D], masks, causal.
-        for (batch, lq, lk, heads, dim) in [(1, 1, 1, 1, 8), (2, 7, 33, 3, 16), (1, 129, 129, 2, 64), (1, 33, 200, 1, 128)] {
+        for (batch, lq, lk, heads, dim) in [(1, 1, 1, 1, 8), (2, 7, 33, 3, 16), (1, 129, 129, 2, 64), (1, 33, 200, 1, 128),
+                                          (2, 45, 31, 2, 40), (1, 15, 64, 1, 24)] {
             let q = random.tensor([batch, lq, heads, dim]), k = random.tensor([batch, lk, heads, dim]), v = random.tensor([batch, lk, heads, dim])
             let label = "q[\(batch),\(lq),\(heads),\(dim)] kv[\(lk)]"
             cases.append(try! make(.attention, label, inputs: [("q", q), ("k", k), ("v", v)]) { g, t in
