@@ -137,12 +137,13 @@ public final class CPUBackend: Backend, @unchecked Sendable {
             default: return true
             }
         }
+        let biasFusion = options.keepIntermediates ? BiasFusion() : BiasFusion(graph, useCounts: useCounts, kept: kept)
         var result = ExecutionResult(outputs: [])
         for node in graph.nodes {
             let start = options.recordTimings ? DispatchTime.now().uptimeNanoseconds : 0
             let value: CPUValue
             do {
-                value = try evaluate(node, values: values, graph: graph, inputs: inputs, overwritable: overwritable)
+                value = try evaluate(node, values: values, graph: graph, inputs: inputs, overwritable: overwritable, biasFusion: biasFusion)
             } catch let error as CPUKernelError {
                 throw BackendError.deviceFailure(backend: name, reason: "node %\(node.id) \(node.op.summary): \(error.message)")
             }
@@ -168,7 +169,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
     }
 
     private func evaluate(_ node: Node, values: [CPUValue?], graph: Graph, inputs: [String: HostTensor],
-                          overwritable: (Int) -> Bool) throws -> CPUValue {
+                          overwritable: (Int) -> Bool, biasFusion: BiasFusion) throws -> CPUValue {
         let operands = node.inputs.map { values[$0]! }
         let threads = configuration.threadCount
         let type = node.type
@@ -188,7 +189,16 @@ public final class CPUBackend: Backend, @unchecked Sendable {
             return CPUValue(graph.parameters[node.id]!)
         case let .matmul(transposeA, transposeB):
             let (value, out) = allocate(type)
-            matmul(operands[0], operands[1], transposeA: transposeA, transposeB: transposeB, out: out, outShape: type.shape)
+            // A Linear's bias: its rows go into C first and the product accumulates on them
+            // (BLAS with β = 1 skips its own zeroing pass), and the add node passes C on.
+            if let bias = biasFusion.bias[node.id] {
+                let width = type.shape.last, rows = type.shape.rowCount, source = values[bias]!.floats
+                parallelFor(rows, threads: threads, minimumChunk: 64) { range in
+                    for row in range { (out + row * width).update(from: source, count: width) }
+                }
+            }
+            matmul(operands[0], operands[1], transposeA: transposeA, transposeB: transposeB, out: out, outShape: type.shape,
+                   accumulate: biasFusion.bias[node.id] != nil)
             return value
         case let .lowRankUpdate(scale):
             let y = operands[0]
@@ -231,6 +241,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
                                     width: type.shape.last, epsilon: epsilon, threads: threads)
             return value
         case let .binary(op):
+            if let product = biasFusion.passThrough[node.id] { return values[product]! }
             let (value, out) = output(reusing: [0, 1])
             ElementwiseKernels.binary(op, a: operands[0].floats, aShape: operands[0].type.shape,
                                       b: operands[1].floats, bShape: operands[1].type.shape,
@@ -404,7 +415,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
 
     /// Batched matmul with numpy-broadcast batch axes.
     private func matmul(_ a: CPUValue, _ b: CPUValue, transposeA: Bool, transposeB: Bool,
-                        out: UnsafeMutablePointer<Float>, outShape: Shape) {
+                        out: UnsafeMutablePointer<Float>, outShape: Shape, accumulate: Bool = false) {
         let layout = MatmulLayout(a: a.type.shape, b: b.type.shape, transposeA: transposeA, transposeB: transposeB, output: outShape)
         let (m, n, k) = (layout.m, layout.n, layout.k)
         let batchCount = layout.batchCount
@@ -425,7 +436,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
             parallelFor(batchCount, threads: threads) { range in
                 for batchIndex in range {
                     let (aOperand, bOperand, c) = operands(batchIndex)
-                    Gemm.multiply(m: m, n: n, k: k, a: aOperand, b: bOperand, c: c, ldc: n, accumulate: false, threads: 1, kernel: kernel)
+                    Gemm.multiply(m: m, n: n, k: k, a: aOperand, b: bOperand, c: c, ldc: n, accumulate: accumulate, threads: 1, kernel: kernel)
                 }
             }
             return
@@ -433,10 +444,39 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         for batchIndex in 0..<batchCount {
             let (aOperand, bOperand, c) = operands(batchIndex)
             if let blas, m * n * k >= 32 * 32 * 32,
-               blas.multiply(m: m, n: n, k: k, a: aOperand, b: bOperand, c: c, ldc: n, accumulate: false) {
+               blas.multiply(m: m, n: n, k: k, a: aOperand, b: bOperand, c: c, ldc: n, accumulate: accumulate) {
                 continue
             }
-            Gemm.multiply(m: m, n: n, k: k, a: aOperand, b: bOperand, c: c, ldc: n, accumulate: false, threads: threads, kernel: kernel)
+            Gemm.multiply(m: m, n: n, k: k, a: aOperand, b: bOperand, c: c, ldc: n, accumulate: accumulate, threads: threads, kernel: kernel)
+        }
+    }
+}
+
+/// Linears whose bias add the matmul absorbs: `add(matmul, bias)` where the product has no
+/// other reader and is not an output, and the bias is a float32 vector of the output width
+/// computed earlier in the graph.
+struct BiasFusion {
+    /// matmul node → the bias node whose rows it starts from.
+    var bias: [Int: Int] = [:]
+    /// add node → the matmul node whose value it returns unchanged.
+    var passThrough: [Int: Int] = [:]
+
+    init() {}
+
+    init(_ graph: Graph, useCounts: [Int], kept: Set<Int>) {
+        for node in graph.nodes {
+            guard case .binary(.add) = node.op, node.inputs.count == 2 else { continue }
+            for (productIndex, biasIndex) in [(0, 1), (1, 0)] {
+                let product = node.inputs[productIndex], vector = node.inputs[biasIndex]
+                let productNode = graph.nodes[product], vectorType = graph.nodes[vector].type
+                guard case .matmul = productNode.op, bias[product] == nil, useCounts[product] == 1, !kept.contains(product),
+                      product != vector, vector < product, productNode.type == node.type, productNode.type.dtype == .float32,
+                      vectorType.dtype == .float32, vectorType.shape.rank == 1, vectorType.shape[0] == node.type.shape.last
+                else { continue }
+                bias[product] = vector
+                passThrough[node.id] = product
+                break
+            }
         }
     }
 }
