@@ -46,7 +46,11 @@ public final class LoRAPool: Sendable {
         let folder = URL(fileURLWithPath: path).deletingLastPathComponent()
         do {
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-            database = try DatabasePool(path: path)
+            // Reads go through a memory map of the file: a search scans every embedding,
+            // and pread copies each page into SQLite's cache first (10,000 entries: 40 MB).
+            var configuration = Configuration()
+            configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA mmap_size = 1073741824") }
+            database = try DatabasePool(path: path, configuration: configuration)
             var migrator = DatabaseMigrator()
             migrator.registerMigration("v1") { db in
                 try db.create(table: Entry.databaseTableName) { table in
