@@ -86,6 +86,23 @@ import LoRAFuse
         }
     }
 
+    /// A retrieval query runs CLIP only up to the end-of-text token (the attention is causal)
+    /// and is still FLUX's pooled prompt embedding, for short, truncated and Unicode prompts.
+    @Test(arguments: ["cat", "long", "unicode"])
+    func retrievalQueryIsTheFluxPooledEmbedding(_ label: String) throws {
+        let query = try RetrievalQueryEncoder.load(pipeline: Self.pipeline.path)
+        let expected = try SafeTensorsFile(path: Self.pipeline.appendingPathComponent("expected_\(label).safetensors").path)
+        let prompt = try #require(expected.metadata["prompt"])
+        for backend in BackendsUnderTest.all {
+            let embedding = try query.embed(prompt, on: backend)
+            let pooled = try expected.tensor(named: "pooled_projections")
+            #expect(embedding.count == pooled.shape.last)
+            let error = relativeError(actual: embedding, expected: pooled.doubles())
+            print("retrieval query \(label) \(BackendsUnderTest.label(backend)) relative error \(error)")
+            #expect(error <= 1e-4, "\(label): relative error \(error)")
+        }
+    }
+
     /// ComfyUI's fp8 T5 (matrices F8_E4M3, norms F16) runs with its weights kept in fp8 and
     /// matches transformers on the same rounded weights within the fp32 tolerance; against
     /// the full-precision model, fp8 rounding itself moves the output by a few percent

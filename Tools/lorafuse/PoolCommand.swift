@@ -56,6 +56,7 @@ struct PoolCommand: ParsableCommand {
                     FileHandle.standardError.write(Data("error: \(error)\n".utf8))
                 }
             }
+            try pool.refreshIndex()  // so the next search reads one matrix, not every record
             if failures > 0 { throw ExitCode(1) }
         }
     }
@@ -93,6 +94,7 @@ struct PoolCommand: ParsableCommand {
             let pool = try location.open()
             var missing: [String] = []
             for key in keys where try pool.remove(key) == 0 { missing.append(key) }
+            try pool.refreshIndex()
             guard missing.isEmpty else { throw ValidationError("not in the pool: \(missing.joined(separator: ", "))") }
         }
     }

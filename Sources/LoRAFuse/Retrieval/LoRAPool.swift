@@ -23,6 +23,20 @@ public final class LoRAPool: Sendable {
         public var embedding: Data
         public var addedAt: Date
 
+        public init(path: String, hash: String, name: String, caption: String, format: String, rank: Int, target: String,
+                    encoderVersion: String, embedding: Data, addedAt: Date) {
+            self.path = path
+            self.hash = hash
+            self.name = name
+            self.caption = caption
+            self.format = format
+            self.rank = rank
+            self.target = target
+            self.encoderVersion = encoderVersion
+            self.embedding = embedding
+            self.addedAt = addedAt
+        }
+
         /// Whether the file is still where it was added.
         public var isPresent: Bool { FileManager.default.fileExists(atPath: path) }
     }
@@ -66,6 +80,18 @@ public final class LoRAPool: Sendable {
                     table.column("addedAt", .datetime).notNull()
                 }
                 try db.create(index: "lora_name", on: Entry.databaseTableName, columns: ["name"])
+            }
+            // The pool's identity and a generation that every change of `lora` bumps (by
+            // triggers, so writers that bypass LoRAFuse count too): what the vector index
+            // beside the database is checked against.
+            migrator.registerMigration("v2") { db in
+                try db.execute(sql: """
+                    CREATE TABLE pool_state (id INTEGER PRIMARY KEY CHECK (id = 0), identity INTEGER NOT NULL, generation INTEGER NOT NULL);
+                    INSERT INTO pool_state VALUES (0, random(), 0);
+                    CREATE TRIGGER lora_inserted AFTER INSERT ON lora BEGIN UPDATE pool_state SET generation = generation + 1; END;
+                    CREATE TRIGGER lora_updated AFTER UPDATE ON lora BEGIN UPDATE pool_state SET generation = generation + 1; END;
+                    CREATE TRIGGER lora_deleted AFTER DELETE ON lora BEGIN UPDATE pool_state SET generation = generation + 1; END;
+                    """)
             }
             try migrator.migrate(database)
         } catch {
@@ -117,68 +143,94 @@ public final class LoRAPool: Sendable {
     }
 
     /// The `k` entries most similar (cosine) to `query`, best first. Entries from another
-    /// encoder version or width are skipped (stale until re-added).
+    /// encoder version or width are skipped (stale until re-added). The rows are read from
+    /// the vector index beside the database when it matches this read's pool state, else
+    /// scanned from the table (and the index rewritten for the next search).
     public func search(_ query: [Float], k: Int, encoderVersion: String? = nil) throws -> [Match] {
         let norm = (query.reduce(0) { $0 + $1 * $1 }).squareRoot()
         guard norm > 0, k > 0 else { return [] }
-        // Scan (path, embedding) rows without decoding whole records; keep the best k.
-        var best: [(similarity: Float, path: String)] = []
-        try database.read { db in
-            var sql = "SELECT path, embedding FROM \(Entry.databaseTableName)"
-            var arguments: StatementArguments = []
-            if let encoderVersion {
-                sql += " WHERE encoderVersion = ?"
-                arguments = [encoderVersion]
+        let unit = query.map { $0 / norm }
+        return try database.read { db in
+            let state = try Self.state(db)
+            let best: [(similarity: Float, path: String)]
+            if let index = PoolVectorIndex.open(path: indexPath, identity: state.identity, generation: state.generation,
+                                                dimension: query.count) {
+                defer { index.close() }
+                best = index.best(unit, k: k, version: encoderVersion)
+            } else {
+                let bytes = try Self.indexBytes(db, state: state, dimension: query.count)
+                PoolVectorIndex.write(bytes, to: indexPath)
+                best = bytes.withUnsafeBytes { PoolVectorIndex(bytes: $0)?.best(unit, k: k, version: encoderVersion) ?? [] }
             }
-            // The raw statement: the blob is read in place (no Row or Data per entry).
-            let statement = try db.makeStatement(sql: sql)
-            try statement.setArguments(arguments)
-            let handle = statement.sqliteStatement
-            defer { sqlite3_reset(handle) }
-            let expectedBytes = query.count * MemoryLayout<Float>.size
-            while true {
-                let code = sqlite3_step(handle)
-                if code == SQLITE_DONE { break }
-                guard code == SQLITE_ROW else { throw DatabaseError(resultCode: ResultCode(rawValue: code), message: "pool scan failed") }
-                guard let blob = sqlite3_column_blob(handle, 1), Int(sqlite3_column_bytes(handle, 1)) == expectedBytes else { continue }
-                let (dot, squares) = Self.dotAndSquares(UnsafeRawBufferPointer(start: blob, count: expectedBytes), query)
-                let similarity = squares > 0 ? dot / (squares.squareRoot() * norm) : 0
-                if best.count < k || similarity > best[best.count - 1].similarity {
-                    let path = String(cString: sqlite3_column_text(handle, 0))
-                    let position = best.firstIndex { similarity > $0.similarity || (similarity == $0.similarity && path < $0.path) } ?? best.count
-                    best.insert((similarity, path), at: position)
-                    if best.count > k { best.removeLast() }
-                }
-            }
+            let byPath = Dictionary(uniqueKeysWithValues: try Entry.fetchAll(db, keys: best.map(\.path)).map { ($0.path, $0) })
+            return best.compactMap { match in byPath[match.path].map { Match(entry: $0, similarity: match.similarity) } }
         }
-        let entries = try database.read { db in try Entry.fetchAll(db, keys: best.map(\.path)) }
-        let byPath = Dictionary(uniqueKeysWithValues: entries.map { ($0.path, $0) })
-        return best.compactMap { match in byPath[match.path].map { Match(entry: $0, similarity: match.similarity) } }
     }
 
-    /// Σ v·q and Σ v² of a stored vector (unaligned bytes) against the query, 16 lanes at a time.
-    static func dotAndSquares(_ raw: UnsafeRawBufferPointer, _ query: [Float]) -> (Float, Float) {
-        let count = query.count
-        var dot = SIMD16<Float>(), squares = SIMD16<Float>()
-        var index = 0
-        query.withUnsafeBufferPointer { q in
-            let qRaw = UnsafeRawPointer(q.baseAddress!)
-            while index + 16 <= count {
-                let v = raw.loadUnaligned(fromByteOffset: index * 4, as: SIMD16<Float>.self)
-                let w = qRaw.loadUnaligned(fromByteOffset: index * 4, as: SIMD16<Float>.self)
-                dot += v * w
-                squares += v * v
-                index += 16
+    /// Where the vector index of this pool lives.
+    public var indexPath: String { PoolVectorIndex.path(forPool: path) }
+
+    /// Rewrites the vector index when it does not match the pool (after adds and removals,
+    /// so the next search need not), for the width of the newest entry's embedding.
+    public func refreshIndex() throws {
+        try database.read { db in
+            let state = try Self.state(db)
+            guard let bytes = try Int.fetchOne(db, sql: "SELECT length(embedding) FROM lora ORDER BY addedAt DESC LIMIT 1"),
+                  bytes > 0, bytes % 4 == 0 else { return }
+            if let index = PoolVectorIndex.open(path: indexPath, identity: state.identity, generation: state.generation, dimension: bytes / 4) {
+                index.close()
+                return
             }
+            PoolVectorIndex.write(try Self.indexBytes(db, state: state, dimension: bytes / 4), to: indexPath)
         }
-        var dotSum = dot.sum(), squareSum = squares.sum()
+    }
+
+    private static func state(_ db: Database) throws -> (identity: Int64, generation: Int64) {
+        guard let row = try Row.fetchOne(db, sql: "SELECT identity, generation FROM pool_state WHERE id = 0") else {
+            throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "the pool has no pool_state row")
+        }
+        return (row[0], row[1])
+    }
+
+    /// An index of every row whose embedding has `dimension` floats, scanned from the table
+    /// with the raw statement (the blobs read in place, no Row or Data per entry).
+    private static func indexBytes(_ db: Database, state: (identity: Int64, generation: Int64), dimension: Int) throws -> [UInt8] {
+        let statement = try db.makeStatement(sql: "SELECT path, encoderVersion, embedding FROM \(Entry.databaseTableName)")
+        let handle = statement.sqliteStatement
+        defer { sqlite3_reset(handle) }
+        let expectedBytes = dimension * MemoryLayout<Float>.size
+        var rows: [(path: String, version: String)] = []
+        var vectors: [Float] = []
+        while true {
+            let code = sqlite3_step(handle)
+            if code == SQLITE_DONE { break }
+            guard code == SQLITE_ROW else { throw DatabaseError(resultCode: ResultCode(rawValue: code), message: "pool scan failed") }
+            guard let blob = sqlite3_column_blob(handle, 2), Int(sqlite3_column_bytes(handle, 2)) == expectedBytes else { continue }
+            rows.append((String(cString: sqlite3_column_text(handle, 0)), String(cString: sqlite3_column_text(handle, 1))))
+            let raw = UnsafeRawBufferPointer(start: blob, count: expectedBytes)
+            for component in 0..<dimension { vectors.append(raw.loadUnaligned(fromByteOffset: component * 4, as: Float.self)) }
+        }
+        return PoolVectorIndex.build(identity: state.identity, generation: state.generation, dimension: dimension,
+                                     rows: rows, vectors: vectors)
+    }
+
+    /// Σ v·q of a stored vector (unaligned) and the query, 16 lanes at a time.
+    static func dot(_ vector: UnsafeRawPointer, _ query: UnsafeBufferPointer<Float>) -> Float {
+        let count = query.count
+        let queryRaw = UnsafeRawPointer(query.baseAddress!)
+        var sum = SIMD16<Float>()
+        var index = 0
+        while index + 16 <= count {
+            sum += vector.loadUnaligned(fromByteOffset: index * 4, as: SIMD16<Float>.self)
+                * queryRaw.loadUnaligned(fromByteOffset: index * 4, as: SIMD16<Float>.self)
+            index += 16
+        }
+        var total = sum.sum()
         while index < count {
-            let v = raw.loadUnaligned(fromByteOffset: index * 4, as: Float.self)
-            dotSum += v * query[index]
-            squareSum += v * v
+            total += vector.loadUnaligned(fromByteOffset: index * 4, as: Float.self) * query[index]
             index += 1
         }
-        return (dotSum, squareSum)
+        return total
     }
 
     /// Stores entries directly (benchmarks and imports); replaces entries with equal paths.
@@ -207,7 +259,13 @@ public struct RetrievalQueryEncoder: Sendable {
 
     public func embed(_ text: String, on backend: any Backend) throws -> [Float] {
         let length = min(tokenizer.defaultLength, encoder.config.maxPositions)
-        let ids = tokenizer.encode(text, length: length)
-        return try backend.execute(encoder.graph(batch: 1, length: length), inputs: encoder.inputs([ids])).outputs[1].floats()
+        var ids = tokenizer.encode(text, length: length)
+        // CLIP's attention is causal and FLUX passes no padding mask, so the state at the
+        // pooled (end-of-text) token depends only on the tokens up to it: the padding after
+        // it is not run (a 7-word prompt: 9 of 77 positions).
+        if let pooled = encoder.poolingPositions([ids]).first, pooled + 1 < ids.count {
+            ids = Array(ids[...pooled])
+        }
+        return try backend.execute(encoder.graph(batch: 1, length: ids.count), inputs: encoder.inputs([ids])).outputs[1].floats()
     }
 }

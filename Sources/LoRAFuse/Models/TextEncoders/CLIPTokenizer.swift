@@ -7,15 +7,23 @@ import Foundation
 /// pattern; UTF-8 bytes mapped to printable characters; BPE merges by rank with `</w>`
 /// ending each word.
 public struct CLIPTokenizer: TextTokenizer {
-    public let vocabulary: [String: Int]
     public let bos: Int
     public let eos: Int
     public let pad: Int
     public let unknown: Int
     public let defaultLength: Int
-    private let ranks: [String: Int]
+    private let vocabulary: ByteKeyTable
+    private let ranks: ByteKeyTable
     private let added: AddedTokens
-    private let byteCharacters: [Character]
+    /// Each byte's printable character (GPT-2's map), as UTF-8.
+    private let byteSymbols: [[UInt8]]
+
+    /// The number of tokens in the vocabulary, and the largest id.
+    public var vocabularySize: Int { vocabulary.count }
+    public var largestID: Int { vocabulary.values.max() ?? -1 }
+
+    /// The id of one vocabulary entry.
+    public func id(of token: String) -> Int? { vocabulary[token] }
 
     /// Loads `vocab.json`, `merges.txt` and (when present) `tokenizer_config.json` /
     /// `special_tokens_map.json` from a tokenizer folder.
@@ -24,14 +32,13 @@ public struct CLIPTokenizer: TextTokenizer {
         let vocabURL = root.appendingPathComponent("vocab.json")
         let mergesURL = root.appendingPathComponent("merges.txt")
         let vocabulary = try TokenizerFiles.vocabulary(vocabURL)
-        guard !vocabulary.isEmpty else { throw TokenizerError(path: vocabURL.path, reason: "expected an object of token → id") }
+        guard vocabulary.count > 0 else { throw TokenizerError(path: vocabURL.path, reason: "expected an object of token → id") }
         guard let mergesData = FileManager.default.contents(atPath: mergesURL.path) else {
             throw TokenizerError(path: mergesURL.path, reason: "cannot read the merges")
         }
         // As transformers: the first line is a version header, and CLIP uses at most
         // 49152 − 256 − 2 merges. Each line is "first second"; it is its own key.
-        var ranks: [String: Int] = [:]
-        ranks.reserveCapacity(49152)
+        var ranks = ByteKeyTable(capacity: 49152 * 3 / 4)
         try mergesData.withUnsafeBytes { raw in
             let bytes = raw.bindMemory(to: UInt8.self)
             var start = 0, line = 0
@@ -42,10 +49,10 @@ public struct CLIPTokenizer: TextTokenizer {
                 while stop > start, bytes[stop - 1] == 0x0D || bytes[stop - 1] == 0x20 { stop -= 1 }
                 if line > 0, stop > start {
                     let text = bytes[start..<stop]
-                    guard text.filter({ $0 == 0x20 }).count == 1, text.first != 0x20, let key = String(validating: text, as: UTF8.self) else {
+                    guard text.reduce(0, { $0 + ($1 == 0x20 ? 1 : 0) }) == 1, text.first != 0x20, ByteKeyTable.isValidUTF8(UnsafeBufferPointer(rebasing: text)) else {
                         throw TokenizerError(path: mergesURL.path, reason: "line \(line + 1) is not two symbols: '\(String(decoding: text, as: UTF8.self))'")
                     }
-                    if ranks[key] == nil { ranks[key] = ranks.count }
+                    ranks.insert(UnsafeBufferPointer(rebasing: text), value: ranks.count, replacing: false)
                 }
                 line += 1
                 start = end + 1
@@ -67,11 +74,12 @@ public struct CLIPTokenizer: TextTokenizer {
         unknown = try id("unk_token", "<|endoftext|>")
         let maxLength = settings["model_max_length"] as? Int ?? 77
         defaultLength = maxLength > 0 && maxLength < 1_000_000 ? maxLength : 77
-        let specials = Set([bos, eos, pad, unknown])
-        added = AddedTokens(vocabulary.filter { specials.contains($0.value) }.map {
-            AddedTokens.Token(content: Array($0.key.unicodeScalars), id: $0.value, stripLeft: false, stripRight: false)
+        let specials = Set(["bos_token", "eos_token", "pad_token", "unk_token"].map { TokenizerFiles.tokenText(settings[$0]) ?? (
+            $0 == "bos_token" ? "<|startoftext|>" : "<|endoftext|>") })
+        added = AddedTokens(specials.compactMap { text in
+            vocabulary[text].map { AddedTokens.Token(content: Array(text.unicodeScalars), id: $0, stripLeft: false, stripRight: false) }
         })
-        byteCharacters = Self.byteToCharacter()
+        byteSymbols = Self.byteToCharacter().map { Array(String($0).utf8) }
     }
 
     public func encode(_ text: String) -> [Int] { [bos] + tokens(text) + [eos] }
@@ -194,23 +202,29 @@ public struct CLIPTokenizer: TextTokenizer {
         return table
     }
 
-    /// The BPE symbols of one word: lowest-ranked adjacent pair merged until none is left.
-    func bpe(_ word: [Unicode.Scalar]) -> [String] {
+    /// The BPE symbols of one word (UTF-8 of the byte-mapped characters): lowest-ranked
+    /// adjacent pair merged until none is left.
+    func bpe(_ word: [Unicode.Scalar]) -> [[UInt8]] {
         let text = String(String.UnicodeScalarView(word))
-        if text == "<|startoftext|>" || text == "<|endoftext|>" { return [text] }
-        var symbols = Array(text.utf8).map { String(byteCharacters[Int($0)]) }
+        if text == "<|startoftext|>" || text == "<|endoftext|>" { return [Array(text.utf8)] }
+        var symbols = text.utf8.map { byteSymbols[Int($0)] }
         guard !symbols.isEmpty else { return [] }
-        symbols[symbols.count - 1] += "</w>"
+        symbols[symbols.count - 1] += Array("</w>".utf8)
+        var pair: [UInt8] = []
         while symbols.count > 1 {
             var best: (rank: Int, index: Int)?
             for index in 0..<(symbols.count - 1) {
-                if let rank = ranks[symbols[index] + " " + symbols[index + 1]], rank < (best?.rank ?? Int.max) {
+                pair.removeAll(keepingCapacity: true)
+                pair += symbols[index]
+                pair.append(0x20)
+                pair += symbols[index + 1]
+                if let rank = ranks[pair], rank < (best?.rank ?? Int.max) {
                     best = (rank, index)
                 }
             }
             guard let best else { break }
             let first = symbols[best.index], second = symbols[best.index + 1]
-            var merged: [String] = []
+            var merged: [[UInt8]] = []
             var index = 0
             while index < symbols.count {
                 if index < symbols.count - 1, symbols[index] == first, symbols[index + 1] == second {

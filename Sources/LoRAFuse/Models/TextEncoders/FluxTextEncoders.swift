@@ -40,9 +40,9 @@ public struct FluxTextEncoders: Sendable {
         let clipTokens = try CLIPTokenizer(folder: clipTokenizer)
         let t5Encoder = try T5Encoder.load(path: t5)
         let t5Tokens = try UnigramTokenizer.load(t5Tokenizer)
-        guard clipTokens.vocabulary.values.max().map({ $0 < clipEncoder.config.vocabSize }) ?? false else {
+        guard clipTokens.largestID < clipEncoder.config.vocabSize else {
             throw ModelError.notAModel(path: clipTokenizer, reason:
-                "the tokenizer's ids reach \(clipTokens.vocabulary.values.max() ?? 0), past the \(clipEncoder.config.vocabSize) embeddings of \(clip)")
+                "the tokenizer's ids reach \(clipTokens.largestID), past the \(clipEncoder.config.vocabSize) embeddings of \(clip)")
         }
         guard t5Tokens.pieces.count <= t5Encoder.config.vocabSize else {
             throw ModelError.notAModel(path: t5Tokenizer, reason:
