@@ -29,8 +29,11 @@ public struct CPUBackendPlugin: BackendPlugin {
         } else {
             details["blas"] = "none: \(OpenBLAS.loadFailure ?? "not found"); using built-in kernels"
         }
-        return DeviceInfo(index: 0, name: cpuModelName() ?? "host CPU", kind: "cpu", details: details)
+        return DeviceInfo(index: 0, name: modelName ?? "host CPU", kind: "cpu", details: details)
     }
+
+    /// Read once per process (every backend made asks for its device).
+    static let modelName = cpuModelName()
 
     static func cpuModelName() -> String? {
         guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return nil }

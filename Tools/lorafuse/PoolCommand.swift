@@ -131,15 +131,20 @@ struct PoolCommand: ParsableCommand {
 
         func run() throws {
             let started = DispatchTime.now().uptimeNanoseconds
+            // The pool opens (and its schema is checked) on the other core while the query is encoded.
+            let pool = Pending { [location] in try location.open() }
             let query: [Float]
             if let embedding {
                 query = try SafeTensorsFile(path: embedding).tensor(named: "embedding").floats()
             } else {
-                query = try RetrievalQueryEncoder.load(pipeline: textEncoders!).embed(prompt!, on: try backendOptions.makeBackend())
+                // So does the backend (OpenBLAS loads in a few ms) while the tokenizer is read.
+                let backend = Pending { [backendOptions] in try backendOptions.makeBackend() }
+                let encoder = try RetrievalQueryEncoder.load(pipeline: textEncoders!)
+                query = try encoder.embed(prompt!, on: try backend.value())
             }
             let version = try encoder.map { try LoRAWeightEncoder.load(path: $0).version }
             let queried = DispatchTime.now().uptimeNanoseconds
-            let matches = try location.open().search(query, k: max(1, k), encoderVersion: version)
+            let matches = try pool.value().search(query, k: max(1, k), encoderVersion: version)
             let timings = ["query_seconds": Double(queried - started) / 1e9,
                            "search_seconds": Double(DispatchTime.now().uptimeNanoseconds - queried) / 1e9]
             for (rank, match) in matches.enumerated() {

@@ -31,33 +31,11 @@ public struct CLIPTokenizer: TextTokenizer {
         let root = URL(fileURLWithPath: folder)
         let vocabURL = root.appendingPathComponent("vocab.json")
         let mergesURL = root.appendingPathComponent("merges.txt")
+        // The two tables are built at once, one per core (~10 ms each).
+        let merges = Pending { try Self.mergeRanks(mergesURL) }
         let vocabulary = try TokenizerFiles.vocabulary(vocabURL)
         guard vocabulary.count > 0 else { throw TokenizerError(path: vocabURL.path, reason: "expected an object of token → id") }
-        guard let mergesData = FileManager.default.contents(atPath: mergesURL.path) else {
-            throw TokenizerError(path: mergesURL.path, reason: "cannot read the merges")
-        }
-        // As transformers: the first line is a version header, and CLIP uses at most
-        // 49152 − 256 − 2 merges. Each line is "first second"; it is its own key.
-        var ranks = ByteKeyTable(capacity: 49152 * 3 / 4)
-        try mergesData.withUnsafeBytes { raw in
-            let bytes = raw.bindMemory(to: UInt8.self)
-            var start = 0, line = 0
-            while start < bytes.count, ranks.count < 49152 - 256 - 2 {
-                var end = start
-                while end < bytes.count, bytes[end] != 0x0A { end += 1 }
-                var stop = end
-                while stop > start, bytes[stop - 1] == 0x0D || bytes[stop - 1] == 0x20 { stop -= 1 }
-                if line > 0, stop > start {
-                    let text = bytes[start..<stop]
-                    guard text.reduce(0, { $0 + ($1 == 0x20 ? 1 : 0) }) == 1, text.first != 0x20, ByteKeyTable.isValidUTF8(UnsafeBufferPointer(rebasing: text)) else {
-                        throw TokenizerError(path: mergesURL.path, reason: "line \(line + 1) is not two symbols: '\(String(decoding: text, as: UTF8.self))'")
-                    }
-                    ranks.insert(UnsafeBufferPointer(rebasing: text), value: ranks.count, replacing: false)
-                }
-                line += 1
-                start = end + 1
-            }
-        }
+        let ranks = try merges.value()
         let settings = try TokenizerFiles.settings(root)
         func id(_ key: String, _ fallback: String) throws -> Int {
             let text = TokenizerFiles.tokenText(settings[key]) ?? fallback
@@ -80,6 +58,35 @@ public struct CLIPTokenizer: TextTokenizer {
             vocabulary[text].map { AddedTokens.Token(content: Array(text.unicodeScalars), id: $0, stripLeft: false, stripRight: false) }
         })
         byteSymbols = Self.byteToCharacter().map { Array(String($0).utf8) }
+    }
+
+    /// `merges.txt` as pair → rank. As transformers: the first line is a version header, and
+    /// CLIP uses at most 49152 − 256 − 2 merges. Each line is "first second", its own key.
+    static func mergeRanks(_ url: URL) throws -> ByteKeyTable {
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw TokenizerError(path: url.path, reason: "cannot read the merges")
+        }
+        var ranks = ByteKeyTable(capacity: 49152 * 3 / 4)
+        try data.withUnsafeBytes { raw in
+            let bytes = raw.bindMemory(to: UInt8.self)
+            var start = 0, line = 0
+            while start < bytes.count, ranks.count < 49152 - 256 - 2 {
+                var end = start
+                while end < bytes.count, bytes[end] != 0x0A { end += 1 }
+                var stop = end
+                while stop > start, bytes[stop - 1] == 0x0D || bytes[stop - 1] == 0x20 { stop -= 1 }
+                if line > 0, stop > start {
+                    let text = UnsafeBufferPointer(rebasing: bytes[start..<stop])
+                    guard text.reduce(0, { $0 + ($1 == 0x20 ? 1 : 0) }) == 1, text.first != 0x20, ByteKeyTable.isValidUTF8(text) else {
+                        throw TokenizerError(path: url.path, reason: "line \(line + 1) is not two symbols: '\(String(decoding: text, as: UTF8.self))'")
+                    }
+                    ranks.insert(text, value: ranks.count, replacing: false)
+                }
+                line += 1
+                start = end + 1
+            }
+        }
+        return ranks
     }
 
     public func encode(_ text: String) -> [Int] { [bos] + tokens(text) + [eos] }

@@ -1,0 +1,24 @@
+import Dispatch
+
+/// Work started on another thread now and waited for later: the BPE merges read while the
+/// vocabulary is, a pool opened while the query is encoded. `value()` blocks until it is done
+/// and rethrows its error.
+public final class Pending<Value: Sendable>: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private var result: Result<Value, any Error>?  // written once, before `done` is signalled
+
+    public init(_ work: @escaping @Sendable () throws -> Value) {
+        DispatchQueue.global(qos: .userInitiated).async { [self] in
+            result = Result { try work() }
+            done.signal()
+        }
+    }
+
+    public func value() throws -> Value {
+        if result == nil {
+            done.wait()
+            done.signal()  // later calls return at once
+        }
+        return try result!.get()
+    }
+}
