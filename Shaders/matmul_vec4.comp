@@ -12,7 +12,31 @@ layout(local_size_x = 8, local_size_y = 8, local_size_z = 1) in;
 layout(constant_id = 0) const uint TM = 8;
 layout(constant_id = 1) const uint TN = 8;
 
+#if defined(TEXEL)
+// A and B bound as uniform texel buffers (views of the same memory, one texel = 4 values along
+// K): on lavapipe a texel fetch is one vector gather for the 8 lanes, where a storage-buffer
+// load is a loop over the lanes with a bounds check and a branch per element.
+layout(binding = 0) uniform samplerBuffer a_texels;  // R32G32B32A32_SFLOAT
+vec4 load_a4(uint index4) { return texelFetch(a_texels, int(index4)); }
+#if defined(B_F32) || defined(B_F16)
+layout(binding = 1) uniform samplerBuffer b_texels;  // R32G32B32A32_SFLOAT, or R16G16B16A16_SFLOAT (halves widened by the fetch)
+vec4 load_b4(uint index4) { return texelFetch(b_texels, int(index4)); }
+#elif defined(B_F8E4M3)
+layout(binding = 1) uniform usamplerBuffer b_texels;  // R32_UINT: 4 float8 per texel
+vec4 load_b4(uint index4) { return fp8e4m3_word(texelFetch(b_texels, int(index4)).x); }
+#elif defined(B_F8E5M2)
+layout(binding = 1) uniform usamplerBuffer b_texels;  // R32_UINT
+vec4 load_b4(uint index4) { return fp8e5m2_word(texelFetch(b_texels, int(index4)).x); }
+#else
+layout(binding = 1) uniform usamplerBuffer b_texels;  // R32G32_UINT: 4 bfloat16 per texel
+vec4 load_b4(uint index4) {
+    uvec2 w = texelFetch(b_texels, int(index4)).xy;
+    return uintBitsToFloat(uvec4(w.x << 16, w.x & 0xFFFF0000u, w.y << 16, w.y & 0xFFFF0000u));
+}
+#endif
+#else
 layout(std430, binding = 0) readonly buffer ABuffer { vec4 a_data[]; };
+vec4 load_a4(uint index4) { return a_data[index4]; }
 #if defined(B_F32)
 layout(std430, binding = 1) readonly buffer BBuffer { vec4 b_data[]; };
 vec4 load_b4(uint index4) { return b_data[index4]; }
@@ -31,6 +55,7 @@ vec4 load_b4(uint index4) {
     uvec2 w = b_words[index4];
     return uintBitsToFloat(uvec4(w.x << 16, w.x & 0xFFFF0000u, w.y << 16, w.y & 0xFFFF0000u));
 }
+#endif
 #endif
 layout(std430, binding = 2) writeonly buffer CBuffer { float c_data[]; };
 
@@ -66,7 +91,7 @@ void main() {
     for (uint k4 = 0; k4 < steps; ++k4) {
         vec4 av[TM];
         vec4 bv[TN];
-        [[unroll]] for (uint i = 0; i < TM; ++i) av[i] = a_data[a_rows[i] + k4];
+        [[unroll]] for (uint i = 0; i < TM; ++i) av[i] = load_a4(a_rows[i] + k4);
         [[unroll]] for (uint j = 0; j < TN; ++j) bv[j] = load_b4(b_cols[j] + k4);
         [[unroll]] for (uint i = 0; i < TM; ++i) [[unroll]] for (uint j = 0; j < TN; ++j) {
             acc[i][j] = fma(av[i].x, bv[j].x, acc[i][j]);

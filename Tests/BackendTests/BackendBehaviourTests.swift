@@ -83,7 +83,7 @@ import LoRAFuseVulkan
         graph.markOutput(try graph.matmul(a, w, transposeB: transposeB))
         let inputs = ["a": random.tensor([2, m, k])]
         let expected = try ReferenceEvaluator.evaluate(graph, inputs: inputs)[0].values
-        for variant in [VulkanBackend.MatmulVariant.registers, .tiled] {
+        for variant in [VulkanBackend.MatmulVariant.registers, .texel, .tiled] {
             let vulkan = try VulkanBackend(matmulVariant: variant, bindingLimit: 64 << 10)
             let actual = try vulkan.execute(graph, inputs: inputs).outputs[0].floats()
             #expect(relativeError(actual: actual, expected: expected) <= 1e-4, "\(variant)")

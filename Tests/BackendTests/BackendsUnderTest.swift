@@ -25,7 +25,7 @@ enum BackendsUnderTest {
         let avx2 = CPUBackend(configuration: .init(useBLAS: false, useAVX512: false))
         if !backends.contains(where: { ($0 as? CPUBackend)?.kernelName == "avx2" }) { backends.append(avx2) }
         for case let vulkan as VulkanBackend in backends {
-            let other: VulkanBackend.MatmulVariant = vulkan.effectiveMatmulVariant == .tiled ? .registers : .tiled
+            let other: VulkanBackend.MatmulVariant = vulkan.effectiveMatmulVariant == .tiled ? .texel : .tiled
             if let variant = try? VulkanBackend(deviceIndex: vulkan.device.index, matmulVariant: other, forceStaging: vulkan.usesUnifiedMemory) {
                 backends.append(variant)
             }

@@ -1,5 +1,6 @@
 import Testing
 import LoRAFuse
+import LoRAFuseVulkan
 
 extension OpCase: CustomTestStringConvertible {
     public var testDescription: String { name }
@@ -19,6 +20,21 @@ extension OpCase: CustomTestStringConvertible {
             #expect(output.shape == expected.shape, "\(BackendsUnderTest.label(backend))")
             let error = relativeError(actual: output.floats(), expected: expected.values)
             #expect(error <= opCase.tolerance, "\(BackendsUnderTest.label(backend)): relative error \(error) > \(opCase.tolerance)")
+        }
+    }
+
+    /// The storage-buffer register matmul, which the texel kernel falls back to (and which
+    /// no default variant picks), on every matmul case.
+    @Test func storageBufferRegisterMatmulMatches() throws {
+        guard let vulkan = BackendsUnderTest.all.first(where: { $0 is VulkanBackend }) as? VulkanBackend else { return }
+        let registers = try VulkanBackend(deviceIndex: vulkan.device.index, matmulVariant: .registers)
+        let cases = OpCaseCatalog.all().filter { $0.op == .matmul }
+        #expect(cases.count >= 10)
+        for opCase in cases {
+            let expected = try ReferenceEvaluator.evaluate(opCase.graph, inputs: opCase.inputs)[0]
+            let error = relativeError(actual: try registers.execute(opCase.graph, inputs: opCase.inputs).outputs[0].floats(),
+                                      expected: expected.values)
+            #expect(error <= opCase.tolerance, "\(opCase.name): relative error \(error)")
         }
     }
 

@@ -20,6 +20,7 @@ for dtype in f32 f16 bf16; do
     compile "matmul_$dtype" matmul.comp "-DB_$upper"
     compile "matmul_tiled_$dtype" matmul.comp "-DB_$upper" -DTILED
     compile "matmul_vec4_$dtype" matmul_vec4.comp "-DB_$upper"
+    compile "matmul_texel_$dtype" matmul_vec4.comp "-DB_$upper" -DTEXEL
     compile "conv2d_$dtype" conv2d.comp "-DB_$upper"
     compile "lora_update_$dtype" lora_update.comp "-DF_$upper"
     compile "lora_update_vec4_$dtype" lora_update_vec4.comp "-DF_$upper"
@@ -30,6 +31,7 @@ for dtype in f8e4m3 f8e5m2; do
     compile "matmul_$dtype" matmul.comp "-DB_$upper"
     compile "matmul_tiled_$dtype" matmul.comp "-DB_$upper" -DTILED
     compile "matmul_vec4_$dtype" matmul_vec4.comp "-DB_$upper"
+    compile "matmul_texel_$dtype" matmul_vec4.comp "-DB_$upper" -DTEXEL
     compile "conv2d_$dtype" conv2d.comp "-DB_$upper"
 done
 for shader in binary unary rowwise rope attention attention_registers copy convert topk_histogram topk_sum topk_control lora_gate lora_gate_lowrank; do

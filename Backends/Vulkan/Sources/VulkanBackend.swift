@@ -21,10 +21,14 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
     /// Which matmul kernel to use: register blocking without shared memory (fastest on
     /// lavapipe, a CPU device) or shared-memory tiles (real GPUs). `automatic` picks by device type.
     public enum MatmulVariant: String, Sendable, CaseIterable {
-        /// `registers` on CPU devices, `tiled` on GPUs; `LORAFUSE_VULKAN_MATMUL` overrides.
+        /// `texel` on CPU devices, `tiled` on GPUs; `LORAFUSE_VULKAN_MATMUL` overrides.
         case automatic
         /// Register blocks per invocation, no shared memory; vec4 loads for the Linear layout.
         case registers
+        /// `registers` with the Linear layout's operands read through uniform texel buffers:
+        /// lavapipe gathers a texel fetch for 8 lanes at once, where each storage-buffer load
+        /// is a per-lane loop.
+        case texel
         /// Shared-memory tiles with register blocking (real GPUs).
         case tiled
     }
@@ -69,7 +73,7 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
            chosen != .automatic {
             return chosen
         }
-        return context.isCPUDevice ? .registers : .tiled
+        return context.isCPUDevice ? .texel : .tiled
     }
 
     /// Whether tensors are written in place (unified memory) rather than through staging copies.

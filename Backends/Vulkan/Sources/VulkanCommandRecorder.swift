@@ -15,18 +15,21 @@ final class VulkanCommandRecorder {
     private var retained: [AnyObject] = []
 
     func retain(_ object: AnyObject) { retained.append(object) }
+    /// Texel-buffer views made for dispatches, destroyed with the recorder.
+    private var bufferViews: [VkBufferView?] = []
 
     init(device: VulkanDevice, maximumDispatches: Int, timestamps: Int) throws {
         self.device = device
         let functions = device.functions
-        var poolSize = VkDescriptorPoolSize(type: VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, descriptorCount: UInt32(max(1, maximumDispatches) * 11))
+        var poolSizes = [VkDescriptorPoolSize(type: VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, descriptorCount: UInt32(max(1, maximumDispatches) * 11)),
+                         VkDescriptorPoolSize(type: VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, descriptorCount: UInt32(max(1, maximumDispatches) * 2))]
         var poolInfo = VkDescriptorPoolCreateInfo()
         poolInfo.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO
         poolInfo.maxSets = UInt32(max(1, maximumDispatches))
-        poolInfo.poolSizeCount = 1
+        poolInfo.poolSizeCount = UInt32(poolSizes.count)
         var pool: VkDescriptorPool?
-        try withUnsafePointer(to: &poolSize) { sizePointer in
-            poolInfo.pPoolSizes = sizePointer
+        try poolSizes.withUnsafeMutableBufferPointer { sizePointer in
+            poolInfo.pPoolSizes = UnsafePointer(sizePointer.baseAddress)
             try check(functions.vkCreateDescriptorPool(device.device, &poolInfo, nil, &pool), "vkCreateDescriptorPool")
         }
         descriptorPool = pool!
@@ -59,6 +62,7 @@ final class VulkanCommandRecorder {
 
     deinit {
         let functions = device.functions
+        for view in bufferViews { functions.vkDestroyBufferView(device.device, view, nil) }
         if let queryPool { functions.vkDestroyQueryPool(device.device, queryPool, nil) }
         functions.vkDestroyDescriptorPool(device.device, descriptorPool, nil)
         var buffer: VkCommandBuffer? = commandBuffer
@@ -73,13 +77,17 @@ final class VulkanCommandRecorder {
         timestampLabels.append(label)
     }
 
-    /// Binds `buffers` to bindings 0…n−1, pushes `constants`, dispatches `groups`.
-    func dispatch(_ pipeline: VulkanPipeline, _ buffers: [VulkanRange], constants: [UInt32], groups: (Int, Int, Int)) throws {
+    /// Binds `buffers` to bindings 0…n−1 (the pipeline's texel bindings as views of format
+    /// `texelFormats[binding]`, whose ranges the caller aligned), pushes `constants`,
+    /// dispatches `groups`.
+    func dispatch(_ pipeline: VulkanPipeline, _ buffers: [VulkanRange], constants: [UInt32], groups: (Int, Int, Int),
+                  texelFormats: [Int: VkFormat] = [:]) throws {
         precondition(buffers.count == pipeline.bindingCount, "\(pipeline.name): \(buffers.count) buffers for \(pipeline.bindingCount) bindings")
         precondition(constants.count * 4 <= VulkanPipeline.pushConstantSize)
+        precondition(Set(texelFormats.keys) == pipeline.texelBindings, "\(pipeline.name): texel formats for \(texelFormats.keys), bindings \(pipeline.texelBindings)")
         guard groups.0 > 0, groups.1 > 0, groups.2 > 0 else { return }
         let rangeLimit = device.bindingLimit
-        if let large = buffers.first(where: { $0.size > rangeLimit }) {
+        if let large = buffers.enumerated().first(where: { texelFormats[$0.offset] == nil && $0.element.size > rangeLimit })?.element {
             throw BackendError.outOfMemory(backend: "vulkan", bytes: large.size,
                                            reason: "\(pipeline.name) would bind \(large.size) bytes, past maxStorageBufferRange (\(rangeLimit))")
         }
@@ -99,18 +107,29 @@ final class VulkanCommandRecorder {
             try check(functions.vkAllocateDescriptorSets(device.device, &allocateInfo, &set), "vkAllocateDescriptorSets")
         }
         let infos = buffers.map { VkDescriptorBufferInfo(buffer: $0.buffer.buffer, offset: VkDeviceSize($0.offset), range: VkDeviceSize($0.size)) }
+        var views = [VkBufferView?](repeating: nil, count: buffers.count)
+        for (binding, format) in texelFormats {
+            views[binding] = try bufferView(buffers[binding], format: format)
+        }
         infos.withUnsafeBufferPointer { infoPointer in
-            var writes = (0..<buffers.count).map { index -> VkWriteDescriptorSet in
-                var write = VkWriteDescriptorSet()
-                write.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET
-                write.dstSet = set
-                write.dstBinding = UInt32(index)
-                write.descriptorCount = 1
-                write.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER
-                write.pBufferInfo = infoPointer.baseAddress! + index
-                return write
+            views.withUnsafeBufferPointer { viewPointer in
+                var writes = (0..<buffers.count).map { index -> VkWriteDescriptorSet in
+                    var write = VkWriteDescriptorSet()
+                    write.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET
+                    write.dstSet = set
+                    write.dstBinding = UInt32(index)
+                    write.descriptorCount = 1
+                    if texelFormats[index] != nil {
+                        write.descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER
+                        write.pTexelBufferView = viewPointer.baseAddress! + index
+                    } else {
+                        write.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER
+                        write.pBufferInfo = infoPointer.baseAddress! + index
+                    }
+                    return write
+                }
+                functions.vkUpdateDescriptorSets(device.device, UInt32(writes.count), &writes, 0, nil)
             }
-            functions.vkUpdateDescriptorSets(device.device, UInt32(writes.count), &writes, 0, nil)
         }
         functions.vkCmdBindPipeline(commandBuffer, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.pipeline)
         functions.vkCmdBindDescriptorSets(commandBuffer, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.layout, 0, 1, &set, 0, nil)
@@ -122,6 +141,21 @@ final class VulkanCommandRecorder {
         functions.vkCmdDispatch(commandBuffer, UInt32(groups.0), UInt32(groups.1), UInt32(groups.2))
         barrier(from: VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                 to: VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VkAccessFlagBits(VK_ACCESS_SHADER_READ_BIT.rawValue | VK_ACCESS_SHADER_WRITE_BIT.rawValue))
+    }
+
+    /// A uniform-texel-buffer view of `range` (offset aligned to minTexelBufferOffsetAlignment,
+    /// size a whole number of texels), kept until the recorder goes.
+    private func bufferView(_ range: VulkanRange, format: VkFormat) throws -> VkBufferView? {
+        var info = VkBufferViewCreateInfo()
+        info.sType = VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO
+        info.buffer = range.buffer.buffer
+        info.format = format
+        info.offset = VkDeviceSize(range.offset)
+        info.range = VkDeviceSize(range.size)
+        var view: VkBufferView?
+        try check(device.functions.vkCreateBufferView(device.device, &info, nil, &view), "vkCreateBufferView")
+        bufferViews.append(view)
+        return view
     }
 
     /// 1-D work of `count` items in workgroups of `localSize`, folded into a 2-D grid

@@ -19,7 +19,7 @@ final class VulkanBuffer {
         info.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO
         info.size = VkDeviceSize(max(size, 16))
         info.usage = VkBufferUsageFlags(VK_BUFFER_USAGE_STORAGE_BUFFER_BIT.rawValue | VK_BUFFER_USAGE_TRANSFER_SRC_BIT.rawValue
-                                        | VK_BUFFER_USAGE_TRANSFER_DST_BIT.rawValue)
+                                        | VK_BUFFER_USAGE_TRANSFER_DST_BIT.rawValue | VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT.rawValue)
         info.sharingMode = VK_SHARING_MODE_EXCLUSIVE
         var buffer: VkBuffer?
         try check(functions.vkCreateBuffer(device.device, &info, nil, &buffer), "vkCreateBuffer(\(size) bytes)")
@@ -84,6 +84,9 @@ final class VulkanDevice {
     var storageAlignment: Int { max(256, Int(limits.minStorageBufferOffsetAlignment)) }
     /// The offset alignment binding windows start at (the device minimum, at least 4 bytes).
     var windowAlignment: Int { max(4, Int(limits.minStorageBufferOffsetAlignment)) }
+    /// Where a texel-buffer view may start, and how many texels it may span.
+    var texelAlignment: Int { max(16, Int(limits.minTexelBufferOffsetAlignment)) }
+    var maxTexels: Int { Int(limits.maxTexelBufferElements) }
     /// The most bytes one binding may span: maxStorageBufferRange, or less when a test
     /// asks for it so the splitting paths run on small tensors.
     let bindingLimit: Int
@@ -192,11 +195,13 @@ final class VulkanDevice {
     }
 
     /// The pipeline for SPIR-V module `name` with `specialization` constants, created once.
-    func pipeline(_ name: String, bindings: Int, specialization: [UInt32] = []) throws -> VulkanPipeline {
+    /// Bindings are storage buffers except those listed in `texelBindings` (uniform texel buffers).
+    func pipeline(_ name: String, bindings: Int, specialization: [UInt32] = [], texelBindings: Set<Int> = []) throws -> VulkanPipeline {
         let key = name + "|" + specialization.map(String.init).joined(separator: ",")
         if let cached = pipelines[key] { return cached }
         let start = DispatchTime.now().uptimeNanoseconds
-        let created = try VulkanPipeline(device: self, name: name, bindings: bindings, specialization: specialization)
+        let created = try VulkanPipeline(device: self, name: name, bindings: bindings, specialization: specialization,
+                                         texelBindings: texelBindings)
         pipelines[key] = created
         if Self.tracePipelines {
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9

@@ -16,6 +16,19 @@ struct VulkanKernels {
         return 12  // best of 8/12/16 on lavapipe (LLVM 15, AVX2), measured with `lorafuse profile matmul`
     }()
 
+    /// Rows × columns of outputs per invocation of the vec4 and texel matmuls
+    /// (LORAFUSE_VULKAN_VEC4_BLOCK=RxC to tune). Defaults measured on lavapipe (LLVM 15,
+    /// 2 cores) with `lorafuse profile matmul`: storage-buffer loads 12×12 (8 and 16 slower);
+    /// texel fetches 16×16 (29–43 GFLOP/s at 1024³; 8×16, 12×16, 16×24, 24×16, 20×20 and
+    /// 16×32 within noise or slower).
+    static func vec4Block(texel: Bool) -> (rows: Int, columns: Int) {
+        if let value = ProcessInfo.processInfo.environment["LORAFUSE_VULKAN_VEC4_BLOCK"] {
+            let parts = value.split(separator: "x").compactMap { Int($0) }
+            if parts.count == 2, parts.allSatisfy({ (1...32).contains($0) }) { return (parts[0], parts[1]) }
+        }
+        return texel ? (16, 16) : (registerBlock, registerBlock)
+    }
+
     /// Dtype codes of common.glsl.
     static func code(_ dtype: DType) -> UInt32 {
         switch dtype {
@@ -196,7 +209,7 @@ struct VulkanKernels {
         }
         // CPU devices: the register variant (no shared memory, 4 queries per invocation);
         // GPUs: flash attention with key/value tiles in shared memory.
-        let registers = matmulVariant == .registers && headDim % 4 == 0
+        let registers = matmulVariant != .tiled && headDim % 4 == 0
         let queriesPerGroup = registers ? 64 * 8 : 64
         let blocks = (queryLength + queriesPerGroup - 1) / queriesPerGroup
         let constants: [UInt32] = [UInt32(queryLength), UInt32(keyLength), UInt32(heads), scale.bitPattern, causal ? 1 : 0,
@@ -428,17 +441,56 @@ struct VulkanKernels {
         }
     }
 
+    /// The texel format matmul_texel reads 4 weights of `dtype` as.
+    static func texelFormat(_ dtype: DType) -> VkFormat {
+        switch dtype {
+        case .float16: VK_FORMAT_R16G16B16A16_SFLOAT
+        case .bfloat16: VK_FORMAT_R32G32_UINT
+        case .float8E4M3, .float8E5M2: VK_FORMAT_R32_UINT
+        default: VK_FORMAT_R32G32B32A32_SFLOAT
+        }
+    }
+
+    /// `range` as a texel view of 4-element texels: its start moved down to the texel
+    /// alignment (the elements skipped added to `elementOffset`), its size whole texels
+    /// within the buffer. Nil when that would break 4-element steps or pass maxTexels.
+    func texelWindow(_ range: VulkanRange, elementOffset: Int, elementSize: Int) -> (VulkanRange, Int)? {
+        let texelBytes = 4 * elementSize
+        let start = range.offset / device.texelAlignment * device.texelAlignment
+        let skipped = range.offset - start
+        guard skipped % texelBytes == 0 else { return nil }
+        let bytes = range.size + skipped
+        var size = (bytes + texelBytes - 1) / texelBytes * texelBytes
+        if start + size > range.buffer.size { size = bytes / texelBytes * texelBytes }
+        guard size > 0, size / texelBytes <= device.maxTexels else { return nil }
+        return (VulkanRange(buffer: range.buffer, offset: start, size: size), elementOffset + skipped / elementSize)
+    }
+
     private func dispatchMatmul(_ call: MatmulDispatch, weightType: DType) throws {
         let suffix = Self.suffix(weightType)
         let batches = call.batch.reduce(1, *)
         let buffers = [call.windows.a, call.windows.b, call.windows.c]
         // Linear layout with K % 4 == 0 and 4-aligned offsets: the vec4 kernel (lavapipe's fastest).
         let aligned4 = ([call.aRow, call.bColumn, call.aOffset, call.bOffset] + call.aBatch + call.bBatch).allSatisfy { $0 % 4 == 0 }
-        if matmulVariant == .registers && call.aColumn == 1 && call.bRow == 1 && call.k % 4 == 0 && aligned4 {
-            let block = Self.registerBlock
-            let pipeline = try device.pipeline("matmul_vec4_\(suffix)", bindings: 3, specialization: [UInt32(block), UInt32(block)])
-            try recorder.dispatch(pipeline, buffers, constants: call.constants,
-                                  groups: ((call.n + 8 * block - 1) / (8 * block), (call.m + 8 * block - 1) / (8 * block), batches))
+        if matmulVariant != .tiled && call.aColumn == 1 && call.bRow == 1 && call.k % 4 == 0 && aligned4 {
+            func grid(_ block: (rows: Int, columns: Int)) -> (Int, Int, Int) {
+                ((call.n + 8 * block.columns - 1) / (8 * block.columns), (call.m + 8 * block.rows - 1) / (8 * block.rows), batches)
+            }
+            if matmulVariant == .texel, let (aView, aOffset) = texelWindow(call.windows.a, elementOffset: call.aOffset, elementSize: 4),
+               let (bView, bOffset) = texelWindow(call.windows.b, elementOffset: call.bOffset, elementSize: weightType.byteSize) {
+                let block = Self.vec4Block(texel: true)
+                var texel = call
+                texel.aOffset = aOffset
+                texel.bOffset = bOffset
+                let pipeline = try device.pipeline("matmul_texel_\(suffix)", bindings: 3,
+                                                   specialization: [UInt32(block.rows), UInt32(block.columns)], texelBindings: [0, 1])
+                try recorder.dispatch(pipeline, [aView, bView, call.windows.c], constants: texel.constants, groups: grid(block),
+                                      texelFormats: [0: VK_FORMAT_R32G32B32A32_SFLOAT, 1: Self.texelFormat(weightType)])
+                return
+            }
+            let block = Self.vec4Block(texel: false)
+            let pipeline = try device.pipeline("matmul_vec4_\(suffix)", bindings: 3, specialization: [UInt32(block.rows), UInt32(block.columns)])
+            try recorder.dispatch(pipeline, buffers, constants: call.constants, groups: grid(block))
             return
         }
         let tiled = matmulVariant == .tiled

@@ -13,7 +13,7 @@ enum ShaderLibrary {
     }
 }
 
-/// A compute pipeline with its descriptor-set layout (N storage buffers) and a 128-byte
+/// A compute pipeline with its descriptor-set layout (N storage or uniform texel buffers) and a 128-byte
 /// push-constant range (the minimum every device guarantees).
 final class VulkanPipeline {
     static let pushConstantSize = 128
@@ -27,7 +27,10 @@ final class VulkanPipeline {
     private let functions: LFVulkanFunctions
     private let vkDevice: VkDevice
 
-    init(device: VulkanDevice, name: String, bindings: Int, specialization: [UInt32]) throws {
+    let texelBindings: Set<Int>
+
+    init(device: VulkanDevice, name: String, bindings: Int, specialization: [UInt32], texelBindings: Set<Int> = []) throws {
+        self.texelBindings = texelBindings
         self.functions = device.functions
         self.vkDevice = device.device
         self.name = name
@@ -47,7 +50,7 @@ final class VulkanPipeline {
         var layoutBindings = (0..<bindings).map { index -> VkDescriptorSetLayoutBinding in
             var binding = VkDescriptorSetLayoutBinding()
             binding.binding = UInt32(index)
-            binding.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER
+            binding.descriptorType = texelBindings.contains(index) ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER
             binding.descriptorCount = 1
             binding.stageFlags = VkShaderStageFlags(VK_SHADER_STAGE_COMPUTE_BIT.rawValue)
             return binding
