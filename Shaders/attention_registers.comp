@@ -1,7 +1,7 @@
 #version 450
 // Fused attention for CPU Vulkan devices (Mesa's lavapipe), where every buffer or shared
 // memory load is costly and arithmetic is cheap: no shared memory, no barriers; each
-// invocation owns QUERIES (8) query rows (queries lane, lane + 64, …) and reads each key and
+// invocation owns QUERIES query rows (queries lane, lane + 64, …) and reads each key and
 // value row once for all of them, four elements per load. Online softmax over tiles of 8
 // keys (one rescale per tile); the scores never leave registers. Same math and push
 // constants as attention.comp.
@@ -11,13 +11,25 @@ layout(local_size_x = 64) in;
 #include "common.glsl"
 
 layout(constant_id = 0) const uint HEAD_DIM = 64;  // a multiple of 4
-const uint QUERIES = 8;
+layout(constant_id = 1) const uint QUERIES = 8;
 const uint KEY_TILE = 8;
 const uint VECTORS = HEAD_DIM / 4;
 
 layout(std430, binding = 0) readonly buffer QBuffer { vec4 q_data[]; };
+#if defined(TEXEL)
+// Keys and values bound as uniform texel buffers (RGBA32F): every lane reads the same key
+// row, and lavapipe turns a texel fetch into one gather for the 8 lanes, where a storage
+// buffer load is a loop over the lanes with a branch per element.
+layout(binding = 1) uniform samplerBuffer k_texels;
+layout(binding = 2) uniform samplerBuffer v_texels;
+#define LOAD_K(index) texelFetch(k_texels, int(p.k_offset + (index)))
+#define LOAD_V(index) texelFetch(v_texels, int(p.v_offset + (index)))
+#else
 layout(std430, binding = 1) readonly buffer KBuffer { vec4 k_data[]; };
 layout(std430, binding = 2) readonly buffer VBuffer { vec4 v_data[]; };
+#define LOAD_K(index) k_data[index]
+#define LOAD_V(index) v_data[index]
+#endif
 layout(std430, binding = 3) readonly buffer MaskBuffer { float mask_data[]; };
 layout(std430, binding = 4) writeonly buffer OutBuffer { vec4 out_data[]; };
 
@@ -28,6 +40,7 @@ layout(push_constant) uniform Parameters {
     uint has_mask;
     uint mask_batch_stride, mask_head_stride;
     uint query_blocks;  // ceil(Lq / (64 · QUERIES))
+    uint k_offset, v_offset;  // texel variant: vec4 offsets of K and V inside their views
 } p;
 
 void main() {
@@ -59,7 +72,7 @@ void main() {
             float dots[QUERIES];
             [[unroll]] for (uint i = 0; i < QUERIES; ++i) dots[i] = 0.0;
             [[unroll]] for (uint d = 0; d < VECTORS; ++d) {
-                vec4 kv = k_data[k_base + d];
+                vec4 kv = LOAD_K(k_base + d);
                 [[unroll]] for (uint i = 0; i < QUERIES; ++i) dots[i] += dot(q[i][d], kv);
             }
             [[unroll]] for (uint i = 0; i < QUERIES; ++i) {
@@ -91,7 +104,7 @@ void main() {
             uint key = min(key0 + j, p.key_length - 1);
             uint v_base = (batch * p.key_length + key) * row_vectors + head * VECTORS;
             [[unroll]] for (uint d = 0; d < VECTORS; ++d) {
-                vec4 vv = v_data[v_base + d];
+                vec4 vv = LOAD_V(v_base + d);
                 [[unroll]] for (uint i = 0; i < QUERIES; ++i) acc[i][d] += weights[i][j] * vv;
             }
         }

@@ -23,13 +23,14 @@ extension OpCase: CustomTestStringConvertible {
         }
     }
 
-    /// The storage-buffer register matmul, which the texel kernel falls back to (and which
-    /// no default variant picks), on every matmul case.
-    @Test func storageBufferRegisterMatmulMatches() throws {
+    /// The storage-buffer register kernels (matmul and attention), which the texel kernels fall
+    /// back to (and which no default variant picks), on every matmul and attention case.
+    @Test func storageBufferRegisterKernelsMatch() throws {
         guard let vulkan = BackendsUnderTest.all.first(where: { $0 is VulkanBackend }) as? VulkanBackend else { return }
         let registers = try VulkanBackend(deviceIndex: vulkan.device.index, matmulVariant: .registers)
-        let cases = OpCaseCatalog.all().filter { $0.op == .matmul }
-        #expect(cases.count >= 10)
+        let cases = OpCaseCatalog.all().filter { $0.op == .matmul || $0.op == .attention }
+        #expect(cases.filter { $0.op == .attention }.count >= 3)
+        #expect(cases.count >= 13)
         for opCase in cases {
             let expected = try ReferenceEvaluator.evaluate(opCase.graph, inputs: opCase.inputs)[0]
             let error = relativeError(actual: try registers.execute(opCase.graph, inputs: opCase.inputs).outputs[0].floats(),

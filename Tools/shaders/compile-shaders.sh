@@ -34,6 +34,7 @@ for dtype in f8e4m3 f8e5m2; do
     compile "matmul_texel_$dtype" matmul_vec4.comp "-DB_$upper" -DTEXEL
     compile "conv2d_$dtype" conv2d.comp "-DB_$upper"
 done
+compile attention_texel attention_registers.comp -DTEXEL
 for shader in binary unary rowwise rope attention attention_registers copy convert topk_histogram topk_sum topk_control lora_gate lora_gate_lowrank; do
     compile "$shader" "$shader.comp"
 done

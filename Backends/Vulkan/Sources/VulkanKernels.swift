@@ -29,6 +29,18 @@ struct VulkanKernels {
         return texel ? (16, 16) : (registerBlock, registerBlock)
     }
 
+    /// Query rows per invocation of the texel attention (LORAFUSE_VULKAN_ATTENTION_QUERIES to tune).
+    /// Measured on lavapipe (L=1024, 24 heads of 128): 8 → 18–21 GFLOP/s, 16 → 26, 12 and 24
+    /// slower; but LLVM compiles the fully unrolled 16-query pipeline in 113 s for head dim 128
+    /// (30 s for 8, once per machine: Mesa caches it on disk), so 8 stays the default.
+    static let attentionQueries: Int = {
+        if let value = ProcessInfo.processInfo.environment["LORAFUSE_VULKAN_ATTENTION_QUERIES"].flatMap(Int.init),
+           (1...24).contains(value) {
+            return value
+        }
+        return 8
+    }()
+
     /// Dtype codes of common.glsl.
     static func code(_ dtype: DType) -> UInt32 {
         switch dtype {
@@ -207,17 +219,33 @@ struct VulkanKernels {
             maskBatchStride = maskShape[0] == 1 ? 0 : maskShape[1] * queryLength * keyLength
             maskHeadStride = maskShape[1] == 1 ? 0 : queryLength * keyLength
         }
-        // CPU devices: the register variant (no shared memory, 4 queries per invocation);
+        // CPU devices: the register variant (no shared memory, 8 queries per invocation), with
+        // keys and values read through texel buffers where their views allow it;
         // GPUs: flash attention with key/value tiles in shared memory.
         let registers = matmulVariant != .tiled && headDim % 4 == 0
-        let queriesPerGroup = registers ? 64 * 8 : 64
+        let texel = registers && matmulVariant == .texel
+        let queries = texel ? Self.attentionQueries : 8  // per invocation
+        let queriesPerGroup = registers ? 64 * queries : 64
         let blocks = (queryLength + queriesPerGroup - 1) / queriesPerGroup
-        let constants: [UInt32] = [UInt32(queryLength), UInt32(keyLength), UInt32(heads), scale.bitPattern, causal ? 1 : 0,
+        var constants: [UInt32] = [UInt32(queryLength), UInt32(keyLength), UInt32(heads), scale.bitPattern, causal ? 1 : 0,
                                    mask == nil ? 0 : 1, UInt32(maskBatchStride), UInt32(maskHeadStride), UInt32(blocks)]
+        var buffers = [operands[0].0, operands[1].0, operands[2].0, mask?.0 ?? operands[0].0, output]
+        let groups = VulkanCommandRecorder.groups1D(batch * heads * blocks, localSize: 1)
+        if texel,
+           let (keys, keyOffset) = texelWindow(operands[1].0, elementOffset: 0, elementSize: 4),
+           let (values, valueOffset) = texelWindow(operands[2].0, elementOffset: 0, elementSize: 4) {
+            constants += [UInt32(keyOffset / 4), UInt32(valueOffset / 4)]
+            buffers[1] = keys
+            buffers[2] = values
+            let pipeline = try device.pipeline("attention_texel", bindings: 5, specialization: [UInt32(headDim), UInt32(queries)],
+                                               texelBindings: [1, 2])
+            try recorder.dispatch(pipeline, buffers, constants: constants, groups: groups,
+                                  texelFormats: [1: VK_FORMAT_R32G32B32A32_SFLOAT, 2: VK_FORMAT_R32G32B32A32_SFLOAT])
+            return
+        }
         try recorder.dispatch(device.pipeline(registers ? "attention_registers" : "attention", bindings: 5,
-                                              specialization: [UInt32(headDim)]),
-                              [operands[0].0, operands[1].0, operands[2].0, mask?.0 ?? operands[0].0, output],
-                              constants: constants, groups: VulkanCommandRecorder.groups1D(batch * heads * blocks, localSize: 1))
+                                              specialization: registers ? [UInt32(headDim), 8] : [UInt32(headDim)]),
+                              buffers, constants: constants, groups: groups)
     }
 
     /// One matmul dispatch: sizes, strides, the three bound windows and the element
