@@ -16,7 +16,7 @@ for shape in "${shapes[@]}"; do
     LORAFUSE_CPU_BLAS=0 "$bin" profile matmul --m "$m" --n "$n" --k "$k" --repeat "$repeat" --json \
         | sed 's/"backend":"cpu"/"backend":"cpu (built-in kernels)"/' >> "$results"
     if "$bin" backends --json | grep -q '"backend":"vulkan".*"available":true\|"available":true.*"backend":"vulkan"'; then
-        "$bin" profile matmul --m "$m" --n "$n" --k "$k" --repeat "$(( repeat < 3 ? repeat : 3 ))" --backend vulkan --json >> "$results"
+        "$bin" profile matmul --m "$m" --n "$n" --k "$k" --repeat "$repeat" --backend vulkan --json >> "$results"
     fi
 done
 python3 - "$results" <<'PY'

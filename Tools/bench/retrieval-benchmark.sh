@@ -3,7 +3,8 @@
 #  1. encoding one FLUX.1-dev-sized LoRA (304 layers, rank 16, random BF16) with a FLUX-sized
 #     weight encoder (the research code's defaults: width 768, 2 layers, 3072 MLP; random) on
 #     the CPU backend and on Vulkan when present (`lorafuse lora embed`, best of 2 after loading);
-#  2. `lorafuse pool search` end to end over 10,000 synthetic 768-d embeddings: with a stored
+#  2. `lorafuse pool search` end to end over 10,000 synthetic 768-d embeddings (min and median
+#     of 20 runs): with a stored
 #     query embedding (process start, SQLite scan, cosine ranking), then with a prompt embedded by
 #     the 768-wide CLIP of generate-benchmark.sh's pipeline.
 #   usage: Tools/bench/retrieval-benchmark.sh
@@ -46,15 +47,28 @@ python3 -c "
 import numpy as np
 from safetensors.numpy import save_file
 save_file({'embedding': np.random.default_rng(1).standard_normal(768).astype('float32')}, '$work/query.safetensors')"
-for attempt in 1 2 3; do
-    start=$(date +%s%N)
-    "$bin" pool search --embedding "$work/query.safetensors" --db "$db" -k 5 > /dev/null
-    end=$(date +%s%N)
-    echo "{\"command\":\"pool search --embedding\",\"entries\":10000,\"end_to_end_ms\":$(( (end - start) / 1000000 ))}"
-done
-for attempt in 1 2 3; do
-    start=$(date +%s%N)
-    line=$("$bin" pool search "a watercolor painting of a fox" --text-encoders .build-bench/generate --db "$db" -k 5 --json | head -1)
-    end=$(date +%s%N)
-    echo "{\"command\":\"pool search\",\"entries\":10000,\"end_to_end_ms\":$(( (end - start) / 1000000 )),\"first\":$line}"
-done
+# End to end, min and median of 20 runs each (warm page cache; process start included).
+timed() {  # label command...
+    local label="$1" times=()
+    shift
+    for _ in $(seq 20); do
+        local start end
+        start=$(date +%s%N)
+        "$@" > /dev/null
+        end=$(date +%s%N)
+        times+=($(( (end - start) / 100000 )))
+    done
+    sorted=($(printf '%s\n' "${times[@]}" | sort -n))
+    echo "{\"command\":\"$label\",\"entries\":10000,\"min_ms\":$(( sorted[0] / 10 )).$(( sorted[0] % 10 )),\"median_ms\":$(( sorted[10] / 10 )).$(( sorted[10] % 10 ))}"
+}
+searches() {  # binary label
+    timed "$2 lorafuse --version" "$1" --version
+    timed "$2 pool search --embedding" "$1" pool search --embedding "$work/query.safetensors" --db "$db" -k 5
+    timed "$2 pool search PROMPT" "$1" pool search "a watercolor painting of a fox" --text-encoders .build-bench/generate --db "$db" -k 5
+}
+searches "$bin" "release:"
+# The same binary with the Swift runtime linked in (--static-swift-stdlib): no dynamic
+# linking of libswiftCore/Foundation at start.
+swift build -c release --product lorafuse --static-swift-stdlib --build-path .build-static > /dev/null
+searches .build-static/release/lorafuse "static stdlib:"
+"$bin" pool search "a watercolor painting of a fox" --text-encoders .build-bench/generate --db "$db" -k 1 --json
