@@ -197,7 +197,7 @@ final class VulkanDevice {
     /// The pipeline for SPIR-V module `name` with `specialization` constants, created once.
     /// Bindings are storage buffers except those listed in `texelBindings` (uniform texel buffers).
     func pipeline(_ name: String, bindings: Int, specialization: [UInt32] = [], texelBindings: Set<Int> = []) throws -> VulkanPipeline {
-        let key = name + "|" + specialization.map(String.init).joined(separator: ",")
+        let key = name + "|" + specialization.map(String.init).joined(separator: ",") + "|" + texelBindings.sorted().map(String.init).joined(separator: ",")
         if let cached = pipelines[key] { return cached }
         let start = DispatchTime.now().uptimeNanoseconds
         let created = try VulkanPipeline(device: self, name: name, bindings: bindings, specialization: specialization,

@@ -14,11 +14,11 @@ public final class Pending<Value: Sendable>: @unchecked Sendable {
         }
     }
 
+    /// Waits on the semaphore every time (never reads `result` unsynchronized), then passes
+    /// the signal on so later calls return at once.
     public func value() throws -> Value {
-        if result == nil {
-            done.wait()
-            done.signal()  // later calls return at once
-        }
+        done.wait()
+        defer { done.signal() }
         return try result!.get()
     }
 }

@@ -37,11 +37,14 @@ public struct CLIPTokenizer: TextTokenizer {
         guard vocabulary.count > 0 else { throw TokenizerError(path: vocabURL.path, reason: "expected an object of token → id") }
         let ranks = try merges.value()
         let settings = try TokenizerFiles.settings(root)
+        // The special tokens (text from the settings, else CLIP's) are matched whole in any text.
+        var specials: [String: Int] = [:]
         func id(_ key: String, _ fallback: String) throws -> Int {
             let text = TokenizerFiles.tokenText(settings[key]) ?? fallback
             guard let id = vocabulary[text] else {
                 throw TokenizerError(path: vocabURL.path, reason: "the \(key) '\(text)' is not in the vocabulary")
             }
+            specials[text] = id
             return id
         }
         self.vocabulary = vocabulary
@@ -52,10 +55,8 @@ public struct CLIPTokenizer: TextTokenizer {
         unknown = try id("unk_token", "<|endoftext|>")
         let maxLength = settings["model_max_length"] as? Int ?? 77
         defaultLength = maxLength > 0 && maxLength < 1_000_000 ? maxLength : 77
-        let specials = Set(["bos_token", "eos_token", "pad_token", "unk_token"].map { TokenizerFiles.tokenText(settings[$0]) ?? (
-            $0 == "bos_token" ? "<|startoftext|>" : "<|endoftext|>") })
-        added = AddedTokens(specials.compactMap { text in
-            vocabulary[text].map { AddedTokens.Token(content: Array(text.unicodeScalars), id: $0, stripLeft: false, stripRight: false) }
+        added = AddedTokens(specials.map {
+            AddedTokens.Token(content: Array($0.key.unicodeScalars), id: $0.value, stripLeft: false, stripRight: false)
         })
         byteSymbols = Self.byteToCharacter().map { Array(String($0).utf8) }
     }
