@@ -18,22 +18,8 @@ layout(constant_id = 1) const uint TN = 8;
 // load is a loop over the lanes with a bounds check and a branch per element.
 layout(binding = 0) uniform samplerBuffer a_texels;  // R32G32B32A32_SFLOAT
 vec4 load_a4(uint index4) { return texelFetch(a_texels, int(index4)); }
-#if defined(B_F32) || defined(B_F16)
-layout(binding = 1) uniform samplerBuffer b_texels;  // R32G32B32A32_SFLOAT, or R16G16B16A16_SFLOAT (halves widened by the fetch)
-vec4 load_b4(uint index4) { return texelFetch(b_texels, int(index4)); }
-#elif defined(B_F8E4M3)
-layout(binding = 1) uniform usamplerBuffer b_texels;  // R32_UINT: 4 float8 per texel
-vec4 load_b4(uint index4) { return fp8e4m3_word(texelFetch(b_texels, int(index4)).x); }
-#elif defined(B_F8E5M2)
-layout(binding = 1) uniform usamplerBuffer b_texels;  // R32_UINT
-vec4 load_b4(uint index4) { return fp8e5m2_word(texelFetch(b_texels, int(index4)).x); }
-#else
-layout(binding = 1) uniform usamplerBuffer b_texels;  // R32G32_UINT: 4 bfloat16 per texel
-vec4 load_b4(uint index4) {
-    uvec2 w = texelFetch(b_texels, int(index4)).xy;
-    return uintBitsToFloat(uvec4(w.x << 16, w.x & 0xFFFF0000u, w.y << 16, w.y & 0xFFFF0000u));
-}
-#endif
+#define WEIGHT_BINDING 1
+#include "weight_texel.glsl"
 #else
 layout(std430, binding = 0) readonly buffer ABuffer { vec4 a_data[]; };
 vec4 load_a4(uint index4) { return a_data[index4]; }

@@ -7,7 +7,11 @@ import LoRAFuse
 final class VulkanCommandRecorder {
     let device: VulkanDevice
     let commandBuffer: VkCommandBuffer
-    private let descriptorPool: VkDescriptorPool
+    /// Descriptor pools sized for the expected dispatches; another is added when the last one
+    /// runs out (ops split into windows can dispatch more than the estimate).
+    private var descriptorPools: [VkDescriptorPool?]
+    private let poolSizes: [VkDescriptorPoolSize]
+    private let poolSets: Int
     private var queryPool: VkQueryPool?
     private var queryCount: UInt32 = 0
     private(set) var timestampLabels: [Int] = []
@@ -21,18 +25,11 @@ final class VulkanCommandRecorder {
     init(device: VulkanDevice, maximumDispatches: Int, timestamps: Int) throws {
         self.device = device
         let functions = device.functions
-        var poolSizes = [VkDescriptorPoolSize(type: VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, descriptorCount: UInt32(max(1, maximumDispatches) * 11)),
-                         VkDescriptorPoolSize(type: VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, descriptorCount: UInt32(max(1, maximumDispatches) * 2))]
-        var poolInfo = VkDescriptorPoolCreateInfo()
-        poolInfo.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO
-        poolInfo.maxSets = UInt32(max(1, maximumDispatches))
-        poolInfo.poolSizeCount = UInt32(poolSizes.count)
-        var pool: VkDescriptorPool?
-        try poolSizes.withUnsafeMutableBufferPointer { sizePointer in
-            poolInfo.pPoolSizes = UnsafePointer(sizePointer.baseAddress)
-            try check(functions.vkCreateDescriptorPool(device.device, &poolInfo, nil, &pool), "vkCreateDescriptorPool")
-        }
-        descriptorPool = pool!
+        let sets = max(1, maximumDispatches)
+        poolSizes = [VkDescriptorPoolSize(type: VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, descriptorCount: UInt32(sets * 11)),
+                     VkDescriptorPoolSize(type: VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, descriptorCount: UInt32(sets * 2))]
+        poolSets = sets
+        descriptorPools = [try Self.makeDescriptorPool(device, sizes: poolSizes, sets: sets)]
 
         var allocateInfo = VkCommandBufferAllocateInfo()
         allocateInfo.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO
@@ -64,7 +61,7 @@ final class VulkanCommandRecorder {
         let functions = device.functions
         for view in bufferViews { functions.vkDestroyBufferView(device.device, view, nil) }
         if let queryPool { functions.vkDestroyQueryPool(device.device, queryPool, nil) }
-        functions.vkDestroyDescriptorPool(device.device, descriptorPool, nil)
+        for pool in descriptorPools { functions.vkDestroyDescriptorPool(device.device, pool, nil) }
         var buffer: VkCommandBuffer? = commandBuffer
         functions.vkFreeCommandBuffers(device.device, device.commandPool, 1, &buffer)
     }
@@ -96,16 +93,7 @@ final class VulkanCommandRecorder {
         guard groups.0 <= maximum[0], groups.1 <= maximum[1], groups.2 <= maximum[2] else {
             throw BackendError.deviceFailure(backend: "vulkan", reason: "\(pipeline.name): \(groups) workgroups exceed the device limit \(maximum)")
         }
-        var setLayout: VkDescriptorSetLayout? = pipeline.setLayout
-        var allocateInfo = VkDescriptorSetAllocateInfo()
-        allocateInfo.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO
-        allocateInfo.descriptorPool = descriptorPool
-        allocateInfo.descriptorSetCount = 1
-        var set: VkDescriptorSet?
-        try withUnsafePointer(to: &setLayout) { layoutPointer in
-            allocateInfo.pSetLayouts = layoutPointer
-            try check(functions.vkAllocateDescriptorSets(device.device, &allocateInfo, &set), "vkAllocateDescriptorSets")
-        }
+        var set = try allocateSet(pipeline.setLayout)
         let infos = buffers.map { VkDescriptorBufferInfo(buffer: $0.buffer.buffer, offset: VkDeviceSize($0.offset), range: VkDeviceSize($0.size)) }
         var views = [VkBufferView?](repeating: nil, count: buffers.count)
         for (binding, format) in texelFormats {
@@ -141,6 +129,47 @@ final class VulkanCommandRecorder {
         functions.vkCmdDispatch(commandBuffer, UInt32(groups.0), UInt32(groups.1), UInt32(groups.2))
         barrier(from: VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                 to: VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VkAccessFlagBits(VK_ACCESS_SHADER_READ_BIT.rawValue | VK_ACCESS_SHADER_WRITE_BIT.rawValue))
+    }
+
+    private static func makeDescriptorPool(_ device: VulkanDevice, sizes: [VkDescriptorPoolSize], sets: Int) throws -> VkDescriptorPool? {
+        var poolInfo = VkDescriptorPoolCreateInfo()
+        poolInfo.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO
+        poolInfo.maxSets = UInt32(sets)
+        poolInfo.poolSizeCount = UInt32(sizes.count)
+        var pool: VkDescriptorPool?
+        try sizes.withUnsafeBufferPointer { sizePointer in
+            poolInfo.pPoolSizes = sizePointer.baseAddress
+            try check(device.functions.vkCreateDescriptorPool(device.device, &poolInfo, nil, &pool), "vkCreateDescriptorPool")
+        }
+        return pool
+    }
+
+    /// Pools made so far (one, unless dispatches outran the estimate).
+    var descriptorPoolCount: Int { descriptorPools.count }
+
+    /// A descriptor set of `layout` from the newest pool, or from a new pool when that one is
+    /// spent (VK_ERROR_OUT_OF_POOL_MEMORY or VK_ERROR_FRAGMENTED_POOL).
+    private func allocateSet(_ layout: VkDescriptorSetLayout) throws -> VkDescriptorSet? {
+        var setLayout: VkDescriptorSetLayout? = layout
+        func allocate() -> (VkResult, VkDescriptorSet?) {
+            var allocateInfo = VkDescriptorSetAllocateInfo()
+            allocateInfo.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO
+            allocateInfo.descriptorPool = descriptorPools.last!
+            allocateInfo.descriptorSetCount = 1
+            var set: VkDescriptorSet?
+            let result = withUnsafePointer(to: &setLayout) { layoutPointer in
+                allocateInfo.pSetLayouts = layoutPointer
+                return device.functions.vkAllocateDescriptorSets(device.device, &allocateInfo, &set)
+            }
+            return (result, set)
+        }
+        var (result, set) = allocate()
+        if result == VK_ERROR_OUT_OF_POOL_MEMORY || result == VK_ERROR_FRAGMENTED_POOL {
+            descriptorPools.append(try Self.makeDescriptorPool(device, sizes: poolSizes, sets: poolSets))
+            (result, set) = allocate()
+        }
+        try check(result, "vkAllocateDescriptorSets")
+        return set
     }
 
     /// A uniform-texel-buffer view of `range` (offset aligned to minTexelBufferOffsetAlignment,
