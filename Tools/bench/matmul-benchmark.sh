@@ -16,16 +16,14 @@ vulkan=0
 if "$bin" backends --json | grep -q '"backend":"vulkan".*"available":true\|"available":true.*"backend":"vulkan"'; then vulkan=1; fi
 results=$(mktemp)
 tag() { sed "s/^{/{\"round\":$1,/"; }
+profile() { "$bin" profile matmul --m "$m" --n "$n" --k "$k" --repeat "$repeat" --json "$@"; }
 for round in $(seq 1 "$rounds"); do
     for shape in "${shapes[@]}"; do
         read -r m n k <<< "$shape"
         python3 Tools/bench/numpy_matmul.py "$m" "$n" "$k" --repeat "$repeat" | tag "$round" >> "$results"
-        "$bin" profile matmul --m "$m" --n "$n" --k "$k" --repeat "$repeat" --json | tag "$round" >> "$results"
-        LORAFUSE_CPU_BLAS=0 "$bin" profile matmul --m "$m" --n "$n" --k "$k" --repeat "$repeat" --json \
-            | sed 's/"backend":"cpu"/"backend":"cpu (built-in kernels)"/' | tag "$round" >> "$results"
-        if [ "$vulkan" = 1 ]; then
-            "$bin" profile matmul --m "$m" --n "$n" --k "$k" --repeat "$repeat" --backend vulkan --json | tag "$round" >> "$results"
-        fi
+        profile | tag "$round" >> "$results"
+        LORAFUSE_CPU_BLAS=0 profile | sed 's/"backend":"cpu"/"backend":"cpu (built-in kernels)"/' | tag "$round" >> "$results"
+        if [ "$vulkan" = 1 ]; then profile --backend vulkan | tag "$round" >> "$results"; fi
     done
 done
 python3 - "$results" <<'PY'

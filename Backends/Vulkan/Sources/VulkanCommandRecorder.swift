@@ -144,9 +144,6 @@ final class VulkanCommandRecorder {
         return pool
     }
 
-    /// Pools made so far (one, unless dispatches outran the estimate).
-    var descriptorPoolCount: Int { descriptorPools.count }
-
     /// A descriptor set of `layout` from the newest pool, or from a new pool when that one is
     /// spent (VK_ERROR_OUT_OF_POOL_MEMORY or VK_ERROR_FRAGMENTED_POOL).
     private func allocateSet(_ layout: VkDescriptorSetLayout) throws -> VkDescriptorSet? {
