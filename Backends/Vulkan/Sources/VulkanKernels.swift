@@ -18,15 +18,18 @@ struct VulkanKernels {
 
     /// Rows × columns of outputs per invocation of the vec4 and texel matmuls
     /// (LORAFUSE_VULKAN_VEC4_BLOCK=RxC to tune). Defaults measured on lavapipe (LLVM 15,
-    /// 2 cores) with `lorafuse profile matmul`: storage-buffer loads 12×12 (8 and 16 slower);
-    /// texel fetches 16×16 (29–43 GFLOP/s at 1024³; 8×16, 12×16, 16×24, 24×16, 20×20 and
-    /// 16×32 within noise or slower).
+    /// 2 cores) with `lorafuse profile matmul`, the blocks alternated run by run:
+    /// storage-buffer loads 12×12 (8 and 16 slower); texel fetches 32×16 — about 1.1× 16×16
+    /// at 1024³ and at 4096×3072×3072, as fast or faster with F16 and BF16 weights. The 8
+    /// lanes of a subgroup share their rows, so a row of A is one cache line for all of them
+    /// while each column of B is 8 lines: tall blocks beat wide ones (16×32 was slower;
+    /// 24×24, 32×8, 32×12, 48×16 and 64×8 no better than 32×16).
     static func vec4Block(texel: Bool) -> (rows: Int, columns: Int) {
         if let value = ProcessInfo.processInfo.environment["LORAFUSE_VULKAN_VEC4_BLOCK"] {
             let parts = value.split(separator: "x").compactMap { Int($0) }
             if parts.count == 2, parts.allSatisfy({ (1...32).contains($0) }) { return (parts[0], parts[1]) }
         }
-        return texel ? (16, 16) : (registerBlock, registerBlock)
+        return texel ? (32, 16) : (registerBlock, registerBlock)
     }
 
     /// Query rows per invocation of the texel attention (LORAFUSE_VULKAN_ATTENTION_QUERIES to tune).
