@@ -161,7 +161,7 @@ final class VulkanDevice {
     }
 
     deinit {
-        functions.vkDeviceWaitIdle(device)
+        _ = functions.vkDeviceWaitIdle(device)
         pipelines.removeAll()
         functions.vkDestroyCommandPool(device, commandPool, nil)
         functions.vkDestroyDevice(device, nil)
