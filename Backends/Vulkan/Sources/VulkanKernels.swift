@@ -16,20 +16,26 @@ struct VulkanKernels {
         return 12  // best of 8/12/16 on lavapipe (LLVM 15, AVX2), measured with `lorafuse profile matmul`
     }()
 
-    /// Rows × columns of outputs per invocation of the vec4 and texel matmuls
-    /// (LORAFUSE_VULKAN_VEC4_BLOCK=RxC to tune). Defaults measured on lavapipe (LLVM 15,
-    /// 2 cores) with `lorafuse profile matmul`, the blocks alternated run by run:
-    /// storage-buffer loads 12×12 (8 and 16 slower); texel fetches 32×16 — about 1.1× 16×16
-    /// at 1024³ and at 4096×3072×3072, as fast or faster with F16 and BF16 weights. The 8
-    /// lanes of a subgroup share their rows, so a row of A is one cache line for all of them
-    /// while each column of B is 8 lines: tall blocks beat wide ones (16×32 was slower;
-    /// 24×24, 32×8, 32×12, 48×16 and 64×8 no better than 32×16).
-    static func vec4Block(texel: Bool) -> (rows: Int, columns: Int) {
+    /// Rows × columns of outputs per invocation of the vec4 and texel matmuls for `m` rows
+    /// of A (LORAFUSE_VULKAN_VEC4_BLOCK=RxC overrides). Defaults measured on lavapipe
+    /// (LLVM 15, 2 cores) with `lorafuse profile matmul`, the blocks alternated run by run:
+    /// - storage-buffer loads: 12×12 (8 and 16 slower).
+    /// - texel fetches, m ≥ 1024: 32×16, about 1.1× 16×16 at 1024³ and at 4096×3072×3072
+    ///   and as fast or faster with F16 and BF16 weights. The 8 lanes of a subgroup share
+    ///   their rows, so a row of A is one cache line for all of them while each column of B
+    ///   is 8 lines: tall blocks beat wide ones (16×32 was slower; 24×24, 32×8, 32×12, 48×16
+    ///   and 64×8 no better than 32×16).
+    /// - texel fetches, fewer rows: every invocation computes all its rows (the last ones
+    ///   clamped), so a tall block wastes work. At N = 6144, K = 1024: 16×16 is fastest from
+    ///   about 12 to 512 rows (32×16 took 1.3–1.5× as long at 77 and 300), 4×16 at 1 and 8
+    ///   rows (4.2 and 5.4 ms, against 7.1 and 6.5 for 16×16 and 11–18 for 32×16).
+    static func vec4Block(texel: Bool, rows m: Int) -> (rows: Int, columns: Int) {
         if let value = ProcessInfo.processInfo.environment["LORAFUSE_VULKAN_VEC4_BLOCK"] {
             let parts = value.split(separator: "x").compactMap { Int($0) }
             if parts.count == 2, parts.allSatisfy({ (1...32).contains($0) }) { return (parts[0], parts[1]) }
         }
-        return texel ? (32, 16) : (registerBlock, registerBlock)
+        guard texel else { return (registerBlock, registerBlock) }
+        return (m >= 1024 ? 32 : m > 8 ? 16 : 4, 16)
     }
 
     /// Query rows per invocation of the texel attention (LORAFUSE_VULKAN_ATTENTION_QUERIES to tune).
@@ -509,7 +515,7 @@ struct VulkanKernels {
             }
             if matmulVariant == .texel, let (aView, aOffset) = texelWindow(call.windows.a, elementOffset: call.aOffset, elementSize: 4),
                let (bView, bOffset) = texelWindow(call.windows.b, elementOffset: call.bOffset, elementSize: weightType.byteSize) {
-                let block = Self.vec4Block(texel: true)
+                let block = Self.vec4Block(texel: true, rows: call.m)
                 var texel = call
                 texel.aOffset = aOffset
                 texel.bOffset = bOffset
@@ -519,7 +525,7 @@ struct VulkanKernels {
                                       texelFormats: [0: VK_FORMAT_R32G32B32A32_SFLOAT, 1: Self.texelFormat(weightType)])
                 return
             }
-            let block = Self.vec4Block(texel: false)
+            let block = Self.vec4Block(texel: false, rows: call.m)
             let pipeline = try device.pipeline("matmul_vec4_\(suffix)", bindings: 3, specialization: [UInt32(block.rows), UInt32(block.columns)])
             try recorder.dispatch(pipeline, buffers, constants: call.constants, groups: grid(block))
             return

@@ -38,9 +38,10 @@ public enum OpCaseCatalog {
         var cases: [OpCase] = []
         func shapeText(_ shape: Shape) -> String { "[" + shape.dimensions.map(String.init).joined(separator: ",") + "]" }
 
-        // matmul: (m, k, n) with edges in every direction, K past the cache block, batches.
+        // matmul: (m, k, n) with edges in every direction, K past the cache block, batches;
+        // 1, 200 and 1030 rows with K % 4 == 0 reach each of the Vulkan texel kernel's blocks.
         let sizes: [(Int, Int, Int)] = [(1, 1, 1), (7, 33, 129), (129, 7, 33), (33, 129, 7), (1, 300, 17),
-                                        (97, 261, 50), (200, 300, 260)]
+                                        (97, 261, 50), (200, 300, 260), (1030, 20, 37)]
         for (m, k, n) in sizes {
             for dtype in [DType.float32, .float16, .bfloat16, .float8E4M3, .float8E5M2] {
                 for transposeB in [true, false] where dtype == .float32 || transposeB {
