@@ -145,7 +145,7 @@ import Testing
         withUnsafeBytes(of: (testCase.declaredLength ?? UInt64(header.count)).littleEndian) { bytes += $0 }
         bytes += header
         bytes += [UInt8](repeating: 0, count: testCase.dataSize)
-        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        try #require(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
         do {
             _ = try SafeTensorsFile(path: path)
             Issue.record("\(testCase.name): accepted")
@@ -159,7 +159,7 @@ import Testing
     @Test func rejectsTinyAndMissingFiles() throws {
         let directory = TemporaryDirectory()
         let path = directory.file("tiny.safetensors")
-        FileManager.default.createFile(atPath: path, contents: Data([1, 2, 3]))
+        try #require(FileManager.default.createFile(atPath: path, contents: Data([1, 2, 3])))
         #expect(throws: SafeTensorsError(path: path, .fileTooSmall(size: 3))) { try SafeTensorsFile(path: path) }
         #expect(throws: SafeTensorsError.self) { try SafeTensorsFile(path: directory.file("absent.safetensors")) }
         #expect(throws: SafeTensorsError.self) { try SafeTensorsFile(path: directory.path) }
@@ -169,7 +169,7 @@ import Testing
         let directory = TemporaryDirectory()
         let path = directory.file("sparse.safetensors")
         // A sparse file larger than the limit, declaring a header of limit + 1 bytes.
-        FileManager.default.createFile(atPath: path, contents: nil)
+        try #require(FileManager.default.createFile(atPath: path, contents: nil))
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
         var length = UInt64(SafeTensorsFile.maximumHeaderLength + 1).littleEndian
         try handle.write(contentsOf: Data(bytes: &length, count: 8))
@@ -202,7 +202,7 @@ import Testing
                 let position = Int.random(in: 8..<min(bytes.count, 160), using: &random)
                 bytes[position] = [0x30, 0x39, 0x2C, 0x7D, 0x22, 0x5B][Int.random(in: 0..<6, using: &random)]
             }
-            FileManager.default.createFile(atPath: corrupt, contents: Data(bytes))
+            try #require(FileManager.default.createFile(atPath: corrupt, contents: Data(bytes)))
             if let file = try? SafeTensorsFile(path: corrupt) {
                 for entry in file.entries { _ = file.tensor(entry).doubles() }  // every accepted range is readable
             }
