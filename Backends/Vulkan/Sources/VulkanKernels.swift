@@ -27,7 +27,7 @@ struct VulkanKernels {
     ///   and 64×8 no better than 32×16).
     /// - texel fetches, fewer rows: every invocation computes all its rows (the last ones
     ///   clamped), so a tall block wastes work. At N = 6144, K = 1024: 16×16 is fastest from
-    ///   about 12 to 512 rows (32×16 took 1.3–1.5× as long at 77 and 300), 4×16 at 1 and 8
+    ///   about 12 to 512 rows (32×16 took 1.3–1.5× as long at 77, 1.2× at 300), 4×16 at 1 and 8
     ///   rows (4.2 and 5.4 ms, against 7.1 and 6.5 for 16×16 and 11–18 for 32×16).
     static func vec4Block(texel: Bool, rows m: Int) -> (rows: Int, columns: Int) {
         if let value = ProcessInfo.processInfo.environment["LORAFUSE_VULKAN_VEC4_BLOCK"] {
