@@ -253,7 +253,7 @@ struct VulkanKernels {
             return
         }
         try recorder.dispatch(device.pipeline(registers ? "attention_registers" : "attention", bindings: 5,
-                                              specialization: registers ? [UInt32(headDim), 8] : [UInt32(headDim)]),
+                                              specialization: registers ? [UInt32(headDim), UInt32(queries)] : [UInt32(headDim)]),
                               buffers, constants: constants, groups: groups)
     }
 
