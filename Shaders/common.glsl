@@ -32,6 +32,8 @@ vec4 fp8e5m2_word(uint word) {
     return vec4(unpackHalf2x16((word & 0xFFu) << 8).x, unpackHalf2x16(word & 0xFF00u).x,
                 unpackHalf2x16((word >> 8) & 0xFF00u).x, unpackHalf2x16((word >> 16) & 0xFF00u).x);
 }
+// 4 bfloat16 packed in two words, low half first.
+vec4 bfloat_words(uvec2 w) { return uintBitsToFloat(uvec4(w.x << 16, w.x & 0xFFFF0000u, w.y << 16, w.y & 0xFFFF0000u)); }
 
 // float32 → bfloat16 bits, round to nearest even; NaN stays a quiet NaN.
 uint bfloat_bits(float value) {

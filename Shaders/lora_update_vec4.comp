@@ -29,7 +29,7 @@ vec4 load_up4(uint index4) { return unpack4(up_words[index4]); }
 #else
 layout(std430, binding = 2) readonly buffer DownBuffer { uvec2 down_words[]; };
 layout(std430, binding = 3) readonly buffer UpBuffer { uvec2 up_words[]; };
-vec4 unpack4(uvec2 w) { return uintBitsToFloat(uvec4(w.x << 16, w.x & 0xFFFF0000u, w.y << 16, w.y & 0xFFFF0000u)); }
+vec4 unpack4(uvec2 w) { return bfloat_words(w); }
 vec4 load_down4(uint index4) { return unpack4(down_words[index4]); }
 vec4 load_up4(uint index4) { return unpack4(up_words[index4]); }
 #endif

@@ -37,10 +37,7 @@ layout(std430, binding = 1) readonly buffer BBuffer { uint b_words[]; };
 vec4 load_b4(uint index4) { return fp8e5m2_word(b_words[index4]); }
 #else
 layout(std430, binding = 1) readonly buffer BBuffer { uvec2 b_words[]; };
-vec4 load_b4(uint index4) {
-    uvec2 w = b_words[index4];
-    return uintBitsToFloat(uvec4(w.x << 16, w.x & 0xFFFF0000u, w.y << 16, w.y & 0xFFFF0000u));
-}
+vec4 load_b4(uint index4) { return bfloat_words(b_words[index4]); }
 #endif
 #endif
 layout(std430, binding = 2) writeonly buffer CBuffer { float c_data[]; };

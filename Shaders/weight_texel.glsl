@@ -13,8 +13,5 @@ layout(binding = WEIGHT_BINDING) uniform usamplerBuffer b_texels;
 vec4 load_b4(uint index4) { return fp8e5m2_word(texelFetch(b_texels, int(index4)).x); }
 #else
 layout(binding = WEIGHT_BINDING) uniform usamplerBuffer b_texels;
-vec4 load_b4(uint index4) {
-    uvec2 w = texelFetch(b_texels, int(index4)).xy;
-    return uintBitsToFloat(uvec4(w.x << 16, w.x & 0xFFFF0000u, w.y << 16, w.y & 0xFFFF0000u));
-}
+vec4 load_b4(uint index4) { return bfloat_words(texelFetch(b_texels, int(index4)).xy); }
 #endif
