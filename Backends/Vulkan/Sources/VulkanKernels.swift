@@ -30,13 +30,18 @@ struct VulkanKernels {
     ///   about 12 to 512 rows (32×16 took 1.3–1.5× as long at 77, 1.2× at 300), 4×16 at 1 and 8
     ///   rows (4.2 and 5.4 ms, against 7.1 and 6.5 for 16×16 and 11–18 for 32×16).
     static func vec4Block(texel: Bool, rows m: Int) -> (rows: Int, columns: Int) {
-        if let value = ProcessInfo.processInfo.environment["LORAFUSE_VULKAN_VEC4_BLOCK"] {
-            let parts = value.split(separator: "x").compactMap { Int($0) }
-            if parts.count == 2, parts.allSatisfy({ (1...32).contains($0) }) { return (parts[0], parts[1]) }
-        }
+        if let vec4BlockOverride { return vec4BlockOverride }
         guard texel else { return (registerBlock, registerBlock) }
         return (m >= 1024 ? 32 : m > 8 ? 16 : 4, 16)
     }
+
+    /// LORAFUSE_VULKAN_VEC4_BLOCK=RxC, read once (like the other tuning variables).
+    static let vec4BlockOverride: (rows: Int, columns: Int)? = {
+        guard let value = ProcessInfo.processInfo.environment["LORAFUSE_VULKAN_VEC4_BLOCK"] else { return nil }
+        let parts = value.split(separator: "x").compactMap { Int($0) }
+        guard parts.count == 2, parts.allSatisfy({ (1...32).contains($0) }) else { return nil }
+        return (parts[0], parts[1])
+    }()
 
     /// Query rows per invocation of the texel attention (LORAFUSE_VULKAN_ATTENTION_QUERIES to tune).
     /// Measured on lavapipe (L=1024, 24 heads of 128): 8 → 18–21 GFLOP/s, 16 → 26, 12 and 24
@@ -509,10 +514,11 @@ struct VulkanKernels {
         let buffers = [call.windows.a, call.windows.b, call.windows.c]
         // Linear layout with K % 4 == 0 and 4-aligned offsets: the vec4 kernel (lavapipe's fastest).
         let aligned4 = ([call.aRow, call.bColumn, call.aOffset, call.bOffset] + call.aBatch + call.bBatch).allSatisfy { $0 % 4 == 0 }
+        // Every matmul kernel runs 8×8 invocations per workgroup, each a block of outputs.
+        func grid(_ block: (rows: Int, columns: Int)) -> (Int, Int, Int) {
+            ((call.n + 8 * block.columns - 1) / (8 * block.columns), (call.m + 8 * block.rows - 1) / (8 * block.rows), batches)
+        }
         if matmulVariant != .tiled && call.aColumn == 1 && call.bRow == 1 && call.k % 4 == 0 && aligned4 {
-            func grid(_ block: (rows: Int, columns: Int)) -> (Int, Int, Int) {
-                ((call.n + 8 * block.columns - 1) / (8 * block.columns), (call.m + 8 * block.rows - 1) / (8 * block.rows), batches)
-            }
             if matmulVariant == .texel, let (aView, aOffset) = texelWindow(call.windows.a, elementOffset: call.aOffset, elementSize: 4),
                let (bView, bOffset) = texelWindow(call.windows.b, elementOffset: call.bOffset, elementSize: weightType.byteSize) {
                 let block = Self.vec4Block(texel: true, rows: call.m)
@@ -534,8 +540,6 @@ struct VulkanKernels {
         let block = tiled ? 8 : Self.registerBlock  // outputs per invocation in each direction (TM = TN)
         let pipeline = try device.pipeline(tiled ? "matmul_tiled_\(suffix)" : "matmul_\(suffix)", bindings: 3,
                                            specialization: [UInt32(block), UInt32(block)])
-        let perGroup = 8 * block
-        try recorder.dispatch(pipeline, buffers, constants: call.constants,
-                              groups: ((call.n + perGroup - 1) / perGroup, (call.m + perGroup - 1) / perGroup, batches))
+        try recorder.dispatch(pipeline, buffers, constants: call.constants, groups: grid((block, block)))
     }
 }
