@@ -24,20 +24,24 @@ enum BackendsUnderTest {
         // The AVX2 kernel too, where the preferred one is AVX-512.
         let avx2 = CPUBackend(configuration: .init(useBLAS: false, useAVX512: false))
         if !backends.contains(where: { ($0 as? CPUBackend)?.kernelName == "avx2" }) { backends.append(avx2) }
+        #if canImport(CVulkan)
         for case let vulkan as VulkanBackend in backends {
             let other: VulkanBackend.MatmulVariant = vulkan.effectiveMatmulVariant == .tiled ? .texel : .tiled
             if let variant = try? VulkanBackend(deviceIndex: vulkan.device.index, matmulVariant: other, forceStaging: vulkan.usesUnifiedMemory) {
                 backends.append(variant)
             }
         }
+        #endif
         return backends
     }()
 
     static func label(_ backend: any Backend) -> String {
         if let cpu = backend as? CPUBackend { return cpu.usesBLAS ? "cpu+blas" : "cpu(\(cpu.kernelName))" }
+        #if canImport(CVulkan)
         if let vulkan = backend as? VulkanBackend {
             return "vulkan:\(vulkan.device.index)(\(vulkan.effectiveMatmulVariant.rawValue)\(vulkan.usesUnifiedMemory ? "" : ", staging"))"
         }
+        #endif
         return "\(backend.name):\(backend.device.index)"
     }
 }

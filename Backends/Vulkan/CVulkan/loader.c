@@ -1,5 +1,7 @@
 #include "CVulkan.h"
 
+#ifdef LORAFUSE_HAVE_VULKAN_HEADERS
+
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,3 +56,5 @@ const char *lf_vulkan_load_device(LFVulkanFunctions *functions, VkDevice device)
     LF_VK_DEVICE_FUNCTIONS(LF_VK_LOAD_DEVICE)
     return NULL;
 }
+
+#endif  // LORAFUSE_HAVE_VULKAN_HEADERS

@@ -1,3 +1,5 @@
+// Built only where the Vulkan headers are installed; see VulkanBackendPlugin.swift.
+#if canImport(CVulkan)
 import CVulkan
 import LoRAFuse
 
@@ -36,3 +38,5 @@ final class VulkanArena {
         return VulkanRange(buffer: block, offset: 0, size: needed)
     }
 }
+
+#endif

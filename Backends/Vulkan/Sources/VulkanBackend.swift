@@ -1,3 +1,5 @@
+// Built only where the Vulkan headers are installed; see VulkanBackendPlugin.swift.
+#if canImport(CVulkan)
 import CVulkan
 import Foundation
 import LoRAFuse
@@ -156,3 +158,5 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
         }
     }
 }
+
+#endif

@@ -1,3 +1,5 @@
+// Built only where the Vulkan headers are installed; see VulkanBackendPlugin.swift.
+#if canImport(CVulkan)
 import CVulkan
 import Foundation
 import LoRAFuse
@@ -234,3 +236,5 @@ final class VulkanCommandRecorder {
         return (1..<stamps.count).map { (timestampLabels[$0], Double(stamps[$0] &- stamps[$0 - 1]) * period) }
     }
 }
+
+#endif

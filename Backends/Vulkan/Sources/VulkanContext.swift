@@ -1,3 +1,5 @@
+// Built only where the Vulkan headers are installed; see VulkanBackendPlugin.swift.
+#if canImport(CVulkan)
 import CVulkan
 import Foundation
 import LoRAFuse
@@ -130,3 +132,5 @@ final class VulkanInstance: @unchecked Sendable {
 
     var devices: [DeviceInfo] { physicalDevices.enumerated().map { describe($0.element, index: $0.offset) } }
 }
+
+#endif

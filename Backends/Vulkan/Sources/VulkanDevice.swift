@@ -1,3 +1,5 @@
+// Built only where the Vulkan headers are installed; see VulkanBackendPlugin.swift.
+#if canImport(CVulkan)
 import CVulkan
 import Foundation
 import LoRAFuse
@@ -213,3 +215,5 @@ final class VulkanDevice {
     /// `LORAFUSE_VULKAN_TRACE=1` reports each pipeline build (they are slow on lavapipe).
     static let tracePipelines = ProcessInfo.processInfo.environment["LORAFUSE_VULKAN_TRACE"] == "1"
 }
+
+#endif

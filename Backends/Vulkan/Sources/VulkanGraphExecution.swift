@@ -1,3 +1,5 @@
+// Built only where the Vulkan headers are installed; see VulkanBackendPlugin.swift.
+#if canImport(CVulkan)
 import CVulkan
 import Foundation
 import LoRAFuse
@@ -219,3 +221,5 @@ struct VulkanGraphExecution {
         }
     }
 }
+
+#endif

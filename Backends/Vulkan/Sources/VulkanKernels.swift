@@ -1,3 +1,5 @@
+// Built only where the Vulkan headers are installed; see VulkanBackendPlugin.swift.
+#if canImport(CVulkan)
 import CVulkan
 import Foundation
 import LoRAFuse
@@ -543,3 +545,5 @@ struct VulkanKernels {
         try recorder.dispatch(pipeline, buffers, constants: call.constants, groups: grid((block, block)))
     }
 }
+
+#endif

@@ -1,3 +1,5 @@
+// Built only where the Vulkan headers are installed; see VulkanBackendPlugin.swift.
+#if canImport(CVulkan)
 import CVulkan
 import Foundation
 import LoRAFuse
@@ -121,3 +123,5 @@ final class VulkanPipeline {
         functions.vkDestroyDescriptorSetLayout(vkDevice, setLayout, nil)
     }
 }
+
+#endif

@@ -3,6 +3,10 @@
 #ifndef LORAFUSE_CVULKAN_H
 #define LORAFUSE_CVULKAN_H
 
+// Without the system's Vulkan headers this header is empty and the Swift side builds a
+// Vulkan plugin that reports why it is unavailable (see module.modulemap).
+#if __has_include(<vulkan/vulkan.h>)
+#define LORAFUSE_HAVE_VULKAN_HEADERS 1
 #define VK_NO_PROTOTYPES 1
 #include <vulkan/vulkan.h>
 
@@ -94,4 +98,5 @@ const char *lf_vulkan_load_instance(LFVulkanFunctions *functions, VkInstance ins
 /// Resolves the device-level functions; returns the name of the first missing one or NULL.
 const char *lf_vulkan_load_device(LFVulkanFunctions *functions, VkDevice device);
 
+#endif  // __has_include(<vulkan/vulkan.h>)
 #endif
