@@ -43,6 +43,35 @@ import LoRAFuse
         }
     }
 
+    /// A whole pipeline folder written by diffusers 0.42 + transformers 5.23 (sharded transformer
+    /// and VAE, CLIP without `text_model.`, tokenizer.json only), prompt with emoji ZWJ sequences
+    /// and CJK: 3 steps against the same pipeline in float64.
+    @Test func transformers5PipelineGenerationMatches() throws {
+        let pipeline = Self.root.appendingPathComponent("flux-tiny-transformers5")
+        let expected = try SafeTensorsFile(path: pipeline.appendingPathComponent("generate-dev.safetensors").path)
+        let meta = expected.metadata
+        var settings = FluxTextToImage.Settings(prompt: meta["prompt"] ?? "", width: Int(meta["width"] ?? "") ?? 0,
+                                                height: Int(meta["height"] ?? "") ?? 0, steps: Int(meta["steps"] ?? "") ?? 0)
+        settings.guidance = Double(meta["guidance"] ?? "") ?? 0
+        settings.maxSequenceLength = Int(meta["max_sequence_length"] ?? "") ?? 0
+        settings.noise = try expected.tensor(named: "noise")
+        settings.schedulerConfig = try FlowMatchSchedulerConfig(file: pipeline.appendingPathComponent("scheduler/scheduler_config.json"))
+        let model = try FluxModel.load(path: pipeline.appendingPathComponent("transformer").path)
+        let reference = try expected.tensor(named: "image").doubles()
+        for backend in BackendsUnderTest.all {
+            let result = try FluxTextToImage(settings: settings, backend: backend).run(
+                encoders: { try FluxTextEncoders.load(pipeline: pipeline.path) }, model: model,
+                transformers: { _ in ("base", [FluxTransformer(model: model, adapters: [])]) },
+                vae: { try VAEDecoder.load(path: pipeline.path) }, progress: { _, _, _ in })
+            let label = "transformers5 \(BackendsUnderTest.label(backend))"
+            let latentError = relativeError(actual: result.latents.floats(), expected: try expected.tensor(named: "latents_\(settings.steps - 1)").doubles())
+            let close = zip(result.pixels, reference).filter { abs(Double($0) - $1) <= 1 }.count
+            print("\(label): latents \(latentError), pixels within 1/255: \(close)/\(reference.count)")
+            #expect(latentError <= 1e-3, "\(label) latents: \(latentError)")
+            #expect(Double(close) >= 0.999 * Double(reference.count), "\(label) pixels: \(close)/\(reference.count)")
+        }
+    }
+
     @Test func schedulesMatchDiffusers() throws {
         // diffusers' FluxPipeline timesteps for 4 steps over 96 image tokens (mu from the
         // scheduler config), as FlowMatchEulerDiscreteScheduler computes them.

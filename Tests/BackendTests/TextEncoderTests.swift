@@ -10,8 +10,11 @@ import LoRAFuse
     static let pipeline = fixtures.deletingLastPathComponent().appendingPathComponent("pipeline/flux-tiny")
 
     static func ids(_ name: String) throws -> [[Int]] {
-        let tensor = try SafeTensorsFile(path: fixtures.appendingPathComponent("models/\(name)/inputs.safetensors").path)
-            .tensor(named: "input_ids")
+        try ids(fixtures.appendingPathComponent("models/\(name)/inputs.safetensors"))
+    }
+
+    static func ids(_ url: URL) throws -> [[Int]] {
+        let tensor = try SafeTensorsFile(path: url.path).tensor(named: "input_ids")
         let values = tensor.doubles().map { Int($0) }
         let length = tensor.shape[1]
         return stride(from: 0, to: values.count, by: length).map { Array(values[$0..<$0 + length]) }
@@ -51,6 +54,56 @@ import LoRAFuse
         }
     }
 
+    /// CLIPTextModel and T5EncoderModel saved by transformers 5.23 (CLIP's keys without
+    /// `text_model.`), against the float64 outputs of the same weights.
+    @Test(arguments: ["clip", "t5"])
+    func encodersSavedByTransformers5Match(_ name: String) throws {
+        let folder = Self.fixtures.appendingPathComponent("transformers5/\(name)")
+        let ids = try Self.ids(folder.appendingPathComponent("inputs.safetensors"))
+        let expected = try SafeTensorsFile(path: folder.appendingPathComponent("expected.safetensors").path)
+        let path = folder.appendingPathComponent("model").path
+        let (graph, inputs, outputs): (Graph, [String: HostTensor], [String])
+        if name == "clip" {
+            let encoder = try CLIPTextEncoder.load(path: path)
+            (graph, inputs, outputs) = (try encoder.graph(batch: ids.count, length: ids[0].count), try encoder.inputs(ids),
+                                        ["last_hidden_state", "pooler_output"])
+        } else {
+            let encoder = try T5Encoder.load(path: path)
+            (graph, inputs, outputs) = (try encoder.graph(batch: ids.count, length: ids[0].count), try encoder.inputs(ids), ["last_hidden_state"])
+        }
+        for backend in BackendsUnderTest.all {
+            try Self.check(try backend.execute(graph, inputs: inputs).outputs, outputs, against: expected, tolerance: 1e-4,
+                           "transformers5 \(name) \(BackendsUnderTest.label(backend))")
+        }
+    }
+
+    /// A whole FluxPipeline folder written by diffusers 0.42 + transformers 5.23 (CLIP without
+    /// `text_model.`, tokenizer.json only, sharded encoders) against its own `encode_prompt` in
+    /// float64, with transformers 5's CLIP rules (the default): emoji with ZWJ and CJK included.
+    @Test(arguments: ["cat", "zwj", "long"])
+    func transformers5PipelineMatchesEncodePrompt(_ label: String) throws {
+        let pipeline = Self.pipeline.deletingLastPathComponent().appendingPathComponent("flux-tiny-transformers5")
+        try Self.checkEncodePrompt(try FluxTextEncoders.load(pipeline: pipeline.path),
+                                   expected: pipeline.appendingPathComponent("expected_\(label).safetensors"), label)
+    }
+
+    static func checkEncodePrompt(_ encoders: FluxTextEncoders, expected url: URL, _ label: String) throws {
+        let expected = try SafeTensorsFile(path: url.path)
+        let prompt = try #require(expected.metadata["prompt"])
+        for backend in BackendsUnderTest.all {
+            let result = try encoders.encode(prompt, maxSequenceLength: 48, on: backend)
+            let tensors = Dictionary(uniqueKeysWithValues: result.tensors.map { ($0.name, $0.tensor) })
+            for name in ["clip_input_ids", "t5_input_ids"] {
+                #expect(tensors[name]?.doubles() == (try expected.tensor(named: name)).doubles(), "\(label) \(name)")
+            }
+            if expected.contains("txt_ids") {
+                #expect(tensors["txt_ids"]?.doubles() == (try expected.tensor(named: "txt_ids")).doubles(), "\(label) txt_ids")
+            }
+            try check([result.encoderHiddenStates, result.pooledProjections], ["encoder_hidden_states", "pooled_projections"],
+                      against: expected, tolerance: 1e-4, "pipeline \(label) \(BackendsUnderTest.label(backend))")
+        }
+    }
+
     /// ComfyUI's single files: config inferred from shapes, same outputs.
     @Test func singleFilesLoadWithInferredConfigs() throws {
         let clip = try CLIPTextEncoder.load(path: Self.fixtures.appendingPathComponent("models/clip-a/clip_l.safetensors").path)
@@ -70,27 +123,18 @@ import LoRAFuse
 
     /// A FLUX pipeline folder (CLIP in BF16 with the real vocabulary, T5 sharded) against
     /// diffusers' `FluxPipeline.encode_prompt(prompt, max_sequence_length=48)` in float64.
+    /// The fixture was made with transformers 4.46, so its CLIP rules are asked for.
     @Test(arguments: ["cat", "long", "unicode"])
     func pipelineMatchesFluxPipelineEncodePrompt(_ label: String) throws {
-        let encoders = try FluxTextEncoders.load(pipeline: Self.pipeline.path)
-        let expected = try SafeTensorsFile(path: Self.pipeline.appendingPathComponent("expected_\(label).safetensors").path)
-        let prompt = try #require(expected.metadata["prompt"])
-        for backend in BackendsUnderTest.all {
-            let result = try encoders.encode(prompt, maxSequenceLength: 48, on: backend)
-            let tensors = Dictionary(uniqueKeysWithValues: result.tensors.map { ($0.name, $0.tensor) })
-            for name in ["clip_input_ids", "t5_input_ids", "txt_ids"] {
-                #expect(tensors[name]?.doubles() == (try expected.tensor(named: name)).doubles(), "\(label) \(name)")
-            }
-            try Self.check([result.encoderHiddenStates, result.pooledProjections], ["encoder_hidden_states", "pooled_projections"],
-                           against: expected, tolerance: 1e-4, "pipeline \(label) \(BackendsUnderTest.label(backend))")
-        }
+        try Self.checkEncodePrompt(try FluxTextEncoders.load(pipeline: Self.pipeline.path, clipRules: .transformers4),
+                                   expected: Self.pipeline.appendingPathComponent("expected_\(label).safetensors"), label)
     }
 
     /// A retrieval query runs CLIP only up to the end-of-text token (the attention is causal)
     /// and is still FLUX's pooled prompt embedding, for short, truncated and Unicode prompts.
     @Test(arguments: ["cat", "long", "unicode"])
     func retrievalQueryIsTheFluxPooledEmbedding(_ label: String) throws {
-        let query = try RetrievalQueryEncoder.load(pipeline: Self.pipeline.path)
+        let query = try RetrievalQueryEncoder.load(pipeline: Self.pipeline.path, clipRules: .transformers4)
         let expected = try SafeTensorsFile(path: Self.pipeline.appendingPathComponent("expected_\(label).safetensors").path)
         let prompt = try #require(expected.metadata["prompt"])
         for backend in BackendsUnderTest.all {

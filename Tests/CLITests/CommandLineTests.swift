@@ -182,6 +182,30 @@ final class ScratchFolder {
         #expect(missing.status != 0 && missing.error.contains("/nonexistent"), "\(missing.error)")
     }
 
+    /// transformers 5's CLIP ids by default, transformers 4's with --clip-tokenizer-rules, on
+    /// prompts where they differ (CJK, emoji with ZWJ).
+    @Test func tokenizeFollowsTheChosenCLIPRules() throws {
+        let text = CommandLine.repository.appendingPathComponent("Tests/Fixtures/text")
+        let file = try JSONSerialization.jsonObject(with: Data(contentsOf: text.appendingPathComponent("prompts-transformers5.json"))) as! [String: Any]
+        let differing = (file["cases"] as! [[String: Any]]).filter { case_ in
+            let prompt = case_["prompt"] as! String
+            return case_["clip_transformers4"] != nil && (prompt.contains("東京") || prompt.contains("\u{200D}"))
+        }
+        #expect(differing.count >= 2)
+        let folder = CommandLine.repository.appendingPathComponent("Tests/Fixtures/pipeline/flux-tiny/tokenizer").path
+        for case_ in differing.prefix(2) {
+            let prompt = case_["prompt"] as! String
+            for (rules, key) in [([String](), "clip"), (["--clip-tokenizer-rules", "transformers4"], "clip_transformers4")] {
+                let result = try CommandLine.run(["tokenize", "--tokenizer", folder, "--prompt", prompt, "--length", "77"] + rules)
+                #expect(result.status == 0, "\(result.error)")
+                let ids = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [Int]
+                #expect(ids == case_[key] as? [Int], "\(prompt.debugDescription) \(rules): \(result.output)")
+            }
+        }
+        let bad = try CommandLine.run(["tokenize", "--tokenizer", folder, "--prompt", "a", "--clip-tokenizer-rules", "transformers3"])
+        #expect(bad.status != 0 && bad.error.contains("transformers3"), "\(bad.error)")
+    }
+
     @Test(arguments: ["cpu", "vulkan"])
     func generateWritesDiffusersImage(_ backend: String) throws {
         let scratch = ScratchFolder("lorafuse-generate")

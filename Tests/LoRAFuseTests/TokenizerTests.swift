@@ -31,8 +31,9 @@ import Testing
         }
     }
 
-    @Test func clipMatchesTransformersOnEveryPrompt() throws {
-        let tokenizer = try CLIPTokenizer(folder: Self.pipeline.appendingPathComponent("tokenizer").path)
+    /// prompts.json was made by transformers 4.46's slow tokenizer: its rules, asked for by name.
+    @Test func clipMatchesTransformers4OnEveryPrompt() throws {
+        let tokenizer = try CLIPTokenizer(folder: Self.pipeline.appendingPathComponent("tokenizer").path, rules: .transformers4)
         #expect(Self.cases.count >= 450)
         #expect(tokenizer.defaultLength == 77)
         let wrong = Self.mismatches(tokenizer, length: 77, expected: \.clip)
@@ -76,5 +77,65 @@ import Testing
         try Data("{\"model\": {\"type\": \"BPE\"}}".utf8).write(to: url.appendingPathComponent("tokenizer.json"))
         let json = try #require(throws: TokenizerError.self) { try UnigramTokenizer.load(url.path) }
         #expect(json.description.contains("only Unigram"))
+    }
+}
+
+/// CLIP by transformers 5's rules (the default) against the ids transformers 5.23's
+/// `CLIPTokenizer` gives on the same prompts plus 60 more (emoji with ZWJ, CJK, accents, special
+/// tokens as text, long, empty): `Tests/Fixtures/text/prompts-transformers5.json`, which also
+/// carries transformers 4's ids where they differ, so both rule sets meet the same prompts.
+@Suite struct CLIPTokenizerRulesTests {
+    struct Case: Decodable {
+        let prompt: String
+        let clip: [Int]
+        let clip_transformers4: [Int]?
+    }
+    struct Cases: Decodable { let cases: [Case] }
+    static let cases: [Case] = {
+        let data = try! Data(contentsOf: TokenizerTests.root.appendingPathComponent("prompts-transformers5.json"))
+        return try! JSONDecoder().decode(Cases.self, from: data).cases
+    }()
+    static let folder = TokenizerTests.pipeline.appendingPathComponent("tokenizer").path
+
+    static func mismatches(_ tokenizer: CLIPTokenizer, _ expected: (Case) -> [Int]?) -> [String] {
+        cases.compactMap { testCase in
+            guard let want = expected(testCase) else { return nil }
+            let ids = tokenizer.encode(testCase.prompt, length: 77)
+            return ids == want ? nil : "\(testCase.prompt.debugDescription): \(ids) ≠ \(want)"
+        }
+    }
+
+    @Test func defaultRulesAreTransformers5OnEveryPrompt() throws {
+        let tokenizer = try CLIPTokenizer(folder: Self.folder)
+        #expect(tokenizer.rules == .transformers5)
+        #expect(Self.cases.count >= 470)
+        let wrong = Self.mismatches(tokenizer) { $0.clip }
+        #expect(wrong.isEmpty, "\(wrong.count) prompts differ:\n\(wrong.prefix(5).joined(separator: "\n"))")
+    }
+
+    /// Where transformers 4 and 5 disagree (CJK, ZWJ, controls…), the option gives transformers 4's ids.
+    @Test func transformers4RulesOnTheSamePrompts() throws {
+        let tokenizer = try CLIPTokenizer(folder: Self.folder, rules: .transformers4)
+        #expect(Self.cases.filter { $0.clip_transformers4 != nil }.count >= 50)
+        // The prompts of prompts.json have transformers 4 ids: the recorded ones where they differ, else the same.
+        let transformers4Prompts = Set(TokenizerTests.cases.map(\.prompt))
+        let wrong = Self.mismatches(tokenizer) { testCase in
+            testCase.clip_transformers4 ?? (transformers4Prompts.contains(testCase.prompt) ? testCase.clip : nil)
+        }
+        #expect(wrong.isEmpty, "\(wrong.count) prompts differ:\n\(wrong.prefix(5).joined(separator: "\n"))")
+    }
+
+    /// transformers 5 saves CLIPTokenizer as tokenizer.json alone; it reads as vocab.json + merges.txt do.
+    @Test func tokenizerJSONAloneLoads() throws {
+        let saved = TokenizerTests.pipeline.deletingLastPathComponent().appendingPathComponent("flux-tiny-transformers5/tokenizer")
+        #expect(!FileManager.default.fileExists(atPath: saved.appendingPathComponent("vocab.json").path))
+        let tokenizer = try CLIPTokenizer(folder: saved.path)
+        #expect(tokenizer.vocabularySize == 2000 + 512 + 2)
+        let ids = tokenizer.encode("a photo of a cat")
+        #expect(ids.first == tokenizer.bos && ids.last == tokenizer.eos && ids.count > 4)
+        let folder = TemporaryDirectory()
+        try Data("{\"model\": {\"type\": \"Unigram\"}}".utf8).write(to: URL(fileURLWithPath: folder.path).appendingPathComponent("tokenizer.json"))
+        let error = try #require(throws: TokenizerError.self) { try CLIPTokenizer(folder: folder.path) }
+        #expect(error.description.contains("expected BPE"))
     }
 }

@@ -53,9 +53,10 @@ struct EncodeCommand: ParsableCommand {
         let backend = try backendOptions.makeBackend()
         let encoders: FluxTextEncoders
         if let textEncoders {
-            encoders = try FluxTextEncoders.load(pipeline: textEncoders)
+            encoders = try FluxTextEncoders.load(pipeline: textEncoders, clipRules: parts.clipTokenizerRules)
         } else {
-            encoders = try FluxTextEncoders.load(clip: parts.clip!, clipTokenizer: parts.clipTokenizer!, t5: parts.t5!, t5Tokenizer: parts.t5Tokenizer!)
+            encoders = try FluxTextEncoders.load(clip: parts.clip!, clipTokenizer: parts.clipTokenizer!, t5: parts.t5!, t5Tokenizer: parts.t5Tokenizer!,
+                                                 clipRules: parts.clipTokenizerRules)
         }
         let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
         let result = try encoders.encode(prompt, maxSequenceLength: maxSequenceLength, on: backend)
@@ -86,8 +87,13 @@ struct TextEncoderParts: ParsableArguments {
     @Option(name: .long, help: "CLIP text encoder: clip_l.safetensors or a folder.")
     var clip: String?
 
-    @Option(name: .long, help: "CLIP tokenizer folder (vocab.json, merges.txt).")
+    @Option(name: .long, help: "CLIP tokenizer folder (vocab.json + merges.txt, or transformers 5's tokenizer.json).")
     var clipTokenizer: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Whose CLIP tokenization to reproduce: transformers5 (default) or transformers4.",
+        discussion: "transformers 5 runs the tokenizers backend (NFC, whitespace runs to one space, lower case); transformers 4's slow tokenizer also split CJK characters apart and dropped format characters such as U+200D. Use transformers4 to match ids or embeddings made with transformers 4."))
+    var clipTokenizerRules: CLIPTokenizerRules = .transformers5
 
     @Option(name: .long, help: "T5 encoder: t5xxl_fp16 / t5xxl_fp8_e4m3fn .safetensors or a folder (F32/F16/BF16/F8).")
     var t5: String?
@@ -97,3 +103,5 @@ struct TextEncoderParts: ParsableArguments {
 
     var all: [String?] { [clip, clipTokenizer, t5, t5Tokenizer] }
 }
+
+extension CLIPTokenizerRules: ExpressibleByArgument {}

@@ -138,7 +138,7 @@ struct GenerateCommand: ParsableCommand {
         var loraOptions = self.loraOptions
         var retrieved: [(name: String, similarity: Float)] = []
         if let autoLoras, autoLoras > 0 {
-            let query = try RetrievalQueryEncoder(tokenizer: CLIPTokenizer(folder: part(parts.clipTokenizer, "tokenizer")),
+            let query = try RetrievalQueryEncoder(tokenizer: CLIPTokenizer(folder: part(parts.clipTokenizer, "tokenizer"), rules: parts.clipTokenizerRules),
                                                   encoder: CLIPTextEncoder.load(path: part(parts.clip, "text_encoder")))
             let matches = try pool.open().search(try query.embed(prompt, on: backend), k: autoLoras)
             guard !matches.isEmpty else { throw ValidationError("--auto-loras: the pool at \(pool.path) has no LoRA embedded at this CLIP's width") }
@@ -158,7 +158,8 @@ struct GenerateCommand: ParsableCommand {
         let result = try FluxTextToImage(settings: settings, backend: backend).run(
             encoders: {
                 try FluxTextEncoders.load(clip: part(parts.clip, "text_encoder"), clipTokenizer: part(parts.clipTokenizer, "tokenizer"),
-                                          t5: part(parts.t5, "text_encoder_2"), t5Tokenizer: part(parts.t5Tokenizer, "tokenizer_2"))
+                                          t5: part(parts.t5, "text_encoder_2"), t5Tokenizer: part(parts.t5Tokenizer, "tokenizer_2"),
+                                          clipRules: parts.clipTokenizerRules)
             },
             model: flux,
             transformers: { step in

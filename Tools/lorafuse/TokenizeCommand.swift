@@ -8,7 +8,8 @@ struct TokenizeCommand: ParsableCommand {
         commandName: "tokenize",
         abstract: "Print the token ids of prompts (CLIP BPE or SentencePiece unigram), one JSON line each.",
         discussion: """
-        --tokenizer: a folder with vocab.json + merges.txt (CLIP), or tokenizer.json / spiece.model (T5); or the file.
+        --tokenizer: a folder with vocab.json + merges.txt or a BPE tokenizer.json (CLIP), or a Unigram tokenizer.json /
+        spiece.model (T5); or the file. --clip-tokenizer-rules transformers4 gives transformers 4's CLIP ids.
         --prompts: a file with one JSON string per line (so prompts may hold newlines), instead of --prompt.
         Without --length the ids carry the special tokens, untruncated; with it they are truncated and padded
         as transformers' padding="max_length", truncation=True.
@@ -27,15 +28,17 @@ struct TokenizeCommand: ParsableCommand {
     @Option(name: .long, help: "Truncate and pad to this many ids.")
     var length: Int?
 
+    @Option(name: .long, help: "CLIP only: transformers5 (default) or transformers4 tokenization.")
+    var clipTokenizerRules: CLIPTokenizerRules = .transformers5
+
     func validate() throws {
         guard (prompt == nil) != (prompts == nil) else { throw ValidationError("give --prompt or --prompts, not both or neither") }
         if let length, length < 1 { throw ValidationError("--length must be positive") }
     }
 
     func run() throws {
-        let url = URL(fileURLWithPath: tokenizer)
-        let isCLIP = FileManager.default.fileExists(atPath: url.appendingPathComponent("merges.txt").path)
-        let tokens: any TextTokenizer = isCLIP ? try CLIPTokenizer(folder: tokenizer) : try UnigramTokenizer.load(tokenizer)
+        let tokens: any TextTokenizer = CLIPTokenizer.recognizes(folder: tokenizer)
+            ? try CLIPTokenizer(folder: tokenizer, rules: clipTokenizerRules) : try UnigramTokenizer.load(tokenizer)
         var texts: [String] = []
         if let prompt { texts = [prompt] }
         if let prompts {

@@ -270,9 +270,9 @@ public struct RetrievalQueryEncoder: Sendable {
     }
 
     /// From a FLUX pipeline folder (`text_encoder/`, `tokenizer/`).
-    public static func load(pipeline path: String) throws -> RetrievalQueryEncoder {
+    public static func load(pipeline path: String, clipRules: CLIPTokenizerRules = .transformers5) throws -> RetrievalQueryEncoder {
         let root = URL(fileURLWithPath: path)
-        return RetrievalQueryEncoder(tokenizer: try CLIPTokenizer(folder: root.appendingPathComponent("tokenizer").path),
+        return RetrievalQueryEncoder(tokenizer: try CLIPTokenizer(folder: root.appendingPathComponent("tokenizer").path, rules: clipRules),
                                      encoder: try CLIPTextEncoder.load(path: root.appendingPathComponent("text_encoder").path))
     }
 

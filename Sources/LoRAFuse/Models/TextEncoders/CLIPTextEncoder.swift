@@ -61,8 +61,8 @@ public struct CLIPTextEncoder: Sendable {
             prefixes: ["", "text_model.", "cond_stage_model.transformer.text_model.", "text_encoders.clip_l.transformer.text_model."],
             classNames: ["CLIPTextModel", "CLIPTextModelWithProjection"], kind: "CLIP text encoder")
         switch checkpoint {
-        case let .folder(source, object, configPath):
-            let weights = TextEncoderWeights(source: source, prefix: "text_model.")
+        case let .folder(source, object, configPath, prefix):
+            let weights = TextEncoderWeights(source: source, prefix: prefix)
             return CLIPTextEncoder(config: try CLIPTextConfig(json: object, path: configPath), weights: weights)
         case let .file(source, prefix, _):
             let weights = TextEncoderWeights(source: source, prefix: prefix)

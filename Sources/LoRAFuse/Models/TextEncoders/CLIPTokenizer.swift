@@ -1,9 +1,22 @@
 import Foundation
 
+/// Whose CLIP tokenization to reproduce. The two differ on CJK text, format characters
+/// (U+200D in emoji sequences), controls and a few case mappings; FLUX's text encoders see
+/// different ids, so a reference made with one does not match the other.
+public enum CLIPTokenizerRules: String, Sendable, CaseIterable {
+    /// transformers 5's `CLIPTokenizer`, which runs the tokenizers backend (`tokenizer.json`):
+    /// NFC, every whitespace run to one space, per-character lower case, CLIP's word pattern
+    /// (case-sensitive), byte-level BPE. The default.
+    case transformers5
+    /// transformers 4's slow `CLIPTokenizer` without ftfy: BERT's BasicTokenizer cleans the
+    /// text first (NUL, U+FFFD, controls and format characters dropped, spaces put around CJK
+    /// ideographs), then NFC, Python's `str.lower()`, the word pattern case-insensitively.
+    case transformers4
+}
+
 /// CLIP's byte-level BPE tokenizer, token for token as transformers' `CLIPTokenizer` (the
-/// one diffusers' FluxPipeline loads, without the optional ftfy package): special tokens
-/// split out; text cleaned (NUL, U+FFFD and control/format characters dropped, whitespace
-/// collapsed), spaces put around CJK ideographs, NFC, Python's lower-casing; CLIP's word
+/// one diffusers' FluxPipeline loads), by the rules of transformers 5 or 4
+/// (`CLIPTokenizerRules`): special tokens split out; the text normalised; CLIP's word
 /// pattern; UTF-8 bytes mapped to printable characters; BPE merges by rank with `</w>`
 /// ending each word.
 public struct CLIPTokenizer: TextTokenizer {
@@ -12,6 +25,7 @@ public struct CLIPTokenizer: TextTokenizer {
     public let pad: Int
     public let unknown: Int
     public let defaultLength: Int
+    public let rules: CLIPTokenizerRules
     private let vocabulary: ByteKeyTable
     private let ranks: ByteKeyTable
     private let added: AddedTokens
@@ -25,17 +39,26 @@ public struct CLIPTokenizer: TextTokenizer {
     /// The id of one vocabulary entry.
     public func id(of token: String) -> Int? { vocabulary[token] }
 
-    /// Loads `vocab.json`, `merges.txt` and (when present) `tokenizer_config.json` /
-    /// `special_tokens_map.json` from a tokenizer folder.
-    public init(folder: String) throws {
+    /// Loads a tokenizer folder: `vocab.json` + `merges.txt` (as transformers 4 and the FLUX
+    /// repositories keep them) or, without those, `tokenizer.json` (all transformers 5 writes);
+    /// and, when present, `tokenizer_config.json` / `special_tokens_map.json`.
+    public init(folder: String, rules: CLIPTokenizerRules = .transformers5) throws {
         let root = URL(fileURLWithPath: folder)
-        let vocabURL = root.appendingPathComponent("vocab.json")
+        var vocabURL = root.appendingPathComponent("vocab.json")
         let mergesURL = root.appendingPathComponent("merges.txt")
-        // The two tables are built at once, one per core (~10 ms each).
-        let merges = Pending { try Self.mergeRanks(mergesURL) }
-        let vocabulary = try TokenizerFiles.vocabulary(vocabURL)
+        let manager = FileManager.default
+        let vocabulary: ByteKeyTable, ranks: ByteKeyTable
+        if manager.fileExists(atPath: vocabURL.path) || !manager.fileExists(atPath: root.appendingPathComponent("tokenizer.json").path) {
+            // The two tables are built at once, one per core (~10 ms each).
+            let merges = Pending { try Self.mergeRanks(mergesURL) }
+            vocabulary = try TokenizerFiles.vocabulary(vocabURL)
+            ranks = try merges.value()
+        } else {
+            vocabURL = root.appendingPathComponent("tokenizer.json")
+            (vocabulary, ranks) = try Self.bytePairModel(vocabURL)
+        }
         guard vocabulary.count > 0 else { throw TokenizerError(path: vocabURL.path, reason: "expected an object of token → id") }
-        let ranks = try merges.value()
+        self.rules = rules
         let settings = try TokenizerFiles.settings(root)
         // The special tokens (text from the settings, else CLIP's) are matched whole in any text.
         var specials: [String: Int] = [:]
@@ -90,6 +113,50 @@ public struct CLIPTokenizer: TextTokenizer {
         return ranks
     }
 
+    /// Whether `folder` holds a CLIP (byte-level BPE) tokenizer: `merges.txt`, or a
+    /// `tokenizer.json` whose model is BPE (T5's is Unigram).
+    public static func recognizes(folder: String) -> Bool {
+        let root = URL(fileURLWithPath: folder)
+        if FileManager.default.fileExists(atPath: root.appendingPathComponent("merges.txt").path) { return true }
+        guard let object = try? TokenizerFiles.json(root.appendingPathComponent("tokenizer.json")) as? [String: Any],
+              let model = object["model"] as? [String: Any] else { return false }
+        return model["type"] as? String == "BPE"
+    }
+
+    /// The BPE model of a tokenizers `tokenizer.json`: `model.vocab` (token → id) and
+    /// `model.merges` (`["a", "b"]` pairs, or `"a b"` strings in older files), by rank.
+    static func bytePairModel(_ url: URL) throws -> (vocabulary: ByteKeyTable, ranks: ByteKeyTable) {
+        func fail(_ reason: String) -> TokenizerError { TokenizerError(path: url.path, reason: reason) }
+        guard let object = try TokenizerFiles.json(url) as? [String: Any], let model = object["model"] as? [String: Any] else {
+            throw fail("expected a tokenizers file with a \"model\" object")
+        }
+        guard model["type"] as? String == "BPE" else {
+            throw fail("model type is \(model["type"].map { "\($0)" } ?? "missing"), expected BPE (not a CLIP tokenizer)")
+        }
+        guard let entries = model["vocab"] as? [String: Any], let merges = model["merges"] as? [Any] else {
+            throw fail("the BPE model needs a vocab object and a merges list")
+        }
+        var vocabulary = ByteKeyTable(capacity: entries.count)
+        for (token, value) in entries {
+            guard let number = value as? NSNumber, let id = Int(exactly: number.doubleValue), id >= 0, id <= Int(Int32.max) else {
+                throw fail("vocab entry '\(token)' has no valid id")
+            }
+            var key = token
+            key.withUTF8 { vocabulary.insert($0, value: id, replacing: true) }
+        }
+        var ranks = ByteKeyTable(capacity: merges.count)
+        for (rank, merge) in merges.enumerated() {
+            let pair: [String]
+            if let parts = merge as? [String] { pair = parts } else if let line = merge as? String {
+                pair = line.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
+            } else { pair = [] }
+            guard pair.count == 2, !pair[0].isEmpty, !pair[1].isEmpty else { throw fail("merge \(rank + 1) is not two symbols") }
+            var key = pair[0] + " " + pair[1]
+            key.withUTF8 { ranks.insert($0, value: rank, replacing: false) }
+        }
+        return (vocabulary, ranks)
+    }
+
     public func encode(_ text: String) -> [Int] { [bos] + tokens(text) + [eos] }
 
     public func encode(_ text: String, length: Int) -> [Int] {
@@ -99,16 +166,40 @@ public struct CLIPTokenizer: TextTokenizer {
     /// Ids of the text alone, without the start and end tokens.
     public func tokens(_ text: String) -> [Int] {
         var ids: [Int] = []
-        for piece in added.split(Array(text.unicodeScalars), isSpace: UnicodeClass.isPythonSpace) {
+        // transformers 4 splits the special tokens out of the raw text; the tokenizers backend
+        // matches them in the normalised text (its added tokens are `normalized: true`), so
+        // "<|ENDOFTEXT|>" is the end-of-text token there.
+        let scalars = rules == .transformers5 ? Self.normalize(Array(text.unicodeScalars)) : Array(text.unicodeScalars)
+        for piece in added.split(scalars, isSpace: UnicodeClass.isPythonSpace) {
             switch piece {
             case let .token(id): ids.append(id)
             case let .text(scalars):
-                for word in Self.words(Self.basicClean(scalars)) {
+                let words = rules == .transformers5 ? Self.words(scalars, rules: rules) : Self.words(Self.basicClean(scalars), rules: rules)
+                for word in words {
                     ids.append(contentsOf: bpe(word).map { vocabulary[$0] ?? unknown })
                 }
             }
         }
         return ids
+    }
+
+    /// The normalizer transformers 5 writes into CLIP's `tokenizer.json`: NFC, then every
+    /// whitespace run (Unicode White_Space) to one space, then each character's full lower-case
+    /// mapping (no context: Σ is always σ, unlike Python's `str.lower()`).
+    static func normalize(_ text: [Unicode.Scalar]) -> [Unicode.Scalar] {
+        let composed = String(String.UnicodeScalarView(text)).precomposedStringWithCanonicalMapping
+        var output: [Unicode.Scalar] = []
+        var inSpace = false
+        for scalar in composed.unicodeScalars {
+            if scalar.properties.isWhitespace {
+                if !inSpace { output.append(" ") }
+                inSpace = true
+                continue
+            }
+            inSpace = false
+            output.append(contentsOf: scalar.properties.lowercaseMapping.unicodeScalars)
+        }
+        return output
     }
 
     /// transformers' BasicTokenizer (lower-case, no accent stripping, no punctuation split),
@@ -155,21 +246,24 @@ public struct CLIPTokenizer: TextTokenizer {
     /// The literal alternatives of CLIP's pattern, tried first at each position.
     static let literals = ["<|startoftext|>", "<|endoftext|>", "'s", "'t", "'re", "'ve", "'m", "'ll", "'d"].map { Array($0.unicodeScalars) }
 
-    /// CLIP's pattern `<|startoftext|>|<|endoftext|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+`
-    /// (case-insensitive), alternatives tried in order at each position; unmatched
-    /// characters are skipped, as `re.findall` does: whitespace, and U+0345 (combining
-    /// ypogegrammeni), the one character that case-insensitive matching in Python's `regex`
-    /// puts in none of the classes (it is a mark whose case partner Ι is a letter).
-    static func words(_ text: [Unicode.Scalar]) -> [[Unicode.Scalar]] {
+    /// CLIP's pattern `<|startoftext|>|<|endoftext|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+`,
+    /// alternatives tried in order at each position; unmatched characters (whitespace) are
+    /// skipped, as `re.findall` and the tokenizers `Split` pre-tokenizer do. transformers 4 runs
+    /// it case-insensitively in Python's `regex`, which puts U+0345 (combining ypogegrammeni, a
+    /// mark whose case partner Ι is a letter) in none of the classes, so it is skipped too;
+    /// transformers 5's pattern is case-sensitive and U+0345 is an ordinary mark.
+    static func words(_ text: [Unicode.Scalar], rules: CLIPTokenizerRules) -> [[Unicode.Scalar]] {
+        let caseInsensitive = rules == .transformers4
         func isSpace(_ scalar: Unicode.Scalar) -> Bool {
-            scalar.value == 0x345 || scalar.properties.isWhitespace || UnicodeClass.isPythonSpace(scalar)
+            if caseInsensitive { return scalar.value == 0x345 || scalar.properties.isWhitespace || UnicodeClass.isPythonSpace(scalar) }
+            return scalar.properties.isWhitespace
         }
         var words: [[Unicode.Scalar]] = []
         var index = 0
         while index < text.count {
             if let literal = literals.first(where: { literal in
                 index + literal.count <= text.count
-                    && zip(literal, text[index...]).allSatisfy { $0 == $1 || Character($1).lowercased() == String($0) }
+                    && zip(literal, text[index...]).allSatisfy { $0 == $1 || (caseInsensitive && Character($1).lowercased() == String($0)) }
             }) {
                 words.append(Array(text[index..<index + literal.count]))
                 index += literal.count

@@ -17,7 +17,8 @@ public struct FluxTextEncoders: Sendable {
     }
 
     /// A diffusers FLUX pipeline folder: `text_encoder/`, `tokenizer/`, `text_encoder_2/`, `tokenizer_2/`.
-    public static func load(pipeline path: String) throws -> FluxTextEncoders {
+    /// `clipRules`: whose CLIP tokenization to reproduce (transformers 5 unless asked).
+    public static func load(pipeline path: String, clipRules: CLIPTokenizerRules = .transformers5) throws -> FluxTextEncoders {
         let root = URL(fileURLWithPath: path)
         var isFolder: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), isFolder.boolValue else {
@@ -29,15 +30,17 @@ public struct FluxTextEncoders: Sendable {
             }
         }
         return try load(clip: root.appendingPathComponent("text_encoder").path, clipTokenizer: root.appendingPathComponent("tokenizer").path,
-                        t5: root.appendingPathComponent("text_encoder_2").path, t5Tokenizer: root.appendingPathComponent("tokenizer_2").path)
+                        t5: root.appendingPathComponent("text_encoder_2").path, t5Tokenizer: root.appendingPathComponent("tokenizer_2").path,
+                        clipRules: clipRules)
     }
 
     /// Separate parts, as ComfyUI users keep them: each encoder a transformers folder or one
     /// safetensors file (`clip_l.safetensors`, `t5xxl_fp16.safetensors`, `t5xxl_fp8_e4m3fn.safetensors`),
     /// each tokenizer a folder (`vocab.json` + `merges.txt`; `tokenizer.json` or `spiece.model`).
-    public static func load(clip: String, clipTokenizer: String, t5: String, t5Tokenizer: String) throws -> FluxTextEncoders {
+    public static func load(clip: String, clipTokenizer: String, t5: String, t5Tokenizer: String,
+                            clipRules: CLIPTokenizerRules = .transformers5) throws -> FluxTextEncoders {
         let clipEncoder = try CLIPTextEncoder.load(path: clip)
-        let clipTokens = try CLIPTokenizer(folder: clipTokenizer)
+        let clipTokens = try CLIPTokenizer(folder: clipTokenizer, rules: clipRules)
         let t5Encoder = try T5Encoder.load(path: t5)
         let t5Tokens = try UnigramTokenizer.load(t5Tokenizer)
         guard clipTokens.largestID < clipEncoder.config.vocabSize else {

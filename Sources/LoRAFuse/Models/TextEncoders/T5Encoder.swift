@@ -77,8 +77,8 @@ public struct T5Encoder: Sendable {
             prefixes: ["", "text_encoders.t5xxl.transformer.", "cond_stage_model.transformer."],
             classNames: ["T5EncoderModel", "T5ForConditionalGeneration", "T5Model"], kind: "T5 encoder")
         switch checkpoint {
-        case let .folder(source, object, configPath):
-            let weights = TextEncoderWeights(source: source, prefix: "")
+        case let .folder(source, object, configPath, prefix):
+            let weights = TextEncoderWeights(source: source, prefix: prefix)
             return T5Encoder(config: try T5EncoderConfig(json: object, path: configPath), weights: weights)
         case let .file(source, prefix, _):
             let weights = TextEncoderWeights(source: source, prefix: prefix)

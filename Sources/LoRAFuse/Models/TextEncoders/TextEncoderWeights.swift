@@ -70,13 +70,15 @@ struct TextEncoderWeights: Sendable {
 
 /// Where a pipeline component's weights come from: one safetensors file (no config: the
 /// caller infers it from shapes), or a transformers/diffusers folder with its `config.json`.
+/// Either way `prefix` is what the file puts before the component's own names.
 enum ComponentCheckpoint {
     case file(TensorSource, prefix: String, metadata: [String: String])
-    case folder(TensorSource, config: [String: Any], configPath: String)
+    case folder(TensorSource, config: [String: Any], configPath: String, prefix: String)
 
     /// Opens `path`: a single file whose names carry one of `prefixes` before `probe`; or a
     /// component folder (`config.json` + `<stem>*.safetensors`), or a pipeline folder holding
-    /// one in `subfolder`.
+    /// one in `subfolder`. Folders are probed the same way: transformers 5 saves
+    /// `CLIPTextModel` without the `text_model.` prefix that transformers 4 wrote.
     static func open(_ path: String, subfolder: String, stem: String = "model", probe: String, prefixes: [String],
                      classNames: [String], kind: String) throws -> ComponentCheckpoint {
         var folder = URL(fileURLWithPath: path)
@@ -84,13 +86,17 @@ enum ComponentCheckpoint {
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
             throw ModelError.notAModel(path: path, reason: "no such file or folder")
         }
+        func probedPrefix(_ source: TensorSource) throws -> String {
+            guard let prefix = prefixes.first(where: { source.contains($0 + probe) }) else {
+                let spellings = prefixes.map { "'\($0)\(probe)'" }.joined(separator: ", ")
+                throw ModelError.notAModel(path: source.description, reason: "no tensor \(spellings) (not a \(kind))")
+            }
+            return prefix
+        }
         if !isFolder.boolValue {
             let file = try SafeTensorsFile(path: path)
             let source = TensorSource(files: [file], description: path)
-            guard let prefix = prefixes.first(where: { source.contains($0 + probe) }) else {
-                throw ModelError.notAModel(path: path, reason: "no \(probe) (not a \(kind))")
-            }
-            return .file(source, prefix: prefix, metadata: file.metadata)
+            return .file(source, prefix: try probedPrefix(source), metadata: file.metadata)
         }
         if FileManager.default.fileExists(atPath: folder.appendingPathComponent("\(subfolder)/config.json").path) {
             folder = folder.appendingPathComponent(subfolder)
@@ -98,7 +104,8 @@ enum ComponentCheckpoint {
         let configURL = folder.appendingPathComponent("config.json")
         let object = try CheckpointFiles.config(configURL, expecting: classNames)
         let files = try CheckpointFiles.load(folder: folder, stem: stem)
-        return .folder(TensorSource(files: files, description: folder.path), config: object, configPath: configURL.path)
+        let source = TensorSource(files: files, description: folder.path)
+        return .folder(source, config: object, configPath: configURL.path, prefix: try probedPrefix(source))
     }
 
     /// Ids [B][L] as the I64 `input_ids` tensor.

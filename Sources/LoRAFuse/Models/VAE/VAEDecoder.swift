@@ -88,9 +88,9 @@ public struct VAEDecoder: Sendable {
             }
             try config.validate(path: path)
             return VAEDecoder(config: config, weights: weights)
-        case let .folder(source, object, configPath):
+        case let .folder(source, object, configPath, prefix):
             let config = try VAEConfig(json: object, path: configPath)
-            return VAEDecoder(config: config, weights: VAEWeights(source: source, prefix: "", blackForestLabs: false,
+            return VAEDecoder(config: config, weights: VAEWeights(source: source, prefix: prefix, blackForestLabs: false,
                                                                   upBlocks: config.blockOutChannels.count))
         }
     }
