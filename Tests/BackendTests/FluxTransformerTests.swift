@@ -172,6 +172,44 @@ import LoRAFuse
         #expect(try sample(sharded) == sample(original))
     }
 
+    /// A single file whose shapes do not pin the RoPE axes (dev-tiny: 16-wide heads, no
+    /// metadata) runs with diffusers' config.json, as `from_single_file(config=…)`; a config
+    /// that contradicts the shapes, or one given for a folder, is one clear error.
+    @Test func singleFileTakesItsConfigFromConfigJSON() throws {
+        let folder = try FluxLoadingTests.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let dev = FluxTransformerTests.fixtures.appendingPathComponent("dev-tiny")
+        let bfl = try SafeTensorsFile(path: dev.appendingPathComponent("flux_bfl.safetensors").path)
+        let path = folder.appendingPathComponent("flux1-dev-tiny.safetensors").path
+        try SafeTensorsWriter.write(bfl.names.sorted().map { ("model.diffusion_model.\($0)", try bfl.tensor(named: $0)) }, to: path)
+        let withoutConfig = try #require(throws: ModelError.self) { try FluxModel.load(path: path) }
+        #expect("\(withoutConfig)".contains("--config"), "\(withoutConfig)")
+
+        let configPath = dev.appendingPathComponent("transformer/config.json").path
+        let model = try FluxModel.load(path: path, config: configPath)
+        let (reference, inputs, expected) = try FluxTransformerTests.load("dev-tiny")
+        #expect(model.config == reference.config)
+        #expect(try FluxModel.load(path: path, config: dev.path).config == reference.config, "a folder holding config.json")
+        let graph = try FluxTransformer(model: model).graph(batch: inputs.batch, textLength: inputs.textLength, imageLength: inputs.imageLength)
+        let sample = try BackendsUnderTest.all[0].execute(graph, inputs: inputs.bindings).outputs[0]
+        #expect(relativeError(actual: sample.floats(), expected: expected.doubles()) <= 1e-4)
+
+        // Another model's config: every disagreeing value named, in one line.
+        let other = FluxTransformerTests.fixtures.appendingPathComponent("schnell-tiny/transformer/config.json").path
+        let contradiction = try #require(throws: ModelError.self) { try FluxModel.load(path: path, config: other) }
+        let message = "\(contradiction)"
+        #expect(message.contains("contradicts") && message.contains(other) && message.contains("guidance_embeds"), "\(message)")
+        #expect(!message.contains("\n"))
+        // Axes that do not cover the head.
+        var object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: configPath))) as! [String: Any]
+        object["axes_dims_rope"] = [2, 2, 2]
+        let badAxes = folder.appendingPathComponent("config.json")
+        try JSONSerialization.data(withJSONObject: object).write(to: badAxes)
+        let axesError = try #require(throws: ModelError.self) { try FluxModel.load(path: path, config: badAxes.path) }
+        #expect("\(axesError)".contains("axes_dims_rope"), "\(axesError)")
+        #expect(throws: ModelError.self) { try FluxModel.load(path: dev.path, config: configPath) }
+    }
+
     @Test func prefixedBFLCheckpointLoads() throws {
         let folder = try FluxLoadingTests.temporaryFolder()
         defer { try? FileManager.default.removeItem(at: folder) }

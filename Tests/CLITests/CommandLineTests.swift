@@ -235,6 +235,43 @@ final class ScratchFolder {
         #expect(error <= 1e-3, "latents: \(error)")
     }
 
+    /// A ComfyUI all-in-one checkpoint made from the transformers-5 tiny pipeline
+    /// (Tools/reference/make_comfyui_fixtures.py) as --model, with the tokenizers and the
+    /// transformer's config given: the same image and latents as diffusers on the folder it was
+    /// made from. Without tokenizers, or without the config its shapes cannot show: one line, no image.
+    @Test func generateFromAComfyUIAllInOneCheckpoint() throws {
+        let scratch = ScratchFolder("lorafuse-comfyui")
+        defer { withExtendedLifetime(scratch) {} }  // the folder lives until the test ends
+        let fixtures = CommandLine.repository.appendingPathComponent("Tests/Fixtures/pipeline")
+        let pipeline = fixtures.appendingPathComponent("flux-tiny-transformers5")
+        let checkpoint = fixtures.appendingPathComponent("flux-tiny-comfyui.safetensors").path
+        let expected = try SafeTensorsFile(path: pipeline.appendingPathComponent("generate-dev.safetensors").path)
+        let steps = Int(expected.metadata["steps"] ?? "") ?? 0
+        let image = scratch.url.appendingPathComponent("out.png").path
+        let latents = scratch.url.appendingPathComponent("latents.safetensors").path
+        let common = ["generate", "--model", checkpoint, "--prompt", expected.metadata["prompt"] ?? "",
+                      "--width", expected.metadata["width"] ?? "", "--height", expected.metadata["height"] ?? "", "--steps", "\(steps)",
+                      "--max-sequence-length", "48", "--noise", pipeline.appendingPathComponent("generate-dev.safetensors").path,
+                      "--output", image]
+        let noTokenizers = try CommandLine.run(common)
+        #expect(noTokenizers.status != 0 && noTokenizers.error.contains("--clip-tokenizer and --t5-tokenizer"), "\(noTokenizers.error)")
+        let tokenizers = ["--clip-tokenizer", pipeline.appendingPathComponent("tokenizer").path,
+                          "--t5-tokenizer", pipeline.appendingPathComponent("tokenizer_2").path]
+        let noConfig = try CommandLine.run(common + tokenizers)
+        #expect(noConfig.status != 0 && noConfig.error.contains("--config"), "\(noConfig.error)")
+        #expect(!FileManager.default.fileExists(atPath: image))
+        let result = try CommandLine.run(common + tokenizers + ["--config", pipeline.appendingPathComponent("transformer/config.json").path,
+                                                               "--output-latents", latents])
+        #expect(result.status == 0, "\(result.error)")
+        let png = try PNGWriter.decode(Data(contentsOf: URL(fileURLWithPath: image)))
+        let reference = try expected.tensor(named: "image").doubles()
+        let close = zip(png.pixels, reference).filter { abs(Double($0) - $1) <= 1 }.count
+        #expect(Double(close) >= 0.999 * Double(reference.count), "\(close)/\(reference.count) values within 1/255")
+        let error = relativeError(actual: try SafeTensorsFile(path: latents).tensor(named: "latents").floats(),
+                                  expected: try expected.tensor(named: "latents_\(steps - 1)").doubles())
+        #expect(error <= 1e-3, "latents: \(error)")
+    }
+
     /// A pool built, searched, changed and searched again from the command line, and
     /// `generate --auto-loras` fusing what it retrieves.
     @Test func poolCommandsAndAutoLoRAs() throws {

@@ -8,7 +8,9 @@ struct DitCommand: ParsableCommand {
         commandName: "dit",
         abstract: "Run one forward pass of a FLUX transformer: inputs safetensors in, `sample` safetensors out.",
         discussion: """
-        --model: a diffusers folder (with transformer/ or the transformer folder itself).
+        --model: a diffusers folder (with transformer/ or the transformer folder itself), or a single checkpoint with
+        Black Forest Labs names (flux1-dev.safetensors; ComfyUI's model.diffusion_model. prefix and all-in-one files too).
+        --config: for a single file, diffusers' transformer/config.json, for what shapes do not show (RoPE axes).
         --inputs: hidden_states [B, L, C], encoder_hidden_states [B, T, J], pooled_projections [B, P],
         timestep [B] (in [0, 1]), guidance [B] (guidance-distilled models), img_ids [L, 3], txt_ids [T, 3].
         --output: sample [B, L, C] float32, written atomically.
@@ -17,8 +19,11 @@ struct DitCommand: ParsableCommand {
         """
     )
 
-    @Option(name: .long, help: "Diffusers FLUX folder (pipeline folder or its transformer/ folder).")
+    @Option(name: .long, help: "Diffusers FLUX folder (pipeline folder or its transformer/ folder) or a single BFL/ComfyUI checkpoint.")
     var model: String
+
+    @Option(name: .long, help: "A single file's config: diffusers' transformer/config.json (or a folder holding it).")
+    var config: String?
 
     @Option(name: .long, help: "Input tensors (.safetensors).")
     var inputs: String
@@ -42,7 +47,7 @@ struct DitCommand: ParsableCommand {
     func run() throws {
         let loadStart = DispatchTime.now().uptimeNanoseconds
         let backend = try backendOptions.makeBackend()
-        let flux = try FluxModel.load(path: model)
+        let flux = try FluxModel.load(path: model, config: config)
         let tensors = try SafeTensorsFile(path: inputs).allTensors()
         let prepared = try FluxInputs(tensors, config: flux.config)
         let (passes, mergeSeconds) = try loraOptions.transformers(flux, backend: backend)

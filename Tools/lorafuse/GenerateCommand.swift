@@ -9,9 +9,12 @@ struct GenerateCommand: ParsableCommand {
         abstract: "Generate an image from a prompt with FLUX, LoRAs fused as asked; writes a PNG.",
         discussion: """
         --model: a diffusers FLUX pipeline folder (transformer/, vae/, text_encoder/, tokenizer/, text_encoder_2/,
-        tokenizer_2/, scheduler/). Or the parts as ComfyUI users keep them: --transformer (flux1-dev.safetensors or a
-        folder), --vae (ae.safetensors or a folder), --clip/--clip-tokenizer, --t5/--t5-tokenizer; any part given
-        explicitly replaces the pipeline's.
+        tokenizer_2/, scheduler/), or a ComfyUI all-in-one checkpoint file (transformer under model.diffusion_model.,
+        CLIP-L under text_encoders.clip_l.transformer., T5 under text_encoders.t5xxl.transformer., VAE under vae.),
+        which holds no tokenizers: give --clip-tokenizer and --t5-tokenizer with it. Or the parts as ComfyUI users
+        keep them: --transformer (flux1-dev.safetensors or a folder), --vae (ae.safetensors or a folder),
+        --clip/--clip-tokenizer, --t5/--t5-tokenizer; any part given explicitly replaces the pipeline's.
+        --config: a single-file transformer's config (diffusers' transformer/config.json), for what shapes do not show.
         Noise comes from --seed (LoRAFuse's own generator: xoshiro256** + Box–Muller) or --noise FILE (`noise`
         [1, C, H/8, W/8] unpacked, e.g. torch's, for exact comparisons with diffusers).
         --sampler diffusers: FluxPipeline's resolution-dependent shift; diffsynth: DiffSynth-Studio's fixed shift 3.
@@ -20,11 +23,14 @@ struct GenerateCommand: ParsableCommand {
         """
     )
 
-    @Option(name: .long, help: "A diffusers FLUX pipeline folder.")
+    @Option(name: .long, help: "A diffusers FLUX pipeline folder, or a ComfyUI all-in-one checkpoint file.")
     var model: String?
 
     @Option(name: .long, help: "Transformer: a BFL checkpoint or diffusers folder (overrides the pipeline's).")
     var transformer: String?
+
+    @Option(name: .long, help: "A single-file transformer's config: diffusers' transformer/config.json (or a folder holding it).")
+    var config: String?
 
     @Option(name: .long, help: "VAE: ae.safetensors (BFL names) or a diffusers vae/ folder.")
     var vae: String?
@@ -76,7 +82,21 @@ struct GenerateCommand: ParsableCommand {
     @Flag(name: .long, help: "Print a JSON summary (timings per stage, peak memory, seed) instead of text.")
     var json = false
 
+    /// Whether --model names one file (a ComfyUI all-in-one checkpoint) rather than a folder.
+    private var modelIsOneFile: Bool {
+        var isFolder: ObjCBool = false
+        guard let model, FileManager.default.fileExists(atPath: model, isDirectory: &isFolder) else { return false }
+        return !isFolder.boolValue
+    }
+
     func validate() throws {
+        if let model, modelIsOneFile {
+            let missing = [("--clip-tokenizer", parts.clipTokenizer), ("--t5-tokenizer", parts.t5Tokenizer)].filter { $0.1 == nil }.map(\.0)
+            guard missing.isEmpty else {
+                throw ValidationError("\(model) is one checkpoint file, which holds no tokenizers: give \(missing.joined(separator: " and ")) " +
+                                      "(the tokenizer/ and tokenizer_2/ folders of a diffusers FLUX release)")
+            }
+        }
         if model == nil {
             let missing = [("--transformer", transformer), ("--vae", vae), ("--clip", parts.clip), ("--clip-tokenizer", parts.clipTokenizer),
                            ("--t5", parts.t5), ("--t5-tokenizer", parts.t5Tokenizer)].filter { $0.1 == nil }.map(\.0)
@@ -102,9 +122,11 @@ struct GenerateCommand: ParsableCommand {
         }
     }
 
-    /// A pipeline part: the explicit option, else the pipeline folder's subfolder.
+    /// A pipeline part: the explicit option, else the pipeline folder's subfolder, or the
+    /// all-in-one file itself (each part's loader finds its own prefix in it).
     private func part(_ explicit: String?, _ subfolder: String) -> String {
-        explicit ?? URL(fileURLWithPath: model!).appendingPathComponent(subfolder).path
+        if let explicit { return explicit }
+        return modelIsOneFile ? model! : URL(fileURLWithPath: model!).appendingPathComponent(subfolder).path
     }
 
     func run() throws {
@@ -115,7 +137,7 @@ struct GenerateCommand: ParsableCommand {
         where !FileManager.default.fileExists(atPath: path) {
             throw ModelError.notAModel(path: path, reason: "no such file or folder (the \(kind) part of the pipeline)")
         }
-        let flux = try FluxModel.load(path: part(transformer, "transformer"))
+        let flux = try FluxModel.load(path: part(transformer, "transformer"), config: config)
         let steps = loraOptions.steps ?? (flux.config.guidanceEmbeds ? 28 : 4)
         // diffusers' default size: default_sample_size (64) × vae_scale_factor (2^blocks).
         let decoder = try VAEDecoder.load(path: part(vae, "vae"))  // small and memory-mapped: loaded once
@@ -127,7 +149,7 @@ struct GenerateCommand: ParsableCommand {
         settings.vaeTileSize = vaeTileSize
         settings.sampler = FlowMatchSchedule.Kind(rawValue: sampler)!
         settings.maxSequenceLength = maxSequenceLength ?? (flux.config.guidanceEmbeds ? 512 : 256)
-        if let model {
+        if let model, !modelIsOneFile {
             let schedulerFile = URL(fileURLWithPath: model).appendingPathComponent("scheduler/scheduler_config.json")
             if FileManager.default.fileExists(atPath: schedulerFile.path) {
                 settings.schedulerConfig = try FlowMatchSchedulerConfig(file: schedulerFile)

@@ -13,6 +13,9 @@ struct ParityCommand: ParsableCommand {
     @Option(name: .long, help: "Diffusers FLUX folder or BFL checkpoint.")
     var model: String
 
+    @Option(name: .long, help: "A single file's config: diffusers' transformer/config.json (or a folder holding it).")
+    var config: String?
+
     @Option(name: .long, help: "Input tensors (.safetensors), as for `lorafuse dit`.")
     var inputs: String
 
@@ -36,7 +39,7 @@ struct ParityCommand: ParsableCommand {
     func run() throws {
         let tested = try BackendRegistry.shared.makeBackend(named: backend)
         let reference = try BackendRegistry.shared.makeBackend(named: against)
-        let flux = try FluxModel.load(path: model)
+        let flux = try FluxModel.load(path: model, config: config)
         let prepared = try FluxInputs(SafeTensorsFile(path: inputs).allTensors(), config: flux.config)
         // Merged weights are computed on the reference backend, so both run the same graph;
         // with several passes (LoRA Composite) the first is compared.

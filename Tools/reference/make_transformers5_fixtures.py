@@ -22,8 +22,8 @@ Writes:
 - Tests/Fixtures/pipeline/flux-tiny-transformers5/: a whole FluxPipeline folder written by
   `FluxPipeline.save_pretrained` (diffusers 0.42, transformers 5): a new CLIP on a reduced CLIP
   vocabulary (the first 2,000 merges of the real one, so the folder stays small; tokenizer.json
-  only), a new T5 (sharded) with flux-tiny's unigram tokenizer, and flux-tiny's transformer,
-  VAE and scheduler re-saved; `expected_<label>.safetensors`: `FluxPipeline.encode_prompt` in
+  only; width 64, one head), a new T5 (sharded) with flux-tiny's unigram tokenizer, a new
+  transformer of flux-tiny's shape but 64-wide pooled input, and flux-tiny's VAE and scheduler re-saved; `expected_<label>.safetensors`: `FluxPipeline.encode_prompt` in
   float64, and `generate-dev.safetensors`: a 3-step generation in float64 with imported noise.
 Run (after make_text_encoder_fixtures.py and make_pipeline_fixtures.py, in an environment from
 requirements-transformers5.txt): python3 Tools/reference/make_transformers5_fixtures.py
@@ -51,6 +51,9 @@ PIPELINE = FIXTURES / "pipeline" / "flux-tiny-transformers5"
 spec = importlib.util.spec_from_file_location("text_fixtures", HERE / "make_text_encoder_fixtures.py")
 text_fixtures = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(text_fixtures)
+spec = importlib.util.spec_from_file_location("pipeline_fixtures", HERE / "make_pipeline_fixtures.py")
+pipeline_fixtures = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(pipeline_fixtures)
 
 EXTRA_PROMPTS = [
     "family 👨‍👩‍👧‍👦 at the beach", "👩🏽‍💻 coding", "🏳️‍🌈 flag", "❤️‍🔥 heart on fire", "🧑‍🤝‍🧑",
@@ -155,19 +158,23 @@ def pipeline_fixture():
     PIPELINE.mkdir(parents=True)
     generator = torch.Generator().manual_seed(800)
     tokenizer, vocab_size = reduced_clip_tokenizer(PIPELINE / "tokenizer")
-    clip = CLIPTextModel(CLIPTextConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=40, num_hidden_layers=2,
-                                        num_attention_heads=2, max_position_embeddings=77, hidden_act="quick_gelu",
+    # One head of 64, as CLIP-L's are: a single file cannot show CLIP's head count, so readers of
+    # ComfyUI files (make_comfyui_fixtures.py packs this pipeline as one) take heads as 64 wide.
+    clip = CLIPTextModel(CLIPTextConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=40, num_hidden_layers=2,
+                                        num_attention_heads=1, max_position_embeddings=77, hidden_act="quick_gelu",
                                         bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1))
     t5_tokenizer = T5TokenizerFast.from_pretrained(str(SOURCE_PIPELINE / "tokenizer_2"))
     t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tokenizer), d_model=32, d_kv=8, num_heads=4, d_ff=48, num_layers=2,
                                  feed_forward_proj="gated-gelu"))
     text_fixtures.randomise(clip, generator)
     text_fixtures.randomise(t5, generator)
+    transformer = FluxTransformer2DModel(**{**pipeline_fixtures.TRANSFORMERS["transformer"], "pooled_projection_dim": 64})
+    pipeline_fixtures.randomise(transformer, generator)
     pipe = FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(str(SOURCE_PIPELINE / "scheduler")),
         vae=AutoencoderKL.from_pretrained(str(SOURCE_PIPELINE / "vae")),
         text_encoder=clip, tokenizer=tokenizer, text_encoder_2=t5, tokenizer_2=t5_tokenizer,
-        transformer=FluxTransformer2DModel.from_pretrained(str(SOURCE_PIPELINE / "transformer")))
+        transformer=transformer)
     pipe.save_pretrained(str(PIPELINE), max_shard_size="100KB")
 
     pipe = FluxPipeline.from_pretrained(str(PIPELINE))
@@ -211,10 +218,10 @@ def pipeline_fixture():
         torch.set_default_dtype(previous)
     (PIPELINE / "README.md").write_text(
         "# flux-tiny-transformers5\n\nA whole FLUX pipeline folder written by `FluxPipeline.save_pretrained` (diffusers "
-        f"{__import__('diffusers').__version__}, transformers {transformers.__version__}): a new random CLIPTextModel "
+        f"{__import__('diffusers').__version__}, transformers {transformers.__version__}): a new random CLIPTextModel (width 64, one head) "
         "(keys without `text_model.`) on CLIP's vocabulary cut to its first 2,000 merges (`tokenizer/` is tokenizer.json "
-        "only), a new random T5EncoderModel (sharded) with flux-tiny's unigram tokenizer, flux-tiny's transformer, VAE and "
-        "scheduler re-saved. `expected_<label>.safetensors`: `encode_prompt(prompt, max_sequence_length=48)` in float64 "
+        "only), a new random T5EncoderModel (sharded) with flux-tiny's unigram tokenizer, a new random transformer of "
+        "flux-tiny's shape with a 64-wide pooled input, flux-tiny's VAE and scheduler re-saved. `expected_<label>.safetensors`: `encode_prompt(prompt, max_sequence_length=48)` in float64 "
         "(prompt in the metadata); `generate-dev.safetensors`: the pipeline in float64 with imported `noise`, the latents "
         "after each step (unpacked) and the uint8 image. Made by Tools/reference/make_transformers5_fixtures.py.\n")
     print("pipeline:", sorted(p.name for p in PIPELINE.iterdir()))

@@ -95,9 +95,10 @@ public struct BFLFluxWeights: FluxWeights {
     }
 
     /// Reads a BFL checkpoint and infers its config from tensor shapes. The rope axes are not
-    /// visible in shapes: they come from the file's `axes_dims_rope` metadata when present,
-    /// else FLUX.1's (16, 56, 56) for 128-wide heads.
-    public static func load(file: SafeTensorsFile) throws -> (FluxConfig, BFLFluxWeights) {
+    /// visible in shapes: they come from `given` (a diffusers config, whose every other value
+    /// must agree with the shapes), else the file's `axes_dims_rope` metadata, else FLUX.1's
+    /// (16, 56, 56) for 128-wide heads.
+    public static func load(file: SafeTensorsFile, config given: (config: FluxConfig, file: String)? = nil) throws -> (FluxConfig, BFLFluxWeights) {
         let source = TensorSource(files: [file], description: file.path)
         let prefix = source.contains("model.diffusion_model.img_in.weight") ? "model.diffusion_model." : ""
         func shape(_ name: String) throws -> Shape {
@@ -128,13 +129,36 @@ public struct BFLFluxWeights: FluxWeights {
             throw ModelError.notAModel(path: file.path, reason: "width \(inner) is not a multiple of the head dim \(config.attentionHeadDim)")
         }
         config.attentionHeadCount = inner / config.attentionHeadDim
-        if let axes = file.metadata["axes_dims_rope"] {
+        if let (stated, configFile) = given {
+            let checks: [(String, Int, Int, String)] = [
+                ("in_channels", stated.inChannels, config.inChannels, "img_in.weight has \(config.inChannels) inputs"),
+                ("num_layers", stated.layerCount, config.layerCount, "the file has \(config.layerCount) double blocks"),
+                ("num_single_layers", stated.singleLayerCount, config.singleLayerCount, "the file has \(config.singleLayerCount) single blocks"),
+                ("attention_head_dim", stated.attentionHeadDim, config.attentionHeadDim, "the query norm is \(config.attentionHeadDim) wide"),
+                ("num_attention_heads", stated.attentionHeadCount, config.attentionHeadCount,
+                 "img_in.weight is \(inner) wide, \(config.attentionHeadCount) heads of \(config.attentionHeadDim)"),
+                ("joint_attention_dim", stated.jointAttentionDim, config.jointAttentionDim, "txt_in.weight has \(config.jointAttentionDim) inputs"),
+                ("pooled_projection_dim", stated.pooledProjectionDim, config.pooledProjectionDim,
+                 "vector_in.in_layer.weight has \(config.pooledProjectionDim) inputs"),
+                ("guidance_embeds", stated.guidanceEmbeds ? 1 : 0, config.guidanceEmbeds ? 1 : 0,
+                 config.guidanceEmbeds ? "the file has guidance_in" : "the file has no guidance_in"),
+            ]
+            let contradictions = checks.filter { $0.1 != $0.2 }.map { key, value, _, why in
+                key == "guidance_embeds" ? "\(key) is \(value == 1) but \(why)" : "\(key) is \(value) but \(why)"
+            }
+            guard contradictions.isEmpty else {
+                throw ModelError.notAModel(path: configFile, reason:
+                    "contradicts the weights of \(file.path): \(contradictions.joined(separator: "; "))")
+            }
+            config.axesDimsRope = stated.axesDimsRope
+        } else if let axes = file.metadata["axes_dims_rope"] {
             config.axesDimsRope = axes.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         } else if config.attentionHeadDim == 128 {
             config.axesDimsRope = [16, 56, 56]
         } else {
             throw ModelError.notAModel(path: file.path, reason:
-                "cannot infer axes_dims_rope for head dim \(config.attentionHeadDim); add it as `axes_dims_rope` metadata (e.g. \"16,56,56\")")
+                "cannot infer axes_dims_rope for head dim \(config.attentionHeadDim); give the transformer's config.json with --config " +
+                "(diffusers' transformer/config.json), or add `axes_dims_rope` metadata (e.g. \"16,56,56\")")
         }
         try config.validate(source: file.path)
         let weights = BFLFluxWeights(source: source, prefix: prefix, innerDim: inner, mlpHiddenDim: config.mlpHiddenDim)

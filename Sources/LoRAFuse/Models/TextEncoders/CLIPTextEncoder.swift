@@ -58,7 +58,8 @@ public struct CLIPTextEncoder: Sendable {
     public static func load(path: String) throws -> CLIPTextEncoder {
         let checkpoint = try ComponentCheckpoint.open(
             path, subfolder: "text_encoder", probe: "embeddings.token_embedding.weight",
-            prefixes: ["", "text_model.", "cond_stage_model.transformer.text_model.", "text_encoders.clip_l.transformer.text_model."],
+            prefixes: ["", "text_model.", "cond_stage_model.transformer.text_model.", "text_encoders.clip_l.transformer.text_model.",
+                       "cond_stage_model.transformer.", "text_encoders.clip_l.transformer."],
             classNames: ["CLIPTextModel", "CLIPTextModelWithProjection"], kind: "CLIP text encoder")
         switch checkpoint {
         case let .folder(source, object, configPath, prefix):
