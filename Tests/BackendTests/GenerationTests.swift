@@ -13,12 +13,7 @@ import LoRAFuse
     func generationMatchesFluxPipeline(_ name: String) throws {
         let expected = try SafeTensorsFile(path: Self.root.appendingPathComponent("generate-\(name).safetensors").path)
         let meta = expected.metadata
-        var settings = FluxTextToImage.Settings(prompt: meta["prompt"] ?? "", width: Int(meta["width"] ?? "") ?? 0,
-                                                height: Int(meta["height"] ?? "") ?? 0, steps: Int(meta["steps"] ?? "") ?? 0)
-        settings.guidance = Double(meta["guidance"] ?? "") ?? 0
-        settings.maxSequenceLength = Int(meta["max_sequence_length"] ?? "") ?? 0
-        settings.noise = try expected.tensor(named: "noise")
-        settings.schedulerConfig = try FlowMatchSchedulerConfig(file: Self.pipeline.appendingPathComponent("scheduler/scheduler_config.json"))
+        let settings = try Self.settings(of: expected, pipeline: Self.pipeline)
         let model = try FluxModel.load(path: Self.pipeline.appendingPathComponent(meta["transformer"] ?? "").path)
         // dev-lora: a peft LoRA at weight 0.8 (set_adapters), applied hot at every step.
         let adapters = try meta["lora"].map { file in
@@ -49,13 +44,7 @@ import LoRAFuse
     @Test func transformers5PipelineGenerationMatches() throws {
         let pipeline = Self.root.appendingPathComponent("flux-tiny-transformers5")
         let expected = try SafeTensorsFile(path: pipeline.appendingPathComponent("generate-dev.safetensors").path)
-        let meta = expected.metadata
-        var settings = FluxTextToImage.Settings(prompt: meta["prompt"] ?? "", width: Int(meta["width"] ?? "") ?? 0,
-                                                height: Int(meta["height"] ?? "") ?? 0, steps: Int(meta["steps"] ?? "") ?? 0)
-        settings.guidance = Double(meta["guidance"] ?? "") ?? 0
-        settings.maxSequenceLength = Int(meta["max_sequence_length"] ?? "") ?? 0
-        settings.noise = try expected.tensor(named: "noise")
-        settings.schedulerConfig = try FlowMatchSchedulerConfig(file: pipeline.appendingPathComponent("scheduler/scheduler_config.json"))
+        let settings = try Self.settings(of: expected, pipeline: pipeline)
         let model = try FluxModel.load(path: pipeline.appendingPathComponent("transformer").path)
         let reference = try expected.tensor(named: "image").doubles()
         for backend in BackendsUnderTest.all {
@@ -70,6 +59,18 @@ import LoRAFuse
             #expect(latentError <= 1e-3, "\(label) latents: \(latentError)")
             #expect(Double(close) >= 0.999 * Double(reference.count), "\(label) pixels: \(close)/\(reference.count)")
         }
+    }
+
+    /// The settings a generation fixture was made with (its metadata, noise and pipeline's scheduler).
+    static func settings(of expected: SafeTensorsFile, pipeline: URL) throws -> FluxTextToImage.Settings {
+        let meta = expected.metadata
+        var settings = FluxTextToImage.Settings(prompt: meta["prompt"] ?? "", width: Int(meta["width"] ?? "") ?? 0,
+                                                height: Int(meta["height"] ?? "") ?? 0, steps: Int(meta["steps"] ?? "") ?? 0)
+        settings.guidance = Double(meta["guidance"] ?? "") ?? 0
+        settings.maxSequenceLength = Int(meta["max_sequence_length"] ?? "") ?? 0
+        settings.noise = try expected.tensor(named: "noise")
+        settings.schedulerConfig = try FlowMatchSchedulerConfig(file: pipeline.appendingPathComponent("scheduler/scheduler_config.json"))
+        return settings
     }
 
     @Test func schedulesMatchDiffusers() throws {

@@ -37,21 +37,8 @@ import LoRAFuse
 
     @Test(arguments: ["clip-a", "clip-b", "t5-a", "t5-b", "t5-c", "t5-d"])
     func encodersMatchTransformers(_ name: String) throws {
-        let path = Self.fixtures.appendingPathComponent("models/\(name)/model").path
-        let ids = try Self.ids(name)
-        let (graph, inputs, outputs): (Graph, [String: HostTensor], [String])
-        if name.hasPrefix("clip") {
-            let encoder = try CLIPTextEncoder.load(path: path)
-            (graph, inputs, outputs) = (try encoder.graph(batch: ids.count, length: ids[0].count), try encoder.inputs(ids),
-                                        ["last_hidden_state", "pooler_output"])
-        } else {
-            let encoder = try T5Encoder.load(path: path)
-            (graph, inputs, outputs) = (try encoder.graph(batch: ids.count, length: ids[0].count), try encoder.inputs(ids), ["last_hidden_state"])
-        }
-        for backend in BackendsUnderTest.all {
-            try Self.check(try backend.execute(graph, inputs: inputs).outputs, outputs, against: Self.expected(name), tolerance: 1e-4,
-                           "\(name) \(BackendsUnderTest.label(backend))")
-        }
+        try Self.checkEncoder(at: Self.fixtures.appendingPathComponent("models/\(name)/model").path, isCLIP: name.hasPrefix("clip"),
+                              ids: try Self.ids(name), against: Self.expected(name), name)
     }
 
     /// CLIPTextModel and T5EncoderModel saved by transformers 5.23 (CLIP's keys without
@@ -59,11 +46,16 @@ import LoRAFuse
     @Test(arguments: ["clip", "t5"])
     func encodersSavedByTransformers5Match(_ name: String) throws {
         let folder = Self.fixtures.appendingPathComponent("transformers5/\(name)")
-        let ids = try Self.ids(folder.appendingPathComponent("inputs.safetensors"))
-        let expected = try SafeTensorsFile(path: folder.appendingPathComponent("expected.safetensors").path)
-        let path = folder.appendingPathComponent("model").path
+        try Self.checkEncoder(at: folder.appendingPathComponent("model").path, isCLIP: name == "clip",
+                              ids: try Self.ids(folder.appendingPathComponent("inputs.safetensors")),
+                              against: SafeTensorsFile(path: folder.appendingPathComponent("expected.safetensors").path),
+                              "transformers5 \(name)")
+    }
+
+    /// Loads a CLIP or T5 encoder, runs `ids` on every backend and checks its outputs.
+    static func checkEncoder(at path: String, isCLIP: Bool, ids: [[Int]], against expected: SafeTensorsFile, _ label: String) throws {
         let (graph, inputs, outputs): (Graph, [String: HostTensor], [String])
-        if name == "clip" {
+        if isCLIP {
             let encoder = try CLIPTextEncoder.load(path: path)
             (graph, inputs, outputs) = (try encoder.graph(batch: ids.count, length: ids[0].count), try encoder.inputs(ids),
                                         ["last_hidden_state", "pooler_output"])
@@ -72,8 +64,8 @@ import LoRAFuse
             (graph, inputs, outputs) = (try encoder.graph(batch: ids.count, length: ids[0].count), try encoder.inputs(ids), ["last_hidden_state"])
         }
         for backend in BackendsUnderTest.all {
-            try Self.check(try backend.execute(graph, inputs: inputs).outputs, outputs, against: expected, tolerance: 1e-4,
-                           "transformers5 \(name) \(BackendsUnderTest.label(backend))")
+            try check(try backend.execute(graph, inputs: inputs).outputs, outputs, against: expected, tolerance: 1e-4,
+                      "\(label) \(BackendsUnderTest.label(backend))")
         }
     }
 
