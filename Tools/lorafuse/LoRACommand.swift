@@ -168,6 +168,9 @@ struct KLoRAPlanCommand: ParsableCommand {
     @Option(name: .long, help: "A FLUX model to check both LoRAs against (optional).")
     var model: String?
 
+    @Option(name: .long, help: "A single-file --model's config: diffusers' transformer/config.json (or a folder holding it).")
+    var config: String?
+
     @OptionGroup var backendOptions: BackendOptions
 
     @OptionGroup var klora: KLoRASettings
@@ -180,7 +183,7 @@ struct KLoRAPlanCommand: ParsableCommand {
 
     func run() throws {
         let backend = try backendOptions.makeBackend()
-        let flux = try model.map { try FluxModel.load(path: $0) }
+        let flux = try model.map { try FluxModel.load(path: $0, config: config) }
         let contentFile = try LoRAFile.load(path: content, model: flux), styleFile = try LoRAFile.load(path: style, model: flux)
         let start = DispatchTime.now().uptimeNanoseconds
         let planner = KLoRAPlanner(backend: backend, cacheFolder: noCache ? nil : KLoRAPlanner.defaultCacheFolder)
@@ -236,11 +239,14 @@ struct LoRAInspectCommand: ParsableCommand {
     @Option(name: .long, help: "A FLUX model to check the LoRA against (layer widths, final modulation order).")
     var model: String?
 
+    @Option(name: .long, help: "A single-file --model's config: diffusers' transformer/config.json (or a folder holding it).")
+    var config: String?
+
     @Flag(name: .long, help: "Print one JSON object.")
     var json = false
 
     func run() throws {
-        let flux = try model.map { try FluxModel.load(path: $0) }
+        let flux = try model.map { try FluxModel.load(path: $0, config: config) }
         let lora = try LoRAFile.load(path: file, model: flux, allowUnmatchedKeys: true)
         var bySource: [String: [LoRAModule]] = [:]
         for module in lora.modules { bySource[module.sourceModule, default: []].append(module) }
