@@ -1,5 +1,6 @@
 import Foundation
 import LoRAFuse
+import Synchronization
 import Testing
 
 /// The `lorafuse` executable, run as a user runs it.
@@ -318,6 +319,47 @@ final class ScratchFolder {
         #expect(result.status == 0)
         result = try CommandLine.run(["pool", "list"] + db)
         #expect(result.output.isEmpty)
+    }
+
+    /// Four `pool add` processes writing five LoRAs each into one new pool while a fifth process
+    /// searches it: every add and every search succeeds, all 20 entries land, the file is sound.
+    @Test func poolKeepsEveryEntryUnderConcurrentWriters() throws {
+        let scratch = ScratchFolder("lorafuse-pool-concurrent")
+        defer { withExtendedLifetime(scratch) {} }  // the folder lives until the test ends
+        let fixtures = CommandLine.repository.appendingPathComponent("Tests/Fixtures")
+        let encoder = fixtures.appendingPathComponent("retrieval/encoder-flux-tiny.safetensors").path
+        let pool = scratch.url.appendingPathComponent("pool.sqlite").path
+        let writers = 4, perWriter = 5
+        let files: [[String]] = try (0..<writers).map { writer in
+            try (0..<perWriter).map { index in
+                let url = scratch.url.appendingPathComponent("w\(writer)-\(index).safetensors")
+                try FileManager.default.copyItem(at: fixtures.appendingPathComponent("pipeline/lora-tiny.safetensors"), to: url)
+                return url.path
+            }
+        }
+        let query = scratch.url.appendingPathComponent("query.safetensors").path
+        let embedded = try CommandLine.run(["lora", "embed", "--encoder", encoder, "--lora", files[0][0], "--output", query])
+        #expect(embedded.status == 0, "\(embedded.error)")
+        let results = Mutex<[(String, CommandLine.Result)]>([])
+        DispatchQueue.concurrentPerform(iterations: writers + 1) { job in
+            if job < writers {
+                let result = (try? CommandLine.run(["pool", "add"] + files[job] + ["--encoder", encoder, "--db", pool]))
+                    ?? CommandLine.Result(status: -1, output: "", error: "could not start")
+                results.withLock { $0.append(("add \(job)", result)) }
+            } else {
+                for round in 0..<12 {
+                    let result = (try? CommandLine.run(["pool", "search", "--embedding", query, "-k", "3", "--db", pool]))
+                        ?? CommandLine.Result(status: -1, output: "", error: "could not start")
+                    results.withLock { $0.append(("search \(round)", result)) }
+                }
+            }
+        }
+        for (label, result) in results.withLock({ $0 }) {
+            #expect(result.status == 0, "\(label): \(result.error)")
+        }
+        let list = try CommandLine.run(["pool", "list", "--db", pool])
+        #expect(list.output.split(separator: "\n").count == writers * perWriter, "\(list.output)")
+        #expect(try LoRAPool(path: pool).integrityCheck() == ["ok"])
     }
 
     @Test func generateFailsClearlyWithoutPartialOutput() throws {

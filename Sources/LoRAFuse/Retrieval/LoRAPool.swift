@@ -69,6 +69,9 @@ public final class LoRAPool: Sendable {
     public let path: String
     let database: DatabasePool
 
+    /// How long a writer waits for another process's write to finish, in seconds.
+    static let busyTimeout: TimeInterval = 60
+
     /// Opens (creating if needed) the pool at `path`.
     public init(path: String) throws {
         self.path = path
@@ -78,6 +81,10 @@ public final class LoRAPool: Sendable {
             // Reads go through a memory map of the file: a search scans every embedding,
             // and pread copies each page into SQLite's cache first (10,000 entries: 40 MB).
             var configuration = Configuration()
+            // Other processes may be adding at the same time: a writer waits for the lock
+            // (GRDB's writes are BEGIN IMMEDIATE, so two writers never deadlock on an upgrade)
+            // instead of failing with SQLITE_BUSY; WAL readers never wait for a writer.
+            configuration.busyMode = .timeout(Self.busyTimeout)
             configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA mmap_size = 1073741824") }
             database = try DatabasePool(path: path, configuration: configuration)
             var migrator = DatabaseMigrator()
@@ -108,9 +115,32 @@ public final class LoRAPool: Sendable {
                     CREATE TRIGGER lora_deleted AFTER DELETE ON lora BEGIN UPDATE pool_state SET generation = generation + 1; END;
                     """)
             }
-            try migrator.migrate(database)
+            try Self.migrate(migrator, database)
         } catch {
             throw ModelError.notAModel(path: path, reason: "cannot open the LoRA pool (\(error))")
+        }
+    }
+
+    /// SQLite's `PRAGMA integrity_check`: `["ok"]` when the database file is sound, else the
+    /// problems it lists.
+    public func integrityCheck() throws -> [String] {
+        try database.read { db in try String.fetchAll(db, sql: "PRAGMA integrity_check") }
+    }
+
+    /// Runs the migrations when several processes may create the same pool at once. GRDB reads
+    /// which migrations are applied before it takes the write lock, so the later process can
+    /// replay one the other has just committed ("table already exists"); that error is moot
+    /// once the migrations are complete, and otherwise the next attempt sees the new state.
+    static func migrate(_ migrator: DatabaseMigrator, _ database: DatabasePool) throws {
+        for attempt in 1...5 {
+            do {
+                try migrator.migrate(database)
+                return
+            } catch {
+                if try database.read({ try migrator.hasCompletedMigrations($0) }) { return }
+                if attempt == 5 { throw error }
+                Thread.sleep(forTimeInterval: 0.05 * Double(attempt))
+            }
         }
     }
 
