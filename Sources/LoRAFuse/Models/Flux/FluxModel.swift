@@ -40,10 +40,11 @@ public struct FluxModel: Sendable {
         if manager.fileExists(atPath: folder.appendingPathComponent("transformer/config.json").path) {
             folder = folder.appendingPathComponent("transformer")
         }
-        guard manager.fileExists(atPath: folder.appendingPathComponent("config.json").path) else {
+        let configFile = folder.appendingPathComponent("config.json").path
+        guard manager.fileExists(atPath: configFile) else {
             throw ModelError.notAModel(path: path, reason: "no transformer/config.json or config.json")
         }
-        let (config, _) = try FluxConfig.load(path: folder.path)
+        let (config, _) = try FluxConfig.load(path: configFile)
         let files = try CheckpointFiles.load(folder: folder, stem: "diffusion_pytorch_model")
         return FluxModel(config: config, weights: TensorSource(files: files, description: folder.path))
     }

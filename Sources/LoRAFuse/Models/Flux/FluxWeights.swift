@@ -130,22 +130,24 @@ public struct BFLFluxWeights: FluxWeights {
         }
         config.attentionHeadCount = inner / config.attentionHeadDim
         if let (stated, configFile) = given {
-            let checks: [(String, Int, Int, String)] = [
-                ("in_channels", stated.inChannels, config.inChannels, "img_in.weight has \(config.inChannels) inputs"),
-                ("num_layers", stated.layerCount, config.layerCount, "the file has \(config.layerCount) double blocks"),
-                ("num_single_layers", stated.singleLayerCount, config.singleLayerCount, "the file has \(config.singleLayerCount) single blocks"),
-                ("attention_head_dim", stated.attentionHeadDim, config.attentionHeadDim, "the query norm is \(config.attentionHeadDim) wide"),
-                ("num_attention_heads", stated.attentionHeadCount, config.attentionHeadCount,
+            // (key, the config's value, the weights' value, what the weights show)
+            let checks: [(String, String, String, String)] = [
+                ("in_channels", "\(stated.inChannels)", "\(config.inChannels)", "img_in.weight has \(config.inChannels) inputs"),
+                ("num_layers", "\(stated.layerCount)", "\(config.layerCount)", "the file has \(config.layerCount) double blocks"),
+                ("num_single_layers", "\(stated.singleLayerCount)", "\(config.singleLayerCount)",
+                 "the file has \(config.singleLayerCount) single blocks"),
+                ("attention_head_dim", "\(stated.attentionHeadDim)", "\(config.attentionHeadDim)",
+                 "the query norm is \(config.attentionHeadDim) wide"),
+                ("num_attention_heads", "\(stated.attentionHeadCount)", "\(config.attentionHeadCount)",
                  "img_in.weight is \(inner) wide, \(config.attentionHeadCount) heads of \(config.attentionHeadDim)"),
-                ("joint_attention_dim", stated.jointAttentionDim, config.jointAttentionDim, "txt_in.weight has \(config.jointAttentionDim) inputs"),
-                ("pooled_projection_dim", stated.pooledProjectionDim, config.pooledProjectionDim,
+                ("joint_attention_dim", "\(stated.jointAttentionDim)", "\(config.jointAttentionDim)",
+                 "txt_in.weight has \(config.jointAttentionDim) inputs"),
+                ("pooled_projection_dim", "\(stated.pooledProjectionDim)", "\(config.pooledProjectionDim)",
                  "vector_in.in_layer.weight has \(config.pooledProjectionDim) inputs"),
-                ("guidance_embeds", stated.guidanceEmbeds ? 1 : 0, config.guidanceEmbeds ? 1 : 0,
+                ("guidance_embeds", "\(stated.guidanceEmbeds)", "\(config.guidanceEmbeds)",
                  config.guidanceEmbeds ? "the file has guidance_in" : "the file has no guidance_in"),
             ]
-            let contradictions = checks.filter { $0.1 != $0.2 }.map { key, value, _, why in
-                key == "guidance_embeds" ? "\(key) is \(value == 1) but \(why)" : "\(key) is \(value) but \(why)"
-            }
+            let contradictions = checks.filter { $0.1 != $0.2 }.map { key, value, _, why in "\(key) is \(value) but \(why)" }
             guard contradictions.isEmpty else {
                 throw ModelError.notAModel(path: configFile, reason:
                     "contradicts the weights of \(file.path): \(contradictions.joined(separator: "; "))")

@@ -169,13 +169,13 @@ public struct CLIPTokenizer: TextTokenizer {
         // transformers 4 splits the special tokens out of the raw text; the tokenizers backend
         // matches them in the normalised text (its added tokens are `normalized: true`), so
         // "<|ENDOFTEXT|>" is the end-of-text token there.
-        let scalars = rules == .transformers5 ? Self.normalize(Array(text.unicodeScalars)) : Array(text.unicodeScalars)
-        for piece in added.split(scalars, isSpace: UnicodeClass.isPythonSpace) {
+        let scalars = Array(text.unicodeScalars)
+        for piece in added.split(rules == .transformers5 ? Self.normalize(scalars) : scalars, isSpace: UnicodeClass.isPythonSpace) {
             switch piece {
             case let .token(id): ids.append(id)
             case let .text(scalars):
-                let words = rules == .transformers5 ? Self.words(scalars, rules: rules) : Self.words(Self.basicClean(scalars), rules: rules)
-                for word in words {
+                // transformers 4 cleans each piece between special tokens with BERT's BasicTokenizer.
+                for word in Self.words(rules == .transformers4 ? Self.basicClean(scalars) : scalars, rules: rules) {
                     ids.append(contentsOf: bpe(word).map { vocabulary[$0] ?? unknown })
                 }
             }
