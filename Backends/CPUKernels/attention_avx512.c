@@ -135,10 +135,12 @@ void lf_attention_values_avx512(const float *probabilities, long p_stride, long 
     }
 }
 // exp(x) for 16 lanes: the Cephes reduction and polynomial of the Swift vectorExp
-// (relative error < 2e-7 over [-87.3, 88.3]; inputs clamped to that range).
+// (relative error < 2e-7 over [-87.3, 88.3]; inputs clamped to that range). MAXPS and
+// MINPS return their second operand when either is NaN, so x goes second: a NaN stays NaN
+// (IEEE propagation, as the GPU kernels and the float64 reference have it).
 __attribute__((target("avx512f")))
 static inline __m512 exp16(__m512 x) {
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.3f));
+    x = _mm512_min_ps(_mm512_set1_ps(88.3f), _mm512_max_ps(_mm512_set1_ps(-87.3f), x));
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
     r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
