@@ -24,8 +24,9 @@ float erf_approx(float x) {
     return x >= 0.0 ? 1.0 - r : r - 1.0;
 }
 
-// tanh that stays finite for large |x| (some drivers compute it through exp overflow).
-float safe_tanh(float x) { return tanh(clamp(x, -15.0, 15.0)); }
+// tanh that stays finite for large |x| (some drivers compute it through exp overflow). GLSL
+// leaves clamp, min and max of a NaN undefined, so a NaN is passed through first.
+float safe_tanh(float x) { return isnan(x) ? x : tanh(clamp(x, -15.0, 15.0)); }
 
 float sigmoid(float x) { return 1.0 / (1.0 + exp(-x)); }
 
@@ -41,7 +42,7 @@ void main() {
         case 2u: result = v * sigmoid(1.702 * v); break;
         case 3u: result = v * sigmoid(v); break;
         case 4u: result = sigmoid(v); break;
-        case 5u: result = max(v, 0.0); break;
+        case 5u: result = v < 0.0 ? 0.0 : v; break;  // not max(): NaN stays NaN
         case 6u: result = safe_tanh(v); break;
         default: result = v * p.factor; break;
     }

@@ -104,13 +104,30 @@ import LoRAFuse
 
         let wrong = folder.appendingPathComponent("wrong")
         try Self.copyFixture("dev-tiny", to: wrong) { $0["joint_attention_dim"] = 25 }
-        let mismatched = try FluxModel.load(path: wrong.path)
-        do {
-            _ = try FluxTransformer(model: mismatched).graph(batch: 1, textLength: 7, imageLength: 15)
-            Issue.record("a config that disagrees with the shapes was accepted")
-        } catch let error as ModelError {
-            #expect("\(error)".contains("context_embedder.weight") && "\(error)".contains("[32, 25]"), "\(error)")
+        // A config that disagrees with the weights is refused when the model loads, naming the key and the tensor.
+        func refusal(_ name: String, _ edit: @escaping (inout [String: Any]) -> Void) throws -> String {
+            let copy = folder.appendingPathComponent(name)
+            try Self.copyFixture("dev-tiny", to: copy, config: edit)
+            do {
+                _ = try FluxModel.load(path: copy.path)
+                return "accepted"
+            } catch let error as ModelError { return "\(error)" }
         }
+        let joint = try refusal("wrong-joint") { $0["joint_attention_dim"] = 25 }
+        #expect(joint.contains("joint_attention_dim is 25") && joint.contains("context_embedder.weight has 24 inputs"), "\(joint)")
+        let layers = try refusal("wrong-layers") { $0["num_layers"] = 1 }
+        #expect(layers.contains("num_layers is 1") && layers.contains("2 transformer_blocks"), "\(layers)")
+        let guidance = try refusal("wrong-guidance") { $0["guidance_embeds"] = false }
+        #expect(guidance.contains("guidance_embeds is false"), "\(guidance)")
+        // JSON of the wrong type names the key and the type expected.
+        let fractional = try refusal("fractional") { $0["num_layers"] = 2.5 }
+        #expect(fractional.contains("'num_layers' must be an integer, got a number 2.5"), "\(fractional)")
+        let null = try refusal("null") { $0["num_layers"] = NSNull() }
+        #expect(null.contains("'num_layers' must be an integer, got null"), "\(null)")
+        let huge = try refusal("huge") { $0["num_attention_heads"] = 1 << 62 }
+        #expect(huge.contains("num_attention_heads is 4611686018427387904"), "\(huge)")
+        let axesHuge = try refusal("axes-huge") { $0["axes_dims_rope"] = [1 << 62, 1 << 62, 4] }
+        #expect(axesHuge.contains("axes_dims_rope"), "\(axesHuge)")
 
         let other = folder.appendingPathComponent("other")
         try Self.copyFixture("dev-tiny", to: other) { $0["_class_name"] = "UNet2DConditionModel" }
@@ -118,6 +135,44 @@ import LoRAFuse
         let axes = folder.appendingPathComponent("axes")
         try Self.copyFixture("dev-tiny", to: axes) { $0["axes_dims_rope"] = [4, 4, 4] }
         #expect(throws: ModelError.self) { try FluxModel.load(path: axes.path) }
+    }
+
+    /// Shards come from the model folder only, and a tensor in two shards is an error.
+    @Test func shardsStayInsideTheFolderAndHoldEachTensorOnce() throws {
+        let folder = try Self.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = FluxTransformerTests.fixtures.appendingPathComponent("dev-tiny/transformer")
+        let weights = try SafeTensorsFile(path: source.appendingPathComponent("diffusion_pytorch_model.safetensors").path)
+        func shardedModel(_ name: String, shardNames: [String], duplicate: Bool = false) throws -> URL {
+            let target = folder.appendingPathComponent(name)
+            try FileManager.default.createDirectory(at: target, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(at: source.appendingPathComponent("config.json"), to: target.appendingPathComponent("config.json"))
+            let half = weights.entries.count / 2
+            let parts = [Array(weights.entries[..<half]), Array(weights.entries[(duplicate ? half - 1 : half)...])]
+            var map: [String: String] = [:]
+            for (index, part) in parts.enumerated() {
+                let path = target.appendingPathComponent(shardNames[index]).standardizedFileURL.path
+                try SafeTensorsWriter.write(part.map { ($0.name, weights.tensor($0)) }, to: path)
+                for entry in part { map[entry.name] = shardNames[index] }
+            }
+            try JSONSerialization.data(withJSONObject: ["metadata": [:], "weight_map": map])
+                .write(to: target.appendingPathComponent("diffusion_pytorch_model.safetensors.index.json"))
+            return target
+        }
+        let good = try shardedModel("good", shardNames: ["diffusion_pytorch_model-00001-of-00002.safetensors", "diffusion_pytorch_model-00002-of-00002.safetensors"])
+        #expect(try FluxModel.load(path: good.path).config.layerCount == 2)
+        let twice = try shardedModel("twice", shardNames: ["a.safetensors", "b.safetensors"], duplicate: true)
+        let duplicate = weights.entries[weights.entries.count / 2 - 1].name
+        #expect(throws: ModelError.notAModel(path: twice.path, reason: "tensor '\(duplicate)' is in both \(twice.appendingPathComponent("a.safetensors").path) and \(twice.appendingPathComponent("b.safetensors").path)")) {
+            try FluxModel.load(path: twice.path)
+        }
+        let outside = try shardedModel("outside", shardNames: ["a.safetensors", "../stolen.safetensors"])
+        do {
+            _ = try FluxModel.load(path: outside.path)
+            Issue.record("a shard outside the model folder was loaded")
+        } catch let error as ModelError {
+            #expect("\(error)".contains("shard '../stolen.safetensors' is not a file inside"), "\(error)")
+        }
     }
 
     @Test func badInputsListWhatWasExpected() throws {
@@ -141,6 +196,26 @@ import LoRAFuse
         } catch {
             #expect("\(error)".contains("missing 'txt_ids'") && "\(error)".contains("img_ids [L, 3]"))
         }
+        // Each of these says what is wrong with which tensor.
+        func refusal(_ name: String, _ value: HostTensor) -> String {
+            var tensors = file.allTensors()
+            tensors[name] = value
+            do {
+                _ = try FluxInputs(tensors, config: model.config)
+                return "accepted"
+            } catch { return "\(error)" }
+        }
+        let hidden = file.allTensors()["hidden_states"]!
+        var poisoned = hidden.floats()
+        poisoned[7] = .nan
+        #expect(refusal("hidden_states", HostTensor(shape: hidden.shape, floats: poisoned)).contains("'hidden_states' holds a non-finite value"))
+        #expect(refusal("timestep", HostTensor(shape: [1], floats: [.infinity])).contains("'timestep' holds a non-finite value"))
+        #expect(refusal("guidance", HostTensor(shape: [1], floats: [.nan])).contains("'guidance' holds a non-finite value"))
+        let bool = refusal("hidden_states", HostTensor(shape: hidden.shape, dtype: .bool, values: Array(repeating: 1, count: hidden.elementCount)))
+        #expect(bool.contains("'hidden_states' is BOOL; expected a floating-point"), "\(bool)")
+        #expect(refusal("hidden_states", HostTensor(shape: [1, 15], floats: Array(repeating: 0, count: 15))).contains("has rank 2"))
+        #expect(refusal("hidden_states", HostTensor(shape: [0, 15, 16], floats: [])).contains("at least 1"))
+        #expect(refusal("hidden_states", HostTensor(shape: [1, 0, 16], floats: [])).contains("at least 1"))
     }
 }
 

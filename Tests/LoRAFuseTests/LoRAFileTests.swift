@@ -92,7 +92,7 @@ import Testing
         }
         // An alpha that is not one number.
         let alpha = try edited("all.kohya", in: directory) { $0["lora_unet_img_in.alpha"] = HostTensor(shape: [2], floats: [1, 2]) }
-        #expect(throws: LoRAError.invalidAlpha(path: alpha, key: "lora_unet_img_in.alpha", reason: "expected one finite number, got 2 value(s)")) {
+        #expect(throws: LoRAError.invalidAlpha(path: alpha, key: "lora_unet_img_in.alpha", reason: "expected one number, got 2 value(s)")) {
             try LoRAFile.load(path: alpha, model: Self.model)
         }
         // Ranks of A and B that disagree.
@@ -126,11 +126,16 @@ import Testing
         #expect(throws: LoRAError.self) { try LoRAFile.load(path: directory.file("missing.safetensors")) }
     }
 
-    @Test func loraArgumentsTakeAnOptionalScale() {
-        #expect(LoRAAdapter.parseArgument("style.safetensors") == ("style.safetensors", 1))
-        #expect(LoRAAdapter.parseArgument("style.safetensors:0.6") == ("style.safetensors", 0.6))
-        #expect(LoRAAdapter.parseArgument("/data/a:b.safetensors:-1.5") == ("/data/a:b.safetensors", -1.5))
-        #expect(LoRAAdapter.parseArgument("/data/a:b.safetensors") == ("/data/a:b.safetensors", 1))
+    @Test func loraArgumentsTakeAnOptionalScale() throws {
+        #expect(try LoRAAdapter.parseArgument("style.safetensors") == ("style.safetensors", 1))
+        for bad in ["style.safetensors:nan", "style.safetensors:inf", "style.safetensors:3e38", "style.safetensors:-101",
+                    "style.safetensors:1e400", "style.safetensors:1.2.3"] {
+            #expect(throws: LoRAError.self, "\(bad)") { try LoRAAdapter.parseArgument(bad) }
+        }
+        #expect(throws: LoRAError.self) { try LoRAAdapter.parseArgument("") }
+        #expect(try LoRAAdapter.parseArgument("style.safetensors:0.6") == ("style.safetensors", 0.6))
+        #expect(try LoRAAdapter.parseArgument("/data/a:b.safetensors:-1.5") == ("/data/a:b.safetensors", -1.5))
+        #expect(try LoRAAdapter.parseArgument("/data/a:b.safetensors") == ("/data/a:b.safetensors", 1))
     }
 
     @Test func kohyaAndDottedNamesResolve() {

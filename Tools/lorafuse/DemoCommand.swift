@@ -97,13 +97,13 @@ struct DemoCommand: ParsableCommand {
     @Option(name: .long, help: "Where to write the grid (.png).")
     var output = "lorafuse-demo.png"
 
-    @Option(name: .long, help: "Rows: the first N of the world's demo pairs.")
+    @Option(name: .long, parsing: .unconditional, help: "Rows: the first N of the world's demo pairs.")
     var pairs: Int?
 
-    @Option(name: .long, help: "Seed of the first row (row i uses seed + i).")
+    @Option(name: .long, parsing: .unconditional, help: "Seed of the first row (row i uses seed + i).")
     var seed: UInt64 = 0
 
-    @Option(name: .long, help: "Pixels per image pixel in the grid.")
+    @Option(name: .long, parsing: .unconditional, help: "Pixels per image pixel in the grid.")
     var scale = 4
 
     @Option(name: .long, parsing: .upToNextOption, help: "Columns, in order (default: all the world supports).")
@@ -175,10 +175,10 @@ struct EvalFusionCommand: ParsableCommand {
 
     @OptionGroup var location: WorldLocation
 
-    @Option(name: .long, help: "Content+style pairs (every content concept, styles rotated).")
+    @Option(name: .long, parsing: .unconditional, help: "Content+style pairs (every content concept, styles rotated).")
     var pairs = 10
 
-    @Option(name: .long, help: "Seeds per pair.")
+    @Option(name: .long, parsing: .unconditional, help: "Seeds per pair.")
     var seeds = 4
 
     @Option(name: .long, parsing: .upToNextOption, help: "Methods, in order (default: all the world supports).")

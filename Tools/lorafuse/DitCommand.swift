@@ -35,7 +35,7 @@ struct DitCommand: ParsableCommand {
 
     @OptionGroup var loraOptions: LoRAOptions
 
-    @Option(name: .customLong("repeat"), help: "Forward passes to time after loading; the best is reported.")
+    @Option(name: .customLong("repeat"), parsing: .unconditional, help: "Forward passes to time after loading; the best is reported.")
     var repeatCount = 1
 
     @Flag(name: .long, help: "Print a JSON line with timings and peak memory.")
@@ -59,7 +59,11 @@ struct DitCommand: ParsableCommand {
         for _ in 0..<max(1, repeatCount) {
             let start = DispatchTime.now().uptimeNanoseconds
             // Several passes (LoRA Composite): the prediction is their mean.
-            let outputs = try graphs.map { try backend.execute($0, inputs: prepared.bindings).outputs[0] }
+            let outputs = try graphs.map { graph in
+                let output = try backend.execute(graph, inputs: prepared.bindings).outputs[0]
+                try NonFiniteDiagnosis.check([output], stage: "the transformer", graph: graph, inputs: prepared.bindings, on: backend)
+                return output
+            }
             sample = outputs.count == 1 ? outputs[0] : Self.mean(outputs)
             best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
         }

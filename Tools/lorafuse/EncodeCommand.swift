@@ -25,7 +25,7 @@ struct EncodeCommand: ParsableCommand {
     @Option(name: .long, help: "The prompt.")
     var prompt: String
 
-    @Option(name: .long, help: "T5 tokens: 512 for FLUX.1-dev, 256 for FLUX.1-schnell (diffusers' max_sequence_length).")
+    @Option(name: .long, parsing: .unconditional, help: "T5 tokens: 512 for FLUX.1-dev, 256 for FLUX.1-schnell (diffusers' max_sequence_length).")
     var maxSequenceLength = 512
 
     @Option(name: .long, help: "Where to write the conditioning (.safetensors).")

@@ -40,29 +40,32 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .long, help: "The prompt.")
     var prompt: String
 
-    @Option(name: .long, help: "Image width in pixels, a multiple of 16 for FLUX's VAE (default, as diffusers: 64 × the VAE's scale factor, 1024 for FLUX).")
+    @Option(name: .long, parsing: .unconditional, help: "Image width in pixels, a multiple of 16 for FLUX's VAE (default, as diffusers: 64 × the VAE's scale factor, 1024 for FLUX).")
     var width: Int?
 
-    @Option(name: .long, help: "Image height in pixels (default as --width).")
+    @Option(name: .long, parsing: .unconditional, help: "Image height in pixels (default as --width).")
     var height: Int?
 
-    @Option(name: .long, help: "Embedded guidance for guidance-distilled models (FLUX.1-dev).")
+    @Option(name: .long, parsing: .unconditional, help: "Embedded guidance for guidance-distilled models (FLUX.1-dev).")
     var guidance = 3.5
 
-    @Option(name: .long, help: "Seed of the initial noise.")
+    @Option(name: .long, parsing: .unconditional, help: "Seed of the initial noise.")
     var seed: UInt64 = 0
 
     @Option(name: .long, help: "Initial noise `noise` [1, C, H/8, W/8] (.safetensors) instead of --seed.")
     var noise: String?
 
-    @Option(name: .long, help: "T5 tokens (default: 512 with guidance, 256 without, as diffusers' FLUX.1-dev/schnell).")
+    @Option(name: .long, parsing: .unconditional, help: "T5 tokens (default: 512 with guidance, 256 without, as diffusers' FLUX.1-dev/schnell).")
     var maxSequenceLength: Int?
 
     @Option(name: .long, help: "diffusers (resolution-dependent shift) or diffsynth (shift 3).")
     var sampler = "diffusers"
 
-    @Option(name: .long, help: "Decode in tiles of this many pixels with diffusers' blending (e.g. 512), so large images fit in memory.")
+    @Option(name: .long, parsing: .unconditional, help: "Decode in tiles of this many pixels with diffusers' blending (e.g. 512), so large images fit in memory.")
     var vaeTileSize: Int?
+
+    @Option(name: .long, parsing: .unconditional, help: "Refuse images with more pixels than this (width × height).")
+    var maxImagePixels = FluxTextToImage.Limits().maxImagePixels
 
     @Option(name: .long, help: "Where to write the image (.png).")
     var output: String
@@ -70,7 +73,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .long, help: "Also write the final `latents` [1, C, H/8, W/8] (.safetensors).")
     var outputLatents: String?
 
-    @Option(name: .long, help: "Retrieve the K LoRAs of the pool closest to the prompt (AutoLoRA) and apply them with the others.")
+    @Option(name: .long, parsing: .unconditional, help: "Retrieve the K LoRAs of the pool closest to the prompt (AutoLoRA) and apply them with the others.")
     var autoLoras: Int?
 
     @OptionGroup var pool: PoolCommand.Location
@@ -81,6 +84,14 @@ struct GenerateCommand: ParsableCommand {
 
     @Flag(name: .long, help: "Print a JSON summary (timings per stage, peak memory, seed) instead of text.")
     var json = false
+
+    static let maximumAutoLoRAs = 64
+
+    private var limits: FluxTextToImage.Limits {
+        var limits = FluxTextToImage.Limits()
+        limits.maxImagePixels = maxImagePixels
+        return limits
+    }
 
     /// Whether --model names one file (a ComfyUI all-in-one checkpoint) rather than a folder.
     private var modelIsOneFile: Bool {
@@ -108,7 +119,15 @@ struct GenerateCommand: ParsableCommand {
             throw ValidationError("unknown --sampler \(sampler) (diffusers or diffsynth)")
         }
         guard loraOptions.progress == nil else { throw ValidationError("generate sets the fusion progress itself (step / steps): drop --progress") }
-        if let steps = loraOptions.steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
+        guard maxImagePixels >= 1 else { throw ValidationError("--max-image-pixels must be at least 1") }
+        // The numbers first, before any file is read: a mistyped size is one line, at once.
+        do {
+            try FluxTextToImage.check(width: width ?? 16, height: height ?? width ?? 16, steps: loraOptions.steps ?? 1, guidance: guidance,
+                                      limits: limits)
+        } catch { throw ValidationError("\(error)") }
+        if let autoLoras, !(0...Self.maximumAutoLoRAs).contains(autoLoras) {
+            throw ValidationError("--auto-loras must be in 0...\(Self.maximumAutoLoRAs), got \(autoLoras)")
+        }
         if let vaeTileSize, vaeTileSize < 8 { throw ValidationError("--vae-tile-size must be at least 8 pixels") }
         if let maxSequenceLength, !(1...4096).contains(maxSequenceLength) { throw ValidationError("--max-sequence-length must be in 1...4096") }
         // Fail before the long work if the image cannot be written there.
@@ -147,6 +166,7 @@ struct GenerateCommand: ParsableCommand {
         settings.guidance = guidance
         settings.seed = seed
         settings.vaeTileSize = vaeTileSize
+        settings.limits = limits
         settings.sampler = FlowMatchSchedule.Kind(rawValue: sampler)!
         settings.maxSequenceLength = maxSequenceLength ?? (flux.config.guidanceEmbeds ? 512 : 256)
         if let model, !modelIsOneFile {

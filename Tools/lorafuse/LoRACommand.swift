@@ -27,25 +27,33 @@ struct LoRAOptions: ParsableArguments {
     @Option(name: .long, help: "Style LoRA for --fusion, FILE[:SCALE].")
     var style: String?
 
-    @Option(name: .long, help: "Sampling progress p = step / steps in [0, 1] (0: pure noise) for --fusion (dit; generate sets it per step).")
+    @Option(name: .long, parsing: .unconditional, help: "Sampling progress p = step / steps in [0, 1] (0: pure noise) for --fusion (dit; generate sets it per step).")
     var progress: Double?
 
-    @Option(name: .long, help: "Sampling steps (generate: the run's steps, default 28, or 4 without guidance; dit: the run --progress belongs to, default 28).")
+    @Option(name: .long, parsing: .unconditional, help: "Sampling steps (generate: the run's steps, default 28, or 4 without guidance; dit: the run --progress belongs to, default 28).")
     var steps: Int?
 
-    @Option(name: .customLong("switch-every"), help: "switch: steps between LoRA changes (τ).")
+    @Option(name: .customLong("switch-every"), parsing: .unconditional, help: "switch: steps between LoRA changes (τ).")
     var switchEvery = 1
 
-    @Option(name: .customLong("fixed-fraction"), help: "fixed: share of the steps that use the content LoRA.")
+    @Option(name: .customLong("fixed-fraction"), parsing: .unconditional, help: "fixed: share of the steps that use the content LoRA.")
     var fixedFraction = 0.5
 
-    @Option(name: .customLong("fusion-seed"), help: "random: seed of the per-layer choice.")
+    @Option(name: .customLong("fusion-seed"), parsing: .unconditional, help: "random: seed of the per-layer choice.")
     var fusionSeed: UInt64 = 0
 
     @OptionGroup var klora: KLoRASettings
 
+    func validate() throws {
+        guard (0...1).contains(fixedFraction) else { throw ValidationError("--fixed-fraction must be in [0, 1], got \(fixedFraction)") }
+        if let progress, !(0...1).contains(progress) { throw ValidationError("--progress must be in [0, 1], got \(progress)") }
+        let maxSteps = FluxTextToImage.Limits().maxSteps
+        if let steps, !(1...maxSteps).contains(steps) { throw ValidationError("--steps must be in 1...\(maxSteps), got \(steps)") }
+        guard switchEvery >= 1 else { throw ValidationError("--switch-every must be at least 1, got \(switchEvery)") }
+    }
+
     func load(_ argument: String, model: FluxModel?) throws -> LoRAAdapter {
-        let (path, scale) = LoRAAdapter.parseArgument(argument)
+        let (path, scale) = try LoRAAdapter.parseArgument(argument)
         let file = try LoRAFile.load(path: path, model: model, allowUnmatchedKeys: allowUnmatchedLoRAKeys)
         if !file.unmatchedKeys.isEmpty {
             FileHandle.standardError.write(Data("warning: \(path): ignoring \(file.unmatchedKeys.count) key(s) that match no layer: \(file.unmatchedKeys.prefix(8).joined(separator: ", "))\(file.unmatchedKeys.count > 8 ? ", …" : "")\n".utf8))
@@ -126,14 +134,24 @@ struct LoRAOptions: ParsableArguments {
 
 /// K-LoRA's schedule: `--klora-alpha`, `--klora-beta`, `--klora-schedule`.
 struct KLoRASettings: ParsableArguments {
-    @Option(name: .customLong("klora-alpha"), help: "α of S(p) = α·p + β (paper: 1.5).")
+    @Option(name: .customLong("klora-alpha"), parsing: .unconditional, help: "α of S(p) = α·p + β (paper: 1.5).")
     var alpha: Double = 1.5
 
-    @Option(name: .customLong("klora-beta"), help: "β of S(p) = α·p + β (paper: 0.5).")
+    @Option(name: .customLong("klora-beta"), parsing: .unconditional, help: "β of S(p) = α·p + β (paper: 0.5).")
     var beta: Double = 0.5
 
     @Option(name: .customLong("klora-schedule"), help: "linear: S(p) = α·p + β; periodic: S*(p) = (1.5·p + 1.3) mod 1.5.")
     var schedule: String = "linear"
+
+    /// |α| and |β| beyond this make S(p) pick one LoRA everywhere; they are typos.
+    static let parameterBound = 1000.0
+
+    func validate() throws {
+        for (name, value) in [("--klora-alpha", alpha), ("--klora-beta", beta)] where !(value.isFinite && abs(value) <= Self.parameterBound) {
+            throw ValidationError("\(name) must be a finite number in [−\(Int(Self.parameterBound)), \(Int(Self.parameterBound))], got \(value)")
+        }
+        guard KLoRAPlan.Schedule(rawValue: schedule) != nil else { throw ValidationError("unknown --klora-schedule \(schedule) (linear or periodic)") }
+    }
 
     func fusion(plan: KLoRAPlan, content: LoRAAdapter, style: LoRAAdapter) throws -> KLoRAFusion {
         guard let chosen = KLoRAPlan.Schedule(rawValue: schedule) else {
@@ -294,7 +312,7 @@ struct LoRAEmbedCommand: ParsableCommand {
 
     @OptionGroup var backendOptions: BackendOptions
 
-    @Option(name: .customLong("repeat"), help: "Encodings to time after loading; the best is reported.")
+    @Option(name: .customLong("repeat"), parsing: .unconditional, help: "Encodings to time after loading; the best is reported.")
     var repeatCount = 1
 
     @Flag(name: .long, help: "Print a JSON line with timings.")

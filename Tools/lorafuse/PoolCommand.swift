@@ -43,13 +43,18 @@ struct PoolCommand: ParsableCommand {
         var json = false
 
         func run() throws {
+            // A pool this command creates and fills with nothing is not left behind.
+            let isNew = !InputFile.exists(location.path)
             let pool = try location.open()
+            var added = false
+            defer { if isNew, !added, (try? pool.count()) ?? 0 == 0 { LoRAPool.removeFiles(path: location.path) } }
             let weights = try LoRAWeightEncoder.load(path: encoder)
             let backend = try backendOptions.makeBackend()
             var failures = 0
             for file in files {
                 do {
                     let outcome = try pool.add(path: file, caption: caption, encoder: weights, on: backend)
+                    added = true
                     print(json ? try JSONOutput.line(["command": "pool add", "path": file, "outcome": outcome.rawValue]) : "\(outcome.rawValue): \(file)")
                 } catch {
                     failures += 1
@@ -109,7 +114,7 @@ struct PoolCommand: ParsableCommand {
         @Option(name: .long, help: "Search with this query embedding (a .safetensors with `embedding` [D], e.g. from `lora embed`) instead of a prompt.")
         var embedding: String?
 
-        @Option(name: .shortAndLong, help: "How many to return.")
+        @Option(name: .shortAndLong, parsing: .unconditional, help: "How many to return.")
         var k = 5
 
         @Option(name: .long, help: "A FLUX pipeline folder whose CLIP (text_encoder/, tokenizer/) embeds the prompt.")

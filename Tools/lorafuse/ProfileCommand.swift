@@ -15,7 +15,7 @@ struct BackendOptions: ParsableArguments {
     @Option(name: .long, help: "Backend to run on (see `lorafuse backends`).")
     var backend = "cpu"
 
-    @Option(name: .long, help: "Device index of that backend.")
+    @Option(name: .long, parsing: .unconditional, help: "Device index of that backend.")
     var device = 0
 
     func makeBackend() throws -> any Backend {
@@ -24,14 +24,36 @@ struct BackendOptions: ParsableArguments {
 }
 
 struct ProfileOptions: ParsableArguments {
-    @Option(name: .customLong("repeat"), help: "Timed runs after one warm-up run; the best is reported.")
+    @Option(name: .customLong("repeat"), parsing: .unconditional, help: "Timed runs after one warm-up run; the best is reported.")
     var repeatCount: Int = 5
 
     @Flag(name: .long, help: "Print one JSON object per measurement.")
     var json = false
 
-    @Option(name: .long, help: "Seed for the random operands.")
+    @Option(name: .long, parsing: .unconditional, help: "Seed for the random operands.")
     var seed: UInt64 = 1
+}
+
+/// Checks what a profile would allocate before it does: every size multiplied with overflow
+/// checks, and the total (operands, with `copies` of each for outputs and device copies)
+/// within half of this machine's memory.
+func checkProfileSize(_ tensors: [[Int]], bytesPerElement: Int = 4, copies: Int = 2) throws {
+    var total = 0
+    for dimensions in tensors {
+        var bytes = bytesPerElement * copies
+        for dimension in dimensions {
+            let (product, overflow) = bytes.multipliedReportingOverflow(by: dimension)
+            guard !overflow else { throw ValidationError("the operands \(dimensions) are too large to address") }
+            bytes = product
+        }
+        let (sum, overflow) = total.addingReportingOverflow(bytes)
+        guard !overflow else { throw ValidationError("the operands are too large to address") }
+        total = sum
+    }
+    let limit = Int(ProcessInfo.processInfo.physicalMemory / 2)
+    guard total <= limit else {
+        throw ValidationError("these sizes need about \(total / 1_048_576) MiB; the limit is half this machine's memory, \(limit / 1_048_576) MiB")
+    }
 }
 
 /// Best wall time of a whole execution (upload, kernels, download) and best time of the
@@ -65,9 +87,9 @@ struct ProfileMatmulCommand: ParsableCommand {
         abstract: "Time C[M,N] = A[M,K] · Wᵀ with W [N,K] stored as --dtype (a Linear layer)."
     )
 
-    @Option(name: .long) var m = 1024
-    @Option(name: .long) var n = 1024
-    @Option(name: .long) var k = 1024
+    @Option(name: .long, parsing: .unconditional) var m = 1024
+    @Option(name: .long, parsing: .unconditional) var n = 1024
+    @Option(name: .long, parsing: .unconditional) var k = 1024
     @Option(name: .long, help: "Weight dtype: f32, f16 or bf16.") var dtype = "f32"
     @OptionGroup var backendOptions: BackendOptions
     @OptionGroup var options: ProfileOptions
@@ -77,6 +99,7 @@ struct ProfileMatmulCommand: ParsableCommand {
             throw ValidationError("--dtype must be f32, f16 or bf16, got '\(dtype)'")
         }
         guard m > 0, n > 0, k > 0 else { throw ValidationError("--m, --n and --k must be positive") }
+        try checkProfileSize([[m, k], [n, k], [m, n]])
         let backend = try backendOptions.makeBackend()
         var random = SeededRandom(seed: options.seed)
         var graph = Graph()
@@ -104,14 +127,15 @@ struct ProfileAttentionCommand: ParsableCommand {
         abstract: "Time softmax(Q·Kᵀ/√D)·V for L tokens and H heads of D (FLUX: L=4096, H=24, D=128)."
     )
 
-    @Option(name: .long) var tokens = 1024
-    @Option(name: .long) var heads = 24
-    @Option(name: .customLong("head-dim")) var headDim = 128
+    @Option(name: .long, parsing: .unconditional) var tokens = 1024
+    @Option(name: .long, parsing: .unconditional) var heads = 24
+    @Option(name: .customLong("head-dim"), parsing: .unconditional) var headDim = 128
     @OptionGroup var backendOptions: BackendOptions
     @OptionGroup var options: ProfileOptions
 
     func run() throws {
         guard tokens > 0, heads > 0, headDim > 0 else { throw ValidationError("sizes must be positive") }
+        try checkProfileSize(Array(repeating: [tokens, heads, headDim], count: 4))
         let backend = try backendOptions.makeBackend()
         var random = SeededRandom(seed: options.seed)
         var graph = Graph()
@@ -158,10 +182,10 @@ struct ProfileGateCommand: ParsableCommand {
         commandName: "gate",
         abstract: "Time AutoLoRA's fused LoRA gate against the same math as separate ops (LayerNorm, mul, add, sigmoid).")
 
-    @Option(name: .long) var tokens = 4096
-    @Option(name: .long) var width = 3072
-    @Option(name: .long, help: "LoRA outputs gated (1 to 8).") var loras = 2
-    @Option(name: .long, help: "Also time the gate that forms each dᵢ from rank-R activations (lowRankGate) against dᵢ = u·upᵀ as matmuls, then the gate; 0: skip.")
+    @Option(name: .long, parsing: .unconditional) var tokens = 4096
+    @Option(name: .long, parsing: .unconditional) var width = 3072
+    @Option(name: .long, parsing: .unconditional, help: "LoRA outputs gated (1 to 8).") var loras = 2
+    @Option(name: .long, parsing: .unconditional, help: "Also time the gate that forms each dᵢ from rank-R activations (lowRankGate) against dᵢ = u·upᵀ as matmuls, then the gate; 0: skip.")
     var rank = 0
     @OptionGroup var backendOptions: BackendOptions
     @OptionGroup var options: ProfileOptions
@@ -170,6 +194,8 @@ struct ProfileGateCommand: ParsableCommand {
         guard tokens > 0, width > 0, (1...Graph.maximumGateInputs).contains(loras) else {
             throw ValidationError("--tokens and --width must be positive, --loras 1 to \(Graph.maximumGateInputs)")
         }
+        guard rank >= 0 else { throw ValidationError("--rank must be at least 0, got \(rank)") }
+        try checkProfileSize(Array(repeating: [tokens, width], count: 2 * loras + 4) + [[tokens, max(rank, 1) * loras], [width, max(rank, 1) * loras]])
         let backend = try backendOptions.makeBackend()
         var random = SeededRandom(seed: options.seed)
         let shape: Shape = [tokens, width]

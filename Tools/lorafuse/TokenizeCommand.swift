@@ -25,7 +25,7 @@ struct TokenizeCommand: ParsableCommand {
     @Option(name: .long, help: "A file of prompts, one JSON string per line.")
     var prompts: String?
 
-    @Option(name: .long, help: "Truncate and pad to this many ids.")
+    @Option(name: .long, parsing: .unconditional, help: "Truncate and pad to this many ids.")
     var length: Int?
 
     @Option(name: .long, help: "CLIP only: transformers5 (default) or transformers4 tokenization.")
@@ -33,7 +33,7 @@ struct TokenizeCommand: ParsableCommand {
 
     func validate() throws {
         guard (prompt == nil) != (prompts == nil) else { throw ValidationError("give --prompt or --prompts, not both or neither") }
-        if let length, length < 1 { throw ValidationError("--length must be positive") }
+        if let length, !(1...65536).contains(length) { throw ValidationError("--length must be in 1...65536, got \(length)") }
     }
 
     func run() throws {
@@ -42,9 +42,7 @@ struct TokenizeCommand: ParsableCommand {
         var texts: [String] = []
         if let prompt { texts = [prompt] }
         if let prompts {
-            guard let data = FileManager.default.contents(atPath: prompts), let text = String(data: data, encoding: .utf8) else {
-                throw ValidationError("\(prompts): cannot read the file as UTF-8")
-            }
+            let text = try InputFile.text(prompts) { ValidationError("\(prompts): cannot read: \($0)") }
             for (number, line) in text.split(separator: "\n").enumerated() {
                 guard let value = try? JSONSerialization.jsonObject(with: Data(line.utf8), options: [.fragmentsAllowed]) as? String else {
                     throw ValidationError("\(prompts): line \(number + 1) is not a JSON string")

@@ -67,7 +67,7 @@ public struct KLoRAPlanner {
                      progress: ((Int, Int) -> Void)? = nil) throws -> KLoRAPlan {
         let contentHash = try ContentHash.of(path: content.path), styleHash = try ContentHash.of(path: style.path)
         let cacheFile = cacheFolder?.appendingPathComponent("\(contentHash)-\(styleHash).json")
-        if let cacheFile, let data = try? Data(contentsOf: cacheFile),
+        if let cacheFile, let data = try? InputFile.read(cacheFile.path),
            let cached = try? JSONDecoder().decode(KLoRAPlan.self, from: data), cached.version == KLoRAPlan.formatVersion {
             return cached
         }

@@ -13,15 +13,12 @@ public final class MappedFile: @unchecked Sendable {
 
     public init(path: String) throws(SafeTensorsError) {
         self.path = path
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { throw SafeTensorsError(path: path, .cannotOpen(Self.errnoText())) }
-        defer { close(descriptor) }
-        var status = stat()
-        guard fstat(descriptor, &status) == 0 else { throw SafeTensorsError(path: path, .cannotOpen(Self.errnoText())) }
-        guard (status.st_mode & S_IFMT) == S_IFREG else {
-            throw SafeTensorsError(path: path, .cannotOpen("not a regular file"))
+        let descriptor: Int32
+        switch InputFile.openRegular(path) {
+        case let .success(opened): (descriptor, size) = opened
+        case let .failure(refusal): throw SafeTensorsError(path: path, .cannotOpen(refusal.reason))
         }
-        size = Int(status.st_size)
+        defer { close(descriptor) }
         if size == 0 {
             baseAddress = nil
             return

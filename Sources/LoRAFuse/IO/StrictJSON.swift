@@ -35,6 +35,16 @@ public indirect enum JSONValue: Sendable, Equatable {
         }
     }
 
+    /// The text of a number, string or boolean (for messages), nil for containers and null.
+    public var literal: String? {
+        switch self {
+        case let .number(text): text
+        case let .string(text): jsonQuoted(String(text.prefix(40)))
+        case let .bool(flag): flag ? "true" : "false"
+        default: nil
+        }
+    }
+
     /// The value as a Double when it is a number.
     public var number: Double? {
         guard case let .number(text) = self else { return nil }

@@ -9,6 +9,10 @@ public enum LoRAError: Error, Sendable, CustomStringConvertible, Equatable {
     case invalidAlpha(path: String, key: String, reason: String)
     /// Two modules of one file land on the same layer.
     case duplicateTarget(path: String, layer: String, keys: [String])
+    /// A `FILE:SCALE` argument whose scale is not a usable number.
+    case invalidScale(argument: String, reason: String)
+    /// A factor with NaN or infinity.
+    case nonFiniteFactor(path: String, key: String, index: Int)
 
     public var description: String {
         switch self {
@@ -21,6 +25,8 @@ public enum LoRAError: Error, Sendable, CustomStringConvertible, Equatable {
         case let .shapeMismatch(path, key, actual, expected): "\(path): '\(key)' has shape \(actual), the model needs \(expected)"
         case let .invalidAlpha(path, key, reason): "\(path): alpha of '\(key)': \(reason)"
         case let .duplicateTarget(path, layer, keys): "\(path): layer '\(layer)' is targeted twice (\(keys.joined(separator: ", ")))"
+        case let .invalidScale(argument, reason): "\(argument): bad LoRA scale: \(reason) (FILE[:SCALE], SCALE a number in [−\(Int(LoRAAdapter.maximumScale)), \(Int(LoRAAdapter.maximumScale))])"
+        case let .nonFiniteFactor(path, key, index): "\(path): '\(key)' holds a non-finite value (at flat index \(index))"
         }
     }
 }

@@ -78,6 +78,8 @@ struct LoRAFileReader {
 
     enum Role { case down, up, alpha }
 
+    static let maximumAlphaRatio: Float = 10_000
+
     /// Splits a key into its module path and role, or nil for keys that are not LoRA factors.
     static func split(_ key: String) -> (module: String, role: Role)? {
         let suffixes: [(String, Role)] = [
@@ -117,8 +119,11 @@ struct LoRAFileReader {
             let target = LoRANaming.target(of: module)!
             familyCounts[target.family, default: 0] += 1
             let down = try file.tensor(named: downKey), up = try file.tensor(named: upKey)
-            for (tensor, key) in [(down, downKey), (up, upKey)] where !DType.weightTypes.contains(tensor.dtype) {
-                throw LoRAError.notALoRA(path: path, reason: "'\(key)' is \(tensor.dtype.name); LoRA factors must be F32, F16 or BF16")
+            for (tensor, key) in [(down, downKey), (up, upKey)] {
+                guard DType.weightTypes.contains(tensor.dtype) else {
+                    throw LoRAError.notALoRA(path: path, reason: "'\(key)' is \(tensor.dtype.name); LoRA factors must be F32, F16 or BF16")
+                }
+                if let index = tensor.firstNonFiniteIndex() { throw LoRAError.nonFiniteFactor(path: path, key: key, index: index) }
             }
             guard down.shape.rank == 2, down.shape[0] >= 1 else {
                 throw LoRAError.shapeMismatch(path: path, key: downKey, actual: down.shape, expected: "a matrix [rank, in]")
@@ -129,9 +134,14 @@ struct LoRAFileReader {
             }
             var alpha = Float(rank)
             if let alphaKey = roles[.alpha] {
-                let values = try file.tensor(named: alphaKey).doubles()
+                let stored = try file.tensor(named: alphaKey)
+                guard stored.dtype != .bool else {
+                    throw LoRAError.invalidAlpha(path: path, key: alphaKey, reason: "stored as BOOL; expected a number")
+                }
+                let values = stored.doubles()
                 guard values.count == 1, values[0].isFinite else {
-                    throw LoRAError.invalidAlpha(path: path, key: alphaKey, reason: "expected one finite number, got \(values.count) value(s)")
+                    throw LoRAError.invalidAlpha(path: path, key: alphaKey, reason: values.count == 1 ? "\(values[0]) is not finite"
+                                                     : "expected one number, got \(values.count) value(s)")
                 }
                 alpha = Float(values[0])
                 sawAlphaTensor = true
@@ -139,6 +149,12 @@ struct LoRAFileReader {
                 alpha = fromMetadata
             }
             let scale = metadata.useRankStabilized ? alpha / Float(rank).squareRoot() : alpha / Float(rank)
+            // α/r beyond this is no LoRA anyone trained (they use α ≤ 2r); a negative or huge
+            // α is a broken file that would overflow the layer's output.
+            guard (0...Self.maximumAlphaRatio).contains(scale) else {
+                throw LoRAError.invalidAlpha(path: path, key: roles[.alpha] ?? "lora_adapter_metadata",
+                                             reason: "α = \(alpha) for rank \(rank) gives a scale α/r = \(scale) outside [0, \(Int(Self.maximumAlphaRatio))]")
+            }
             // A B with the (down, up) dtypes differing is widened so kernels see one type.
             let (sharedDown, sharedUp) = down.dtype == up.dtype ? (down, up) : (down.converted(to: .float32), up.converted(to: .float32))
             for part in target.parts {
@@ -218,12 +234,28 @@ struct PeftMetadata {
         }
         present = true
         func entry(_ name: String) -> JSONValue? { value[member: "transformer.\(name)"] ?? value[member: name] }
-        if let number = entry("lora_alpha")?.number { alpha = Float(number) }
-        if case let .bool(flag)? = entry("use_rslora") { useRankStabilized = flag }
+        func wrongType(_ name: String, _ expected: String) -> LoRAError {
+            LoRAError.notALoRA(path: path, reason: "lora_adapter_metadata: '\(name)' must be \(expected)")
+        }
+        switch entry("lora_alpha") {
+        case nil, .null?: break
+        case let field?:
+            guard let number = field.number, number.isFinite, Float(number).isFinite else { throw wrongType("lora_alpha", "a finite number") }
+            alpha = Float(number)
+        }
+        switch entry("use_rslora") {
+        case nil, .null?: break
+        case let .bool(flag)?: useRankStabilized = flag
+        default: throw wrongType("use_rslora", "true or false")
+        }
+        switch entry("alpha_pattern") {
+        case nil, .null?, .object?: break
+        default: throw wrongType("alpha_pattern", "an object of module pattern → number")
+        }
         if case let .object(patterns)? = entry("alpha_pattern") {
             for (pattern, value) in patterns {
-                guard let number = value.number else {
-                    throw LoRAError.invalidAlpha(path: path, key: "alpha_pattern.\(pattern)", reason: "not a number")
+                guard let number = value.number, number.isFinite, Float(number).isFinite else {
+                    throw LoRAError.invalidAlpha(path: path, key: "alpha_pattern.\(pattern)", reason: "not a finite number")
                 }
                 alphaPattern.append((pattern, Float(number)))
             }

@@ -24,11 +24,20 @@ public struct TensorSource: Sendable {
     private let files: [SafeTensorsFile]
     private let fileByName: [String: Int]
 
-    public init(files: [SafeTensorsFile], description: String) {
+    /// A tensor named in two files (two shards, or a shard and a stray copy) is an error:
+    /// which copy would win is an accident of the file order.
+    public init(files: [SafeTensorsFile], description: String) throws(ModelError) {
         self.files = files
         self.description = description
         var index: [String: Int] = [:]
-        for (position, file) in files.enumerated() { for name in file.names { index[name] = position } }
+        for (position, file) in files.enumerated() {
+            for name in file.names {
+                if let first = index.updateValue(position, forKey: name) {
+                    throw ModelError.notAModel(path: description, reason:
+                        "tensor '\(name)' is in both \(files[first].path) and \(file.path)")
+                }
+            }
+        }
         fileByName = index
     }
 

@@ -15,8 +15,8 @@ public struct FlowMatchSchedulerConfig: Sendable, Equatable {
 
     /// Reads `scheduler_config.json`; absent keys keep FLUX's values.
     public init(file: URL) throws {
-        guard let data = FileManager.default.contents(atPath: file.path),
-              let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+        let data = try InputFile.read(file.path) { ModelError.notAModel(path: file.path, reason: "cannot read the scheduler config: \($0)") }
+        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
             throw ModelError.notAModel(path: file.path, reason: "cannot read the scheduler config")
         }
         if let name = object["_class_name"] as? String, name != "FlowMatchEulerDiscreteScheduler" {

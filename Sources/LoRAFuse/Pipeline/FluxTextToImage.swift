@@ -20,12 +20,39 @@ public struct FluxTextToImage {
         public var noise: HostTensor?
         /// Decode in tiles of this many pixels (diffusers' `enable_tiling`); nil: whole.
         public var vaeTileSize: Int?
+        public var limits = Limits()
 
         public init(prompt: String, width: Int, height: Int, steps: Int) {
             self.prompt = prompt
             self.width = width
             self.height = height
             self.steps = steps
+        }
+    }
+
+    /// Bounds on what one request may ask for, checked before anything is allocated: a
+    /// mistyped size or step count is one clear error, not an allocation of terabytes.
+    public struct Limits: Sendable, Equatable {
+        /// width × height (default 2048 × 2048, twice what FLUX.1 was trained for per side).
+        public var maxImagePixels = 2048 * 2048
+        public var maxSteps = 1000
+        /// Embedded guidance (FLUX.1-dev is distilled on about 1–10).
+        public var guidanceRange: ClosedRange<Double> = 0...100
+        public init() {}
+    }
+
+    /// Checks a request's numbers against `limits` (sizes with checked arithmetic).
+    public static func check(width: Int, height: Int, steps: Int, guidance: Double, limits: Limits) throws(ModelError) {
+        guard width > 0, height > 0 else { throw ModelError.invalidInputs("width and height must be positive, got \(width)×\(height)") }
+        let (pixels, overflow) = width.multipliedReportingOverflow(by: height)
+        guard !overflow, pixels <= limits.maxImagePixels else {
+            throw ModelError.invalidInputs("\(width)×\(height) is more than the \(limits.maxImagePixels)-pixel limit (--max-image-pixels raises it)")
+        }
+        guard (1...limits.maxSteps).contains(steps) else {
+            throw ModelError.invalidInputs("steps must be in 1...\(limits.maxSteps), got \(steps)")
+        }
+        guard guidance.isFinite, limits.guidanceRange.contains(guidance) else {
+            throw ModelError.invalidInputs("guidance must be a finite number in \(limits.guidanceRange), got \(guidance)")
         }
     }
 
@@ -69,6 +96,7 @@ public struct FluxTextToImage {
                     transformers: (Int) throws -> (key: String, passes: [FluxTransformer]),
                     vae loadVAE: () throws -> VAEDecoder, progress: Progress? = nil) throws -> Result {
         let config = model.config
+        try Self.check(width: settings.width, height: settings.height, steps: settings.steps, guidance: settings.guidance, limits: settings.limits)
         let vae = try loadVAE()
         let (latentHeight, latentWidth) = try Self.latentSize(width: settings.width, height: settings.height, vae: vae.config)
         let channels = vae.config.latentChannels
@@ -81,6 +109,9 @@ public struct FluxTextToImage {
         if let noise = settings.noise {
             guard noise.shape.dimensions == [1, channels, latentHeight, latentWidth] else {
                 throw ModelError.invalidInputs("noise must be [1, \(channels), \(latentHeight), \(latentWidth)] for \(settings.width)×\(settings.height), got \(noise.shape)")
+            }
+            if let index = noise.firstNonFiniteIndex() {
+                throw ModelError.invalidInputs("the noise holds a non-finite value at flat index \(index)")
             }
             latents = noise.floats()
         } else {
@@ -95,6 +126,10 @@ public struct FluxTextToImage {
         backend.releaseWeights()  // the text encoders are done
         result.encodeSeconds = Self.seconds(since: start)
         result.conditioning = conditioning
+        for (name, value) in [("encoder_hidden_states", conditioning.encoderHiddenStates), ("pooled_projections", conditioning.pooledProjections)]
+        where !value.isAllFinite {
+            throw NonFiniteOutput(stage: "the text encoders", origin: "their \(name) output (check the CLIP and T5 weights)")
+        }
         guard conditioning.encoderHiddenStates.shape[2] == config.jointAttentionDim,
               conditioning.pooledProjections.shape[1] == config.pooledProjectionDim else {
             throw ModelError.invalidInputs("the text encoders give \(conditioning.encoderHiddenStates.shape[2])-wide states and \(conditioning.pooledProjections.shape[1])-wide pooled vectors; the transformer takes \(config.jointAttentionDim) and \(config.pooledProjectionDim)")
@@ -123,9 +158,13 @@ public struct FluxTextToImage {
                 graphs = (key, try passes.map { try $0.graph(batch: 1, textLength: inputs.textLength, imageLength: tokens) })
             }
             var velocity = [Float](repeating: 0, count: packed.count)
-            for graph in graphs!.graphs {
-                let output = try backend.execute(graph, inputs: inputs.bindings).outputs[0].floats()
-                for index in velocity.indices { velocity[index] += output[index] / Float(graphs!.graphs.count) }
+            for (pass, graph) in graphs!.graphs.enumerated() {
+                let output = try backend.execute(graph, inputs: inputs.bindings).outputs[0]
+                let which = graphs!.graphs.count > 1 ? " (pass \(pass + 1) of \(graphs!.graphs.count))" : ""
+                try NonFiniteDiagnosis.check([output], stage: "step \(step + 1) of \(settings.steps): the transformer\(which)",
+                                             graph: graph, inputs: inputs.bindings, on: backend)
+                let values = output.floats()
+                for index in velocity.indices { velocity[index] += values[index] / Float(graphs!.graphs.count) }
             }
             schedule.step(&packed, velocity: velocity, index: step)
             let seconds = Self.seconds(since: start)
@@ -140,6 +179,9 @@ public struct FluxTextToImage {
         // 3. Decode.
         start = DispatchTime.now().uptimeNanoseconds
         let decoded = try vae.decode(vae.config.unscaled(result.latents), tileSize: settings.vaeTileSize, on: backend)
+        guard decoded.isAllFinite else {
+            throw NonFiniteOutput(stage: "the VAE decoder", origin: "its output (the latents were finite; check the VAE weights)")
+        }
         result.decoded = decoded
         result.pixels = Self.pixels(decoded)
         result.decodeSeconds = Self.seconds(since: start)
@@ -152,7 +194,8 @@ public struct FluxTextToImage {
         let values = image.floats()
         var pixels = [UInt8](repeating: 0, count: height * width * 3)
         for y in 0..<height { for x in 0..<width { for c in 0..<min(3, channels) {
-            let value = min(max(Double(values[(c * height + y) * width + x]) / 2 + 0.5, 0), 1)
+            let raw = Double(values[(c * height + y) * width + x])
+            let value = raw.isNaN ? 0 : min(max(raw / 2 + 0.5, 0), 1)
             pixels[(y * width + x) * 3 + c] = UInt8((value * 255).rounded(.toNearestOrEven))
         } } }
         return pixels

@@ -76,6 +76,10 @@ public final class LoRAPool: Sendable {
     public init(path: String) throws {
         self.path = path
         let folder = URL(fileURLWithPath: path).deletingLastPathComponent()
+        let isNew = !InputFile.exists(path)
+        if !isNew, case let .failure(refusal) = InputFile.openRegular(path).map({ close($0.descriptor) }) {
+            throw ModelError.notAModel(path: path, reason: "cannot open the LoRA pool: \(refusal.reason)")
+        }
         do {
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
             // Reads go through a memory map of the file: a search scans every embedding,
@@ -117,9 +121,19 @@ public final class LoRAPool: Sendable {
             }
             try Self.migrate(migrator, database)
         } catch {
+            if isNew { Self.removeFiles(path: path) }  // a pool that never opened leaves no file behind
             throw ModelError.notAModel(path: path, reason: "cannot open the LoRA pool (\(error))")
         }
     }
+
+    /// Deletes a pool's database, its WAL and shared-memory files and its vector index.
+    public static func removeFiles(path: String) {
+        for suffix in ["", "-wal", "-shm", "-journal"] { unlink(path + suffix) }
+        unlink(PoolVectorIndex.path(forPool: path))
+    }
+
+    /// How many entries the pool holds.
+    public func count() throws -> Int { try database.read { db in try Entry.fetchCount(db) } }
 
     /// SQLite's `PRAGMA integrity_check`: `["ok"]` when the database file is sound, else the
     /// problems it lists.
@@ -165,6 +179,9 @@ public final class LoRAPool: Sendable {
         }
         let lora = try LoRAFile.load(path: absolute, allowUnmatchedKeys: true)
         let vector = try encoder.embed(lora, on: backend)
+        guard vector.allSatisfy(\.isFinite) else {
+            throw ModelError.invalidInputs("\(absolute): the weight encoder gives a non-finite embedding for this LoRA; not added")
+        }
         let entry = Entry(path: absolute, hash: hash, name: name ?? existing?.name ?? URL(fileURLWithPath: absolute).deletingPathExtension().lastPathComponent,
                           caption: caption ?? existing?.caption ?? "", format: lora.format.rawValue,
                           rank: lora.modules.map(\.rank).max() ?? 0, target: "flux",
@@ -192,8 +209,10 @@ public final class LoRAPool: Sendable {
     /// the vector index beside the database when it matches this read's pool state, else
     /// scanned from the table (and the index rewritten for the next search).
     public func search(_ query: [Float], k: Int, encoderVersion: String? = nil) throws -> [Match] {
+        guard k > 0 else { throw ModelError.invalidInputs("k must be at least 1, got \(k)") }
+        guard query.allSatisfy(\.isFinite) else { throw ModelError.invalidInputs("the query embedding has non-finite values") }
         let norm = (query.reduce(0) { $0 + $1 * $1 }).squareRoot()
-        guard norm > 0, k > 0 else { return [] }
+        guard norm > 0, norm.isFinite else { throw ModelError.invalidInputs("the query embedding has no direction (its norm is \(norm))") }
         let unit = query.map { $0 / norm }
         return try database.read { db in
             let state = try Self.state(db)
@@ -208,7 +227,13 @@ public final class LoRAPool: Sendable {
                 best = bytes.withUnsafeBytes { PoolVectorIndex(bytes: $0)?.best(unit, k: k, version: encoderVersion) ?? [] }
             }
             let keys = best.map(\.path)
-            guard !keys.isEmpty else { return [] }
+            if keys.isEmpty {
+                let widths = try Int.fetchAll(db, sql: "SELECT DISTINCT length(embedding) / 4 FROM \(Entry.databaseTableName)")
+                if !widths.isEmpty, !widths.contains(query.count) {
+                    throw ModelError.invalidInputs("the query embedding has \(query.count) values; the pool's embeddings have \(widths.sorted().map(String.init).joined(separator: " or "))")
+                }
+                return []
+            }
             let found = try Entry.fetchAll(db, sql: "SELECT * FROM \(Entry.databaseTableName) WHERE path IN (\(keys.map { _ in "?" }.joined(separator: ", ")))",
                                            arguments: StatementArguments(keys))
             let byPath = Dictionary(uniqueKeysWithValues: found.map { ($0.path, $0) })

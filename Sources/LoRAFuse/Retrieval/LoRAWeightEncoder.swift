@@ -41,7 +41,7 @@ public struct LoRAWeightEncoder: Sendable {
     public static func load(path: String) throws -> LoRAWeightEncoder {
         func fail(_ reason: String) -> ModelError { .notAModel(path: path, reason: reason) }
         let file = try SafeTensorsFile(path: path)
-        let source = TensorSource(files: [file], description: path)
+        let source = try TensorSource(files: [file], description: path)
         guard source.contains("position_embeds") else { throw fail("no position_embeds (not an AutoLoRA weight encoder)") }
         let names = Set(source.names.compactMap { name -> String? in
             guard name.hasPrefix("embedder.model_dict."), name.hasSuffix(".x") else { return nil }

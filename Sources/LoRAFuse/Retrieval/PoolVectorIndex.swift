@@ -39,7 +39,7 @@ struct PoolVectorIndex {
     /// Maps the file at `path` when it is a well-formed index of this pool state and width;
     /// nil otherwise (absent, stale, another width, damaged).
     static func open(path: String, identity: Int64, generation: Int64, dimension: Int) -> PoolVectorIndex? {
-        let descriptor = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        let descriptor = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard descriptor >= 0 else { return nil }
         defer { Glibc.close(descriptor) }
         var status = stat()

@@ -42,9 +42,10 @@ public struct ToyWorld: Sendable {
     public static func load(folder: String) throws -> ToyWorld {
         let root = URL(fileURLWithPath: folder)
         let manifest = root.appendingPathComponent("world.json")
-        guard let data = FileManager.default.contents(atPath: manifest.path) else {
+        guard InputFile.exists(manifest.path) else {
             throw ModelError.notAModel(path: folder, reason: "no world.json: not a LoRAFuse toy world (train one with Tools/toyworld/train_world.py)")
         }
+        let data = try InputFile.read(manifest.path) { ModelError.notAModel(path: manifest.path, reason: "cannot read: \($0)") }
         guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw ModelError.notAModel(path: manifest.path, reason: "not a JSON object")
         }

@@ -15,8 +15,14 @@ public struct FluxInputs: Sendable {
             guard let tensor = tensors[name] else {
                 throw ModelError.invalidInputs("missing '\(name)' (expected: hidden_states [B, L, \(config.inChannels)], encoder_hidden_states [B, T, \(config.jointAttentionDim)], pooled_projections [B, \(config.pooledProjectionDim)], timestep [B], \(config.guidanceEmbeds ? "guidance [B], " : "")img_ids [L, 3], txt_ids [T, 3])")
             }
-            guard tensor.shape.rank == rank, tensor.dtype.isFloatingPoint || tensor.dtype.isInteger else {
-                throw ModelError.invalidInputs("'\(name)' is \(tensor.type), expected rank \(rank)")
+            guard tensor.dtype.isFloatingPoint || tensor.dtype.isInteger else {
+                throw ModelError.invalidInputs("'\(name)' is \(tensor.dtype.name); expected a floating-point (or integer) tensor")
+            }
+            guard tensor.shape.rank == rank else {
+                throw ModelError.invalidInputs("'\(name)' has rank \(tensor.shape.rank) (shape \(tensor.shape)); expected rank \(rank)")
+            }
+            if let index = tensor.firstNonFiniteIndex() {
+                throw ModelError.invalidInputs("'\(name)' holds a non-finite value (\(tensor.doubles()[index]) at flat index \(index))")
             }
             return tensor
         }
@@ -27,6 +33,9 @@ public struct FluxInputs: Sendable {
         let imageIDs = try require("img_ids", rank: 2)
         let textIDs = try require("txt_ids", rank: 2)
         let batch = hidden.shape[0], imageLength = hidden.shape[1], textLength = encoder.shape[1]
+        guard batch >= 1, imageLength >= 1 else {
+            throw ModelError.invalidInputs("'hidden_states' has shape \(hidden.shape): the batch and the image length must be at least 1")
+        }
         func check(_ tensor: HostTensor, _ name: String, _ expected: Shape) throws {
             guard tensor.shape == expected else {
                 throw ModelError.invalidInputs("'\(name)' has shape \(tensor.shape), expected \(expected)")
@@ -49,6 +58,9 @@ public struct FluxInputs: Sendable {
                 throw ModelError.invalidInputs("missing 'guidance' [\(batch)]: this model is guidance-distilled (FLUX.1-dev)")
             }
             try check(guidance, "guidance", [batch])
+            if let index = guidance.firstNonFiniteIndex() {
+                throw ModelError.invalidInputs("'guidance' holds a non-finite value (\(guidance.doubles()[index]))")
+            }
             bindings["guidance_projection"] = Self.timestepProjection(guidance.doubles())
         }
         let (cos, sin) = Self.rotaryTables(ids: textIDs.doubles() + imageIDs.doubles(), axes: config.axesDimsRope)

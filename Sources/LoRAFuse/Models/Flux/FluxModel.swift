@@ -46,7 +46,41 @@ public struct FluxModel: Sendable {
         }
         let (config, _) = try FluxConfig.load(path: configFile)
         let files = try CheckpointFiles.load(folder: folder, stem: "diffusion_pytorch_model")
-        return FluxModel(config: config, weights: TensorSource(files: files, description: folder.path))
+        let source = try TensorSource(files: files, description: folder.path)
+        try observed(source).check(config, configFile: configFile, weights: folder.path)
+        return FluxModel(config: config, weights: source)
+    }
+
+    /// What a diffusers checkpoint's shapes and block names show about its config.
+    static func observed(_ source: TensorSource) throws -> FluxConfig.Observed {
+        func shape(_ name: String) throws -> Shape {
+            let shape = try source.tensor(name).shape
+            guard shape.rank == 2 || name.hasSuffix("norm_q.weight") else {
+                throw ModelError.shapeMismatch(name: name, expected: [0, 0], actual: shape, source: source.description)
+            }
+            return shape
+        }
+        var config = FluxConfig()
+        let imageIn = try shape("x_embedder.weight")
+        config.inChannels = imageIn[1]
+        config.jointAttentionDim = try shape("context_embedder.weight")[1]
+        config.pooledProjectionDim = try shape("time_text_embed.text_embedder.linear_1.weight")[1]
+        config.guidanceEmbeds = source.contains("time_text_embed.guidance_embedder.linear_1.weight")
+        config.layerCount = source.childCount("transformer_blocks")
+        config.singleLayerCount = source.childCount("single_transformer_blocks")
+        let norm = config.layerCount > 0 ? "transformer_blocks.0.attn.norm_q.weight" : "single_transformer_blocks.0.attn.norm_q.weight"
+        config.attentionHeadDim = source.contains(norm) ? try shape(norm)[0] : 0
+        config.attentionHeadCount = config.attentionHeadDim > 0 ? imageIn[0] / config.attentionHeadDim : 0
+        return FluxConfig.Observed(config: config, evidence: [
+            "in_channels": "x_embedder.weight has \(config.inChannels) inputs",
+            "num_layers": "the weights have \(config.layerCount) transformer_blocks",
+            "num_single_layers": "the weights have \(config.singleLayerCount) single_transformer_blocks",
+            "attention_head_dim": "\(norm) is \(config.attentionHeadDim) wide",
+            "num_attention_heads": "x_embedder.weight is \(imageIn[0]) wide",
+            "joint_attention_dim": "context_embedder.weight has \(config.jointAttentionDim) inputs",
+            "pooled_projection_dim": "time_text_embed.text_embedder.linear_1.weight has \(config.pooledProjectionDim) inputs",
+            "guidance_embeds": config.guidanceEmbeds ? "the weights have time_text_embed.guidance_embedder" : "the weights have no guidance embedder",
+        ])
     }
 }
 
@@ -63,23 +97,15 @@ extension FluxConfig {
             let nested = url.appendingPathComponent("transformer/config.json")
             url = FileManager.default.fileExists(atPath: nested.path) ? nested : url.appendingPathComponent("config.json")
         }
-        guard let data = FileManager.default.contents(atPath: url.path) else {
-            throw ModelError.notAModel(path: url.path, reason: "cannot read the config")
+        let data = try InputFile.read(url.path) { ModelError.notAModel(path: url.path, reason: "cannot read the config: \($0)") }
+        let json: JSONValue
+        do { json = try StrictJSONParser.parse([UInt8](data)) } catch {
+            throw ModelError.notAModel(path: url.path, reason: "the config is not valid JSON: \(error)")
         }
-        let config: FluxConfig
-        do {
-            guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-                throw ModelError.notAModel(path: url.path, reason: "the config is not a JSON object")
-            }
-            if let className = object["_class_name"] as? String, className != "FluxTransformer2DModel" {
-                throw ModelError.notAModel(path: url.path, reason: "_class_name is \(className)")
-            }
-            config = try JSONDecoder().decode(FluxConfig.self, from: data)
-        } catch let error as ModelError {
-            throw error
-        } catch {
-            throw ModelError.notAModel(path: url.path, reason: "cannot read the config: \(error)")
+        if let className = json[member: "_class_name"], className != .string("FluxTransformer2DModel") {
+            throw ModelError.notAModel(path: url.path, reason: "_class_name is \(className.literal ?? className.kindName), expected \"FluxTransformer2DModel\"")
         }
+        let config = try FluxConfig(json: json, source: url.path)
         try config.validate(source: url.path)
         return (config, url.path)
     }

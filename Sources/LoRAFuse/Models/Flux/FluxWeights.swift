@@ -99,7 +99,7 @@ public struct BFLFluxWeights: FluxWeights {
     /// must agree with the shapes), else the file's `axes_dims_rope` metadata, else FLUX.1's
     /// (16, 56, 56) for 128-wide heads.
     public static func load(file: SafeTensorsFile, config given: (config: FluxConfig, file: String)? = nil) throws -> (FluxConfig, BFLFluxWeights) {
-        let source = TensorSource(files: [file], description: file.path)
+        let source = try TensorSource(files: [file], description: file.path)
         let prefix = source.contains("model.diffusion_model.img_in.weight") ? "model.diffusion_model." : ""
         func shape(_ name: String) throws -> Shape {
             guard source.contains(prefix + name) else { throw ModelError.missingTensor(name: prefix + name, source: file.path) }
@@ -130,31 +130,24 @@ public struct BFLFluxWeights: FluxWeights {
         }
         config.attentionHeadCount = inner / config.attentionHeadDim
         if let (stated, configFile) = given {
-            // (key, the config's value, the weights' value, what the weights show)
-            let checks: [(String, String, String, String)] = [
-                ("in_channels", "\(stated.inChannels)", "\(config.inChannels)", "img_in.weight has \(config.inChannels) inputs"),
-                ("num_layers", "\(stated.layerCount)", "\(config.layerCount)", "the file has \(config.layerCount) double blocks"),
-                ("num_single_layers", "\(stated.singleLayerCount)", "\(config.singleLayerCount)",
-                 "the file has \(config.singleLayerCount) single blocks"),
-                ("attention_head_dim", "\(stated.attentionHeadDim)", "\(config.attentionHeadDim)",
-                 "the query norm is \(config.attentionHeadDim) wide"),
-                ("num_attention_heads", "\(stated.attentionHeadCount)", "\(config.attentionHeadCount)",
-                 "img_in.weight is \(inner) wide, \(config.attentionHeadCount) heads of \(config.attentionHeadDim)"),
-                ("joint_attention_dim", "\(stated.jointAttentionDim)", "\(config.jointAttentionDim)",
-                 "txt_in.weight has \(config.jointAttentionDim) inputs"),
-                ("pooled_projection_dim", "\(stated.pooledProjectionDim)", "\(config.pooledProjectionDim)",
-                 "vector_in.in_layer.weight has \(config.pooledProjectionDim) inputs"),
-                ("guidance_embeds", "\(stated.guidanceEmbeds)", "\(config.guidanceEmbeds)",
-                 config.guidanceEmbeds ? "the file has guidance_in" : "the file has no guidance_in"),
-            ]
-            let contradictions = checks.filter { $0.1 != $0.2 }.map { key, value, _, why in "\(key) is \(value) but \(why)" }
-            guard contradictions.isEmpty else {
-                throw ModelError.notAModel(path: configFile, reason:
-                    "contradicts the weights of \(file.path): \(contradictions.joined(separator: "; "))")
-            }
+            let observed = FluxConfig.Observed(config: config, evidence: [
+                "in_channels": "img_in.weight has \(config.inChannels) inputs",
+                "num_layers": "the file has \(config.layerCount) double blocks",
+                "num_single_layers": "the file has \(config.singleLayerCount) single blocks",
+                "attention_head_dim": "the query norm is \(config.attentionHeadDim) wide",
+                "num_attention_heads": "img_in.weight is \(inner) wide, \(config.attentionHeadCount) heads of \(config.attentionHeadDim)",
+                "joint_attention_dim": "txt_in.weight has \(config.jointAttentionDim) inputs",
+                "pooled_projection_dim": "vector_in.in_layer.weight has \(config.pooledProjectionDim) inputs",
+                "guidance_embeds": config.guidanceEmbeds ? "the file has guidance_in" : "the file has no guidance_in",
+            ])
+            try observed.check(stated, configFile: configFile, weights: file.path)
             config.axesDimsRope = stated.axesDimsRope
         } else if let axes = file.metadata["axes_dims_rope"] {
-            config.axesDimsRope = axes.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            let parts = axes.split(separator: ",", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard parts.count <= 64, parts.allSatisfy({ $0 != nil }) else {
+                throw ModelError.notAModel(path: file.path, reason: "metadata axes_dims_rope \(jsonQuoted(String(axes.prefix(80)))) is not a list of integers like \"16,56,56\"")
+            }
+            config.axesDimsRope = parts.map { $0! }
         } else if config.attentionHeadDim == 128 {
             config.axesDimsRope = [16, 56, 56]
         } else {

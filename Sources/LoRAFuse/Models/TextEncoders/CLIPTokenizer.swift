@@ -87,9 +87,7 @@ public struct CLIPTokenizer: TextTokenizer {
     /// `merges.txt` as pair → rank. As transformers: the first line is a version header, and
     /// CLIP uses at most 49152 − 256 − 2 merges. Each line is "first second", its own key.
     static func mergeRanks(_ url: URL) throws -> ByteKeyTable {
-        guard let data = FileManager.default.contents(atPath: url.path) else {
-            throw TokenizerError(path: url.path, reason: "cannot read the merges")
-        }
+        let data = try InputFile.read(url.path) { TokenizerError(path: url.path, reason: "cannot read the merges: \($0)") }
         var ranks = ByteKeyTable(capacity: 49152 * 3 / 4)
         try data.withUnsafeBytes { raw in
             let bytes = raw.bindMemory(to: UInt8.self)

@@ -5,17 +5,22 @@ import Foundation
 public enum CheckpointFiles {
     /// The safetensors files of `stem` in `folder` (`model`, `diffusion_pytorch_model`).
     public static func load(folder: URL, stem: String) throws -> [SafeTensorsFile] {
-        let manager = FileManager.default
         let index = folder.appendingPathComponent("\(stem).safetensors.index.json")
         var names: [String]
-        if let data = manager.contents(atPath: index.path) {
+        if InputFile.exists(index.path) {
+            let data = try InputFile.read(index.path) { ModelError.notAModel(path: index.path, reason: "cannot read the index: \($0)") }
             guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
                   let map = object["weight_map"] as? [String: String] else {
-                throw ModelError.notAModel(path: index.path, reason: "the index has no weight_map")
+                throw ModelError.notAModel(path: index.path, reason: "the index has no weight_map of tensor name → shard file name")
             }
             names = Array(Set(map.values)).sorted()
+            // Shards are files of this folder: a name that climbs out of it (`../x`, `/etc/x`)
+            // would load weights from anywhere on the machine.
+            if let outside = names.first(where: { $0.isEmpty || $0.hasPrefix("/") || $0.split(separator: "/").contains("..") }) {
+                throw ModelError.notAModel(path: index.path, reason: "shard '\(outside)' is not a file inside \(folder.path)")
+            }
         } else {
-            names = ((try? manager.contentsOfDirectory(atPath: folder.path)) ?? [])
+            names = ((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [])
                 .filter { $0.hasPrefix(stem) && $0.hasSuffix(".safetensors") }.sorted()
         }
         guard !names.isEmpty else { throw ModelError.notAModel(path: folder.path, reason: "no \(stem)*.safetensors") }
@@ -24,9 +29,7 @@ public enum CheckpointFiles {
 
     /// A JSON config object, or a clear error naming the file.
     static func config(_ url: URL, expecting classNames: [String]) throws -> [String: Any] {
-        guard let data = FileManager.default.contents(atPath: url.path) else {
-            throw ModelError.notAModel(path: url.path, reason: "cannot read the config")
-        }
+        let data = try InputFile.read(url.path) { ModelError.notAModel(path: url.path, reason: "cannot read the config: \($0)") }
         guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
             throw ModelError.notAModel(path: url.path, reason: "the config is not a JSON object")
         }
@@ -95,7 +98,7 @@ enum ComponentCheckpoint {
         }
         if !isFolder.boolValue {
             let file = try SafeTensorsFile(path: path)
-            let source = TensorSource(files: [file], description: path)
+            let source = try TensorSource(files: [file], description: path)
             return .file(source, prefix: try probedPrefix(source), metadata: file.metadata)
         }
         if FileManager.default.fileExists(atPath: folder.appendingPathComponent("\(subfolder)/config.json").path) {
@@ -104,7 +107,7 @@ enum ComponentCheckpoint {
         let configURL = folder.appendingPathComponent("config.json")
         let object = try CheckpointFiles.config(configURL, expecting: classNames)
         let files = try CheckpointFiles.load(folder: folder, stem: stem)
-        let source = TensorSource(files: files, description: folder.path)
+        let source = try TensorSource(files: files, description: folder.path)
         return .folder(source, config: object, configPath: configURL.path, prefix: try probedPrefix(source))
     }
 

@@ -26,9 +26,7 @@ public protocol TextTokenizer: Sendable {
 /// Reading the JSON files of tokenizer folders.
 enum TokenizerFiles {
     static func json(_ url: URL) throws -> Any {
-        guard let data = FileManager.default.contents(atPath: url.path) else {
-            throw TokenizerError(path: url.path, reason: "cannot read the file")
-        }
+        let data = try InputFile.read(url.path) { TokenizerError(path: url.path, reason: "cannot read the file: \($0)") }
         do {
             return try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
         } catch {
@@ -42,7 +40,7 @@ enum TokenizerFiles {
     /// A key given twice keeps its last value, as Python's `json` does.
     static func vocabulary(_ url: URL) throws -> ByteKeyTable {
         func fail(_ reason: String) -> TokenizerError { TokenizerError(path: url.path, reason: reason) }
-        guard let data = FileManager.default.contents(atPath: url.path) else { throw fail("cannot read the file") }
+        let data = try InputFile.read(url.path) { fail("cannot read the file: \($0)") }
         return try data.withUnsafeBytes { raw -> ByteKeyTable in
             let bytes = raw.bindMemory(to: UInt8.self)
             var table = ByteKeyTable(capacity: bytes.count / 20)
@@ -93,10 +91,16 @@ enum TokenizerFiles {
                     case 0x66: key.append(0x0C)
                     case 0x75:
                         var scalar = try hex4()
+                        // A surrogate pair makes one scalar; a lone surrogate (Python's json
+                        // allows them) becomes U+FFFD, and the escape after it is read on its own.
                         if (0xD800..<0xDC00).contains(scalar), index + 6 <= bytes.count, bytes[index] == 0x5C, bytes[index + 1] == 0x75 {
                             index += 2
                             let low = try hex4()
-                            scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low &- 0xDC00)
+                            if (0xDC00..<0xE000).contains(low) {
+                                scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                            } else {
+                                index -= 6
+                            }
                         }
                         key += Array(String(Unicode.Scalar(scalar).map(Character.init) ?? "\u{FFFD}").utf8)
                     default: key.append(escaped)  // \" \\ \/
@@ -111,18 +115,19 @@ enum TokenizerFiles {
                 try string()
                 try expect(0x3A)
                 skipSpace()
-                let negative = index < bytes.count && bytes[index] == 0x2D
-                if negative { index += 1 }
+                guard index < bytes.count, bytes[index] != 0x2D else {
+                    throw fail("the id of '\(String(decoding: key, as: UTF8.self))' is negative")
+                }
                 let start = index
                 var value = 0
-                while index < bytes.count, (0x30...0x39).contains(bytes[index]), index - start < 18 {
+                while index < bytes.count, (0x30...0x39).contains(bytes[index]), index - start < 10 {
                     value = value * 10 + Int(bytes[index] - 0x30)
                     index += 1
                 }
-                guard index > start, index == bytes.count || !(0x30...0x39).contains(bytes[index]) else {
-                    throw fail("the value of '\(String(decoding: key, as: UTF8.self))' is not an integer")
+                guard index > start, index == bytes.count || !(0x30...0x39).contains(bytes[index]), value <= Int(Int32.max) else {
+                    throw fail("the value of '\(String(decoding: key, as: UTF8.self))' is not an id (an integer in 0...\(Int32.max))")
                 }
-                key.withUnsafeBufferPointer { table.insert($0, value: negative ? -value : value, replacing: true) }
+                key.withUnsafeBufferPointer { table.insert($0, value: value, replacing: true) }
                 skipSpace()
                 guard index < bytes.count else { throw fail("unterminated object") }
                 if bytes[index] == 0x2C { index += 1; continue }

@@ -242,6 +242,9 @@ public struct UnigramTokenizer: TextTokenizer {
 }
 
 extension UnigramTokenizer {
+    /// A bound on added and extra tokens beyond the pieces (T5: 100 extra ids).
+    static let maximumAddedTokens = 65536
+
     /// Hugging Face's `tokenizer.json` with a Unigram model.
     static func fromTokenizerJSON(_ url: URL, folder: URL) throws -> UnigramTokenizer {
         func fail(_ reason: String) -> TokenizerError { TokenizerError(path: url.path, reason: reason) }
@@ -268,6 +271,10 @@ extension UnigramTokenizer {
         var added: [AddedTokens.Token] = []
         for entry in root["added_tokens"] as? [[String: Any]] ?? [] {
             guard let content = entry["content"] as? String, let id = entry["id"] as? Int else { throw fail("an added token has no content or id") }
+            // Added tokens extend the vocabulary by a few entries, never by millions.
+            guard (0...(pieces.count + Self.maximumAddedTokens)).contains(id) else {
+                throw fail("added token \(jsonQuoted(String(content.prefix(40)))) has id \(id), outside 0...\(pieces.count + Self.maximumAddedTokens)")
+            }
             added.append(.init(content: Array(content.unicodeScalars), id: id,
                                stripLeft: entry["lstrip"] as? Bool ?? false, stripRight: entry["rstrip"] as? Bool ?? false))
             while pieces.count <= id { pieces.append(("", 0)) }
@@ -351,7 +358,7 @@ extension UnigramTokenizer {
     /// text already ends with it.
     static func fromSentencePiece(_ url: URL, folder: URL) throws -> UnigramTokenizer {
         func fail(_ reason: String) -> TokenizerError { TokenizerError(path: url.path, reason: reason) }
-        guard let data = FileManager.default.contents(atPath: url.path) else { throw fail("cannot read the file") }
+        let data = try InputFile.read(url.path) { fail("cannot read the file: \($0)") }
         let model = try SentencePieceModel(bytes: [UInt8](data), path: url.path)
         var pieces = model.pieces.map { ($0.piece, Double($0.score)) }
         guard let unknown = model.pieces.firstIndex(where: { $0.type == 2 }) else { throw fail("no <unk> piece") }
@@ -361,6 +368,10 @@ extension UnigramTokenizer {
         }
         added.append(.init(content: Array(model.pieces[unknown].piece.unicodeScalars), id: unknown, stripLeft: false, stripRight: false))
         let extraIds = settings["extra_ids"] as? Int ?? 100
+        guard (0...Self.maximumAddedTokens).contains(extraIds) else {
+            throw TokenizerError(path: folder.appendingPathComponent("tokenizer_config.json").path,
+                                 reason: "extra_ids is \(extraIds); expected 0...\(Self.maximumAddedTokens) (T5 has 100)")
+        }
         for index in stride(from: extraIds - 1, through: 0, by: -1) {
             added.append(.init(content: Array("<extra_id_\(index)>".unicodeScalars), id: pieces.count, stripLeft: true, stripRight: true))
             pieces.append(("<extra_id_\(index)>", 0))
@@ -396,7 +407,7 @@ struct SentencePieceModel {
                     switch (innerField, innerValue) {
                     case let (1, .bytes(text)): piece.piece = String(decoding: text, as: UTF8.self)
                     case let (2, .fixed32(bits)): piece.score = Float(bitPattern: bits)
-                    case let (3, .varint(type)): piece.type = Int(type)
+                    case let (3, .varint(type)): piece.type = type <= 6 ? Int(type) : 0  // 0: not a type SentencePiece defines
                     default: break
                     }
                 }
