@@ -25,10 +25,12 @@ let package = Package(
     targets: [
         // The system zlib, for PNG output.
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // Deleting temporary files when a signal stops the process (async-signal-safe, in C).
+        .target(name: "CSignalCleanup", path: "Sources/CSignalCleanup"),
         // The engine: tensors, graph, backend protocol and registry, safetensors I/O.
         .target(
             name: "LoRAFuse",
-            dependencies: ["CZlib", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["CZlib", "CSignalCleanup", .product(name: "GRDB", package: "GRDB.swift")],
             path: "Sources/LoRAFuse",
             swiftSettings: simdKernelSettings
         ),

@@ -78,17 +78,10 @@ public final class CPUBackend: Backend, @unchecked Sendable {
 
         /// Defaults, overridden by `LORAFUSE_CPU_THREADS` and `LORAFUSE_CPU_BLAS=0`.
         public static var fromEnvironment: Configuration {
-            let environment = ProcessInfo.processInfo.environment
             var configuration = Configuration()
-            if let threads = environment["LORAFUSE_CPU_THREADS"].flatMap(Int.init), threads > 0 {
-                configuration.threadCount = threads
-            }
-            if let blas = environment["LORAFUSE_CPU_BLAS"], ["0", "off", "no", "false"].contains(blas.lowercased()) {
-                configuration.useBLAS = false
-            }
-            if let avx512 = environment["LORAFUSE_CPU_AVX512"], ["0", "off", "no", "false"].contains(avx512.lowercased()) {
-                configuration.useAVX512 = false
-            }
+            if let threads = TuningEnvironment.integer("LORAFUSE_CPU_THREADS", in: 1...4096) { configuration.threadCount = threads }
+            if TuningEnvironment.flag("LORAFUSE_CPU_BLAS") == false { configuration.useBLAS = false }
+            if TuningEnvironment.flag("LORAFUSE_CPU_AVX512") == false { configuration.useAVX512 = false }
             return configuration
         }
     }

@@ -1,3 +1,4 @@
+import LoRAFuse
 import Foundation
 
 /// Large CPU-backend values come from here: regions mapped from the OS once and handed out
@@ -20,8 +21,7 @@ final class CPUMemoryPool: @unchecked Sendable {
         let capacity: Int
     }
 
-    static let shared = CPUMemoryPool(reuse: !["0", "off", "no", "false"].contains(
-        (ProcessInfo.processInfo.environment["LORAFUSE_CPU_POOL"] ?? "").lowercased()))
+    static let shared = CPUMemoryPool(reuse: TuningEnvironment.flag("LORAFUSE_CPU_POOL") ?? true)
 
     /// Mapping granularity: 2 MiB regions can be backed by transparent huge pages.
     static let granularity = 1 << 16

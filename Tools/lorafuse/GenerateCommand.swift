@@ -216,13 +216,16 @@ struct GenerateCommand: ParsableCommand {
         if !loraOptions.loras.isEmpty { parameters += ", loras: \(loraOptions.loras.joined(separator: " "))" }
         if let fusion = loraOptions.fusion { parameters += ", fusion: \(fusion)" }
         if let content = loraOptions.content, let style = loraOptions.style { parameters += ", content: \(content), style: \(style)" }
+        // The image and the latents land together or not at all.
+        let files = AtomicFile.Transaction()
         try PNGWriter.write(pixels: result.pixels, width: width, height: height,
                             text: [("prompt", prompt), ("parameters", parameters), ("Software", "LoRAFuse \(LoRAFuseCommand.configuration.version)")],
-                            to: output)
+                            to: output, in: files)
         if let outputLatents {
             try SafeTensorsWriter.write([("latents", result.latents)], metadata: ["producer": "lorafuse generate", "prompt": prompt,
-                                                                                "parameters": parameters], to: outputLatents)
+                                                                                "parameters": parameters], to: outputLatents, in: files)
         }
+        if let failure = files.commit() { throw ValidationError("\(output): cannot write: \(failure)") }
         let total = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
         let sampling = result.stepSeconds.reduce(0, +)
         if json {

@@ -71,10 +71,8 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
     /// The variant `automatic` resolves to on this device.
     public var effectiveMatmulVariant: MatmulVariant {
         if matmulVariant != .automatic { return matmulVariant }
-        if let name = ProcessInfo.processInfo.environment["LORAFUSE_VULKAN_MATMUL"], let chosen = MatmulVariant(rawValue: name),
-           chosen != .automatic {
-            return chosen
-        }
+        let chosen = TuningEnvironment.value("LORAFUSE_VULKAN_MATMUL") { MatmulVariant(rawValue: $0).flatMap { $0 == .automatic ? nil : $0 } }
+        if let chosen { return chosen }
         return context.isCPUDevice ? .texel : .tiled
     }
 

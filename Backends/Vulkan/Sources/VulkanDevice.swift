@@ -213,7 +213,7 @@ final class VulkanDevice {
     }
 
     /// `LORAFUSE_VULKAN_TRACE=1` reports each pipeline build (they are slow on lavapipe).
-    static let tracePipelines = ProcessInfo.processInfo.environment["LORAFUSE_VULKAN_TRACE"] == "1"
+    static let tracePipelines = TuningEnvironment.flag("LORAFUSE_VULKAN_TRACE") ?? false
 }
 
 #endif

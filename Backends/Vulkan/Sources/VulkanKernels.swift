@@ -12,9 +12,7 @@ struct VulkanKernels {
 
     /// Outputs per invocation (each way) of the `registers` matmul (LORAFUSE_VULKAN_BLOCK to tune).
     static let registerBlock: Int = {
-        if let value = ProcessInfo.processInfo.environment["LORAFUSE_VULKAN_BLOCK"].flatMap(Int.init), (1...32).contains(value) {
-            return value
-        }
+        if let value = TuningEnvironment.integer("LORAFUSE_VULKAN_BLOCK", in: 1...32) { return value }
         return 12  // best of 8/12/16 on lavapipe (LLVM 15, AVX2), measured with `lorafuse profile matmul`
     }()
 
@@ -39,10 +37,11 @@ struct VulkanKernels {
 
     /// LORAFUSE_VULKAN_VEC4_BLOCK=RxC, read once (like the other tuning variables).
     static let vec4BlockOverride: (rows: Int, columns: Int)? = {
-        guard let value = ProcessInfo.processInfo.environment["LORAFUSE_VULKAN_VEC4_BLOCK"] else { return nil }
-        let parts = value.split(separator: "x").compactMap { Int($0) }
-        guard parts.count == 2, parts.allSatisfy({ (1...32).contains($0) }) else { return nil }
-        return (parts[0], parts[1])
+        TuningEnvironment.value("LORAFUSE_VULKAN_VEC4_BLOCK") { text -> (rows: Int, columns: Int)? in
+            let parts = text.split(separator: "x", omittingEmptySubsequences: false).map { Int($0) }
+            guard parts.count == 2, let rows = parts[0], let columns = parts[1], (1...32).contains(rows), (1...32).contains(columns) else { return nil }
+            return (rows, columns)
+        }
     }()
 
     /// Query rows per invocation of the texel attention (LORAFUSE_VULKAN_ATTENTION_QUERIES to tune).
@@ -50,8 +49,7 @@ struct VulkanKernels {
     /// slower; but LLVM compiles the fully unrolled 16-query pipeline in 113 s for head dim 128
     /// (30 s for 8, once per machine: Mesa caches it on disk), so 8 stays the default.
     static let attentionQueries: Int = {
-        if let value = ProcessInfo.processInfo.environment["LORAFUSE_VULKAN_ATTENTION_QUERIES"].flatMap(Int.init),
-           (1...24).contains(value) {
+        if let value = TuningEnvironment.integer("LORAFUSE_VULKAN_ATTENTION_QUERIES", in: 1...24) {
             return value
         }
         return 8

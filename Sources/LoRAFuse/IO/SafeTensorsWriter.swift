@@ -1,8 +1,9 @@
 /// Writes safetensors files. The file appears complete or not at all (`AtomicFile`).
 public enum SafeTensorsWriter {
-    /// Writes `tensors` in the given order (names must be unique) with `metadata`.
+    /// Writes `tensors` in the given order (names must be unique) with `metadata`. With a
+    /// `transaction`, the file is only staged: it lands when the transaction commits.
     public static func write(_ tensors: [(name: String, tensor: HostTensor)], metadata: [String: String] = [:],
-                             to path: String) throws(SafeTensorsError) {
+                             to path: String, in transaction: AtomicFile.Transaction? = nil) throws(SafeTensorsError) {
         var seen = Set<String>()
         var header = "{"
         var pieces: [String] = []
@@ -28,13 +29,14 @@ public enum SafeTensorsWriter {
 
         var prefix = withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { Array($0) }
         prefix += headerBytes
-        let failure = AtomicFile.write(path) { file in
+        let fill = { (file: AtomicFile.Handle) -> String? in
             var failure = file.write(prefix)
             for (_, tensor) in tensors where failure == nil {
                 failure = tensor.withUnsafeBytes { file.write($0) }
             }
             return failure
         }
+        let failure = transaction.map { $0.stage(path, fill: fill) } ?? AtomicFile.write(path, fill: fill)
         if let failure { throw SafeTensorsError(path: path, .writeFailed(failure)) }
     }
 

@@ -43,10 +43,12 @@ public enum PNGWriter {
         return data
     }
 
-    /// Writes the PNG atomically (`AtomicFile`).
-    public static func write(pixels: [UInt8], width: Int, height: Int, text: [(key: String, value: String)] = [], to path: String) throws {
+    /// Writes the PNG atomically (`AtomicFile`); with a `transaction`, staged until it commits.
+    public static func write(pixels: [UInt8], width: Int, height: Int, text: [(key: String, value: String)] = [], to path: String,
+                             in transaction: AtomicFile.Transaction? = nil) throws {
         let data = try encode(pixels: pixels, width: width, height: height, text: text)
-        if let failure = AtomicFile.write(path, fill: { file in data.withUnsafeBytes { file.write($0) } }) {
+        let fill = { (file: AtomicFile.Handle) in data.withUnsafeBytes { file.write($0) } }
+        if let failure = transaction.map({ $0.stage(path, fill: fill) }) ?? AtomicFile.write(path, fill: fill) {
             throw Failure(description: "\(path): cannot write (\(failure))")
         }
     }
