@@ -36,4 +36,35 @@ import LoRAFuse
         }
         #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
     }
+
+    /// A non-finite output is an error that names the first node whose value is not finite:
+    /// the broken weight, or the op that overflowed.
+    @Test func diagnosisNamesTheFirstNonFiniteNode() throws {
+        var random = SeededRandom(seed: 7)
+        var weights = random.tensor([5, 9]).floats()
+        weights[13] = .nan
+        var graph = Graph()
+        let x = graph.input("x", [3, 9])
+        let w = graph.parameter("blocks.0.weight", HostTensor(shape: [5, 9], floats: weights))
+        graph.markOutput(try graph.gelu(graph.matmul(x, w, transposeB: true)))
+        var overflow = Graph()
+        let y = overflow.input("x", [3, 9])
+        let big = try overflow.scale(y, 1e30)
+        overflow.label(big, "first scale")
+        let bigger = try overflow.scale(big, 1e30)
+        overflow.label(bigger, "second scale")
+        overflow.markOutput(try overflow.unary(.relu, bigger))
+        let inputs = ["x": random.tensor([3, 9])]
+        for backend in BackendsUnderTest.all {
+            for (graph, expected) in [(graph, "%1 parameter 'blocks.0.weight'"), (overflow, "(second scale)")] {
+                let outputs = try backend.execute(graph, inputs: inputs).outputs
+                do {
+                    try NonFiniteDiagnosis.check(outputs, stage: "test", graph: graph, inputs: inputs, on: backend)
+                    Issue.record("\(BackendsUnderTest.label(backend)): a non-finite output passed (\(expected))")
+                } catch let error as NonFiniteOutput {
+                    #expect(error.origin.contains(expected), "\(BackendsUnderTest.label(backend)): \(error)")
+                }
+            }
+        }
+    }
 }
