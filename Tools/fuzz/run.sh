@@ -12,7 +12,9 @@ all=(FuzzSafeTensorsHeader FuzzFluxConfig FuzzTokenizerJSON FuzzCLIPVocabMerges 
 targets=("${@:-${all[@]}}")
 [ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
 
-swift build --package-path Tools/fuzz --scratch-path .build-fuzz --sanitize fuzzer --sanitize address
+# (gold warns once per ASan helper symbol that it cannot export: harmless, filtered out)
+swift build --package-path Tools/fuzz --scratch-path .build-fuzz --sanitize fuzzer --sanitize address 2>&1 \
+    | { grep -v "Cannot export local symbol" || true; }
 bin="$(swift build --package-path Tools/fuzz --scratch-path .build-fuzz --sanitize fuzzer --sanitize address --show-bin-path)"
 python3 Tools/fuzz/make_corpus.py .build-fuzz/corpus
 
