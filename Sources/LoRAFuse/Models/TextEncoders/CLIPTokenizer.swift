@@ -51,8 +51,11 @@ public struct CLIPTokenizer: TextTokenizer {
         if manager.fileExists(atPath: vocabURL.path) || !manager.fileExists(atPath: root.appendingPathComponent("tokenizer.json").path) {
             // The two tables are built at once, one per core (~10 ms each).
             let merges = Pending { try Self.mergeRanks(mergesURL) }
-            vocabulary = try TokenizerFiles.vocabulary(vocabURL)
-            ranks = try merges.value()
+            // Joined even when the vocabulary fails: no work outlives the error.
+            let parsed = Result { try TokenizerFiles.vocabulary(vocabURL) }
+            let merged = Result { try merges.value() }
+            vocabulary = try parsed.get()
+            ranks = try merged.get()
         } else {
             vocabURL = root.appendingPathComponent("tokenizer.json")
             (vocabulary, ranks) = try Self.bytePairModel(vocabURL)
