@@ -3,6 +3,8 @@
 # sanitizers) and runs each for a fixed time from a seed corpus made from the test
 # fixtures. Crashes are written to .build-fuzz/crashes/TARGET/ and make this script fail.
 #   usage: Tools/fuzz/run.sh [SECONDS_PER_TARGET (default 60)] [TARGET...]
+# FUZZ_RUNS=N instead runs N inputs per target from a fixed seed (CI: the same inputs every
+# time, so a red CI means a regression, not a lucky draw).
 # The corpora grow in .build-fuzz/corpus/TARGET/ between runs. See docs/fuzzing.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,9 +23,11 @@ python3 Tools/fuzz/make_corpus.py .build-fuzz/corpus
 status=0
 for target in "${targets[@]}"; do
     mkdir -p ".build-fuzz/corpus/$target" ".build-fuzz/crashes/$target"
-    echo "== $target: ${seconds}s"
+    echo "== $target: ${FUZZ_RUNS:+$FUZZ_RUNS runs from seed 1}${FUZZ_RUNS:+}"
+    [ -z "${FUZZ_RUNS:-}" ] && echo "   for ${seconds}s"
     # -rss_limit_mb: an input that makes a parser allocate past 2 GB is a finding too.
-    if ! "$bin/$target" ".build-fuzz/corpus/$target" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 \
+    if [ -n "${FUZZ_RUNS:-}" ]; then limit=(-runs="$FUZZ_RUNS" -seed=1); else limit=(-max_total_time="$seconds"); fi
+    if ! "$bin/$target" ".build-fuzz/corpus/$target" "${limit[@]}" -rss_limit_mb=2048 -timeout=10 \
             -artifact_prefix=".build-fuzz/crashes/$target/" -print_final_stats=1 2>".build-fuzz/$target.log"; then
         echo "$target: FAILED (see .build-fuzz/$target.log and .build-fuzz/crashes/$target/)"
         tail -30 ".build-fuzz/$target.log"
