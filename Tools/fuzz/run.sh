@@ -23,8 +23,7 @@ python3 Tools/fuzz/make_corpus.py .build-fuzz/corpus
 status=0
 for target in "${targets[@]}"; do
     mkdir -p ".build-fuzz/corpus/$target" ".build-fuzz/crashes/$target"
-    echo "== $target: ${FUZZ_RUNS:+$FUZZ_RUNS runs from seed 1}${FUZZ_RUNS:+}"
-    [ -z "${FUZZ_RUNS:-}" ] && echo "   for ${seconds}s"
+    if [ -n "${FUZZ_RUNS:-}" ]; then echo "== $target: $FUZZ_RUNS inputs from seed 1"; else echo "== $target: ${seconds}s"; fi
     # -rss_limit_mb: an input that makes a parser allocate past 2 GB is a finding too.
     if [ -n "${FUZZ_RUNS:-}" ]; then limit=(-runs="$FUZZ_RUNS" -seed=1); else limit=(-max_total_time="$seconds"); fi
     if ! "$bin/$target" ".build-fuzz/corpus/$target" "${limit[@]}" -rss_limit_mb=2048 -timeout=10 \
