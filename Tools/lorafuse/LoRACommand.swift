@@ -94,7 +94,6 @@ struct LoRAOptions: ParsableArguments {
             throw ValidationError("unknown --fusion \(fusion) (one of: \((FusionMethod.allCases.map(\.rawValue) + ["autolora"]).joined(separator: ", ")))")
         }
         guard let content, let style else { throw ValidationError("--fusion \(fusion) needs --content FILE[:SCALE] and --style FILE[:SCALE]") }
-        guard switchEvery >= 1 else { throw ValidationError("--switch-every must be at least 1") }
         guard !merge || method == .merge else { throw ValidationError("--merge only goes with --fusion merge (the others choose LoRAs per step)") }
         var chosen = LoRAFusion(method: method, content: try load(content, model: model), style: try load(style, model: model))
         chosen.switchEvery = switchEvery
@@ -116,10 +115,8 @@ struct LoRAOptions: ParsableArguments {
 
     /// The passes at `--progress` of a `--steps` run (dit).
     func transformers(_ model: FluxModel, backend: any Backend) throws -> (passes: [FluxTransformer], mergeSeconds: Double?) {
-        let progress = progress ?? 0
+        let progress = progress ?? 0  // both checked by validate()
         let steps = steps ?? 28
-        guard (0...1).contains(progress) else { throw ValidationError("--progress must be in [0, 1], got \(progress)") }
-        guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
         let plan = try plan(model, backend: backend)
         return (plan.passes(progress, Int((progress * Double(steps)).rounded())), plan.mergeSeconds)
     }
@@ -150,13 +147,18 @@ struct KLoRASettings: ParsableArguments {
         for (name, value) in [("--klora-alpha", alpha), ("--klora-beta", beta)] where !(value.isFinite && abs(value) <= Self.parameterBound) {
             throw ValidationError("\(name) must be a finite number in [−\(Int(Self.parameterBound)), \(Int(Self.parameterBound))], got \(value)")
         }
-        guard KLoRAPlan.Schedule(rawValue: schedule) != nil else { throw ValidationError("unknown --klora-schedule \(schedule) (linear or periodic)") }
+        _ = try chosenSchedule()
     }
 
-    func fusion(plan: KLoRAPlan, content: LoRAAdapter, style: LoRAAdapter) throws -> KLoRAFusion {
+    private func chosenSchedule() throws -> KLoRAPlan.Schedule {
         guard let chosen = KLoRAPlan.Schedule(rawValue: schedule) else {
             throw ValidationError("unknown --klora-schedule \(schedule) (linear or periodic)")
         }
+        return chosen
+    }
+
+    func fusion(plan: KLoRAPlan, content: LoRAAdapter, style: LoRAAdapter) throws -> KLoRAFusion {
+        let chosen = try chosenSchedule()
         var fusion = KLoRAFusion(plan: plan, content: content, style: style)
         fusion.alpha = alpha
         fusion.beta = beta

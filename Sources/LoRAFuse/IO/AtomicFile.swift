@@ -41,6 +41,11 @@ public enum AtomicFile {
         return transaction.stage(path, fill: fill) ?? transaction.commit()
     }
 
+    /// Stages `path` in `transaction` (it lands at the commit), or without one writes it now.
+    public static func write(_ path: String, in transaction: Transaction?, fill: (Handle) -> String?) -> String? {
+        transaction.map { $0.stage(path, fill: fill) } ?? write(path, fill: fill)
+    }
+
     /// Installs the signal handlers that remove temporary files (done by every transaction;
     /// a program calls it at start so the signals are unblocked on its main thread too).
     public static func installSignalCleanup() { lf_cleanup_install() }

@@ -29,14 +29,13 @@ public enum SafeTensorsWriter {
 
         var prefix = withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { Array($0) }
         prefix += headerBytes
-        let fill = { (file: AtomicFile.Handle) -> String? in
+        let failure = AtomicFile.write(path, in: transaction) { file in
             var failure = file.write(prefix)
             for (_, tensor) in tensors where failure == nil {
                 failure = tensor.withUnsafeBytes { file.write($0) }
             }
             return failure
         }
-        let failure = transaction.map { $0.stage(path, fill: fill) } ?? AtomicFile.write(path, fill: fill)
         if let failure { throw SafeTensorsError(path: path, .writeFailed(failure)) }
     }
 

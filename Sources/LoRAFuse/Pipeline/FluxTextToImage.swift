@@ -103,7 +103,6 @@ public struct FluxTextToImage {
         guard config.inChannels == 4 * channels, config.patchSize == 1 else {
             throw ModelError.invalidInputs("the transformer takes \(config.inChannels) channels per token; this VAE's \(channels) latent channels pack into \(4 * channels)")
         }
-        guard settings.steps >= 1 else { throw ModelError.invalidInputs("steps must be at least 1") }
         let latentCount = channels * latentHeight * latentWidth
         var latents: [Float]
         if let noise = settings.noise {

@@ -47,8 +47,7 @@ public enum PNGWriter {
     public static func write(pixels: [UInt8], width: Int, height: Int, text: [(key: String, value: String)] = [], to path: String,
                              in transaction: AtomicFile.Transaction? = nil) throws {
         let data = try encode(pixels: pixels, width: width, height: height, text: text)
-        let fill = { (file: AtomicFile.Handle) in data.withUnsafeBytes { file.write($0) } }
-        if let failure = transaction.map({ $0.stage(path, fill: fill) }) ?? AtomicFile.write(path, fill: fill) {
+        if let failure = AtomicFile.write(path, in: transaction, fill: { file in data.withUnsafeBytes { file.write($0) } }) {
             throw Failure(description: "\(path): cannot write (\(failure))")
         }
     }

@@ -1,7 +1,7 @@
 import Foundation
 
 /// A FLUX.1 transformer's shape, as diffusers' `FluxTransformer2DModel` config names it.
-public struct FluxConfig: Sendable, Hashable, Codable {
+public struct FluxConfig: Sendable, Hashable {
     public var patchSize: Int = 1
     public var inChannels: Int = 64
     public var layerCount: Int = 19
@@ -13,7 +13,8 @@ public struct FluxConfig: Sendable, Hashable, Codable {
     public var guidanceEmbeds: Bool = false
     public var axesDimsRope: [Int] = [16, 56, 56]
 
-    enum CodingKeys: String, CodingKey {
+    /// diffusers' config keys (read by `init(json:source:)`).
+    enum CodingKeys: String {
         case patchSize = "patch_size", inChannels = "in_channels", layerCount = "num_layers"
         case singleLayerCount = "num_single_layers", attentionHeadDim = "attention_head_dim"
         case attentionHeadCount = "num_attention_heads", jointAttentionDim = "joint_attention_dim"
@@ -21,21 +22,6 @@ public struct FluxConfig: Sendable, Hashable, Codable {
     }
 
     public init() {}
-
-    public init(from decoder: Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        let defaults = FluxConfig()
-        patchSize = try container.decodeIfPresent(Int.self, forKey: .patchSize) ?? defaults.patchSize
-        inChannels = try container.decodeIfPresent(Int.self, forKey: .inChannels) ?? defaults.inChannels
-        layerCount = try container.decodeIfPresent(Int.self, forKey: .layerCount) ?? defaults.layerCount
-        singleLayerCount = try container.decodeIfPresent(Int.self, forKey: .singleLayerCount) ?? defaults.singleLayerCount
-        attentionHeadDim = try container.decodeIfPresent(Int.self, forKey: .attentionHeadDim) ?? defaults.attentionHeadDim
-        attentionHeadCount = try container.decodeIfPresent(Int.self, forKey: .attentionHeadCount) ?? defaults.attentionHeadCount
-        jointAttentionDim = try container.decodeIfPresent(Int.self, forKey: .jointAttentionDim) ?? defaults.jointAttentionDim
-        pooledProjectionDim = try container.decodeIfPresent(Int.self, forKey: .pooledProjectionDim) ?? defaults.pooledProjectionDim
-        guidanceEmbeds = try container.decodeIfPresent(Bool.self, forKey: .guidanceEmbeds) ?? defaults.guidanceEmbeds
-        axesDimsRope = try container.decodeIfPresent([Int].self, forKey: .axesDimsRope) ?? defaults.axesDimsRope
-    }
 
     /// Width of the residual stream: heads × head dim.
     public var innerDim: Int { attentionHeadCount * attentionHeadDim }

@@ -54,13 +54,11 @@ public struct FluxInputs: Sendable {
             "timestep_projection": Self.timestepProjection(timestep.doubles()),
         ]
         if config.guidanceEmbeds {
-            guard let guidance = tensors["guidance"] else {
+            guard tensors["guidance"] != nil else {
                 throw ModelError.invalidInputs("missing 'guidance' [\(batch)]: this model is guidance-distilled (FLUX.1-dev)")
             }
+            let guidance = try require("guidance", rank: 1)
             try check(guidance, "guidance", [batch])
-            if let index = guidance.firstNonFiniteIndex() {
-                throw ModelError.invalidInputs("'guidance' holds a non-finite value (\(guidance.doubles()[index]))")
-            }
             bindings["guidance_projection"] = Self.timestepProjection(guidance.doubles())
         }
         let (cos, sin) = Self.rotaryTables(ids: textIDs.doubles() + imageIDs.doubles(), axes: config.axesDimsRope)
