@@ -2,18 +2,15 @@ import LoRAFuse
 import Foundation
 
 /// Large CPU-backend values come from here: regions mapped from the OS once and handed out
-/// again when freed, so a forward pass does not fault in fresh pages for every activation.
-/// (On a VM, first-touch page faults cost about as much as the kernels writing them: a
-/// fresh 50 MB copy ran at 1.4 GB/s against 10 GB/s into memory already touched.)
+/// again when freed, so a forward pass does not fault in fresh pages for every activation
+/// (on a VM first-touch faults cost about as much as the kernels writing the pages).
 ///
 /// A request takes the smallest free region that fits without wasting more than its own
 /// size, else is carved from the smallest larger one (the rest stays free), else maps a
 /// fresh region (with transparent huge pages where the kernel allows). Free regions are
 /// kept while live + free stays within the largest live set seen, oldest unmapped first:
 /// graphs repeat their shapes layer after layer and pass after pass, so most requests are
-/// hits, and peak RSS stays with the live set. The mid-size FLUX forward: 1.17× its
-/// weights in one pass and about 4,500 page faults per later pass (with free regions
-/// capped at half the live set instead: 1.14× and 16,000 faults, 4% of the time).
+/// hits, and peak RSS stays with the live set (measurements: docs/tuning-log.md).
 /// `LORAFUSE_CPU_POOL=0` turns reuse off (every region is unmapped when freed).
 final class CPUMemoryPool: @unchecked Sendable {
     struct Region {

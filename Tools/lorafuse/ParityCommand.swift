@@ -37,7 +37,7 @@ struct ParityCommand: ParsableCommand {
     @OptionGroup var loraOptions: LoRAOptions
 
     func run() throws {
-        let tested = try BackendRegistry.shared.makeBackend(named: backend)
+        let tested = try BackendRegistry.shared.makeScheduledBackend(named: backend)
         let reference = try BackendRegistry.shared.makeBackend(named: against)
         let flux = try FluxModel.load(path: model, config: config)
         let prepared = try FluxInputs(SafeTensorsFile(path: inputs).allTensors(), config: flux.config)

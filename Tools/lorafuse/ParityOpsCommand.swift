@@ -8,7 +8,11 @@ struct ParityOpsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "parity-ops",
         abstract: "Run every op on many shapes and dtypes on a backend and compare with the CPU backend (or float64).",
-        discussion: "Prints op, shapes/dtypes, max relative error and pass/fail; exits non-zero on any failure."
+        discussion: """
+            Prints op, shapes/dtypes, max relative error and pass/fail; exits non-zero on any failure. A case the backend \
+            declines (its supports() check, e.g. an op disabled with LORAFUSE_VULKAN_DISABLE_OPS or a shape past a device \
+            limit) is reported as unsupported with the reason, not as a failure: in a pipeline the scheduler runs it elsewhere.
+            """
     )
 
     @OptionGroup var backendOptions: BackendOptions
@@ -23,7 +27,7 @@ struct ParityOpsCommand: ParsableCommand {
     var json = false
 
     func run() throws {
-        let backend = try backendOptions.makeBackend()
+        let backend = try backendOptions.makeUnscheduledBackend()
         let reference: (any Backend)? = against == "float64" ? nil : try BackendRegistry.shared.makeBackend(named: against)
         let cases = OpCaseCatalog.all().filter { filter == nil || $0.op.rawValue.localizedCaseInsensitiveContains(filter!) }
         guard !cases.isEmpty else { throw ValidationError("no op matches --filter \(filter ?? "")") }
@@ -31,8 +35,21 @@ struct ParityOpsCommand: ParsableCommand {
             print("\(backend.name) (\(backend.device.name)) against \(reference.map { "\($0.name) (\($0.device.name))" } ?? "float64 reference")")
             print("op               case                                         max rel err  tolerance  result")
         }
-        var failures = 0
+        var failures = 0, unsupported = 0
         for opCase in cases {
+            let graph = opCase.graph
+            if let declined = graph.nodes.lazy.compactMap({ node in backend.supports(node, in: graph).reason.map { (node, $0) } }).first {
+                unsupported += 1
+                let reason = "node %\(declined.0.id) \(declined.0.op.summary): \(declined.1)"
+                if json {
+                    print(try JSONOutput.line(["op": opCase.op.rawValue, "case": opCase.label, "backend": backend.name, "against": against,
+                                               "supported": false, "reason": reason]))
+                } else {
+                    print("\(opCase.op.rawValue.padding(toLength: 16, withPad: " ", startingAt: 0)) "
+                          + "\(opCase.label.padding(toLength: 44, withPad: " ", startingAt: 0)) unsupported: \(reason)")
+                }
+                continue
+            }
             var actual: [Float] = []
             var expected: [Double] = []
             var failure: String?
@@ -53,7 +70,7 @@ struct ParityOpsCommand: ParsableCommand {
             if !passed { failures += 1 }
             if json {
                 var fields: [String: Any] = ["op": opCase.op.rawValue, "case": opCase.label, "backend": backend.name,
-                                             "against": against, "tolerance": tolerance, "pass": passed]
+                                             "against": against, "tolerance": tolerance, "pass": passed, "supported": true]
                 fields["max_relative_error"] = error.isFinite ? error : -1
                 if let failure { fields["error"] = failure }
                 print(try JSONOutput.line(fields))
@@ -65,7 +82,7 @@ struct ParityOpsCommand: ParsableCommand {
                       + "\(String(format: "%.0e", tolerance).padding(toLength: 10, withPad: " ", startingAt: 0)) \(passed ? "ok" : "FAIL")")
             }
         }
-        if !json { print("\(cases.count - failures) passed, \(failures) failed") }
+        if !json { print("\(cases.count - failures - unsupported) passed, \(failures) failed, \(unsupported) unsupported") }
         if failures > 0 { throw ExitCode.failure }
     }
 }

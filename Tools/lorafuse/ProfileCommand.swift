@@ -18,7 +18,13 @@ struct BackendOptions: ParsableArguments {
     @Option(name: .long, parsing: .unconditional, help: "Device index of that backend.")
     var device = 0
 
+    /// The backend behind a scheduler: nodes it cannot run go to the CPU backend.
     func makeBackend() throws -> any Backend {
+        try BackendRegistry.shared.makeScheduledBackend(named: backend, deviceIndex: device)
+    }
+
+    /// The backend alone, for parity checks and profiles that must measure its own kernels.
+    func makeUnscheduledBackend() throws -> any Backend {
         try BackendRegistry.shared.makeBackend(named: backend, deviceIndex: device)
     }
 }
@@ -100,7 +106,7 @@ struct ProfileMatmulCommand: ParsableCommand {
         }
         guard m > 0, n > 0, k > 0 else { throw ValidationError("--m, --n and --k must be positive") }
         try checkProfileSize([[m, k], [n, k], [m, n]])
-        let backend = try backendOptions.makeBackend()
+        let backend = try backendOptions.makeUnscheduledBackend()
         var random = SeededRandom(seed: options.seed)
         var graph = Graph()
         let a = graph.input("a", [m, k])
@@ -136,7 +142,7 @@ struct ProfileAttentionCommand: ParsableCommand {
     func run() throws {
         guard tokens > 0, heads > 0, headDim > 0 else { throw ValidationError("sizes must be positive") }
         try checkProfileSize(Array(repeating: [tokens, heads, headDim], count: 4))
-        let backend = try backendOptions.makeBackend()
+        let backend = try backendOptions.makeUnscheduledBackend()
         var random = SeededRandom(seed: options.seed)
         var graph = Graph()
         let shape: Shape = [1, tokens, heads, headDim]
@@ -196,7 +202,7 @@ struct ProfileGateCommand: ParsableCommand {
         }
         guard rank >= 0 else { throw ValidationError("--rank must be at least 0, got \(rank)") }
         try checkProfileSize(Array(repeating: [tokens, width], count: 2 * loras + 4) + [[tokens, max(rank, 1) * loras], [width, max(rank, 1) * loras]])
-        let backend = try backendOptions.makeBackend()
+        let backend = try backendOptions.makeUnscheduledBackend()
         var random = SeededRandom(seed: options.seed)
         let shape: Shape = [tokens, width]
         var inputs = ["y": random.tensor(shape)]

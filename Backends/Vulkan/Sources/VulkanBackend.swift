@@ -35,10 +35,86 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
         case tiled
     }
 
+    /// Every setting of the backend, read from the environment in one place
+    /// (`fromEnvironment`) or built in code, so tests run non-default paths in one process.
+    public struct Configuration: Sendable, Hashable {
+        /// Outputs per invocation (rows × columns) of the vec4 and texel matmuls.
+        public struct Block: Sendable, Hashable {
+            public var rows: Int
+            public var columns: Int
+            public init(rows: Int, columns: Int) {
+                self.rows = rows
+                self.columns = columns
+            }
+        }
+
+        /// `LORAFUSE_VULKAN_MATMUL`: texel, registers or tiled (default: by device type).
+        public var matmulVariant: MatmulVariant = .automatic
+        /// `LORAFUSE_VULKAN_BLOCK`: outputs per invocation each way of the `registers`
+        /// matmul (12 was the best of 8/12/16 on lavapipe).
+        public var registerBlock = 12
+        /// `LORAFUSE_VULKAN_VEC4_BLOCK=RxC`: a fixed block for the vec4 and texel matmuls
+        /// instead of the per-shape choice.
+        public var vec4Block: Block?
+        /// `LORAFUSE_VULKAN_ATTENTION_QUERIES`: query rows per invocation of the texel
+        /// attention (8: 16 is faster on lavapipe but LLVM takes minutes to compile it).
+        public var attentionQueries = 8
+        /// `LORAFUSE_VULKAN_TRACE=1`: report each pipeline build on standard error.
+        public var tracePipelines = false
+        /// `LORAFUSE_VULKAN_DISABLE_OPS=kind,kind`: op families this backend refuses, so a
+        /// `BackendScheduler` runs them as their decomposition or on the CPU backend (to
+        /// test the fallback, or to step around a broken kernel).
+        public var disabledOps: Set<OpKind> = []
+        /// Move data through staging buffers and recorded copies even on unified memory,
+        /// as on a discrete GPU, so that path is tested on lavapipe too.
+        public var forceStaging = false
+        /// Lowers the bytes one binding may span below maxStorageBufferRange (tests use it
+        /// to run the splitting paths on small tensors).
+        public var bindingLimit: Int?
+
+        public init(matmulVariant: MatmulVariant = .automatic, forceStaging: Bool = false, bindingLimit: Int? = nil,
+                    disabledOps: Set<OpKind> = []) {
+            self.matmulVariant = matmulVariant
+            self.forceStaging = forceStaging
+            self.bindingLimit = bindingLimit
+            self.disabledOps = disabledOps
+        }
+
+        /// Defaults overridden by the `LORAFUSE_VULKAN_*` variables (README, "Environment").
+        public static var fromEnvironment: Configuration {
+            var configuration = Configuration()
+            if let variant = TuningEnvironment.value("LORAFUSE_VULKAN_MATMUL", { MatmulVariant(rawValue: $0) }) {
+                configuration.matmulVariant = variant
+            }
+            if let block = TuningEnvironment.integer("LORAFUSE_VULKAN_BLOCK", in: 1...32) { configuration.registerBlock = block }
+            configuration.vec4Block = TuningEnvironment.value("LORAFUSE_VULKAN_VEC4_BLOCK") { text -> Block? in
+                let parts = text.split(separator: "x", omittingEmptySubsequences: false).map { Int($0) }
+                guard parts.count == 2, let rows = parts[0], let columns = parts[1], (1...32).contains(rows), (1...32).contains(columns) else { return nil }
+                return Block(rows: rows, columns: columns)
+            }
+            if let queries = TuningEnvironment.integer("LORAFUSE_VULKAN_ATTENTION_QUERIES", in: 1...24) { configuration.attentionQueries = queries }
+            configuration.tracePipelines = TuningEnvironment.flag("LORAFUSE_VULKAN_TRACE") ?? false
+            if let ops = TuningEnvironment.value("LORAFUSE_VULKAN_DISABLE_OPS", { text -> Set<OpKind>? in
+                var kinds = Set<OpKind>()
+                for name in text.split(separator: ",") {
+                    guard let kind = OpKind(rawValue: name.trimmingCharacters(in: .whitespaces)) else { return nil }
+                    kinds.insert(kind)
+                }
+                return kinds
+            }) {
+                configuration.disabledOps = ops
+            }
+            return configuration
+        }
+    }
+
     public let name = "vulkan"
     public let device: DeviceInfo
-    public let capabilities = BackendCapabilities(ops: Set(OpKind.allCases), weightTypes: DType.matrixTypes)
-    public let matmulVariant: MatmulVariant
+    public let configuration: Configuration
+    public var capabilities: BackendCapabilities {
+        BackendCapabilities(ops: Set(OpKind.allCases).subtracting(configuration.disabledOps), weightTypes: DType.matrixTypes)
+    }
+    public var matmulVariant: MatmulVariant { configuration.matmulVariant }
     let context: VulkanDevice
     private let lock = NSLock()
     /// Weights uploaded once, keyed by the bytes they came from.
@@ -51,28 +127,32 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
         let byteCount: Int
     }
 
-    /// `forceStaging` moves data through staging buffers and recorded copies even on
-    /// unified memory, as on a discrete GPU, so that path is tested on lavapipe too.
-    /// `bindingLimit` lowers the bytes one binding may span below maxStorageBufferRange
-    /// (tests use it to run the splitting paths on small tensors).
-    public init(deviceIndex: Int = 0, matmulVariant: MatmulVariant = .automatic, forceStaging: Bool = false,
-                bindingLimit: Int? = nil) throws {
+    public init(deviceIndex: Int = 0, configuration: Configuration = .fromEnvironment) throws {
         let instance = VulkanInstance.shared
         if let failure = instance.failure { throw BackendError.unavailable(name: "vulkan", reason: failure) }
         guard instance.physicalDevices.indices.contains(deviceIndex) else {
             throw BackendError.noSuchDevice(backend: "vulkan", index: deviceIndex, count: instance.physicalDevices.count)
         }
         let physical = instance.physicalDevices[deviceIndex]
-        context = try VulkanDevice(instance: instance, physicalDevice: physical, forceStaging: forceStaging, bindingLimit: bindingLimit)
+        context = try VulkanDevice(instance: instance, physicalDevice: physical, forceStaging: configuration.forceStaging,
+                                   bindingLimit: configuration.bindingLimit, tracePipelines: configuration.tracePipelines)
         device = instance.describe(physical, index: deviceIndex)
-        self.matmulVariant = matmulVariant
+        self.configuration = configuration
+    }
+
+    /// The default configuration with one setting changed, for tests and tools.
+    public convenience init(deviceIndex: Int = 0, matmulVariant: MatmulVariant = .automatic, forceStaging: Bool = false,
+                            bindingLimit: Int? = nil) throws {
+        var configuration = Configuration.fromEnvironment
+        configuration.matmulVariant = matmulVariant
+        configuration.forceStaging = forceStaging
+        configuration.bindingLimit = bindingLimit
+        try self.init(deviceIndex: deviceIndex, configuration: configuration)
     }
 
     /// The variant `automatic` resolves to on this device.
     public var effectiveMatmulVariant: MatmulVariant {
         if matmulVariant != .automatic { return matmulVariant }
-        let chosen = TuningEnvironment.value("LORAFUSE_VULKAN_MATMUL") { MatmulVariant(rawValue: $0).flatMap { $0 == .automatic ? nil : $0 } }
-        if let chosen { return chosen }
         return context.isCPUDevice ? .texel : .tiled
     }
 

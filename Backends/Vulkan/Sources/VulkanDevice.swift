@@ -97,7 +97,9 @@ final class VulkanDevice {
     /// The device's memory types, read once.
     let memoryTypes: [VkMemoryType]
 
-    init(instance: VulkanInstance, physicalDevice: VkPhysicalDevice, forceStaging: Bool = false, bindingLimit: Int? = nil) throws {
+    init(instance: VulkanInstance, physicalDevice: VkPhysicalDevice, forceStaging: Bool = false, bindingLimit: Int? = nil,
+         tracePipelines: Bool = false) throws {
+        self.tracePipelines = tracePipelines
         var functions = instance.functions
         self.physicalDevice = physicalDevice
         var properties = VkPhysicalDeviceProperties()
@@ -205,7 +207,7 @@ final class VulkanDevice {
         let created = try VulkanPipeline(device: self, name: name, bindings: bindings, specialization: specialization,
                                          texelBindings: texelBindings)
         pipelines[key] = created
-        if Self.tracePipelines {
+        if tracePipelines {
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
             FileHandle.standardError.write(Data(String(format: "vulkan: pipeline %@ built in %.3f s\n", key, seconds).utf8))
         }
@@ -213,7 +215,7 @@ final class VulkanDevice {
     }
 
     /// `LORAFUSE_VULKAN_TRACE=1` reports each pipeline build (they are slow on lavapipe).
-    static let tracePipelines = TuningEnvironment.flag("LORAFUSE_VULKAN_TRACE") ?? false
+    let tracePipelines: Bool
 }
 
 #endif

@@ -21,11 +21,10 @@ struct VulkanGraphExecution {
     }
 
     func run() throws -> ExecutionResult {
-        try checkSupport()
+        try checkEmbeddingIds()
         // One scratch buffer; values share bytes once their last reader has run (the
         // barrier after every dispatch orders the reuse).
         let plan = MemoryPlan(graph: graph, alignment: device.storageAlignment, keepAll: options.keepIntermediates)
-        try checkBindingLimits()
         let scratch = try VulkanBuffer(device: device, size: max(plan.totalBytes, 16), hostVisible: false)
         var ranges = [VulkanRange?](repeating: nil, count: graph.nodes.count)
         var uploads: [(HostTensor, VulkanRange)] = []
@@ -73,7 +72,8 @@ struct VulkanGraphExecution {
             for (tensor, range) in uploads { try backend.writeHost(tensor, to: range) }
         }
 
-        let kernels = VulkanKernels(device: device, recorder: recorder, matmulVariant: backend.effectiveMatmulVariant)
+        let kernels = VulkanKernels(device: device, recorder: recorder, matmulVariant: backend.effectiveMatmulVariant,
+                                    configuration: backend.configuration)
         for node in graph.nodes {
             let operands = node.inputs.map { (ranges[$0]!, graph.nodes[$0].type) }
             try kernels.record(node, operands: operands, output: ranges[node.id]!)
@@ -140,85 +140,85 @@ struct VulkanGraphExecution {
         }
     }
 
-    /// Matmul, the LoRA ops and embedding tables split their operands into windows; any other op touching a tensor past
-    /// maxStorageBufferRange is refused up front with the node, the op and the sizes.
-    private func checkBindingLimits() throws {
-        let limit = device.bindingLimit
+    /// Embedding ids are read on the host (a kernel cannot report an id past its table).
+    private func checkEmbeddingIds() throws {
         for node in graph.nodes {
-            let splits: Bool
-            switch node.op {
-            case .matmul, .lowRankUpdate, .topKAbsSum, .lowRankTopKAbsSum, .reshape, .input, .parameter: splits = true
-            case .embedding:
-                // The table is gathered in windows; the ids and the output must fit.
-                splits = true
-                if let large = [node.id, node.inputs[1]].first(where: { graph.nodes[$0].type.byteCount > limit }) {
-                    throw BackendError.outOfMemory(backend: "vulkan", bytes: graph.nodes[large].type.byteCount, reason:
-                        "node %\(node.id) embedding: \(graph.nodes[large].type) is past this device's maxStorageBufferRange of \(limit) bytes")
-                }
-            default: splits = false
+            guard case .embedding = node.op else { continue }
+            let idsNode = graph.nodes[node.inputs[1]]
+            let ids: HostTensor
+            switch idsNode.op {
+            case let .input(name): ids = inputs[name]!
+            default: ids = graph.parameters[idsNode.id]!
             }
-            if splits { continue }
-            let touched = [node.id] + node.inputs
-            if let large = touched.first(where: { graph.nodes[$0].type.byteCount > limit }) {
-                let type = graph.nodes[large].type
-                throw BackendError.outOfMemory(backend: "vulkan", bytes: type.byteCount, reason:
-                    "node %\(node.id) \(node.op.summary) touches \(type) (\(type.byteCount) bytes), past this device's maxStorageBufferRange of \(limit) bytes; only matmul, the LoRA ops and embedding tables split their operands so far")
+            let vocabulary = graph.nodes[node.inputs[0]].type.shape[0]
+            for (position, id) in ids.doubles().enumerated() where id < 0 || id >= Double(vocabulary) {
+                throw BackendError.deviceFailure(backend: "vulkan", reason:
+                    "node %\(node.id) embedding: id \(Int(id)) at position \(position) is outside the table of \(vocabulary) rows")
             }
         }
     }
+}
 
-    /// What this backend cannot run yet, reported before any work starts.
-    private func checkSupport() throws {
-        func unsupported(_ node: Node, _ why: String) -> BackendError {
-            .deviceFailure(backend: "vulkan", reason: "node %\(node.id) \(node.op.summary): \(why)")
+extension VulkanBackend {
+    /// What the kernels can run on this device: the op families not disabled, layout ops on
+    /// 4-byte types up to rank 6, matmul batches up to 3 axes, LoRA ranks up to the shared
+    /// memory a group holds, attention head dimensions the shared memory fits, casts from
+    /// the weight types, and tensors past maxStorageBufferRange only where a kernel splits
+    /// its operands into windows (matmul, the LoRA ops, embedding tables).
+    public func supports(_ node: Node, in graph: Graph) -> NodeSupport {
+        if configuration.disabledOps.contains(node.op.kind) {
+            return .unsupported(reason: "\(node.op.kind.rawValue) is disabled in this backend's configuration (LORAFUSE_VULKAN_DISABLE_OPS)")
         }
-        let sharedMemory = Int(device.limits.maxComputeSharedMemorySize)
-        for node in graph.nodes {
-            switch node.op {
-            case .permute, .slice, .concat:
-                guard node.type.dtype.byteSize == 4 else { throw unsupported(node, "layout ops on \(node.type.dtype.name) are not implemented (4-byte types only)") }
-                guard node.type.shape.rank <= 6 else { throw unsupported(node, "rank \(node.type.shape.rank) > 6") }
-            case .binary:
-                guard node.type.shape.rank <= 6 else { throw unsupported(node, "rank \(node.type.shape.rank) > 6") }
-            case .matmul:
-                guard node.type.shape.rank <= 5 else { throw unsupported(node, "more than 3 batch axes") }
-            case .lowRankUpdate:
-                let rank = graph.nodes[node.inputs[2]].type.shape[0]
-                guard rank <= VulkanKernels.lowRankSharedFloats else { throw unsupported(node, "LoRA rank \(rank) > \(VulkanKernels.lowRankSharedFloats)") }
-                let factorBytes = node.inputs[2...].map { graph.nodes[$0].type.byteCount }.max() ?? 0
-                guard factorBytes <= device.bindingLimit else {
-                    throw BackendError.outOfMemory(backend: "vulkan", bytes: factorBytes, reason:
-                        "node %\(node.id) \(node.op.summary): a LoRA factor is past this device's maxStorageBufferRange")
-                }
-            case .attention:
-                let headDim = node.type.shape[3]
-                guard 2 * 16 * headDim * 4 <= sharedMemory, headDim <= 256 else {
-                    throw unsupported(node, "head dimension \(headDim) needs more shared memory than the device has")
-                }
-            case .cast:
-                let source = graph.nodes[node.inputs[0]].type.dtype
-                guard DType.matrixTypes.union([.int32, .int64]).contains(source) else {
-                    throw unsupported(node, "casting from \(source.name) is not implemented")
-                }
-            case .embedding:
-                // Ids come from inputs or parameters: check them on the host, since a
-                // kernel cannot report an out-of-range id.
-                let idsNode = graph.nodes[node.inputs[1]]
-                let ids: HostTensor
-                switch idsNode.op {
-                case let .input(name): ids = inputs[name]!
-                case .parameter: ids = graph.parameters[idsNode.id]!
-                default: throw unsupported(node, "ids must be a graph input or parameter")
-                }
-                let vocabulary = node.inputs.first.map { graph.nodes[$0].type.shape[0] } ?? 0
-                for (position, id) in ids.doubles().enumerated() where id < 0 || id >= Double(vocabulary) {
-                    throw BackendError.deviceFailure(backend: "vulkan", reason:
-                        "node %\(node.id) embedding: id \(Int(id)) at position \(position) is outside the table of \(vocabulary) rows")
-                }
-            default:
-                break
+        let base = capabilitySupport(node)
+        guard base.isSupported else { return base }
+        let limit = context.bindingLimit
+        let sharedMemory = Int(context.limits.maxComputeSharedMemorySize)
+        func type(_ id: Int) -> TensorType { graph.nodes[id].type }
+        switch node.op {
+        case .permute, .slice, .concat:
+            guard node.type.dtype.byteSize == 4 else { return .unsupported(reason: "layout ops on \(node.type.dtype.name) are not implemented (4-byte types only)") }
+            guard node.type.shape.rank <= 6 else { return .unsupported(reason: "rank \(node.type.shape.rank) > 6") }
+        case .binary:
+            guard node.type.shape.rank <= 6 else { return .unsupported(reason: "rank \(node.type.shape.rank) > 6") }
+        case .matmul:
+            guard node.type.shape.rank <= 5 else { return .unsupported(reason: "more than 3 batch axes") }
+        case .lowRankUpdate:
+            let rank = type(node.inputs[2]).shape[0]
+            guard rank <= VulkanKernels.lowRankSharedFloats else { return .unsupported(reason: "LoRA rank \(rank) > \(VulkanKernels.lowRankSharedFloats)") }
+            let factorBytes = node.inputs[2...].map { type($0).byteCount }.max() ?? 0
+            guard factorBytes <= limit else {
+                return .unsupported(reason: "a LoRA factor of \(factorBytes) bytes is past this device's maxStorageBufferRange of \(limit) bytes")
             }
+        case .attention:
+            let headDim = node.type.shape[3]
+            guard 2 * 16 * headDim * 4 <= sharedMemory, headDim <= 256 else {
+                return .unsupported(reason: "head dimension \(headDim) needs more shared memory than the device has")
+            }
+        case .cast:
+            let source = type(node.inputs[0]).dtype
+            guard DType.matrixTypes.union([.int32, .int64]).contains(source) else {
+                return .unsupported(reason: "casting from \(source.name) is not implemented")
+            }
+        case .embedding:
+            switch graph.nodes[node.inputs[1]].op {
+            case .input, .parameter: break
+            default: return .unsupported(reason: "ids must be a graph input or parameter (they are range-checked on the host)")
+            }
+        default:
+            break
         }
+        // Tensors past one binding: matmul, the LoRA ops and embedding tables split their
+        // operands into windows; the embedding's ids and output must fit; nothing else splits.
+        let touched: [Int]
+        switch node.op {
+        case .matmul, .lowRankUpdate, .topKAbsSum, .lowRankTopKAbsSum, .reshape, .input, .parameter: touched = []
+        case .embedding: touched = [node.id, node.inputs[1]]
+        default: touched = [node.id] + node.inputs
+        }
+        if let large = touched.first(where: { type($0).byteCount > limit }) {
+            return .unsupported(reason: "\(type(large)) (\(type(large).byteCount) bytes) is past this device's maxStorageBufferRange of \(limit) bytes; only matmul, the LoRA ops and embedding tables split their operands so far")
+        }
+        return .supported
     }
 }
 

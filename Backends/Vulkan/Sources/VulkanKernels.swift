@@ -10,50 +10,18 @@ struct VulkanKernels {
     let recorder: VulkanCommandRecorder
     let matmulVariant: VulkanBackend.MatmulVariant
 
-    /// Outputs per invocation (each way) of the `registers` matmul (LORAFUSE_VULKAN_BLOCK to tune).
-    static let registerBlock: Int = {
-        if let value = TuningEnvironment.integer("LORAFUSE_VULKAN_BLOCK", in: 1...32) { return value }
-        return 12  // best of 8/12/16 on lavapipe (LLVM 15, AVX2), measured with `lorafuse profile matmul`
-    }()
+    let configuration: VulkanBackend.Configuration
 
     /// Rows × columns of outputs per invocation of the vec4 and texel matmuls for `m` rows
-    /// of A (LORAFUSE_VULKAN_VEC4_BLOCK=RxC overrides). Defaults measured on lavapipe
-    /// (LLVM 15, 2 cores) with `lorafuse profile matmul`, the blocks alternated run by run:
-    /// - storage-buffer loads: 12×12 (8 and 16 slower).
-    /// - texel fetches, m ≥ 1024: 32×16, about 1.1× 16×16 at 1024³ and at 4096×3072×3072
-    ///   and as fast or faster with F16 and BF16 weights. The 8 lanes of a subgroup share
-    ///   their rows, so a row of A is one cache line for all of them while each column of B
-    ///   is 8 lines: tall blocks beat wide ones (16×32 was slower; 24×24, 32×8, 32×12, 48×16
-    ///   and 64×8 no better than 32×16).
-    /// - texel fetches, fewer rows: every invocation computes all its rows (the last ones
-    ///   clamped), so a tall block wastes work. At N = 6144, K = 1024: 16×16 is fastest from
-    ///   about 12 to 512 rows (32×16 took 1.3–1.5× as long at 77, 1.2× at 300), 4×16 at 1 and 8
-    ///   rows (4.2 and 5.4 ms, against 7.1 and 6.5 for 16×16 and 11–18 for 32×16).
-    static func vec4Block(texel: Bool, rows m: Int) -> (rows: Int, columns: Int) {
-        if let vec4BlockOverride { return vec4BlockOverride }
-        guard texel else { return (registerBlock, registerBlock) }
+    /// of A (`Configuration.vec4Block` overrides). Defaults measured on lavapipe with
+    /// `lorafuse profile matmul` (the measurements are in docs/tuning-log.md): 12×12 for
+    /// storage-buffer loads; with texel fetches 32×16 from 1024 rows, 16×16 above 8 rows,
+    /// 4×16 for 1–8 rows (every invocation computes all its rows, so a tall block wastes work).
+    func vec4Block(texel: Bool, rows m: Int) -> (rows: Int, columns: Int) {
+        if let block = configuration.vec4Block { return (block.rows, block.columns) }
+        guard texel else { return (configuration.registerBlock, configuration.registerBlock) }
         return (m >= 1024 ? 32 : m > 8 ? 16 : 4, 16)
     }
-
-    /// LORAFUSE_VULKAN_VEC4_BLOCK=RxC, read once (like the other tuning variables).
-    static let vec4BlockOverride: (rows: Int, columns: Int)? = {
-        TuningEnvironment.value("LORAFUSE_VULKAN_VEC4_BLOCK") { text -> (rows: Int, columns: Int)? in
-            let parts = text.split(separator: "x", omittingEmptySubsequences: false).map { Int($0) }
-            guard parts.count == 2, let rows = parts[0], let columns = parts[1], (1...32).contains(rows), (1...32).contains(columns) else { return nil }
-            return (rows, columns)
-        }
-    }()
-
-    /// Query rows per invocation of the texel attention (LORAFUSE_VULKAN_ATTENTION_QUERIES to tune).
-    /// Measured on lavapipe (L=1024, 24 heads of 128): 8 → 18–21 GFLOP/s, 16 → 26, 12 and 24
-    /// slower; but LLVM compiles the fully unrolled 16-query pipeline in 113 s for head dim 128
-    /// (30 s for 8, once per machine: Mesa caches it on disk), so 8 stays the default.
-    static let attentionQueries: Int = {
-        if let value = TuningEnvironment.integer("LORAFUSE_VULKAN_ATTENTION_QUERIES", in: 1...24) {
-            return value
-        }
-        return 8
-    }()
 
     /// Dtype codes of common.glsl.
     static func code(_ dtype: DType) -> UInt32 {
@@ -238,7 +206,7 @@ struct VulkanKernels {
         // GPUs: flash attention with key/value tiles in shared memory.
         let registers = matmulVariant != .tiled && headDim % 4 == 0
         let texel = registers && matmulVariant == .texel
-        let queries = texel ? Self.attentionQueries : 8  // per invocation
+        let queries = texel ? configuration.attentionQueries : 8  // per invocation
         let queriesPerGroup = registers ? 64 * queries : 64
         let blocks = (queryLength + queriesPerGroup - 1) / queriesPerGroup
         var constants: [UInt32] = [UInt32(queryLength), UInt32(keyLength), UInt32(heads), scale.bitPattern, causal ? 1 : 0,
@@ -521,7 +489,7 @@ struct VulkanKernels {
         if matmulVariant != .tiled && call.aColumn == 1 && call.bRow == 1 && call.k % 4 == 0 && aligned4 {
             if matmulVariant == .texel, let (aView, aOffset) = texelWindow(call.windows.a, elementOffset: call.aOffset, elementSize: 4),
                let (bView, bOffset) = texelWindow(call.windows.b, elementOffset: call.bOffset, elementSize: weightType.byteSize) {
-                let block = Self.vec4Block(texel: true, rows: call.m)
+                let block = vec4Block(texel: true, rows: call.m)
                 var texel = call
                 texel.aOffset = aOffset
                 texel.bOffset = bOffset
@@ -531,13 +499,13 @@ struct VulkanKernels {
                                       texelFormats: [0: VK_FORMAT_R32G32B32A32_SFLOAT, 1: Self.texelFormat(weightType)])
                 return
             }
-            let block = Self.vec4Block(texel: false, rows: call.m)
+            let block = vec4Block(texel: false, rows: call.m)
             let pipeline = try device.pipeline("matmul_vec4_\(suffix)", bindings: 3, specialization: [UInt32(block.rows), UInt32(block.columns)])
             try recorder.dispatch(pipeline, buffers, constants: call.constants, groups: grid(block))
             return
         }
         let tiled = matmulVariant == .tiled
-        let block = tiled ? 8 : Self.registerBlock  // outputs per invocation in each direction (TM = TN)
+        let block = tiled ? 8 : configuration.registerBlock  // outputs per invocation in each direction (TM = TN)
         let pipeline = try device.pipeline(tiled ? "matmul_tiled_\(suffix)" : "matmul_\(suffix)", bindings: 3,
                                            specialization: [UInt32(block), UInt32(block)])
         try recorder.dispatch(pipeline, buffers, constants: call.constants, groups: grid((block, block)))

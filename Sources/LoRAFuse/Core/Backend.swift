@@ -27,6 +27,18 @@ public struct BackendCapabilities: Sendable, Hashable {
     }
 }
 
+/// Whether a backend can run one node of a graph, and if not, why.
+public enum NodeSupport: Sendable, Hashable {
+    case supported
+    case unsupported(reason: String)
+
+    public var isSupported: Bool { self == .supported }
+    public var reason: String? {
+        if case let .unsupported(reason) = self { return reason }
+        return nil
+    }
+}
+
 /// Whether a plugin can run here, and on what.
 public enum BackendAvailability: Sendable {
     case available([DeviceInfo])
@@ -57,6 +69,8 @@ public struct ExecutionResult: Sendable {
     public var intermediates: [Int: HostTensor] = [:]
     /// Seconds per node id when `recordTimings` was set.
     public var nodeSeconds: [Int: Double] = [:]
+    /// Where the nodes ran, when a `BackendScheduler` ran the graph.
+    public var schedule: ScheduleReport?
 
     public init(outputs: [HostTensor], intermediates: [Int: HostTensor] = [:], nodeSeconds: [Int: Double] = [:]) {
         self.outputs = outputs
@@ -82,6 +96,12 @@ public protocol Backend: AnyObject, Sendable {
     /// Copies a device buffer back to the host.
     func download(_ buffer: any BackendBuffer) throws -> HostTensor
 
+    /// Whether this backend can run `node` of `graph` (its op, dtypes, shapes and this
+    /// device's limits), decided before any work starts. `execute` refuses a graph with an
+    /// unsupported node; `BackendScheduler` sends such nodes to another backend instead.
+    /// Data-dependent checks (an embedding id past its table) stay in `execute`.
+    func supports(_ node: Node, in graph: Graph) -> NodeSupport
+
     /// Runs `graph` with its `.input` nodes bound to `inputs` by name.
     func execute(_ graph: Graph, inputs: [String: HostTensor], options: ExecutionOptions) throws -> ExecutionResult
 
@@ -98,22 +118,35 @@ extension Backend {
         try execute(graph, inputs: inputs, options: ExecutionOptions())
     }
 
-    /// Checks that every op of `graph` is supported and every input is bound with the
+    /// The default answer: the op family is in `capabilities` and weights are of a type its
+    /// kernels read.
+    public func supports(_ node: Node, in graph: Graph) -> NodeSupport {
+        capabilitySupport(node)
+    }
+
+    /// What `capabilities` alone says about `node`; backends with finer limits start here.
+    public func capabilitySupport(_ node: Node) -> NodeSupport {
+        guard capabilities.ops.contains(node.op.kind) else {
+            return .unsupported(reason: "no \(node.op.kind.rawValue) kernel")
+        }
+        if case .parameter = node.op, !capabilities.weightTypes.contains(node.type.dtype), !node.type.dtype.isInteger {
+            return .unsupported(reason: "its kernels cannot read \(node.type.dtype.name) weights")
+        }
+        return .supported
+    }
+
+    /// Checks that every node of `graph` is supported and every input is bound with the
     /// right type; backends call this before doing any work.
     public func validate(_ graph: Graph, inputs: [String: HostTensor]) throws(BackendError) {
         for node in graph.nodes {
-            guard capabilities.ops.contains(node.op.kind) else {
-                throw BackendError.unsupportedOp(backend: name, op: node.op.summary, node: node.id)
+            if case let .unsupported(reason) = supports(node, in: graph) {
+                throw BackendError.unsupportedOp(backend: name, op: node.op.summary, node: node.id, reason: reason)
             }
             switch node.op {
             case let .input(inputName):
                 guard let tensor = inputs[inputName] else { throw BackendError.missingInput(name: inputName, expected: node.type) }
                 guard tensor.type == node.type else {
                     throw BackendError.inputTypeMismatch(name: inputName, expected: node.type, actual: tensor.type)
-                }
-            case .parameter:
-                guard capabilities.weightTypes.contains(node.type.dtype) || node.type.dtype.isInteger else {
-                    throw BackendError.unsupportedDType(backend: name, dtype: node.type.dtype, node: node.id)
                 }
             default:
                 break
@@ -126,8 +159,7 @@ public enum BackendError: Error, Sendable, CustomStringConvertible, Equatable {
     case unknownBackend(name: String, known: [String])
     case unavailable(name: String, reason: String)
     case noSuchDevice(backend: String, index: Int, count: Int)
-    case unsupportedOp(backend: String, op: String, node: Int)
-    case unsupportedDType(backend: String, dtype: DType, node: Int)
+    case unsupportedOp(backend: String, op: String, node: Int, reason: String)
     case missingInput(name: String, expected: TensorType)
     case inputTypeMismatch(name: String, expected: TensorType, actual: TensorType)
     case outOfMemory(backend: String, bytes: Int, reason: String)
@@ -139,8 +171,7 @@ public enum BackendError: Error, Sendable, CustomStringConvertible, Equatable {
         case let .unknownBackend(name, known): "unknown backend '\(name)' (known: \(known.joined(separator: ", ")))"
         case let .unavailable(name, reason): "backend '\(name)' is unavailable: \(reason)"
         case let .noSuchDevice(backend, index, count): "backend '\(backend)' has no device \(index) (it has \(count))"
-        case let .unsupportedOp(backend, op, node): "backend '\(backend)' does not implement \(op) (node %\(node))"
-        case let .unsupportedDType(backend, dtype, node): "backend '\(backend)' cannot read \(dtype.name) weights (node %\(node))"
+        case let .unsupportedOp(backend, op, node, reason): "backend '\(backend)' cannot run node %\(node) \(op): \(reason)"
         case let .missingInput(name, expected): "input '\(name)' (\(expected)) was not given"
         case let .inputTypeMismatch(name, expected, actual): "input '\(name)' is \(actual), expected \(expected)"
         case let .outOfMemory(backend, bytes, reason): "backend '\(backend)' cannot allocate \(bytes) bytes: \(reason)"

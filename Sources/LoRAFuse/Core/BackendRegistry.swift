@@ -53,4 +53,16 @@ public final class BackendRegistry: Sendable {
             return try plugin.makeBackend(deviceIndex: deviceIndex)
         }
     }
+
+    /// The backend that runs every op, where a `BackendScheduler` sends what others cannot.
+    public static let fallbackName = "cpu"
+
+    /// Backend `name` behind a `BackendScheduler` that runs what it cannot on the CPU
+    /// backend (device 0); the CPU backend itself comes as it is. Commands and pipelines
+    /// use this; parity checks use `makeBackend` to see a backend's own answers.
+    public func makeScheduledBackend(named name: String, deviceIndex: Int = 0) throws -> any Backend {
+        let primary = try makeBackend(named: name, deviceIndex: deviceIndex)
+        guard name != Self.fallbackName else { return primary }
+        return BackendScheduler(primary: primary, fallback: try makeBackend(named: Self.fallbackName))
+    }
 }

@@ -49,6 +49,15 @@ public struct Graph: Sendable {
         return Tensor(id: id, type: type)
     }
 
+    /// Appends a copy of `node` of `source` (already checked there) reading `inputs`; a
+    /// parameter keeps its binding. Graph rewrites and the scheduler's partitions use it.
+    mutating func copy(_ node: Node, from source: Graph, inputs: [Tensor]) -> Tensor {
+        let tensor = append(node.op, inputs, node.type)
+        nodes[tensor.id].label = node.label
+        if case .parameter = node.op { parameters[tensor.id] = source.parameters[node.id] }
+        return tensor
+    }
+
     private func requireFloat32(_ tensor: Tensor, _ op: String, _ role: String) throws(GraphError) {
         guard tensor.dtype == .float32 else {
             throw GraphError(op: op, "\(role) must be F32, got \(tensor.type) (cast it first)")

@@ -1,0 +1,226 @@
+import Foundation
+
+/// Where the nodes of one execution ran: what a `BackendScheduler` decided, for reports.
+public struct ScheduleReport: Sendable, Hashable {
+    public struct Fallback: Sendable, Hashable {
+        /// The node's id in the graph that was given to `execute`.
+        public var node: Int
+        public var op: String
+        /// Why the primary backend refused it.
+        public var reason: String
+    }
+
+    /// Each partition in order: the backend that ran it and how many nodes it held.
+    public var partitions: [(backend: String, nodes: Int)] { zip(partitionBackends, partitionSizes).map { ($0, $1) } }
+    public var partitionBackends: [String] = []
+    public var partitionSizes: [Int] = []
+    /// Nodes the primary backend refused that ran on the fallback backend.
+    public var fallbacks: [Fallback] = []
+    /// Fused nodes the primary backend refused and ran as their primitive decomposition.
+    public var decomposed: [Fallback] = []
+    /// Bytes copied between the backends' partitions (through host memory).
+    public var transferredBytes = 0
+
+    public init() {}
+}
+
+/// Runs graphs on a primary backend and sends the nodes it cannot run elsewhere, the way
+/// ggml's `ggml_backend_sched` splits a graph between a GPU backend and the CPU:
+///
+/// 1. every node is offered to the primary backend (`supports(_:in:)`);
+/// 2. a fused node it refuses (the LoRA update, the AutoLoRA gates, the low-rank Top-K sum)
+///    is replaced by its `Decomposition` when the primary backend runs every node of it;
+/// 3. any other refused node goes to the fallback backend (normally the CPU backend, which
+///    runs every op);
+/// 4. the graph is cut into partitions of consecutive nodes on one backend; the values that
+///    cross a cut are copied through host memory.
+///
+/// A graph the primary backend runs whole is handed to it unchanged, so the scheduler costs
+/// nothing when no fallback is needed. It is itself a `Backend`: pipelines take it wherever
+/// they take a backend.
+public final class BackendScheduler: Backend, @unchecked Sendable {
+    public let primary: any Backend
+    public let fallback: any Backend
+
+    public var name: String { primary.name }
+    public var device: DeviceInfo { primary.device }
+    public var capabilities: BackendCapabilities {
+        BackendCapabilities(ops: primary.capabilities.ops.union(fallback.capabilities.ops),
+                            weightTypes: primary.capabilities.weightTypes.union(fallback.capabilities.weightTypes))
+    }
+
+    public init(primary: any Backend, fallback: any Backend) {
+        self.primary = primary
+        self.fallback = fallback
+    }
+
+    public func upload(_ tensor: HostTensor) throws -> any BackendBuffer { try primary.upload(tensor) }
+    public func download(_ buffer: any BackendBuffer) throws -> HostTensor { try primary.download(buffer) }
+    public func releaseWeights() {
+        primary.releaseWeights()
+        fallback.releaseWeights()
+    }
+
+    public func supports(_ node: Node, in graph: Graph) -> NodeSupport {
+        let own = primary.supports(node, in: graph)
+        if own.isSupported { return own }
+        return fallback.supports(node, in: graph)
+    }
+
+    /// How `graph` would run: the rewritten graph, where each of its nodes runs and the report.
+    public func plan(_ graph: Graph) throws -> Schedule {
+        try Schedule(graph: graph, primary: primary, fallback: fallback)
+    }
+
+    public func execute(_ graph: Graph, inputs: [String: HostTensor], options: ExecutionOptions) throws -> ExecutionResult {
+        let schedule = try plan(graph)
+        if schedule.runsWholeOnPrimary {
+            var result = try primary.execute(graph, inputs: inputs, options: options)
+            result.schedule = schedule.report
+            return result
+        }
+        return try schedule.run(inputs: inputs, options: options, original: graph)
+    }
+}
+
+/// A graph cut into partitions for a primary and a fallback backend (see `BackendScheduler`).
+public struct Schedule: @unchecked Sendable {
+    enum Placement { case free, primary, fallback }
+
+    /// The graph after decompositions; the partitions index into it.
+    public private(set) var graph: Graph
+    /// For each node of `graph`, the original node it computes (or helps compute).
+    private var origin: [Int] = []
+    /// For each original node, the node of `graph` holding its value.
+    private var representative: [Int] = []
+    private var placement: [Placement] = []
+    private var partitions: [(backend: any Backend, nodes: [Int])] = []
+    public private(set) var report = ScheduleReport()
+    private var rewritten = false
+
+    /// True when the primary backend runs the original graph as it is.
+    public var runsWholeOnPrimary: Bool { !rewritten && report.fallbacks.isEmpty }
+
+    init(graph original: Graph, primary: any Backend, fallback: any Backend) throws {
+        graph = Graph()
+        for node in original.nodes {
+            let mapped = node.inputs.map { Tensor(id: representative[$0], type: original.nodes[$0].type) }
+            let firstNew = graph.nodes.count
+            switch node.op {
+            case .input, .parameter:
+                _ = graph.copy(node, from: original, inputs: [])
+                placement.append(.free)
+            default:
+                let support = primary.supports(node, in: original)
+                if support.isSupported {
+                    _ = graph.copy(node, from: original, inputs: mapped)
+                    placement.append(.primary)
+                } else if Self.primaryRunsDecomposition(of: node, in: original, primary: primary),
+                          let _ = try Decomposition.expand(node, inputs: mapped, into: &graph) {
+                    rewritten = true
+                    report.decomposed.append(.init(node: node.id, op: node.op.summary, reason: support.reason ?? ""))
+                    placement += Array(repeating: .primary, count: graph.nodes.count - firstNew)
+                } else {
+                    if case let .unsupported(reason) = fallback.supports(node, in: original) {
+                        throw BackendError.unsupportedOp(backend: primary.name, op: node.op.summary, node: node.id,
+                                                         reason: "\(support.reason ?? ""); the \(fallback.name) fallback cannot run it either: \(reason)")
+                    }
+                    _ = graph.copy(node, from: original, inputs: mapped)
+                    placement.append(.fallback)
+                    report.fallbacks.append(.init(node: node.id, op: node.op.summary, reason: support.reason ?? ""))
+                }
+            }
+            origin += Array(repeating: node.id, count: graph.nodes.count - firstNew)
+            representative.append(graph.nodes.count - 1)
+        }
+        for output in original.outputs { graph.markOutput(Tensor(id: representative[output], type: original.nodes[output].type)) }
+
+        // Consecutive nodes on one backend form a partition; leaves join their readers'.
+        var current: Placement = .free
+        for id in graph.nodes.indices where placement[id] != .free {
+            if placement[id] != current {
+                partitions.append((placement[id] == .primary ? primary : fallback, []))
+                current = placement[id]
+            }
+            partitions[partitions.count - 1].nodes.append(id)
+        }
+        report.partitionBackends = partitions.map { $0.backend.name }
+        report.partitionSizes = partitions.map(\.nodes.count)
+    }
+
+    /// Whether the primary backend runs every node of `node`'s decomposition, tried on a
+    /// scratch graph whose leaves stand for the node's inputs.
+    private static func primaryRunsDecomposition(of node: Node, in original: Graph, primary: any Backend) -> Bool {
+        guard Decomposition.exists(for: node.op) else { return false }
+        var scratch = Graph()
+        let leaves = node.inputs.enumerated().map { index, id in scratch.input("operand\(index)", original.nodes[id].type.shape, original.nodes[id].type.dtype) }
+        guard (try? Decomposition.expand(node, inputs: leaves, into: &scratch)) != nil else { return false }
+        return scratch.nodes.dropFirst(leaves.count).allSatisfy { primary.supports($0, in: scratch).isSupported }
+    }
+
+    /// Name of the input that carries node `id`'s value into a later partition.
+    private static func carriedName(_ id: Int) -> String { "scheduled:%\(id)" }
+
+    func run(inputs: [String: HostTensor], options: ExecutionOptions, original: Graph) throws -> ExecutionResult {
+        // Which partition reads each value (to know what a partition must hand on).
+        var partitionOf = [Int](repeating: -1, count: graph.nodes.count)
+        for (index, partition) in partitions.enumerated() { for id in partition.nodes { partitionOf[id] = index } }
+        var neededLater = [Bool](repeating: false, count: graph.nodes.count)
+        for node in graph.nodes where partitionOf[node.id] >= 0 {
+            for input in node.inputs where partitionOf[input] >= 0 && partitionOf[input] != partitionOf[node.id] { neededLater[input] = true }
+        }
+        for output in graph.outputs { neededLater[output] = true }
+
+        var values: [Int: HostTensor] = [:]
+        var report = self.report
+        var result = ExecutionResult(outputs: [])
+        for partition in partitions {
+            var part = Graph()
+            var local: [Int: Tensor] = [:]
+            var partInputs: [String: HostTensor] = [:]
+            var returned: [Int] = []
+            for id in partition.nodes {
+                let node = graph.nodes[id]
+                for input in node.inputs where local[input] == nil {
+                    let leaf = graph.nodes[input]
+                    switch leaf.op {
+                    case let .input(name):
+                        local[input] = part.copy(leaf, from: graph, inputs: [])
+                        partInputs[name] = inputs[name]
+                    case .parameter:
+                        local[input] = part.copy(leaf, from: graph, inputs: [])
+                    default:
+                        guard let value = values[input] else { preconditionFailure("value %\(input) crosses partitions unset") }
+                        local[input] = part.input(Self.carriedName(input), leaf.type.shape, leaf.type.dtype)
+                        partInputs[Self.carriedName(input)] = value
+                        report.transferredBytes += value.byteCount
+                    }
+                }
+                local[id] = part.copy(node, from: graph, inputs: node.inputs.map { local[$0]! })
+                if neededLater[id] || options.keepIntermediates {
+                    part.markOutput(local[id]!)
+                    returned.append(id)
+                }
+            }
+            let partResult = try partition.backend.execute(part, inputs: partInputs, options: options)
+            for (id, value) in zip(returned, partResult.outputs) { values[id] = value }
+            for (id, tensor) in local {
+                if let seconds = partResult.nodeSeconds[tensor.id] { result.nodeSeconds[origin[id], default: 0] += seconds }
+            }
+        }
+
+        func value(_ id: Int) -> HostTensor {
+            if let value = values[id] { return value }
+            switch graph.nodes[id].op {
+            case let .input(name): return inputs[name]!
+            default: return graph.parameters[id]!
+            }
+        }
+        result.outputs = graph.outputs.map(value)
+        if options.keepIntermediates {
+            for node in original.nodes { result.intermediates[node.id] = value(representative[node.id]) }
+        }
+        result.schedule = report
+        return result
+    }
+}
