@@ -109,6 +109,34 @@ public final class CPUBackend: Backend, @unchecked Sendable {
 
     public func upload(_ tensor: HostTensor) throws -> any BackendBuffer { CPUBuffer(tensor) }
 
+    private let residency = NSLock()
+    private var residentBytes = 0
+
+    /// The CPU backend reads weights where they are (views of the memory-mapped files):
+    /// nothing is copied or allocated; the bytes are counted so `memory()` can report them.
+    public func makeResident(_ parts: [(set: WeightSet, handles: [WeightHandle])]) throws -> ResidentWeights {
+        let handles = parts.flatMap(\.handles)
+        let bytes = parts.reduce(0) { total, part in total + part.handles.reduce(0) { $0 + part.set.tensor($1).byteCount } }
+        residency.withLock { residentBytes += bytes }
+        return ResidentWeights(backend: name, sets: parts.map(\.set.name), handles: handles, byteCount: bytes, allocatedBytes: 0) { [weak self] in
+            guard let self else { return }
+            self.residency.withLock { self.residentBytes -= bytes }
+        }
+    }
+
+    /// Physical memory, MemAvailable from /proc/meminfo where there is one, and the weights
+    /// made resident (read in place, so none allocated).
+    public func memory() -> BackendMemory {
+        var free: Int?
+        if let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
+           let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
+           let kib = Int(line.split(separator: " ").dropFirst().first ?? "") {
+            free = kib * 1024
+        }
+        return BackendMemory(total: Int(ProcessInfo.processInfo.physicalMemory), free: free,
+                             residentWeightBytes: residency.withLock { residentBytes }, allocatedWeightBytes: 0)
+    }
+
     public func download(_ buffer: any BackendBuffer) throws -> HostTensor {
         guard let buffer = buffer as? CPUBuffer else { throw BackendError.foreignBuffer(backend: name) }
         return buffer.tensor
@@ -179,7 +207,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         case let .input(inputName):
             return CPUValue(inputs[inputName]!)
         case .parameter:
-            return CPUValue(graph.parameters[node.id]!)
+            return CPUValue(graph.weight(node.id))
         case let .matmul(transposeA, transposeB):
             let (value, out) = allocate(type)
             // A Linear's bias: its rows go into C first and the product accumulates on them

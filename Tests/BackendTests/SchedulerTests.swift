@@ -23,6 +23,8 @@ final class RefusingBackend: Backend, @unchecked Sendable {
     }
     func upload(_ tensor: HostTensor) throws -> any BackendBuffer { try inner.upload(tensor) }
     func download(_ buffer: any BackendBuffer) throws -> HostTensor { try inner.download(buffer) }
+    func makeResident(_ parts: [(set: WeightSet, handles: [WeightHandle])]) throws -> ResidentWeights { try inner.makeResident(parts) }
+    func memory() -> BackendMemory { inner.memory() }
     func execute(_ graph: Graph, inputs: [String: HostTensor], options: ExecutionOptions) throws -> ExecutionResult {
         try validate(graph, inputs: inputs)
         return try inner.execute(graph, inputs: inputs, options: options)

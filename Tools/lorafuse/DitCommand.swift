@@ -53,14 +53,20 @@ struct DitCommand: ParsableCommand {
         let (passes, mergeSeconds) = try loraOptions.transformers(flux, backend: backend)
         let graphs = try passes.map { try $0.graph(batch: prepared.batch, textLength: prepared.textLength, imageLength: prepared.imageLength) }
         let graph = graphs[0]
+        let weightSets = Array(Set(graphs.flatMap(\.allWeightSets))).sorted { $0.id.raw < $1.id.raw }
+        let resident = try backend.makeResident(weightSets)
+        defer { resident.release() }
         let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
+        var transientBytes = 0
         var best = Double.infinity
         var sample: HostTensor?
         for _ in 0..<max(1, repeatCount) {
             let start = DispatchTime.now().uptimeNanoseconds
             // Several passes (LoRA Composite): the prediction is their mean.
             let outputs = try graphs.map { graph in
-                let output = try backend.execute(graph, inputs: prepared.bindings).outputs[0]
+                let result = try backend.execute(graph, inputs: prepared.bindings)
+                transientBytes = max(transientBytes, result.transientWeightBytes)
+                let output = result.outputs[0]
                 try NonFiniteDiagnosis.check([output], stage: "the transformer", graph: graph, inputs: prepared.bindings, on: backend)
                 return output
             }
@@ -94,6 +100,20 @@ struct DitCommand: ParsableCommand {
         var fields: [String: Any] = ["command": "dit", "backend": backend.name, "device": backend.device.name,
                                      "seconds": best, "load_seconds": loadSeconds, "peak_rss_bytes": PeakMemory.residentBytes(),
                                      "batch": prepared.batch, "image_tokens": prepared.imageLength, "text_tokens": prepared.textLength]
+        // The weights: their bytes, what the backend holds and allocated for them, and what
+        // had to be copied in per forward (0 when all are resident).
+        let memory = backend.memory()
+        fields["weights"] = [
+            "bytes": weightSets.reduce(0) { $0 + $1.byteCount },
+            "sets": weightSets.map { ["name": $0.name, "tensors": $0.count, "bytes": $0.byteCount] as [String: Any] },
+            "resident_bytes": [backend.name: resident.byteCount],
+            "allocated_bytes": [backend.name: resident.allocatedBytes],
+            "transient_bytes_per_forward": transientBytes,
+        ] as [String: Any]
+        var device: [String: Any] = ["resident_weight_bytes": memory.residentWeightBytes]
+        if let total = memory.total { device["total_bytes"] = total }
+        if let free = memory.free { device["free_bytes"] = free }
+        fields["device_memory"] = device
         if !loraOptions.loras.isEmpty || loraOptions.fusion != nil {
             fields["loras"] = loraOptions.loras.count + (loraOptions.fusion == nil || loraOptions.fusion == "autolora" ? 0 : 2)
             fields["lora_mode"] = mergeSeconds == nil ? "hot" : "merged"

@@ -71,6 +71,8 @@ struct Timing {
 
 /// Runs `graph` once to warm up (pipelines, weight upload), then `repeats` times.
 func measure(_ backend: any Backend, _ graph: Graph, _ inputs: [String: HostTensor], node: Tensor, repeats: Int) throws -> Timing {
+    let resident = try backend.makeResident(weightsOf: graph)
+    defer { resident.release() }
     _ = try backend.execute(graph, inputs: inputs)
     var timing = Timing()
     for _ in 0..<max(1, repeats) {
@@ -168,6 +170,8 @@ struct ProfileAttentionCommand: ParsableCommand {
 /// The best (over repeats) total time of the compute nodes of `graph` (kernel timestamps on
 /// Vulkan, wall time per node on the CPU), after one warm-up run.
 func measureComputeNodes(_ backend: any Backend, _ graph: Graph, _ inputs: [String: HostTensor], repeats: Int) throws -> Double {
+    let resident = try backend.makeResident(weightsOf: graph)
+    defer { resident.release() }
     _ = try backend.execute(graph, inputs: inputs)
     var best = Double.infinity
     for _ in 0..<max(1, repeats) {

@@ -117,15 +117,20 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
     public var matmulVariant: MatmulVariant { configuration.matmulVariant }
     let context: VulkanDevice
     private let lock = NSLock()
-    /// Weights uploaded once, keyed by the bytes they came from.
-    private var weights: [WeightKey: VulkanRange] = [:]
-    private lazy var weightArena = VulkanArena(device: context, hostVisible: false, expectedBytes: 64 << 20)
-    private var retainedWeightStorage: [TensorStorage] = []
 
-    struct WeightKey: Hashable {
-        let address: UInt
-        let byteCount: Int
+    /// A resident weight: its device range, the arena that holds it, and how many
+    /// `ResidentWeights` hold it (it is dropped when the count reaches zero, and the arena's
+    /// memory is freed when none of its weights remain).
+    private final class ResidentWeight {
+        let range: VulkanRange
+        let arena: VulkanArena
+        var holders = 0
+        init(range: VulkanRange, arena: VulkanArena) {
+            self.range = range
+            self.arena = arena
+        }
     }
+    private var resident: [WeightHandle: ResidentWeight] = [:]
 
     public init(deviceIndex: Int = 0, configuration: Configuration = .fromEnvironment) throws {
         let instance = VulkanInstance.shared
@@ -207,25 +212,62 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
         }
     }
 
-    /// The device copy of a weight, uploading it the first time it is seen (call with the lock held).
-    func residentWeight(_ tensor: HostTensor) throws -> VulkanRange {
-        let key = WeightKey(address: UInt(bitPattern: tensor.storage.baseAddress + tensor.byteOffset), byteCount: tensor.byteCount)
-        if let cached = weights[key] { return cached }
-        let range = try weightArena.allocate(tensor.byteCount)
-        try writeHost(tensor, to: range)
-        weights[key] = range
-        // Keep the source alive so its address cannot be reused by another weight.
-        retainedWeightStorage.append(tensor.storage)
-        return range
-    }
+    // MARK: Weights
 
-    public func releaseWeights() {
-        lock.withLock {
-            weights.removeAll()
-            retainedWeightStorage.removeAll()
-            weightArena = VulkanArena(device: context, hostVisible: false, expectedBytes: 64 << 20)
+    /// Uploads the weights not yet resident into one arena (allocated before anything is
+    /// written: a set that does not fit fails whole, with nothing left behind).
+    public func makeResident(_ parts: [(set: WeightSet, handles: [WeightHandle])]) throws -> ResidentWeights {
+        try lock.withLock {
+            var handles: [WeightHandle] = []
+            var seen = Set<WeightHandle>()
+            var fresh: [(WeightHandle, HostTensor)] = []
+            var bytes = 0
+            for (set, list) in parts {
+                for handle in list where seen.insert(handle).inserted {
+                    let tensor = set.tensor(handle)
+                    handles.append(handle)
+                    bytes += tensor.byteCount
+                    if resident[handle] == nil { fresh.append((handle, tensor)) }
+                }
+            }
+            let alignment = context.storageAlignment
+            let expected = fresh.reduce(0) { $0 + ($1.1.byteCount + alignment - 1) / alignment * alignment }
+            let arena = VulkanArena(device: context, hostVisible: false, expectedBytes: expected)
+            let ranges = try fresh.map { try arena.allocate($0.1.byteCount) }
+            for ((_, tensor), range) in zip(fresh, ranges) { try writeHost(tensor, to: range) }
+            for ((handle, _), range) in zip(fresh, ranges) { resident[handle] = ResidentWeight(range: range, arena: arena) }
+            for handle in handles { resident[handle]!.holders += 1 }
+            let allocated = ranges.reduce(0) { $0 + $1.size }
+            return ResidentWeights(backend: name, sets: parts.map(\.set.name), handles: handles, byteCount: bytes,
+                                   allocatedBytes: allocated) { [weak self] in self?.drop(handles) }
         }
     }
+
+    private func drop(_ handles: [WeightHandle]) {
+        lock.withLock {
+            for handle in handles {
+                guard let entry = resident[handle] else { continue }
+                entry.holders -= 1
+                if entry.holders == 0 { resident[handle] = nil }
+            }
+        }
+    }
+
+    /// The device copy of a resident weight (call with the lock held).
+    func residentRange(_ handle: WeightHandle) -> VulkanRange? { resident[handle]?.range }
+
+    /// The device-local heaps, what VK_EXT_memory_budget says is free, and the weights held.
+    public func memory() -> BackendMemory {
+        let (total, free) = context.deviceLocalMemory()
+        let (bytes, allocated) = lock.withLock {
+            resident.values.reduce((0, 0)) { ($0.0 + $1.range.size, $0.1 + $1.range.size) }
+        }
+        return BackendMemory(total: total, free: free, residentWeightBytes: bytes, allocatedWeightBytes: allocated)
+    }
+
+    /// Bytes this process has allocated on the device (weights, activations, staging), now
+    /// and at most so far.
+    public var deviceAllocation: (current: Int, peak: Int) { context.allocation }
 
     // MARK: Execution
 

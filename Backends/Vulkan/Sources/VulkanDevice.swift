@@ -49,9 +49,11 @@ final class VulkanBuffer {
         self.buffer = buffer!
         self.memory = memory!
         self.mapped = pointer
+        device.accountAllocation(size)
     }
 
     deinit {
+        device.accountAllocation(-size)
         if mapped != nil { device.functions.vkUnmapMemory(device.device, memory) }
         device.functions.vkDestroyBuffer(device.device, buffer, nil)
         device.functions.vkFreeMemory(device.device, memory, nil)
@@ -169,6 +171,54 @@ final class VulkanDevice {
         pipelines.removeAll()
         functions.vkDestroyCommandPool(device, commandPool, nil)
         functions.vkDestroyDevice(device, nil)
+    }
+
+    private let allocationLock = NSLock()
+    private var allocated = 0, peakAllocated = 0
+
+    /// Counts this process's device allocations (buffers of every kind).
+    func accountAllocation(_ bytes: Int) {
+        allocationLock.withLock {
+            allocated += bytes
+            peakAllocated = max(peakAllocated, allocated)
+        }
+    }
+
+    /// Bytes this process has allocated on the device now, and the most it ever had.
+    var allocation: (current: Int, peak: Int) { allocationLock.withLock { (allocated, peakAllocated) } }
+
+    /// The device-local heaps' sizes and, where VK_EXT_memory_budget is offered, the bytes
+    /// still available in them (budget less usage, for every process).
+    func deviceLocalMemory() -> (total: Int, free: Int?) {
+        var functions = self.functions
+        var extensionCount: UInt32 = 0
+        _ = functions.vkEnumerateDeviceExtensionProperties(physicalDevice, nil, &extensionCount, nil)
+        var extensions = [VkExtensionProperties](repeating: VkExtensionProperties(), count: Int(extensionCount))
+        _ = functions.vkEnumerateDeviceExtensionProperties(physicalDevice, nil, &extensionCount, &extensions)
+        let hasBudget = extensions.contains { properties in
+            withUnsafeBytes(of: properties.extensionName) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) } == "VK_EXT_memory_budget"
+        }
+        var budget = VkPhysicalDeviceMemoryBudgetPropertiesEXT()
+        budget.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT
+        var properties = VkPhysicalDeviceMemoryProperties2()
+        properties.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_PROPERTIES_2
+        withUnsafeMutablePointer(to: &budget) { budgetPointer in
+            if hasBudget { properties.pNext = UnsafeMutableRawPointer(budgetPointer) }
+            functions.vkGetPhysicalDeviceMemoryProperties2(physicalDevice, &properties)
+            properties.pNext = nil
+        }
+        let memory = properties.memoryProperties
+        let heaps = withUnsafeBytes(of: memory.memoryHeaps) { raw in
+            (0..<Int(memory.memoryHeapCount)).map { raw.load(fromByteOffset: $0 * MemoryLayout<VkMemoryHeap>.stride, as: VkMemoryHeap.self) }
+        }
+        let budgets = withUnsafeBytes(of: budget.heapBudget) { Array($0.bindMemory(to: VkDeviceSize.self)) }
+        let usages = withUnsafeBytes(of: budget.heapUsage) { Array($0.bindMemory(to: VkDeviceSize.self)) }
+        var total = 0, free = 0
+        for (index, heap) in heaps.enumerated() where heap.flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT.rawValue != 0 {
+            total += Int(heap.size)
+            free += Int(budgets[index]) - min(Int(usages[index]), Int(budgets[index]))
+        }
+        return (total, hasBudget ? free : nil)
     }
 
     static func memoryTypes(_ properties: VkPhysicalDeviceMemoryProperties) -> [VkMemoryType] {

@@ -28,11 +28,23 @@ struct VulkanGraphExecution {
         let scratch = try VulkanBuffer(device: device, size: max(plan.totalBytes, 16), hostVisible: false)
         var ranges = [VulkanRange?](repeating: nil, count: graph.nodes.count)
         var uploads: [(HostTensor, VulkanRange)] = []
+        // Weights not made resident are copied in for this execution alone.
+        var transient: VulkanArena?
+        var transientBytes = 0
         for node in graph.nodes {
             let size = max(4, (node.type.byteCount + 3) & ~3)
             switch node.op {
             case .parameter:
-                ranges[node.id] = try backend.residentWeight(graph.parameters[node.id]!)
+                if let range = backend.residentRange(graph.parameters[node.id]!) {
+                    ranges[node.id] = range
+                } else {
+                    if transient == nil { transient = VulkanArena(device: device, hostVisible: false, expectedBytes: transientWeightEstimate()) }
+                    let weight = graph.weight(node.id)
+                    let range = try transient!.allocate(weight.byteCount)
+                    try backend.writeHost(weight, to: range)
+                    ranges[node.id] = range
+                    transientBytes += weight.byteCount
+                }
             case let .input(name):
                 let range = VulkanRange(buffer: scratch, offset: plan.offset(of: node.id)!, size: size)
                 ranges[node.id] = range
@@ -101,6 +113,7 @@ struct VulkanGraphExecution {
             return try backend.readHost(ranges[id]!, type: type)
         }
         var result = ExecutionResult(outputs: try graph.outputs.map(value))
+        result.transientWeightBytes = transientBytes
         if options.keepIntermediates {
             for node in graph.nodes { result.intermediates[node.id] = try value(node.id) }
         }
@@ -114,6 +127,13 @@ struct VulkanGraphExecution {
             }
         }
         return result
+    }
+
+    /// Bytes of the parameters that are not resident (sizes the transient arena).
+    private func transientWeightEstimate() -> Int {
+        graph.parameters.reduce(0) { total, entry in
+            backend.residentRange(entry.value) == nil ? total + graph.nodes[entry.key].type.byteCount + device.storageAlignment : total
+        }
     }
 
     private func dispatchEstimate() -> Int {
@@ -148,7 +168,7 @@ struct VulkanGraphExecution {
             let ids: HostTensor
             switch idsNode.op {
             case let .input(name): ids = inputs[name]!
-            default: ids = graph.parameters[idsNode.id]!
+            default: ids = graph.weight(idsNode.id)
             }
             let vocabulary = graph.nodes[node.inputs[0]].type.shape[0]
             for (position, id) in ids.doubles().enumerated() where id < 0 || id >= Double(vocabulary) {

@@ -71,6 +71,9 @@ public struct ExecutionResult: Sendable {
     public var nodeSeconds: [Int: Double] = [:]
     /// Where the nodes ran, when a `BackendScheduler` ran the graph.
     public var schedule: ScheduleReport?
+    /// Bytes of weights copied to the device for this execution alone (parameters that were
+    /// not resident); 0 on backends that read weights in place.
+    public var transientWeightBytes = 0
 
     public init(outputs: [HostTensor], intermediates: [Int: HostTensor] = [:], nodeSeconds: [Int: Double] = [:]) {
         self.outputs = outputs
@@ -105,14 +108,27 @@ public protocol Backend: AnyObject, Sendable {
     /// Runs `graph` with its `.input` nodes bound to `inputs` by name.
     func execute(_ graph: Graph, inputs: [String: HostTensor], options: ExecutionOptions) throws -> ExecutionResult
 
-    /// Forgets the weights kept on the device between executions (and the files they came
-    /// from), so a pipeline can drop one component before running the next.
-    func releaseWeights()
+    /// Makes weights resident on this backend: for each set, the given handles (a whole
+    /// model, or some of its blocks). Returns what holds them; they stay until it is
+    /// released or goes away. A graph's parameters that are not resident when it runs are
+    /// copied in for that execution alone (`ExecutionResult.transientWeightBytes`). The
+    /// CPU backend reads weights in place: nothing is copied and nothing is allocated.
+    func makeResident(_ parts: [(set: WeightSet, handles: [WeightHandle])]) throws -> ResidentWeights
+
+    /// The device's memory as the backend sees it.
+    func memory() -> BackendMemory
 }
 
 extension Backend {
-    /// Backends that read weights in place keep nothing to release.
-    public func releaseWeights() {}
+    /// Every weight of `sets`.
+    public func makeResident(_ sets: [WeightSet]) throws -> ResidentWeights {
+        try makeResident(sets.map { ($0, $0.handles) })
+    }
+
+    /// Every weight of the sets `graph` binds (its model's, its LoRAs', its constants).
+    public func makeResident(weightsOf graph: Graph) throws -> ResidentWeights {
+        try makeResident(graph.allWeightSets)
+    }
 
     public func execute(_ graph: Graph, inputs: [String: HostTensor]) throws -> ExecutionResult {
         try execute(graph, inputs: inputs, options: ExecutionOptions())

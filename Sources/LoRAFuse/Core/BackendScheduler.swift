@@ -56,10 +56,13 @@ public final class BackendScheduler: Backend, @unchecked Sendable {
 
     public func upload(_ tensor: HostTensor) throws -> any BackendBuffer { try primary.upload(tensor) }
     public func download(_ buffer: any BackendBuffer) throws -> HostTensor { try primary.download(buffer) }
-    public func releaseWeights() {
-        primary.releaseWeights()
-        fallback.releaseWeights()
+    /// Weights go to the primary backend; partitions on the fallback (the CPU backend)
+    /// read them in place.
+    public func makeResident(_ parts: [(set: WeightSet, handles: [WeightHandle])]) throws -> ResidentWeights {
+        try primary.makeResident(parts)
     }
+
+    public func memory() -> BackendMemory { primary.memory() }
 
     public func supports(_ node: Node, in graph: Graph) -> NodeSupport {
         let own = primary.supports(node, in: graph)
@@ -203,6 +206,7 @@ public struct Schedule: @unchecked Sendable {
                 }
             }
             let partResult = try partition.backend.execute(part, inputs: partInputs, options: options)
+            result.transientWeightBytes += partResult.transientWeightBytes
             for (id, value) in zip(returned, partResult.outputs) { values[id] = value }
             for (id, tensor) in local {
                 if let seconds = partResult.nodeSeconds[tensor.id] { result.nodeSeconds[origin[id], default: 0] += seconds }
@@ -213,7 +217,7 @@ public struct Schedule: @unchecked Sendable {
             if let value = values[id] { return value }
             switch graph.nodes[id].op {
             case let .input(name): return inputs[name]!
-            default: return graph.parameters[id]!
+            default: return graph.weight(id)
             }
         }
         result.outputs = graph.outputs.map(value)

@@ -21,8 +21,12 @@ public struct Node: Sendable, Hashable {
 /// it with the methods below, which check shapes as they go; backends execute it.
 public struct Graph: Sendable {
     public private(set) var nodes: [Node] = []
-    /// Weights bound to `.parameter` nodes, by node id.
-    public private(set) var parameters: [Int: HostTensor] = [:]
+    /// The weight each `.parameter` node reads, by node id.
+    public private(set) var parameters: [Int: WeightHandle] = [:]
+    /// The weight sets those handles belong to (the graph keeps them alive).
+    public private(set) var weightSets: [WeightSet.ID: WeightSet] = [:]
+    /// Weights built with the graph (RoPE tables, position ids), bound without a set.
+    private var constants: WeightSet?
     /// The nodes whose values an execution returns, in order.
     public private(set) var outputs: [Int] = []
 
@@ -54,7 +58,10 @@ public struct Graph: Sendable {
     mutating func copy(_ node: Node, from source: Graph, inputs: [Tensor]) -> Tensor {
         let tensor = append(node.op, inputs, node.type)
         nodes[tensor.id].label = node.label
-        if case .parameter = node.op { parameters[tensor.id] = source.parameters[node.id] }
+        if case .parameter = node.op, let handle = source.parameters[node.id] {
+            parameters[tensor.id] = handle
+            weightSets[handle.set] = source.weightSets[handle.set]
+        }
         return tensor
     }
 
@@ -70,10 +77,35 @@ public struct Graph: Sendable {
         append(.input(name: name), [], TensorType(shape, dtype))
     }
 
-    public mutating func parameter(_ name: String, _ value: HostTensor) -> Tensor {
-        let tensor = append(.parameter(name: name), [], value.type)
-        parameters[tensor.id] = value
+    /// A weight of `set` (a model's weights: see `WeightSet`), registered there under `name`.
+    /// Without a set it goes to the graph's own constants, a set made with the graph.
+    public mutating func parameter(_ name: String, _ value: HostTensor, in set: WeightSet? = nil) -> Tensor {
+        let owner: WeightSet
+        if let set {
+            owner = set
+        } else {
+            if constants == nil { constants = WeightSet(name: "graph constants") }
+            owner = constants!
+        }
+        return parameter(name, owner.register(name, value), in: owner)
+    }
+
+    private mutating func parameter(_ name: String, _ handle: WeightHandle, in set: WeightSet) -> Tensor {
+        let tensor = append(.parameter(name: name), [], set.tensor(handle).type)
+        parameters[tensor.id] = handle
+        weightSets[set.id] = set
         return tensor
+    }
+
+    /// The value of parameter node `id`.
+    public func weight(_ id: Int) -> HostTensor {
+        let handle = parameters[id]!
+        return weightSets[handle.set]!.tensor(handle)
+    }
+
+    /// The weight sets of this graph's parameters, in a stable order (its constants last).
+    public var allWeightSets: [WeightSet] {
+        weightSets.values.sorted { ($0 === constants ? 1 : 0, $0.id.raw) < ($1 === constants ? 1 : 0, $1.id.raw) }
     }
 
     // MARK: Linear algebra

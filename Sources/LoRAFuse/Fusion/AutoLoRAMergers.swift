@@ -21,6 +21,8 @@ public struct AutoLoRAMergers: Sendable {
     public let path: String
     /// By the first diffusers Linear of each merger.
     public let mergers: [String: Merger]
+    /// The mergers' parameters as graphs bind them.
+    public let weightSet = WeightSet(name: "AutoLoRA mergers")
 
     static let fields = ["weight_base", "weight_lora", "weight_cross", "weight_out", "bias",
                          "norm_base.weight", "norm_base.bias", "norm_lora.weight", "norm_lora.bias"]
@@ -104,6 +106,8 @@ public struct AutoLoRAFusion: Sendable {
 
     /// Per merger (by its first Linear), the factors of the LoRAs that touch it.
     public let factors: [String: GateFactors]
+    /// The factors as graphs bind them, one unit a backend makes resident.
+    public let weightSet = WeightSet(name: "AutoLoRA gate factors")
 
     public init(mergers: AutoLoRAMergers, adapters: [LoRAAdapter], config: FluxConfig) throws {
         guard (1...Graph.maximumGateInputs).contains(adapters.count) else {

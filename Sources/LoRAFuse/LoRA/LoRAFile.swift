@@ -50,6 +50,8 @@ public struct LoRAFile: Sendable {
     public let unmatchedKeys: [String]
     /// Where alpha came from: tensors, the file's metadata, or the rank (alpha = r).
     public let alphaSource: AlphaSource
+    /// The factors as graphs bind them, one unit a backend makes resident.
+    public let weightSet = WeightSet(name: "LoRA factors")
 
     public var moduleCount: Int { Set(modules.map(\.sourceModule)).count }
 

@@ -70,6 +70,10 @@ public struct FluxTextToImage {
         public var stepSeconds: [Double] = []
         public var decodeSeconds = 0.0
         public var conditioning: FluxTextEncoders.Conditioning?
+        /// Transformer graphs built (one per distinct key of `transformers`).
+        public var graphCount = 0
+        /// The most bytes of transformer weights (base, LoRAs, constants) resident at once.
+        public var residentWeightBytes = 0
     }
 
     public let settings: Settings
@@ -118,11 +122,11 @@ public struct FluxTextToImage {
             latents = generator.sample(latentCount)
         }
 
-        // 1. Text: encoders loaded, run, released.
+        // 1. Text: encoders loaded and run once (their weights are copied in for that run
+        // alone and dropped with their graphs).
         var start = DispatchTime.now().uptimeNanoseconds
         let conditioning = try encoders().encode(settings.prompt, maxSequenceLength: settings.maxSequenceLength, on: backend)
         var result = Result(latents: HostTensor(shape: [1], floats: [0]), decoded: HostTensor(shape: [1], floats: [0]), pixels: [])
-        backend.releaseWeights()  // the text encoders are done
         result.encodeSeconds = Self.seconds(since: start)
         result.conditioning = conditioning
         for (name, value) in [("encoder_hidden_states", conditioning.encoderHiddenStates), ("pooled_projections", conditioning.pooledProjections)]
@@ -140,7 +144,10 @@ public struct FluxTextToImage {
                                          config: settings.schedulerConfig)
         var packed = LatentPacking.pack(latents, channels: channels, height: latentHeight, width: latentWidth)
         let imageIds = LatentPacking.imageIds(height: latentHeight, width: latentWidth)
-        var graphs: (key: String, graphs: [Graph])?
+        // The graphs of the current key and the weights they hold on the backend: a new key's
+        // weights are made resident before the old ones are released, so the base model's
+        // stay while only the LoRA factors change.
+        var graphs: (key: String, graphs: [Graph], weights: ResidentWeights)?
         for step in 0..<settings.steps {
             start = DispatchTime.now().uptimeNanoseconds
             var tensors: [String: HostTensor] = [
@@ -154,7 +161,12 @@ public struct FluxTextToImage {
             let inputs = try FluxInputs(tensors, config: config)
             let (key, passes) = try transformers(step)
             if graphs?.key != key {
-                graphs = (key, try passes.map { try $0.graph(batch: 1, textLength: inputs.textLength, imageLength: tokens) })
+                let built = try passes.map { try $0.graph(batch: 1, textLength: inputs.textLength, imageLength: tokens) }
+                let weights = try backend.makeResident(Array(Set(built.flatMap(\.allWeightSets))).sorted { $0.id.raw < $1.id.raw })
+                graphs?.weights.release()
+                graphs = (key, built, weights)
+                result.graphCount += 1
+                result.residentWeightBytes = max(result.residentWeightBytes, weights.byteCount)
             }
             var velocity = [Float](repeating: 0, count: packed.count)
             for (pass, graph) in graphs!.graphs.enumerated() {
@@ -170,8 +182,8 @@ public struct FluxTextToImage {
             result.stepSeconds.append(seconds)
             progress?(step + 1, settings.steps, seconds)
         }
+        graphs?.weights.release()  // the transformer is done
         graphs = nil
-        backend.releaseWeights()  // the transformer is done
         latents = LatentPacking.unpack(packed, channels: channels, height: latentHeight, width: latentWidth)
         result.latents = HostTensor(shape: [1, channels, latentHeight, latentWidth], floats: latents)
 

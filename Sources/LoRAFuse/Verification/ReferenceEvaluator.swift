@@ -25,7 +25,7 @@ public enum ReferenceEvaluator {
             guard let tensor = inputs[name] else { throw BackendError.missingInput(name: name, expected: node.type) }
             return Value(shape: tensor.shape, values: tensor.doubles())
         case .parameter:
-            let tensor = graph.parameters[node.id]!
+            let tensor = graph.weight(node.id)
             return Value(shape: tensor.shape, values: tensor.doubles())
         case let .matmul(transposeA, transposeB):
             return matmul(x[0], x[1], transposeA: transposeA, transposeB: transposeB, outShape: shape)

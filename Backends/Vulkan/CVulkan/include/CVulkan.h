@@ -21,6 +21,8 @@
     X(vkGetPhysicalDeviceProperties2) \
     X(vkGetPhysicalDeviceQueueFamilyProperties) \
     X(vkGetPhysicalDeviceMemoryProperties) \
+    X(vkGetPhysicalDeviceMemoryProperties2) \
+    X(vkEnumerateDeviceExtensionProperties) \
     X(vkGetPhysicalDeviceFeatures2) \
     X(vkCreateDevice) \
     X(vkGetDeviceProcAddr)

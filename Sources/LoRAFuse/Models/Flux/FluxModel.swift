@@ -5,10 +5,13 @@ import Foundation
 public struct FluxModel: Sendable {
     public let config: FluxConfig
     public let weights: any FluxWeights
+    /// The weights its graphs bind, as one unit a backend makes resident (see `WeightSet`).
+    public let weightSet: WeightSet
 
     public init(config: FluxConfig, weights: any FluxWeights) {
         self.config = config
         self.weights = weights
+        self.weightSet = WeightSet(name: "transformer")
     }
 
     /// Loads a single BFL checkpoint file (ComfyUI's `model.diffusion_model.` prefix included,

@@ -21,9 +21,11 @@ public struct FluxTransformer {
     /// The graph for `batch` samples of `textLength` + `imageLength` tokens. Its inputs are
     /// `FluxInputs.bindings`; its one output is `sample`.
     public func graph(batch: Int, textLength: Int, imageLength: Int) throws -> Graph {
-        var loras: [String: [(adapter: Int, module: LoRAModule, scale: Float)]] = [:]
+        var loras: [String: [Builder.HotLoRA]] = [:]
         for (index, adapter) in adapters.enumerated() where adapter.scale != 0 {
-            for module in adapter.file.modules { loras[module.layer, default: []].append((index, module, adapter.scale * module.scale)) }
+            for module in adapter.file.modules {
+                loras[module.layer, default: []].append(.init(adapter: index, module: module, scale: adapter.scale * module.scale, set: adapter.file.weightSet))
+            }
         }
         var gates: [String: AutoLoRAMergers.Merger] = [:]
         var gated: [String: AutoLoRAFusion.GateFactors] = [:]
@@ -35,29 +37,44 @@ public struct FluxTransformer {
             for (offset, adapter) in autolora.adapters.enumerated() {
                 for module in adapter.file.modules where !covered.contains(module.layer) {
                     let scale = adapter.scale * AutoLoRAFusion.fileScale(module, in: adapter.file)
-                    if scale != 0 { loras[module.layer, default: []].append((adapters.count + offset, module, scale)) }
+                    if scale != 0 {
+                        loras[module.layer, default: []].append(.init(adapter: adapters.count + offset, module: module, scale: scale, set: adapter.file.weightSet))
+                    }
                 }
             }
         }
-        var builder = Builder(config: config, weights: model.weights, loras: loras, gates: gates, gated: gated, graph: Graph())
+        var builder = Builder(config: config, weights: model.weights, weightSet: model.weightSet, loras: loras, gates: gates, gated: gated,
+                              gateSets: autolora.map { ($0.mergers.weightSet, $0.weightSet) }, graph: Graph())
         let sample = try builder.forward(batch: batch, textLength: textLength, imageLength: imageLength)
         builder.graph.markOutput(sample)
         return builder.graph
     }
 
     struct Builder {
+        /// A LoRA applied hot on one Linear, and the weight set of the file it came from.
+        struct HotLoRA {
+            let adapter: Int
+            let module: LoRAModule
+            let scale: Float
+            let set: WeightSet
+        }
+
         let config: FluxConfig
         let weights: any FluxWeights
-        let loras: [String: [(adapter: Int, module: LoRAModule, scale: Float)]]
+        /// Where the model's weights are registered.
+        let weightSet: WeightSet
+        let loras: [String: [HotLoRA]]
         /// AutoLoRA mergers and the fused LoRA factors they gate, by the merger's first Linear.
         let gates: [String: AutoLoRAMergers.Merger]
         let gated: [String: AutoLoRAFusion.GateFactors]
+        /// The weight sets of the AutoLoRA mergers and of their gate factors.
+        let gateSets: (mergers: WeightSet, factors: WeightSet)?
         var graph: Graph
 
         /// A weight as a parameter node; vectors (biases, norm weights) are cast to F32 for
         /// element-wise ops, matrices stay in their stored type for the matmul kernels.
         mutating func weight(_ name: String, _ shape: Shape) throws -> Tensor {
-            let tensor = graph.parameter(name, try weights.tensor(name, shape: shape))
+            let tensor = graph.parameter(name, try weights.tensor(name, shape: shape), in: weightSet)
             return shape.rank == 1 ? try graph.cast(tensor, to: .float32) : tensor
         }
 
@@ -76,9 +93,10 @@ public struct FluxTransformer {
             let axis = x.shape.rank - 1
             let base = try fusedBase(x, names, inFeatures, outFeatures, axis: axis)
             // Every LoRA's rank-space activations in one matmul; the gate forms each dᵢ itself.
-            let lowRank = try graph.matmul(x, graph.parameter("\(merger.name).lora.down", factors.down), transposeB: true)
-            let gate = try graph.lowRankGate(base, parameters: graph.parameter("\(merger.name).merger", merger.parameters), lowRank: lowRank,
-                                             up: graph.parameter("\(merger.name).lora.up", factors.up), ranks: factors.ranks)
+            let lowRank = try graph.matmul(x, graph.parameter("\(merger.name).lora.down", factors.down, in: gateSets?.factors), transposeB: true)
+            let gate = try graph.lowRankGate(base, parameters: graph.parameter("\(merger.name).merger", merger.parameters, in: gateSets?.mergers),
+                                             lowRank: lowRank, up: graph.parameter("\(merger.name).lora.up", factors.up, in: gateSets?.factors),
+                                             ranks: factors.ranks)
             graph.label(gate, "\(merger.name) gate")
             var start = 0
             return try outFeatures.map { width in
@@ -93,8 +111,8 @@ public struct FluxTransformer {
             let weightParts = try zip(names, outFeatures).map { try weights.tensor("\($0).weight", shape: [$1, inFeatures]) }
             let biasParts = try zip(names, outFeatures).map { try weights.tensor("\($0).bias", shape: [$1]) }
             if names.count > 1, let weight = Self.joined(weightParts), let bias = Self.joined(biasParts) {
-                let y = try graph.linear(x, weight: graph.parameter(names.joined(separator: "+") + ".weight", weight),
-                                         bias: graph.cast(graph.parameter(names.joined(separator: "+") + ".bias", bias), to: .float32))
+                let y = try graph.linear(x, weight: graph.parameter(names.joined(separator: "+") + ".weight", weight, in: weightSet),
+                                         bias: graph.cast(graph.parameter(names.joined(separator: "+") + ".bias", bias, in: weightSet), to: .float32))
                 graph.label(y, names.joined(separator: "+"))
                 return y
             }
@@ -126,11 +144,11 @@ public struct FluxTransformer {
         /// `x · Wᵀ + b` with the hot LoRAs of `name` beside it.
         mutating func hotLinear(_ x: Tensor, _ name: String, _ inFeatures: Int, _ outFeatures: Int) throws -> Tensor {
             var y = try baseLinear(x, name, inFeatures, outFeatures)
-            for (adapter, module, scale) in loras[name] ?? [] {
-                let down = graph.parameter("lora\(adapter).\(name).down", module.down)
-                let up = graph.parameter("lora\(adapter).\(name).up", module.up)
-                y = try graph.lowRankUpdate(y, input: x, down: down, up: up, scale: scale)
-                graph.label(y, "\(name) + lora \(adapter)")
+            for lora in loras[name] ?? [] {
+                let down = graph.parameter("lora\(lora.adapter).\(name).down", lora.module.down, in: lora.set)
+                let up = graph.parameter("lora\(lora.adapter).\(name).up", lora.module.up, in: lora.set)
+                y = try graph.lowRankUpdate(y, input: x, down: down, up: up, scale: lora.scale)
+                graph.label(y, "\(name) + lora \(lora.adapter)")
             }
             return y
         }

@@ -50,6 +50,8 @@ public struct CLIPTextConfig: Sendable, Equatable {
 public struct CLIPTextEncoder: Sendable {
     public let config: CLIPTextConfig
     let weights: TextEncoderWeights
+    /// Its weights as graphs bind them, one unit a backend makes resident.
+    public let weightSet = WeightSet(name: "CLIP text encoder")
     public var description: String { weights.source.description }
 
     /// A transformers folder (`config.json`, `model*.safetensors`), a diffusers pipeline
@@ -118,7 +120,9 @@ public struct CLIPTextEncoder: Sendable {
         let weights = self.weights
         let weight: CLIPLayerBuilder.Weight = { graph, name, shape in
             let value = try weights.tensor(name, shape: shape)
-            return graph.parameter(name, shape.rank == 1 ? value.converted(to: .float32) : value)
+            // Matrices are views of the checkpoint (the model's weight set); vectors are
+            // widened copies, constants of this graph.
+            return shape.rank == 1 ? graph.parameter(name, value.converted(to: .float32)) : graph.parameter(name, value, in: weightSet)
         }
         let ids = graph.input("input_ids", [batch, length], .int64)
         let tokens = try graph.embedding(table: weight(&graph, "embeddings.token_embedding.weight", [c.vocabSize, d]), ids: ids)

@@ -65,6 +65,8 @@ public struct T5EncoderConfig: Sendable, Equatable {
 public struct T5Encoder: Sendable {
     public let config: T5EncoderConfig
     let weights: TextEncoderWeights
+    /// Its weights as graphs bind them, one unit a backend makes resident.
+    public let weightSet = WeightSet(name: "T5 encoder")
     public var description: String { weights.source.description }
 
     /// A transformers folder (`config.json`, `model*.safetensors`), a diffusers pipeline
@@ -136,7 +138,9 @@ public struct T5Encoder: Sendable {
         let c = config, d = c.modelDim, inner = c.innerDim
         func weight(_ name: String, _ shape: Shape) throws -> Tensor {
             let value = try weights.tensor(name, shape: shape)
-            return graph.parameter(name, shape.rank == 1 ? value.converted(to: .float32) : value)
+            // Matrices are views of the checkpoint (the model's weight set); vectors are
+            // widened copies, constants of this graph.
+            return shape.rank == 1 ? graph.parameter(name, value.converted(to: .float32)) : graph.parameter(name, value, in: weightSet)
         }
         func linear(_ x: Tensor, _ name: String, _ inFeatures: Int, _ outFeatures: Int) throws -> Tensor {
             try graph.linear(x, weight: weight("\(name).weight", [outFeatures, inFeatures]))

@@ -55,6 +55,8 @@ public struct VAEConfig: Sendable, Equatable {
 public struct VAEDecoder: Sendable {
     public let config: VAEConfig
     let weights: VAEWeights
+    /// Its weights as graphs bind them, one unit a backend makes resident.
+    public let weightSet = WeightSet(name: "VAE decoder")
     public var description: String { weights.source.description }
 
     /// A diffusers `vae/` folder (or a pipeline folder holding one), or a single file with
@@ -102,7 +104,7 @@ public struct VAEDecoder: Sendable {
 
     /// The decoder for `batch` latents of `height` × `width`: input `latents`, output `image`.
     public func graph(batch: Int, height: Int, width: Int) throws -> Graph {
-        var builder = Builder(config: config, weights: weights, graph: Graph())
+        var builder = Builder(config: config, weights: weights, weightSet: weightSet, graph: Graph())
         let latents = builder.graph.input("latents", [batch, config.latentChannels, height, width])
         let image = try builder.decode(latents)
         builder.graph.label(image, "image")
@@ -117,10 +119,18 @@ public struct VAEDecoder: Sendable {
     /// joined. Memory then follows the tile, not the image.
     public func decode(_ latents: HostTensor, tileSize: Int? = nil, on backend: any Backend) throws -> HostTensor {
         let (batch, channels, height, width) = (latents.shape[0], latents.shape[1], latents.shape[2], latents.shape[3])
+        // Tiles of a few shapes, each shape's graph built once; the weights stay resident on
+        // the backend until the image is decoded.
         var graphs: [String: Graph] = [:]
+        var resident: [ResidentWeights] = []
+        defer { resident.forEach { $0.release() } }
         func run(_ input: HostTensor) throws -> HostTensor {
             let key = "\(input.shape)"
-            if graphs[key] == nil { graphs[key] = try graph(batch: batch, height: input.shape[2], width: input.shape[3]) }
+            if graphs[key] == nil {
+                let built = try graph(batch: batch, height: input.shape[2], width: input.shape[3])
+                graphs[key] = built
+                resident.append(try backend.makeResident(weightsOf: built))
+            }
             return try backend.execute(graphs[key]!, inputs: ["latents": input]).outputs[0]
         }
         guard let tileSize, tileSize > 0 else { return try run(latents) }
@@ -195,11 +205,14 @@ public struct VAEDecoder: Sendable {
     struct Builder {
         let config: VAEConfig
         let weights: VAEWeights
+        let weightSet: WeightSet
         var graph: Graph
 
         mutating func parameter(_ name: String, _ shape: Shape) throws -> Tensor {
             let value = try weights.tensor(name, shape: shape)
-            return graph.parameter(name, shape.rank == 1 ? value.converted(to: .float32) : value)
+            // Matrices are views of the checkpoint (the model's weight set); vectors are
+            // widened copies, constants of this graph.
+            return shape.rank == 1 ? graph.parameter(name, value.converted(to: .float32)) : graph.parameter(name, value, in: weightSet)
         }
 
         mutating func conv(_ x: Tensor, _ name: String, _ outputs: Int, kernel: Int) throws -> Tensor {
