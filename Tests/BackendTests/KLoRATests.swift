@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import LoRAFuse
+import LoRAFuseCPU
 
 /// K-LoRA against the Python reference written from the paper's formulas
 /// (Tools/reference/make_klora_fixtures.py): per-unit statistics, γ, the choice at every
@@ -148,5 +149,42 @@ import LoRAFuse
         try Data("{".utf8).write(to: folder.appendingPathComponent(entries[0]))
         #expect(try planner.plan(content: content.file, style: style.file, config: model.config) == first)
         #expect(first.contentHash != first.styleHash)
+    }
+}
+
+/// The library's fusion plan: one key per distinct layer selection, so a K-LoRA run builds
+/// one graph per selection (not per step) and the LoRA factors stay resident between them.
+@Suite struct FusionPlanTests {
+    @Test(arguments: KLoRATests.pairs)
+    func kloraKeysFollowTheLayerSelection(_ pair: String) throws {
+        let (model, content, style, _) = try KLoRATests.load(pair)
+        let backend = CPUBackend()
+        let planner = try KLoRAPlanner(backend: backend, cacheFolder: nil).plan(content: content.file, style: style.file, config: model.config)
+        var fusion = LoRAFusion(method: .klora, content: content, style: style)
+        fusion.klora = KLoRAFusion(plan: planner, content: content, style: style)
+        let plan = try FusionPlan.pair(model: model, fusion: fusion, on: backend)
+        let steps = 40
+        var keys: [FusionPlan.StepKey] = []
+        var selections: [Set<String>] = []
+        for step in 0..<steps {
+            keys.append(plan.step(step, of: steps).key)
+            selections.append(Set(planner.units.filter { planner.usesContent($0, progress: Double(step) / Double(steps)) }.flatMap(\.layers)))
+        }
+        #expect(Set(selections).count > 1, "the pair must switch layers during the run")
+        #expect(Set(keys).count == Set(selections).count)
+        for i in 0..<steps { for j in 0..<steps { #expect((keys[i] == keys[j]) == (selections[i] == selections[j])) } }
+        // Restricted files share their parent's weight set: no new weights per selection.
+        let sets = Set((0..<steps).flatMap { plan.step($0, of: steps).passes.flatMap { $0.adapters.map(\.file.weightSet.id) } })
+        #expect(sets == [content.file.weightSet.id, style.file.weightSet.id])
+    }
+
+    /// Static plans have one key; a different scale is a different key.
+    @Test func staticPlansHaveOneKey() throws {
+        let (model, content, style, _) = try KLoRATests.load(KLoRATests.pairs[0])
+        let backend = CPUBackend()
+        let plan = try FusionPlan.plain(model: model, adapters: [content, style], on: backend)
+        #expect(plan.isStatic && plan.step(0, of: 4).key == plan.step(3, of: 4).key)
+        let other = try FusionPlan.plain(model: model, adapters: [content, LoRAAdapter(file: style.file, scale: style.scale * 2)], on: backend)
+        #expect(other.step(0, of: 4).key != plan.step(0, of: 4).key)
     }
 }

@@ -66,17 +66,14 @@ struct WorldGenerator {
         return try seeds.map { try image(content: content, style: style, plan: plan, seed: $0) }
     }
 
-    private func image(content: ToyWorld.Concept, style: ToyWorld.Concept, plan: LoRAOptions.Plan, seed: UInt64) throws -> [UInt8] {
+    private func image(content: ToyWorld.Concept, style: ToyWorld.Concept, plan: FusionPlan, seed: UInt64) throws -> [UInt8] {
         var settings = FluxTextToImage.Settings(prompt: world.prompt(content: content, style: style), width: world.width,
                                                 height: world.height, steps: world.steps)
         settings.seed = seed
         settings.maxSequenceLength = world.maxSequenceLength
         settings.schedulerConfig = schedulerConfig
-        let steps = world.steps
-        return try FluxTextToImage(settings: settings, backend: backend).run(
-            encoders: { encoders }, model: flux,
-            transformers: { step in (plan.isStatic ? "static" : "step \(step)", plan.passes(Double(step) / Double(steps), step)) },
-            vae: { decoder }).pixels
+        return try FluxTextToImage(settings: settings, backend: backend).run(encoders: { encoders }, model: flux, plan: plan,
+                                                                             vae: { decoder }).pixels
     }
 }
 

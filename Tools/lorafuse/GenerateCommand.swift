@@ -203,11 +203,7 @@ struct GenerateCommand: ParsableCommand {
                                           t5: part(parts.t5, "text_encoder_2"), t5Tokenizer: part(parts.t5Tokenizer, "tokenizer_2"),
                                           clipRules: parts.clipTokenizerRules)
             },
-            model: flux,
-            transformers: { step in
-                (plan.isStatic ? "static" : "step \(step)", plan.passes(Double(step) / Double(steps), step))
-            },
-            vae: { decoder },
+            model: flux, plan: plan, vae: { decoder },
             progress: reporter.report)
         reporter.finish()
 
@@ -240,6 +236,8 @@ struct GenerateCommand: ParsableCommand {
             if let fusion = loraOptions.fusion { fields["fusion"] = fusion }
             if !loraOptions.loras.isEmpty { fields["loras"] = loraOptions.loras }
             if let merge = plan.mergeSeconds { fields["merge_seconds"] = merge }
+            fields["graphs_built"] = result.graphCount
+            fields["resident_weight_bytes"] = result.residentWeightBytes
             if !retrieved.isEmpty { fields["retrieved"] = retrieved.map { ["name": $0.name, "similarity": Double($0.similarity)] as [String: Any] } }
             print(try JSONOutput.line(fields))
         } else {

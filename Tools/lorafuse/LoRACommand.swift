@@ -61,56 +61,33 @@ struct LoRAOptions: ParsableArguments {
         return LoRAAdapter(file: file, scale: scale)
     }
 
-    /// The forward passes to run at one point of a sampling run: one transformer each,
-    /// their outputs averaged (two for `--fusion composite`).
-    struct Plan {
-        /// Seconds spent merging LoRAs into the weights (`--merge`), if they were.
-        var mergeSeconds: Double?
-        /// The passes do not change from step to step.
-        var isStatic: Bool
-        var passes: (_ progress: Double, _ step: Int) -> [FluxTransformer]
-    }
-
-    /// Loads the LoRAs once (and plans K-LoRA, or merges), then gives the passes per step:
-    /// the LoRAs hot, merged on `backend`, or chosen by `--fusion` at each progress.
-    func plan(_ model: FluxModel, backend: any Backend) throws -> Plan {
+    /// Reads the options into the library's `FusionPlan`: the LoRAs hot, merged on
+    /// `backend`, AutoLoRA, or a content/style method chosen per step.
+    func plan(_ model: FluxModel, backend: any Backend) throws -> FusionPlan {
         let adapters = try loras.map { try load($0, model: model) }
         guard let fusion else {
             guard fusionWeights == nil else { throw ValidationError("--fusion-weights needs --fusion autolora") }
             guard content == nil, style == nil else { throw ValidationError("--content and --style need --fusion METHOD") }
-            let (passes, seconds) = try merged([adapters], model: model, backend: backend)
-            return Plan(mergeSeconds: seconds, isStatic: true, passes: { _, _ in passes })
+            return try FusionPlan.plain(model: model, adapters: adapters, merge: merge, on: backend)
         }
-        if fusion == "autolora" {
+        switch FusionKind(name: fusion) {
+        case nil:
+            throw ValidationError("unknown --fusion \(fusion) (one of: \(FusionKind.allNames.joined(separator: ", ")))")
+        case .autolora:
             guard let fusionWeights else { throw ValidationError("--fusion autolora needs --fusion-weights FILE") }
             guard content == nil, style == nil, !merge else {
                 throw ValidationError("--fusion autolora gates the --lora files: no --content, --style or --merge")
             }
-            let mergers = try AutoLoRAMergers.load(path: fusionWeights, config: model.config)
-            let pass = FluxTransformer(model: model, autolora: try AutoLoRAFusion(mergers: mergers, adapters: adapters, config: model.config))
-            return Plan(mergeSeconds: nil, isStatic: true, passes: { _, _ in [pass] })
+            return try FusionPlan.autolora(model: model, adapters: adapters, mergers: AutoLoRAMergers.load(path: fusionWeights, config: model.config))
+        case let .pair(method):
+            guard let content, let style else { throw ValidationError("--fusion \(fusion) needs --content FILE[:SCALE] and --style FILE[:SCALE]") }
+            guard !merge || method == .merge else { throw ValidationError("--merge only goes with --fusion merge (the others choose LoRAs per step)") }
+            var chosen = LoRAFusion(method: method, content: try load(content, model: model), style: try load(style, model: model))
+            chosen.switchEvery = switchEvery
+            chosen.fixedFraction = fixedFraction
+            chosen.seed = fusionSeed
+            return try FusionPlan.pair(model: model, fusion: chosen, adapters: adapters, merge: merge, klora: try klora.parameters(), on: backend)
         }
-        guard let method = FusionMethod(rawValue: fusion) else {
-            throw ValidationError("unknown --fusion \(fusion) (one of: \((FusionMethod.allCases.map(\.rawValue) + ["autolora"]).joined(separator: ", ")))")
-        }
-        guard let content, let style else { throw ValidationError("--fusion \(fusion) needs --content FILE[:SCALE] and --style FILE[:SCALE]") }
-        guard !merge || method == .merge else { throw ValidationError("--merge only goes with --fusion merge (the others choose LoRAs per step)") }
-        var chosen = LoRAFusion(method: method, content: try load(content, model: model), style: try load(style, model: model))
-        chosen.switchEvery = switchEvery
-        chosen.fixedFraction = fixedFraction
-        chosen.seed = fusionSeed
-        if method == .klora {
-            let plan = try KLoRAPlanner(backend: backend).plan(content: chosen.content.file, style: chosen.style.file, config: model.config)
-            chosen.klora = try klora.fusion(plan: plan, content: chosen.content, style: chosen.style)
-        }
-        if method == .merge {
-            let (passes, seconds) = try merged(chosen.passes(progress: 0, step: 0).map { adapters + $0 }, model: model, backend: backend)
-            return Plan(mergeSeconds: seconds, isStatic: true, passes: { _, _ in passes })
-        }
-        let fusionChoice = chosen
-        return Plan(mergeSeconds: nil, isStatic: false, passes: { progress, step in
-            fusionChoice.passes(progress: progress, step: step).map { FluxTransformer(model: model, adapters: adapters + $0) }
-        })
     }
 
     /// The passes at `--progress` of a `--steps` run (dit).
@@ -118,14 +95,7 @@ struct LoRAOptions: ParsableArguments {
         let progress = progress ?? 0  // both checked by validate()
         let steps = steps ?? 28
         let plan = try plan(model, backend: backend)
-        return (plan.passes(progress, Int((progress * Double(steps)).rounded())), plan.mergeSeconds)
-    }
-
-    private func merged(_ passes: [[LoRAAdapter]], model: FluxModel, backend: any Backend) throws -> (passes: [FluxTransformer], mergeSeconds: Double?) {
-        guard merge, passes.count == 1, !passes[0].isEmpty else { return (passes.map { FluxTransformer(model: model, adapters: $0) }, nil) }
-        let start = DispatchTime.now().uptimeNanoseconds
-        let merged = try model.merging(passes[0], on: backend)
-        return ([FluxTransformer(model: merged)], Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        return (plan.step(progress: progress, step: Int((progress * Double(steps)).rounded())).passes, plan.mergeSeconds)
     }
 }
 
@@ -157,12 +127,14 @@ struct KLoRASettings: ParsableArguments {
         return chosen
     }
 
+    /// α, β and the schedule, as `FusionPlan.pair` takes them.
+    func parameters() throws -> (alpha: Double, beta: Double, schedule: KLoRAPlan.Schedule) {
+        (alpha, beta, try chosenSchedule())
+    }
+
     func fusion(plan: KLoRAPlan, content: LoRAAdapter, style: LoRAAdapter) throws -> KLoRAFusion {
-        let chosen = try chosenSchedule()
         var fusion = KLoRAFusion(plan: plan, content: content, style: style)
-        fusion.alpha = alpha
-        fusion.beta = beta
-        fusion.schedule = chosen
+        (fusion.alpha, fusion.beta, fusion.schedule) = try parameters()
         return fusion
     }
 }

@@ -50,8 +50,19 @@ public struct LoRAFile: Sendable {
     public let unmatchedKeys: [String]
     /// Where alpha came from: tensors, the file's metadata, or the rank (alpha = r).
     public let alphaSource: AlphaSource
-    /// The factors as graphs bind them, one unit a backend makes resident.
-    public let weightSet = WeightSet(name: "LoRA factors")
+    /// The factors as graphs bind them, one unit a backend makes resident. Restricted
+    /// copies (`restricted(to:)`) share it, so choosing layers uploads nothing new.
+    public let weightSet: WeightSet
+
+    init(path: String, format: LoRAFormat, modules: [LoRAModule], unmatchedKeys: [String], alphaSource: AlphaSource,
+         weightSet: WeightSet? = nil) {
+        self.path = path
+        self.format = format
+        self.modules = modules
+        self.unmatchedKeys = unmatchedKeys
+        self.alphaSource = alphaSource
+        self.weightSet = weightSet ?? WeightSet(name: "LoRA \(URL(fileURLWithPath: path).lastPathComponent)")
+    }
 
     public var moduleCount: Int { Set(modules.map(\.sourceModule)).count }
 
@@ -68,7 +79,7 @@ extension LoRAFile {
     /// The same file restricted to `layers`.
     public func restricted(to layers: Set<String>) -> LoRAFile {
         LoRAFile(path: path, format: format, modules: modules.filter { layers.contains($0.layer) },
-                 unmatchedKeys: unmatchedKeys, alphaSource: alphaSource)
+                 unmatchedKeys: unmatchedKeys, alphaSource: alphaSource, weightSet: weightSet)
     }
 }
 

@@ -93,12 +93,23 @@ public struct FluxTextToImage {
         return (height / vae.upscale, width / vae.upscale)
     }
 
+    /// Runs the whole pipeline with `plan`'s passes at each step (progress = step / steps):
+    /// one set of graphs per distinct layer selection (`Result.graphCount`).
+    public func run(encoders: () throws -> FluxTextEncoders, model: FluxModel, plan: FusionPlan,
+                    vae: () throws -> VAEDecoder, progress: Progress? = nil) throws -> Result {
+        let steps = settings.steps
+        return try run(encoders: encoders, model: model, transformers: { step in
+            let chosen = plan.step(step, of: steps)
+            return (chosen.key, chosen.passes)
+        }, vae: vae, progress: progress)
+    }
+
     /// Runs the whole pipeline. `transformers(step)` gives the forward passes for a step (one
     /// transformer, or several whose predictions are averaged) and a key: steps with equal
     /// keys reuse the same graphs.
-    public func run(encoders: () throws -> FluxTextEncoders, model: FluxModel,
-                    transformers: (Int) throws -> (key: String, passes: [FluxTransformer]),
-                    vae loadVAE: () throws -> VAEDecoder, progress: Progress? = nil) throws -> Result {
+    public func run<Key: Hashable>(encoders: () throws -> FluxTextEncoders, model: FluxModel,
+                                   transformers: (Int) throws -> (key: Key, passes: [FluxTransformer]),
+                                   vae loadVAE: () throws -> VAEDecoder, progress: Progress? = nil) throws -> Result {
         let config = model.config
         try Self.check(width: settings.width, height: settings.height, steps: settings.steps, guidance: settings.guidance, limits: settings.limits)
         let vae = try loadVAE()
@@ -144,10 +155,11 @@ public struct FluxTextToImage {
                                          config: settings.schedulerConfig)
         var packed = LatentPacking.pack(latents, channels: channels, height: latentHeight, width: latentWidth)
         let imageIds = LatentPacking.imageIds(height: latentHeight, width: latentWidth)
-        // The graphs of the current key and the weights they hold on the backend: a new key's
-        // weights are made resident before the old ones are released, so the base model's
-        // stay while only the LoRA factors change.
-        var graphs: (key: String, graphs: [Graph], weights: ResidentWeights)?
+        // The graphs of each key met so far and the weights they hold on the backend (the
+        // base model's and the LoRA files' weights are shared between keys, so a new layer
+        // selection uploads nothing new); all released when sampling ends.
+        var built: [Key: (graphs: [Graph], weights: ResidentWeights)] = [:]
+        defer { built.values.forEach { $0.weights.release() } }
         for step in 0..<settings.steps {
             start = DispatchTime.now().uptimeNanoseconds
             var tensors: [String: HostTensor] = [
@@ -160,30 +172,30 @@ public struct FluxTextToImage {
             if config.guidanceEmbeds { tensors["guidance"] = HostTensor(shape: [1], dtype: .float64, values: [settings.guidance]) }
             let inputs = try FluxInputs(tensors, config: config)
             let (key, passes) = try transformers(step)
-            if graphs?.key != key {
-                let built = try passes.map { try $0.graph(batch: 1, textLength: inputs.textLength, imageLength: tokens) }
-                let weights = try backend.makeResident(Array(Set(built.flatMap(\.allWeightSets))).sorted { $0.id.raw < $1.id.raw })
-                graphs?.weights.release()
-                graphs = (key, built, weights)
+            if built[key] == nil {
+                let graphs = try passes.map { try $0.graph(batch: 1, textLength: inputs.textLength, imageLength: tokens) }
+                let weights = try backend.makeResident(Array(Set(graphs.flatMap(\.allWeightSets))).sorted { $0.id.raw < $1.id.raw })
+                built[key] = (graphs, weights)
                 result.graphCount += 1
                 result.residentWeightBytes = max(result.residentWeightBytes, weights.byteCount)
             }
+            let graphs = built[key]!.graphs
             var velocity = [Float](repeating: 0, count: packed.count)
-            for (pass, graph) in graphs!.graphs.enumerated() {
+            for (pass, graph) in graphs.enumerated() {
                 let output = try backend.execute(graph, inputs: inputs.bindings).outputs[0]
-                let which = graphs!.graphs.count > 1 ? " (pass \(pass + 1) of \(graphs!.graphs.count))" : ""
+                let which = graphs.count > 1 ? " (pass \(pass + 1) of \(graphs.count))" : ""
                 try NonFiniteDiagnosis.check([output], stage: "step \(step + 1) of \(settings.steps): the transformer\(which)",
                                              graph: graph, inputs: inputs.bindings, on: backend)
                 let values = output.floats()
-                for index in velocity.indices { velocity[index] += values[index] / Float(graphs!.graphs.count) }
+                for index in velocity.indices { velocity[index] += values[index] / Float(graphs.count) }
             }
             schedule.step(&packed, velocity: velocity, index: step)
             let seconds = Self.seconds(since: start)
             result.stepSeconds.append(seconds)
             progress?(step + 1, settings.steps, seconds)
         }
-        graphs?.weights.release()  // the transformer is done
-        graphs = nil
+        built.values.forEach { $0.weights.release() }  // the transformer is done
+        built = [:]
         latents = LatentPacking.unpack(packed, channels: channels, height: latentHeight, width: latentWidth)
         result.latents = HostTensor(shape: [1, channels, latentHeight, latentWidth], floats: latents)
 

@@ -1,7 +1,7 @@
 /// Builds the FLUX.1 transformer forward pass as a graph (diffusers `FluxTransformer2DModel`,
 /// `transformer_flux.py`): embeddings, double-stream blocks over [text, image], single-stream
 /// blocks over the joint sequence, final AdaLN and projection. Output `sample` [B, L, C].
-public struct FluxTransformer {
+public struct FluxTransformer: Sendable {
     public let model: FluxModel
     /// LoRAs applied hot: each Linear they touch adds `scale · (α/r) · B(A x)` beside the
     /// base matmul (one `lowRankUpdate` node per LoRA), base weights untouched. Change them
