@@ -88,7 +88,7 @@ let package = Package(
         // Runs the built `lorafuse` executable as a user would.
         .testTarget(
             name: "CLITests",
-            dependencies: ["lorafuse", "LoRAFuse"],
+            dependencies: ["lorafuse", "LoRAFuse", "LoRAFuseBackends"],
             path: "Tests/CLITests"
         ),
     ]

@@ -35,6 +35,11 @@ enum BackendsUnderTest {
         return backends
     }()
 
+    /// Whether the Vulkan-only tests run: where a Vulkan device is found, and always in CI
+    /// (where a missing device must fail them, not skip them). Elsewhere they are skipped,
+    /// and reported as skipped.
+    static let vulkanTestsEnabled: Bool = ProcessInfo.processInfo.environment["CI"] != nil || all.contains { $0.name == "vulkan" }
+
     static func label(_ backend: any Backend) -> String {
         if let cpu = backend as? CPUBackend { return cpu.usesBLAS ? "cpu+blas" : "cpu(\(cpu.kernelName))" }
         #if canImport(CVulkan)

@@ -26,8 +26,8 @@ extension OpCase: CustomTestStringConvertible {
     #if canImport(CVulkan)
     /// The storage-buffer register kernels (matmul and attention), which the texel kernels fall
     /// back to (and which no default variant picks), on every matmul and attention case.
-    @Test func storageBufferRegisterKernelsMatch() throws {
-        guard let vulkan = BackendsUnderTest.all.first(where: { $0 is VulkanBackend }) as? VulkanBackend else { return }
+    @Test(.enabled(if: BackendsUnderTest.vulkanTestsEnabled)) func storageBufferRegisterKernelsMatch() throws {
+        let vulkan = try #require(BackendsUnderTest.all.first(where: { $0 is VulkanBackend }) as? VulkanBackend)
         let registers = try VulkanBackend(deviceIndex: vulkan.device.index, matmulVariant: .registers)
         let cases = OpCaseCatalog.all().filter { $0.op == .matmul || $0.op == .attention }
         #expect(cases.filter { $0.op == .attention }.count >= 3)

@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import LoRAFuse
 
-/// `lorafuse dit`: one forward pass of the FLUX transformer (DESIGN.md "Contracts").
+/// `lorafuse dit`: one forward pass of the FLUX transformer (docs/contracts.md).
 struct DitCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dit",

@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import LoRAFuse
 
-/// `lorafuse encode`: a prompt through FLUX's CLIP-L and T5 (DESIGN.md "Contracts").
+/// `lorafuse encode`: a prompt through FLUX's CLIP-L and T5 (docs/contracts.md).
 struct EncodeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "encode",

@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import LoRAFuse
 
-/// `lorafuse generate`: prompt (+ LoRAs) to PNG with a FLUX pipeline (DESIGN.md "Contracts").
+/// `lorafuse generate`: prompt (+ LoRAs) to PNG with a FLUX pipeline (docs/contracts.md).
 struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate",

@@ -270,7 +270,7 @@ struct LoRAInspectCommand: ParsableCommand {
     }
 }
 
-/// `lorafuse lora embed`: the retriever's embedding of one LoRA (DESIGN.md "Contracts").
+/// `lorafuse lora embed`: the retriever's embedding of one LoRA (docs/contracts.md).
 struct LoRAEmbedCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "embed", abstract: "Embed a LoRA with AutoLoRA's weight encoder: `embedding` [D] float32.")

@@ -25,7 +25,7 @@ struct ParityCommand: ParsableCommand {
     @Option(name: .long, help: "Reference backend.")
     var against = "cpu"
 
-    @Option(name: .long, parsing: .unconditional, help: "Largest acceptable relative error (DESIGN.md: 1e-4 for F32).")
+    @Option(name: .long, parsing: .unconditional, help: "Largest acceptable relative error (docs/contracts.md: 1e-4 for F32).")
     var tolerance = 1e-4
 
     @Option(name: .long, help: "Print every node (all), only nodes over the tolerance (failures), or a summary.")

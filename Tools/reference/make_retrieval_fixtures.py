@@ -2,7 +2,7 @@
 
 The encoder (Tools/train/retriever_model.py) is written from the research code (`retriever.py` in lzws/AutoLoRA:
 LoRALayerBlock, LoRAEmbedder, LoRAEncoder with DiffSynth's CLIPEncoderLayer) and keeps its
-state-dict names; the one extension is DESIGN.md's: a layer the LoRA lacks is a zero LoRA
+state-dict names; the one extension is this project's: a layer the LoRA lacks is a zero LoRA
 (its token is the projection bias). LoRAs are read as DiffSynth reads them: its own
 FluxLoRALoader.convert_state_dict (q/k/v fused with A stacked and B block-diagonal, single
 blocks' q/k/v/MLP fused, kohya alpha as √(α/r) into A and B).

@@ -59,4 +59,4 @@ LORAFUSE_BUILD_PACKAGES=(zlib1g-dev libsqlite3-dev)
 # What the whole test suite needs besides: the Vulkan loader and headers, Mesa's lavapipe
 # (a CPU Vulkan device, so the Vulkan tests run without a GPU), glslang and SPIRV-Tools for
 # the shader tests, OpenBLAS for the CPU backend's BLAS path.
-LORAFUSE_TEST_PACKAGES=(libvulkan-dev mesa-vulkan-drivers glslang-tools glslang-dev spirv-tools libopenblas0)
+LORAFUSE_TEST_PACKAGES=(libvulkan-dev mesa-vulkan-drivers glslang-tools glslang-dev spirv-tools libopenblas0 vulkan-validationlayers)

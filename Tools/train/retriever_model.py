@@ -2,7 +2,7 @@
 lzws/AutoLoRA: LoRALayerBlock, LoRAEmbedder, LoRAEncoder with DiffSynth's CLIPEncoderLayer),
 with its state-dict names, for any FLUX-shaped model; and LoRAs read as DiffSynth reads them.
 Used by Tools/reference/make_retrieval_fixtures.py and Tools/train/train_retriever.py.
-DESIGN.md's one extension: a layer the LoRA lacks is a zero LoRA (its token is the projection bias).
+this project's one extension: a layer the LoRA lacks is a zero LoRA (its token is the projection bias).
 """
 import importlib.util
 import pathlib

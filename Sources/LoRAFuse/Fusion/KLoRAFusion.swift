@@ -1,5 +1,5 @@
 /// K-LoRA during sampling: at progress p (= step / steps, 0 at pure noise, documented in
-/// DESIGN.md) every unit applies the LoRA its plan chooses, hot, at the user's scale; layers
+/// docs/contracts.md) every unit applies the LoRA its plan chooses, hot, at the user's scale; layers
 /// only one LoRA touches keep it. The choice is a lookup in the plan: no Top-K work per step,
 /// and one LoRA path per layer, as with a single LoRA.
 public struct KLoRAFusion: Sendable {

@@ -1,6 +1,6 @@
 import Foundation
 
-/// K-LoRA's per-layer selection (Ouyang et al., CVPR 2025, Eqs. 1–10; DESIGN.md
+/// K-LoRA's per-layer selection (Ouyang et al., CVPR 2025, Eqs. 1–10; docs/contracts.md
 /// "Reference math"), computed once from the two LoRA files.
 ///
 /// For every unit both LoRAs touch, ΔW = (α/r)·B·A per LoRA (α/r is applied: it is the

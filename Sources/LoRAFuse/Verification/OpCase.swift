@@ -9,7 +9,7 @@ public struct OpCase: Sendable {
     public let label: String
     public let graph: Graph
     public let inputs: [String: HostTensor]
-    /// Allowed relative error against float64 (DESIGN.md tolerances).
+    /// Allowed relative error against float64 (docs/contracts.md, Tolerances).
     public let tolerance: Double
 
     public var name: String { "\(op.rawValue) \(label)" }

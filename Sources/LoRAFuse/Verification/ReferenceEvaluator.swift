@@ -1,7 +1,7 @@
 import Foundation
 
 /// Evaluates a graph in float64 with the plainest possible loops: the yardstick every
-/// backend is measured against (DESIGN.md: CPU vs a float64 reference ≤ 1e-4). Slow by
+/// backend is measured against (docs/contracts.md: CPU vs float64 ≤ 1e-4). Slow by
 /// design; use it on small shapes only.
 public enum ReferenceEvaluator {
     public struct Value {

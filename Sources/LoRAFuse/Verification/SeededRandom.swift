@@ -19,7 +19,7 @@ public struct SeededRandom: RandomNumberGenerator, Sendable {
     }
 }
 
-/// Relative error as DESIGN.md defines it: max|actual − expected| / max|expected|.
+/// Relative error as docs/contracts.md defines it: max|actual − expected| / max|expected|.
 /// Positions where both are NaN agree; a NaN on one side only is an infinite error.
 public func relativeError(actual: [Float], expected: [Double]) -> Double {
     precondition(actual.count == expected.count, "comparing \(actual.count) values with \(expected.count)")

@@ -1,6 +1,6 @@
 import Foundation
 
-/// The inputs of one forward pass (DESIGN.md "Contracts"), checked against the config,
+/// The inputs of one forward pass (docs/contracts.md), checked against the config,
 /// plus what the host precomputes from them: sinusoidal timestep/guidance projections
 /// and the rotary tables.
 public struct FluxInputs: Sendable {
