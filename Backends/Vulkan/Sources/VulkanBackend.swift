@@ -83,7 +83,7 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
         /// Defaults overridden by the `LORAFUSE_VULKAN_*` variables (README, "Environment").
         public static var fromEnvironment: Configuration {
             var configuration = Configuration()
-            if let variant = TuningEnvironment.value("LORAFUSE_VULKAN_MATMUL", { MatmulVariant(rawValue: $0) }) {
+            if let variant = TuningEnvironment.value("LORAFUSE_VULKAN_MATMUL", { MatmulVariant(rawValue: $0).flatMap { $0 == .automatic ? nil : $0 } }) {
                 configuration.matmulVariant = variant
             }
             if let block = TuningEnvironment.integer("LORAFUSE_VULKAN_BLOCK", in: 1...32) { configuration.registerBlock = block }
@@ -145,11 +145,12 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
         self.configuration = configuration
     }
 
-    /// The default configuration with one setting changed, for tests and tools.
+    /// The environment's configuration with these settings changed, for tests and tools
+    /// (`.automatic` keeps the environment's variant, as it always did).
     public convenience init(deviceIndex: Int = 0, matmulVariant: MatmulVariant = .automatic, forceStaging: Bool = false,
                             bindingLimit: Int? = nil) throws {
         var configuration = Configuration.fromEnvironment
-        configuration.matmulVariant = matmulVariant
+        if matmulVariant != .automatic { configuration.matmulVariant = matmulVariant }
         configuration.forceStaging = forceStaging
         configuration.bindingLimit = bindingLimit
         try self.init(deviceIndex: deviceIndex, configuration: configuration)
@@ -259,15 +260,10 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
     /// The device-local heaps, what VK_EXT_memory_budget says is free, and the weights held.
     public func memory() -> BackendMemory {
         let (total, free) = context.deviceLocalMemory()
-        let (bytes, allocated) = lock.withLock {
-            resident.values.reduce((0, 0)) { ($0.0 + $1.range.size, $0.1 + $1.range.size) }
-        }
-        return BackendMemory(total: total, free: free, residentWeightBytes: bytes, allocatedWeightBytes: allocated)
+        // Every resident weight is a device copy: what is held is what was allocated.
+        let held = lock.withLock { resident.values.reduce(0) { $0 + $1.range.size } }
+        return BackendMemory(total: total, free: free, residentWeightBytes: held, allocatedWeightBytes: held)
     }
-
-    /// Bytes this process has allocated on the device (weights, activations, staging), now
-    /// and at most so far.
-    public var deviceAllocation: (current: Int, peak: Int) { context.allocation }
 
     // MARK: Execution
 

@@ -49,11 +49,9 @@ final class VulkanBuffer {
         self.buffer = buffer!
         self.memory = memory!
         self.mapped = pointer
-        device.accountAllocation(size)
     }
 
     deinit {
-        device.accountAllocation(-size)
         if mapped != nil { device.functions.vkUnmapMemory(device.device, memory) }
         device.functions.vkDestroyBuffer(device.device, buffer, nil)
         device.functions.vkFreeMemory(device.device, memory, nil)
@@ -172,20 +170,6 @@ final class VulkanDevice {
         functions.vkDestroyCommandPool(device, commandPool, nil)
         functions.vkDestroyDevice(device, nil)
     }
-
-    private let allocationLock = NSLock()
-    private var allocated = 0, peakAllocated = 0
-
-    /// Counts this process's device allocations (buffers of every kind).
-    func accountAllocation(_ bytes: Int) {
-        allocationLock.withLock {
-            allocated += bytes
-            peakAllocated = max(peakAllocated, allocated)
-        }
-    }
-
-    /// Bytes this process has allocated on the device now, and the most it ever had.
-    var allocation: (current: Int, peak: Int) { allocationLock.withLock { (allocated, peakAllocated) } }
 
     /// The device-local heaps' sizes and, where VK_EXT_memory_budget is offered, the bytes
     /// still available in them (budget less usage, for every process).

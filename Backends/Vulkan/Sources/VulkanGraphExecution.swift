@@ -28,7 +28,8 @@ struct VulkanGraphExecution {
         let scratch = try VulkanBuffer(device: device, size: max(plan.totalBytes, 16), hostVisible: false)
         var ranges = [VulkanRange?](repeating: nil, count: graph.nodes.count)
         var uploads: [(HostTensor, VulkanRange)] = []
-        // Weights not made resident are copied in for this execution alone.
+        // Weights not made resident are copied in for this execution alone, with the inputs
+        // (one staging buffer and recorded copies on a discrete GPU).
         var transient: VulkanArena?
         var transientBytes = 0
         for node in graph.nodes {
@@ -41,7 +42,7 @@ struct VulkanGraphExecution {
                     if transient == nil { transient = VulkanArena(device: device, hostVisible: false, expectedBytes: transientWeightEstimate()) }
                     let weight = graph.weight(node.id)
                     let range = try transient!.allocate(weight.byteCount)
-                    try backend.writeHost(weight, to: range)
+                    uploads.append((weight, range))
                     ranges[node.id] = range
                     transientBytes += weight.byteCount
                 }
@@ -56,8 +57,8 @@ struct VulkanGraphExecution {
                 ranges[node.id] = VulkanRange(buffer: scratch, offset: plan.offset(of: node.id)!, size: size)
             }
         }
-        // Unified memory: inputs are written in place. Otherwise one staging buffer carries
-        // every input up and every result down, with copies recorded around the kernels.
+        // Unified memory: inputs (and weights not resident) are written in place. Otherwise
+        // one staging buffer carries them all up and every result down, with copies recorded around the kernels.
         let readBack = options.keepIntermediates ? graph.nodes.map(\.id) : graph.outputs
         var staging: VulkanBuffer?
         var stagingOffsets: [Int: Int] = [:]
