@@ -10,10 +10,16 @@ public struct ScheduleReport: Sendable, Hashable {
         public var reason: String
     }
 
-    /// Each partition in order: the backend that ran it and how many nodes it held.
-    public var partitions: [(backend: String, nodes: Int)] { zip(partitionBackends, partitionSizes).map { ($0, $1) } }
-    public var partitionBackends: [String] = []
-    public var partitionSizes: [Int] = []
+    /// One partition: the backend that ran it and how many nodes it held.
+    public struct Partition: Sendable, Hashable {
+        public var backend: String
+        public var nodes: Int
+    }
+
+    /// The partitions in order.
+    public var partitions: [Partition] = []
+    /// Their backends in order.
+    public var partitionBackends: [String] { partitions.map(\.backend) }
     /// Nodes the primary backend refused that ran on the fallback backend.
     public var fallbacks: [Fallback] = []
     /// Fused nodes the primary backend refused and ran as their primitive decomposition.
@@ -35,8 +41,8 @@ public struct ScheduleReport: Sendable, Hashable {
 /// 4. the graph is cut into partitions of consecutive nodes on one backend; the values that
 ///    cross a cut are copied through host memory.
 ///
-/// A graph the primary backend runs whole is handed to it unchanged, so the scheduler costs
-/// nothing when no fallback is needed. It is itself a `Backend`: pipelines take it wherever
+/// A graph the primary backend runs whole is handed to it unchanged (one `supports` pass
+/// over its nodes, no copy), so the scheduler costs next to nothing when no fallback is needed. It is itself a `Backend`: pipelines take it wherever
 /// they take a backend.
 public final class BackendScheduler: Backend, @unchecked Sendable {
     public let primary: any Backend
@@ -99,13 +105,43 @@ public struct Schedule: @unchecked Sendable {
     private var placement: [Placement] = []
     private var partitions: [(backend: any Backend, nodes: [Int])] = []
     public private(set) var report = ScheduleReport()
-    private var rewritten = false
 
     /// True when the primary backend runs the original graph as it is.
-    public var runsWholeOnPrimary: Bool { !rewritten && report.fallbacks.isEmpty }
+    public var runsWholeOnPrimary: Bool { report.decomposed.isEmpty && report.fallbacks.isEmpty }
 
     init(graph original: Graph, primary: any Backend, fallback: any Backend) throws {
-        graph = Graph()
+        func isLeaf(_ node: Node) -> Bool {
+            switch node.op {
+            case .input, .parameter: true
+            default: false
+            }
+        }
+        let support = original.nodes.map { isLeaf($0) ? .supported : primary.supports($0, in: original) }
+        if support.allSatisfy(\.isSupported) {
+            // The common case: no copy of the graph, one partition on the primary.
+            graph = original
+            placement = original.nodes.map { isLeaf($0) ? .free : .primary }
+            origin = Array(original.nodes.indices)
+            representative = origin
+        } else {
+            graph = Graph()
+            try rewrite(original, support: support, primary: primary, fallback: fallback)
+        }
+
+        // Consecutive nodes on one backend form a partition; leaves join their readers'.
+        var current: Placement = .free
+        for id in graph.nodes.indices where placement[id] != .free {
+            if placement[id] != current {
+                partitions.append((placement[id] == .primary ? primary : fallback, []))
+                current = placement[id]
+            }
+            partitions[partitions.count - 1].nodes.append(id)
+        }
+        report.partitions = partitions.map { ScheduleReport.Partition(backend: $0.backend.name, nodes: $0.nodes.count) }
+    }
+
+    /// Copies `original` into `graph`, each refused node decomposed or placed on the fallback.
+    private mutating func rewrite(_ original: Graph, support: [NodeSupport], primary: any Backend, fallback: any Backend) throws {
         for node in original.nodes {
             let mapped = node.inputs.map { Tensor(id: representative[$0], type: original.nodes[$0].type) }
             let firstNew = graph.nodes.count
@@ -114,13 +150,12 @@ public struct Schedule: @unchecked Sendable {
                 _ = graph.copy(node, from: original, inputs: [])
                 placement.append(.free)
             default:
-                let support = primary.supports(node, in: original)
+                let support = support[node.id]
                 if support.isSupported {
                     _ = graph.copy(node, from: original, inputs: mapped)
                     placement.append(.primary)
                 } else if Self.primaryRunsDecomposition(of: node, in: original, primary: primary),
                           let _ = try Decomposition.expand(node, inputs: mapped, into: &graph) {
-                    rewritten = true
                     report.decomposed.append(.init(node: node.id, op: node.op.summary, reason: support.reason ?? ""))
                     placement += Array(repeating: .primary, count: graph.nodes.count - firstNew)
                 } else {
@@ -137,18 +172,6 @@ public struct Schedule: @unchecked Sendable {
             representative.append(graph.nodes.count - 1)
         }
         for output in original.outputs { graph.markOutput(Tensor(id: representative[output], type: original.nodes[output].type)) }
-
-        // Consecutive nodes on one backend form a partition; leaves join their readers'.
-        var current: Placement = .free
-        for id in graph.nodes.indices where placement[id] != .free {
-            if placement[id] != current {
-                partitions.append((placement[id] == .primary ? primary : fallback, []))
-                current = placement[id]
-            }
-            partitions[partitions.count - 1].nodes.append(id)
-        }
-        report.partitionBackends = partitions.map { $0.backend.name }
-        report.partitionSizes = partitions.map(\.nodes.count)
     }
 
     /// Whether the primary backend runs every node of `node`'s decomposition, tried on a
