@@ -53,7 +53,7 @@ struct DitCommand: ParsableCommand {
         let (passes, mergeSeconds) = try loraOptions.transformers(flux, backend: backend)
         let graphs = try passes.map { try $0.graph(batch: prepared.batch, textLength: prepared.textLength, imageLength: prepared.imageLength) }
         let graph = graphs[0]
-        let weightSets = Array(Set(graphs.flatMap(\.allWeightSets))).sorted { $0.id.raw < $1.id.raw }
+        let weightSets = Graph.weightSets(of: graphs)
         let resident = try backend.makeResident(weightSets)
         defer { resident.release() }
         let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
@@ -101,16 +101,16 @@ struct DitCommand: ParsableCommand {
                                      "seconds": best, "load_seconds": loadSeconds, "peak_rss_bytes": PeakMemory.residentBytes(),
                                      "batch": prepared.batch, "image_tokens": prepared.imageLength, "text_tokens": prepared.textLength]
         // The weights: their bytes, what the backend holds and allocated for them, and what
-        // had to be copied in per forward (0 when all are resident).
-        let memory = backend.memory()
+        // had to be copied in per forward (0 when all are resident); then the device.
+        fields["resident_weight_bytes"] = [backend.name: resident.byteCount]
         fields["weights"] = [
             "bytes": weightSets.reduce(0) { $0 + $1.byteCount },
             "sets": weightSets.map { ["name": $0.name, "tensors": $0.count, "bytes": $0.byteCount] as [String: Any] },
-            "resident_bytes": [backend.name: resident.byteCount],
             "allocated_bytes": [backend.name: resident.allocatedBytes],
             "transient_bytes_per_forward": transientBytes,
         ] as [String: Any]
-        var device: [String: Any] = ["resident_weight_bytes": memory.residentWeightBytes]
+        let memory = backend.memory()
+        var device: [String: Any] = [:]
         if let total = memory.total { device["total_bytes"] = total }
         if let free = memory.free { device["free_bytes"] = free }
         fields["device_memory"] = device

@@ -237,7 +237,7 @@ struct GenerateCommand: ParsableCommand {
             if !loraOptions.loras.isEmpty { fields["loras"] = loraOptions.loras }
             if let merge = plan.mergeSeconds { fields["merge_seconds"] = merge }
             fields["graphs_built"] = result.graphCount
-            fields["resident_weight_bytes"] = result.residentWeightBytes
+            fields["resident_weight_bytes"] = [backend.name: result.residentWeightBytes]
             if !retrieved.isEmpty { fields["retrieved"] = retrieved.map { ["name": $0.name, "similarity": Double($0.similarity)] as [String: Any] } }
             print(try JSONOutput.line(fields))
         } else {

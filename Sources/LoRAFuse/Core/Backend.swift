@@ -125,9 +125,13 @@ extension Backend {
         try makeResident(sets.map { ($0, $0.handles) })
     }
 
-    /// Every weight of the sets `graph` binds (its model's, its LoRAs', its constants).
+    /// Every weight of the sets `graphs` bind (their model's, their LoRAs', their constants).
+    public func makeResident(weightsOf graphs: [Graph]) throws -> ResidentWeights {
+        try makeResident(Graph.weightSets(of: graphs))
+    }
+
     public func makeResident(weightsOf graph: Graph) throws -> ResidentWeights {
-        try makeResident(graph.allWeightSets)
+        try makeResident(weightsOf: [graph])
     }
 
     public func execute(_ graph: Graph, inputs: [String: HostTensor]) throws -> ExecutionResult {

@@ -25,7 +25,7 @@ public struct Graph: Sendable {
     public private(set) var parameters: [Int: WeightHandle] = [:]
     /// The weight sets those handles belong to (the graph keeps them alive).
     public private(set) var weightSets: [WeightSet.ID: WeightSet] = [:]
-    /// Weights built with the graph (RoPE tables, position ids), bound without a set.
+    /// Weights built with the graph (position ids, widened norm vectors), bound without a set.
     private var constants: WeightSet?
     /// The nodes whose values an execution returns, in order.
     public private(set) var outputs: [Int] = []
@@ -103,9 +103,11 @@ public struct Graph: Sendable {
         return weightSets[handle.set]!.tensor(handle)
     }
 
-    /// The weight sets of this graph's parameters, in a stable order (its constants last).
-    public var allWeightSets: [WeightSet] {
-        weightSets.values.sorted { ($0 === constants ? 1 : 0, $0.id.raw) < ($1 === constants ? 1 : 0, $1.id.raw) }
+    /// The weight sets the parameters of `graphs` belong to, each once, oldest first.
+    public static func weightSets(of graphs: [Graph]) -> [WeightSet] {
+        var sets: [WeightSet.ID: WeightSet] = [:]
+        for graph in graphs { sets.merge(graph.weightSets) { first, _ in first } }
+        return sets.values.sorted { $0.id.raw < $1.id.raw }
     }
 
     // MARK: Linear algebra

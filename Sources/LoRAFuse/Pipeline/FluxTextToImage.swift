@@ -174,7 +174,7 @@ public struct FluxTextToImage {
             let (key, passes) = try transformers(step)
             if built[key] == nil {
                 let graphs = try passes.map { try $0.graph(batch: 1, textLength: inputs.textLength, imageLength: tokens) }
-                let weights = try backend.makeResident(Array(Set(graphs.flatMap(\.allWeightSets))).sorted { $0.id.raw < $1.id.raw })
+                let weights = try backend.makeResident(weightsOf: graphs)
                 built[key] = (graphs, weights)
                 result.graphCount += 1
                 result.residentWeightBytes = max(result.residentWeightBytes, weights.byteCount)
