@@ -53,6 +53,11 @@ let package = Package(
             path: "Backends/Vulkan/CVulkan",
             linkerSettings: [.linkedLibrary("dl")]
         ),
+        // Reads a compute shader's interface from its SPIR-V (push constants, bindings).
+        .target(name: "SPIRVReflection", path: "Tools/shaders/SPIRVReflection"),
+        // Compiles Shaders/kernels.json and generates the Swift kernel enum and the GLSL op codes
+        // (run by Tools/shaders/compile-shaders.sh).
+        .executableTarget(name: "vulkan-shaders-gen", dependencies: ["SPIRVReflection"], path: "Tools/shaders/vulkan-shaders-gen"),
         .target(
             name: "LoRAFuseVulkan",
             dependencies: ["LoRAFuse", "CVulkan"],
@@ -82,7 +87,7 @@ let package = Package(
         ),
         .testTarget(
             name: "BackendTests",
-            dependencies: ["LoRAFuse", "LoRAFuseBackends", "LoRAFuseCPU", "LoRAFuseVulkan"],
+            dependencies: ["LoRAFuse", "LoRAFuseBackends", "LoRAFuseCPU", "LoRAFuseVulkan", "SPIRVReflection", "vulkan-shaders-gen"],
             path: "Tests/BackendTests"
         ),
         // Runs the built `lorafuse` executable as a user would.

@@ -25,6 +25,7 @@ layout(push_constant) uniform Parameters {
     uint has_mask;
     uint mask_batch_stride, mask_head_stride;  // elements; 0 where the mask broadcasts
     uint query_blocks;                          // ceil(Lq / 64)
+    uint k_offset, v_offset;  // unused here: the block is attention_registers.comp's, so both share one host struct
 } p;
 
 shared float k_tile[KEY_TILE * HEAD_DIM];

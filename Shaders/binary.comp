@@ -12,7 +12,7 @@ layout(std430, binding = 2) writeonly buffer OutBuffer { float out_data[]; };
 
 layout(push_constant) uniform Parameters {
     uint count;
-    uint op;            // 0 add, 1 sub, 2 mul, 3 div
+    uint op;            // BINARY_*
     uint dims[6];       // output shape, outermost first
     uint a_strides[6];
     uint b_strides[6];
@@ -31,10 +31,10 @@ void main() {
     float x = a_data[a_index], y = b_data[b_index];
     float result;
     switch (p.op) {
-        case 0u: result = x + y; break;
-        case 1u: result = x - y; break;
-        case 2u: result = x * y; break;
-        default: result = x / y; break;
+        case BINARY_ADD: result = x + y; break;
+        case BINARY_SUB: result = x - y; break;
+        case BINARY_MUL: result = x * y; break;
+        default: result = x / y; break;  // BINARY_DIV
     }
     out_data[index] = result;
 }

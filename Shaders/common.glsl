@@ -42,14 +42,9 @@ uint bfloat_bits(float value) {
     return (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
 }
 
-// Dtype codes shared with the host (VulkanKernels.swift).
-const uint DTYPE_F32 = 0u;
-const uint DTYPE_F16 = 1u;
-const uint DTYPE_BF16 = 2u;
-const uint DTYPE_I32 = 3u;
-const uint DTYPE_I64 = 4u;
-const uint DTYPE_F8E4M3 = 5u;
-const uint DTYPE_F8E5M2 = 6u;
+// Op codes and dtype codes shared with the host (DTYPE_*, UNARY_*, ...): generated from
+// Shaders/kernels.json, the same table the Swift enums come from.
+#include "kernel_codes.glsl"
 
 // float32 → float16 bits, round to nearest even (packHalf2x16's rounding is left to the
 // implementation, so casts use this exact version).

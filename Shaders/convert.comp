@@ -13,7 +13,7 @@ layout(std430, binding = 2) writeonly buffer OutBuffer { uint out_words[]; };
 
 layout(push_constant) uniform Parameters {
     uint count;        // output elements (widening, gather) or output words (narrowing)
-    uint mode;         // 0 gather, 1 widen to F32, 2 narrow F32 → F16, 3 narrow F32 → BF16
+    uint mode;         // CONVERT_*: gather, widen to F32, narrow F32 → F16 or BF16
     uint in_dtype;     // DTYPE_* of the source (table or cast input)
     uint id_dtype;     // DTYPE_I32 or DTYPE_I64
     uint width;        // gather: row width
@@ -42,17 +42,17 @@ float load_element(uint index) {
 void main() {
     uint index = flat_invocation();
     if (index >= p.count) return;
-    if (p.mode == 0u) {
+    if (p.mode == CONVERT_GATHER) {
         uint token = index / p.width, column = index % p.width;
         uint id = p.id_dtype == DTYPE_I64 ? id_words[2 * token] : id_words[token];
         if (id < p.row_start || id - p.row_start >= p.row_count) return;
         out_words[index] = floatBitsToUint(load_element(p.in_offset + (id - p.row_start) * p.width + column));
-    } else if (p.mode == 1u) {
+    } else if (p.mode == CONVERT_WIDEN) {
         out_words[index] = floatBitsToUint(load_element(index));
     } else {
         uint first = 2 * index;
         float x = load_element(first);
         float y = first + 1 < p.elements ? load_element(first + 1) : 0.0;
-        out_words[index] = p.mode == 2u ? (half_bits(x) | (half_bits(y) << 16)) : (bfloat_bits(x) | (bfloat_bits(y) << 16));
+        out_words[index] = p.mode == CONVERT_NARROW_F16 ? (half_bits(x) | (half_bits(y) << 16)) : (bfloat_bits(x) | (bfloat_bits(y) << 16));
     }
 }

@@ -15,7 +15,7 @@ layout(std430, binding = 3) writeonly buffer OutBuffer { float out_data[]; };
 layout(push_constant) uniform Parameters {
     uint rows;
     uint width;
-    uint mode;        // 0 softmax, 1 layer norm, 2 rms norm
+    uint mode;        // ROWWISE_*
     uint has_weight;  // LayerNorm: weight and bias; RMSNorm: weight
     float epsilon;
 } p;
@@ -53,7 +53,7 @@ void main() {
     if (row >= p.rows) return;  // uniform per workgroup, so barriers stay legal
     uint lane = gl_LocalInvocationID.x;
     uint base = row * p.width;
-    if (p.mode == 0u) {
+    if (p.mode == ROWWISE_SOFTMAX) {
         float maximum = -1.0 / 0.0;
         for (uint j = lane; j < p.width; j += 128) maximum = max(maximum, in_data[base + j]);
         maximum = reduce_max(maximum);
@@ -65,7 +65,7 @@ void main() {
         for (uint j = lane; j < p.width; j += 128) sum += exp(in_data[base + j] - maximum);
         float inverse = 1.0 / reduce_sum(sum);
         for (uint j = lane; j < p.width; j += 128) out_data[base + j] = exp(in_data[base + j] - maximum) * inverse;
-    } else if (p.mode == 1u) {
+    } else if (p.mode == ROWWISE_LAYER_NORM) {
         float sum = 0.0;
         for (uint j = lane; j < p.width; j += 128) sum += in_data[base + j];
         float mean = reduce_sum(sum) / float(p.width);

@@ -1,13 +1,15 @@
 #version 450
 // The serial steps of the Top-K |x| selection, one workgroup:
-//  mode 0: clear the histogram, state = (prefix 0, mask 0, remaining K);
-//  mode 1: after a histogram pass at `shift`, walk the bins from the top until `remaining`
+//  TOPK_CONTROL_CLEAR: clear the histogram, state = (prefix 0, mask 0, remaining K);
+//  TOPK_CONTROL_SELECT: after a histogram pass at `shift`, walk the bins from the top until `remaining`
 //          elements are covered, fix that byte into the prefix, count out the elements
 //          above it, and clear the histogram for the next pass;
-//  mode 2: add the partial sums: out = [Σ above the K-th + remaining · K-th, Σ all].
+//  TOPK_CONTROL_FINISH: add the partial sums: out = [Σ above the K-th + remaining · K-th, Σ all].
 // After four passes the prefix is the K-th largest magnitude's bits exactly, and
 // `remaining` says how many of the elements equal to it belong to the top K (ties).
 layout(local_size_x = 256) in;
+#extension GL_GOOGLE_include_directive : require
+#include "kernel_codes.glsl"
 
 layout(std430, binding = 0) buffer HistogramBuffer { uint histogram[256]; };
 layout(std430, binding = 1) buffer StateBuffer { uint prefix; uint mask; uint remaining; uint unused; } state;
@@ -25,12 +27,12 @@ shared vec2 sums[256];
 
 void main() {
     uint lane = gl_LocalInvocationID.x;
-    if (p.mode == 0u) {
+    if (p.mode == TOPK_CONTROL_CLEAR) {
         histogram[lane] = 0u;
         if (lane == 0u) { state.prefix = 0u; state.mask = 0u; state.remaining = p.k; }
         return;
     }
-    if (p.mode == 1u) {
+    if (p.mode == TOPK_CONTROL_SELECT) {
         if (lane == 0u) {
             uint remaining = state.remaining, above = 0u, chosen = 0u;
             for (int bin = 255; bin >= 0; --bin) {

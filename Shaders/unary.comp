@@ -11,7 +11,7 @@ layout(std430, binding = 1) writeonly buffer OutBuffer { float out_data[]; };
 
 layout(push_constant) uniform Parameters {
     uint count;
-    uint function;  // 0 gelu, 1 gelu-tanh, 2 quick-gelu, 3 silu, 4 sigmoid, 5 relu, 6 tanh, 7 scale
+    uint function;  // UNARY_*
     float factor;
 } p;
 
@@ -36,15 +36,15 @@ void main() {
     float v = in_data[index];
     float result;
     switch (p.function) {
-        case 0u: result = 0.5 * v * (1.0 + erf_approx(v * 0.70710678118654752)); break;
+        case UNARY_GELU: result = 0.5 * v * (1.0 + erf_approx(v * 0.70710678118654752)); break;
         // 0.5·v·(1 + tanh(u)) = v·sigmoid(2u): no cancellation in 1 + tanh(u) for negative v.
-        case 1u: result = v / (1.0 + exp(-1.5957691216057308 * (v + 0.044715 * v * v * v))); break;
-        case 2u: result = v * sigmoid(1.702 * v); break;
-        case 3u: result = v * sigmoid(v); break;
-        case 4u: result = sigmoid(v); break;
-        case 5u: result = v < 0.0 ? 0.0 : v; break;  // not max(): NaN stays NaN
-        case 6u: result = safe_tanh(v); break;
-        default: result = v * p.factor; break;
+        case UNARY_GELU_TANH: result = v / (1.0 + exp(-1.5957691216057308 * (v + 0.044715 * v * v * v))); break;
+        case UNARY_QUICK_GELU: result = v * sigmoid(1.702 * v); break;
+        case UNARY_SILU: result = v * sigmoid(v); break;
+        case UNARY_SIGMOID: result = sigmoid(v); break;
+        case UNARY_RELU: result = v < 0.0 ? 0.0 : v; break;  // not max(): NaN stays NaN
+        case UNARY_TANH: result = safe_tanh(v); break;
+        default: result = v * p.factor; break;  // UNARY_SCALE
     }
     out_data[index] = result;
 }

@@ -11,10 +11,12 @@ final class CPUAllocation: @unchecked Sendable {
     let pointer: UnsafeMutableRawPointer
     let byteCount: Int
     private let region: CPUMemoryPool.Region?
+    private let pool: CPUMemoryPool
 
-    init(byteCount: Int) {
+    init(byteCount: Int, pool: CPUMemoryPool) {
         self.byteCount = byteCount
-        if byteCount >= Self.mapThreshold, let region = CPUMemoryPool.shared.acquire(byteCount) {
+        self.pool = pool
+        if byteCount >= Self.mapThreshold, let region = pool.acquire(byteCount) {
             pointer = region.pointer
             self.region = region
         } else {
@@ -24,7 +26,7 @@ final class CPUAllocation: @unchecked Sendable {
     }
 
     deinit {
-        if let region { CPUMemoryPool.shared.release(region) } else { pointer.deallocate() }
+        if let region { pool.release(region) } else { pointer.deallocate() }
     }
 }
 
@@ -69,19 +71,27 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         public var useBLAS: Bool
         /// Use the AVX-512 micro-kernel when the CPU has it (else the AVX2 one).
         public var useAVX512: Bool
+        /// Keep freed activation regions mapped for the next values of the same size
+        /// (`CPUMemoryPool`); off, every large value is mapped and unmapped on its own.
+        public var reuseMemory: Bool
 
-        public init(threadCount: Int = ProcessInfo.processInfo.activeProcessorCount, useBLAS: Bool = true, useAVX512: Bool = true) {
+        public init(threadCount: Int = ProcessInfo.processInfo.activeProcessorCount, useBLAS: Bool = true, useAVX512: Bool = true,
+                    reuseMemory: Bool = true) {
             self.threadCount = max(1, threadCount)
             self.useBLAS = useBLAS
             self.useAVX512 = useAVX512
+            self.reuseMemory = reuseMemory
         }
 
-        /// Defaults, overridden by `LORAFUSE_CPU_THREADS` and `LORAFUSE_CPU_BLAS=0`.
+        /// Defaults, overridden by `LORAFUSE_CPU_THREADS`, `LORAFUSE_CPU_BLAS=0`,
+        /// `LORAFUSE_CPU_AVX512=0` and `LORAFUSE_CPU_POOL=0` (the README's tuning table);
+        /// the only place the CPU backend reads the environment.
         public static var fromEnvironment: Configuration {
             var configuration = Configuration()
             if let threads = TuningEnvironment.integer("LORAFUSE_CPU_THREADS", in: 1...4096) { configuration.threadCount = threads }
             if TuningEnvironment.flag("LORAFUSE_CPU_BLAS") == false { configuration.useBLAS = false }
             if TuningEnvironment.flag("LORAFUSE_CPU_AVX512") == false { configuration.useAVX512 = false }
+            if TuningEnvironment.flag("LORAFUSE_CPU_POOL") == false { configuration.reuseMemory = false }
             return configuration
         }
     }
@@ -92,9 +102,11 @@ public final class CPUBackend: Backend, @unchecked Sendable {
     public let capabilities = BackendCapabilities(ops: Set(OpKind.allCases), weightTypes: DType.matrixTypes)
     let blas: OpenBLAS?
     let kernel: GemmKernel
+    let pool: CPUMemoryPool
 
     public init(configuration: Configuration = .fromEnvironment) {
         self.configuration = configuration
+        self.pool = configuration.reuseMemory ? .shared : .unpooled
         self.blas = configuration.useBLAS ? OpenBLAS.shared : nil
         self.kernel = configuration.useAVX512 ? .preferred : .avx2
         self.device = CPUBackendPlugin.deviceInfo(configuration: configuration)
@@ -185,7 +197,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
     // MARK: - Evaluation
 
     private func allocate(_ type: TensorType) -> (CPUValue, UnsafeMutablePointer<Float>) {
-        let allocation = CPUAllocation(byteCount: type.byteCount)
+        let allocation = CPUAllocation(byteCount: type.byteCount, pool: pool)
         return (CPUValue(type: type, allocation: allocation), allocation.pointer.assumingMemoryBound(to: Float.self))
     }
 
@@ -304,7 +316,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
                                        mask: operands.count == 4 ? operands[3].floats : nil,
                                        maskShape: operands.count == 4 ? operands[3].type.shape : nil, out: out,
                                        batch: q[0], queryLength: q[1], keyLength: k[1], heads: q[2], headDim: q[3],
-                                       scale: scale, causal: causal, threads: threads, blas: blas, kernel: kernel)
+                                       scale: scale, causal: causal, threads: threads, blas: blas, kernel: kernel, pool: pool)
             return value
         case let .conv2d(padding):
             let (value, out) = allocate(type)
@@ -314,17 +326,17 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         case .reshape:
             return CPUValue(operands[0].hostTensor.reshaped(type.shape))
         case let .permute(order):
-            let allocation = CPUAllocation(byteCount: type.byteCount)
+            let allocation = CPUAllocation(byteCount: type.byteCount, pool: pool)
             LayoutKernels.permute(operands[0].base, shape: operands[0].type.shape, order: order,
                                   elementSize: type.dtype.byteSize, out: allocation.pointer, threads: threads)
             return CPUValue(type: type, allocation: allocation)
         case let .slice(axis, start, end):
-            let allocation = CPUAllocation(byteCount: type.byteCount)
+            let allocation = CPUAllocation(byteCount: type.byteCount, pool: pool)
             LayoutKernels.slice(operands[0].base, shape: operands[0].type.shape, axis: axis, start: start, end: end,
                                 elementSize: type.dtype.byteSize, out: allocation.pointer, threads: threads)
             return CPUValue(type: type, allocation: allocation)
         case let .concat(axis):
-            let allocation = CPUAllocation(byteCount: type.byteCount)
+            let allocation = CPUAllocation(byteCount: type.byteCount, pool: pool)
             LayoutKernels.concat(operands.map { ($0.base, $0.type.shape[axis]) }, outShape: type.shape, axis: axis,
                                  elementSize: type.dtype.byteSize, out: allocation.pointer, threads: threads)
             return CPUValue(type: type, allocation: allocation)
@@ -340,7 +352,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         case let .cast(target):
             let source = operands[0]
             let count = type.shape.elementCount
-            let allocation = CPUAllocation(byteCount: type.byteCount)
+            let allocation = CPUAllocation(byteCount: type.byteCount, pool: pool)
             if target == .float32 {
                 ElementConversion.convertToFloat(source.base, dtype: source.type.dtype, count: count,
                                                  into: allocation.pointer.assumingMemoryBound(to: Float.self))

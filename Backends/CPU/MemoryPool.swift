@@ -11,14 +11,19 @@ import Foundation
 /// kept while live + free stays within the largest live set seen, oldest unmapped first:
 /// graphs repeat their shapes layer after layer and pass after pass, so most requests are
 /// hits, and peak RSS stays with the live set (measurements: docs/tuning-log.md).
-/// `LORAFUSE_CPU_POOL=0` turns reuse off (every region is unmapped when freed).
+/// `CPUBackend.Configuration.reuseMemory = false` (`LORAFUSE_CPU_POOL=0`) gives a backend
+/// the `unpooled` pool instead: every region is unmapped when freed.
 final class CPUMemoryPool: @unchecked Sendable {
     struct Region {
         let pointer: UnsafeMutableRawPointer
         let capacity: Int
     }
 
-    static let shared = CPUMemoryPool(reuse: TuningEnvironment.flag("LORAFUSE_CPU_POOL") ?? true)
+    /// The pool of every CPU backend that reuses memory (one per process, so backends
+    /// running one after another share their regions).
+    static let shared = CPUMemoryPool(reuse: true)
+    /// Regions mapped for each request and unmapped on release.
+    static let unpooled = CPUMemoryPool(reuse: false)
 
     /// Mapping granularity: 2 MiB regions can be backed by transparent huge pages.
     static let granularity = 1 << 16

@@ -1,7 +1,7 @@
 import Testing
 import LoRAFuse
 import LoRAFuseBackends
-import LoRAFuseCPU
+@testable import LoRAFuseCPU
 import LoRAFuseVulkan
 
 @Suite(.serialized) struct BackendBehaviourTests {
@@ -31,6 +31,27 @@ import LoRAFuseVulkan
         #expect(throws: BackendError.inputTypeMismatch(name: "x", expected: TensorType([2, 3]), actual: TensorType([3, 2]))) {
             try backend.execute(graph, inputs: ["x": wrong])
         }
+    }
+
+    /// `reuseMemory` is a configuration, not a process-wide switch: two backends in one
+    /// process, one pooled and one not, each allocate as configured.
+    @Test func cpuMemoryReuseIsPerBackend() throws {
+        var graph = Graph()
+        let x = graph.input("x", [300, 1000])  // values past the 1 MiB mapping threshold
+        graph.markOutput(try graph.scale(try graph.scale(x, 2), 0.5))
+        let input = HostTensor(shape: [300, 1000], floats: (0..<300_000).map { Float($0 % 7) })
+        let unpooled = CPUBackend(configuration: .init(threadCount: 1, reuseMemory: false))
+        let pooled = CPUBackend(configuration: .init(threadCount: 1))
+        #expect(unpooled.pool === CPUMemoryPool.unpooled && pooled.pool === CPUMemoryPool.shared)
+        let misses = CPUMemoryPool.unpooled.misses
+        let output = try unpooled.execute(graph, inputs: ["x": input]).outputs[0]
+        #expect(output.floats() == input.floats())
+        #expect(CPUMemoryPool.unpooled.misses > misses)  // values mapped fresh …
+        #expect(CPUMemoryPool.unpooled.freeBytes == 0)  // … and unmapped, none kept
+        _ = try pooled.execute(graph, inputs: ["x": input])
+        let hits = CPUMemoryPool.shared.hits
+        _ = try pooled.execute(graph, inputs: ["x": input])
+        #expect(CPUMemoryPool.shared.hits > hits)  // the second pass reuses the first's regions
     }
 
     @Test(arguments: BackendsUnderTest.all.indices)

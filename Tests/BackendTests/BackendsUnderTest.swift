@@ -20,7 +20,8 @@ enum BackendsUnderTest {
                 if let backend = try? plugin.makeBackend(deviceIndex: device.index) { backends.append(backend) }
             }
         }
-        backends.append(CPUBackend(configuration: .init(useBLAS: false)))
+        // The built-in kernels without the memory pool (every activation mapped fresh).
+        backends.append(CPUBackend(configuration: .init(useBLAS: false, reuseMemory: false)))
         // The AVX2 kernel too, where the preferred one is AVX-512.
         let avx2 = CPUBackend(configuration: .init(useBLAS: false, useAVX512: false))
         if !backends.contains(where: { ($0 as? CPUBackend)?.kernelName == "avx2" }) { backends.append(avx2) }
@@ -41,7 +42,9 @@ enum BackendsUnderTest {
     static let vulkanTestsEnabled: Bool = ProcessInfo.processInfo.environment["CI"] != nil || all.contains { $0.name == "vulkan" }
 
     static func label(_ backend: any Backend) -> String {
-        if let cpu = backend as? CPUBackend { return cpu.usesBLAS ? "cpu+blas" : "cpu(\(cpu.kernelName))" }
+        if let cpu = backend as? CPUBackend {
+            return (cpu.usesBLAS ? "cpu+blas" : "cpu(\(cpu.kernelName))") + (cpu.configuration.reuseMemory ? "" : ", unpooled")
+        }
         #if canImport(CVulkan)
         if let vulkan = backend as? VulkanBackend {
             return "vulkan:\(vulkan.device.index)(\(vulkan.effectiveMatmulVariant.rawValue)\(vulkan.usesUnifiedMemory ? "" : ", staging"))"

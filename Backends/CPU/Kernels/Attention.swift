@@ -30,7 +30,8 @@ enum AttentionKernels {
     static func attention(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                           mask: UnsafePointer<Float>?, maskShape: Shape?, out: UnsafeMutablePointer<Float>,
                           batch: Int, queryLength: Int, keyLength: Int, heads: Int, headDim: Int,
-                          scale: Float, causal: Bool, threads: Int, blas: OpenBLAS? = nil, kernel: GemmKernel = .preferred) {
+                          scale: Float, causal: Bool, threads: Int, blas: OpenBLAS? = nil, kernel: GemmKernel = .preferred,
+                          pool: CPUMemoryPool = .shared) {
         let rowStride = heads * headDim
         // Mask strides over (batch, head, query, key); 0 where the mask broadcasts.
         var maskStrides = (batch: 0, head: 0, query: keyLength)
@@ -67,7 +68,7 @@ enum AttentionKernels {
 
         if avx512 {
             stripAttention(q: q, k: k, v: v, out: out, batch: batch, queryLength: queryLength, keyLength: keyLength,
-                           heads: heads, headDim: headDim, threads: threads, exponentiateRow: exponentiateRow)
+                           heads: heads, headDim: headDim, threads: threads, pool: pool, exponentiateRow: exponentiateRow)
             return
         }
         // With BLAS, blocks through single-threaded BLAS (with K = head dim the products are
@@ -115,7 +116,7 @@ enum AttentionKernels {
     /// Lq × Lk matrix exists, and unlike OpenBLAS called per block nothing is re-packed.
     private static func stripAttention(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                        out: UnsafeMutablePointer<Float>, batch: Int, queryLength: Int, keyLength: Int,
-                                       heads: Int, headDim: Int, threads: Int,
+                                       heads: Int, headDim: Int, threads: Int, pool: CPUMemoryPool,
                                        exponentiateRow: (UnsafeMutablePointer<Float>, Int, Int, Int) -> Float) {
         let strip = 14, panel = 32
         let paddedKeys = (keyLength + panel - 1) / panel * panel
@@ -123,10 +124,10 @@ enum AttentionKernels {
         let keysPerHead = paddedKeys * headDim, valuesPerHead = paddedKeys * paddedDepth
         let rowStride = heads * headDim
         let scratchBytes = batch * heads * (keysPerHead + valuesPerHead) * MemoryLayout<Float>.stride
-        let region = CPUMemoryPool.shared.acquire(scratchBytes)
+        let region = pool.acquire(scratchBytes)
         let packed = region?.pointer.assumingMemoryBound(to: Float.self)
             ?? UnsafeMutablePointer<Float>.allocate(capacity: scratchBytes / MemoryLayout<Float>.stride)
-        defer { if let region { CPUMemoryPool.shared.release(region) } else { packed.deallocate() } }
+        defer { if let region { pool.release(region) } else { packed.deallocate() } }
         parallelFor(batch * heads, threads: threads) { range in
             for task in range {
                 let b = task / heads, head = task % heads

@@ -79,11 +79,16 @@ final class VulkanCommandRecorder {
     /// Binds `buffers` to bindings 0…n−1 (the pipeline's texel bindings as views of format
     /// `texelFormats[binding]`, whose ranges the caller aligned), pushes `constants`,
     /// dispatches `groups`.
-    func dispatch(_ pipeline: VulkanPipeline, _ buffers: [VulkanRange], constants: [UInt32], groups: (Int, Int, Int),
-                  texelFormats: [Int: VkFormat] = [:]) throws {
-        precondition(buffers.count == pipeline.bindingCount, "\(pipeline.name): \(buffers.count) buffers for \(pipeline.bindingCount) bindings")
-        precondition(constants.count * 4 <= VulkanPipeline.pushConstantSize)
-        precondition(Set(texelFormats.keys) == pipeline.texelBindings, "\(pipeline.name): texel formats for \(texelFormats.keys), bindings \(pipeline.texelBindings)")
+    func dispatch<Constants: VulkanPushConstants>(_ pipeline: VulkanPipeline, _ buffers: [VulkanRange], constants: Constants,
+                                                  groups: (Int, Int, Int), texelFormats: [Int: VkFormat] = [:]) throws {
+        // The kernel's interface comes from its SPIR-V (Generated/VulkanKernel.swift); a call
+        // that disagrees with it is a bug in the caller, reported before anything is recorded.
+        guard Constants.self == pipeline.kernel.constants, buffers.count == pipeline.bindingCount,
+              Set(texelFormats.keys) == pipeline.texelBindings else {
+            throw BackendError.deviceFailure(backend: "vulkan", reason: "\(pipeline.name) dispatched with \(Constants.self) and "
+                + "\(buffers.count) buffers (texel bindings \(texelFormats.keys.sorted())); the kernel takes \(pipeline.kernel.constants), "
+                + "\(pipeline.bindingCount) buffers, texel bindings \(pipeline.texelBindings.sorted())")
+        }
         guard groups.0 > 0, groups.1 > 0, groups.2 > 0 else { return }
         let rangeLimit = device.bindingLimit
         if let large = buffers.enumerated().first(where: { texelFormats[$0.offset] == nil && $0.element.size > rangeLimit })?.element {
@@ -123,10 +128,11 @@ final class VulkanCommandRecorder {
         }
         functions.vkCmdBindPipeline(commandBuffer, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.pipeline)
         functions.vkCmdBindDescriptorSets(commandBuffer, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.layout, 0, 1, &set, 0, nil)
-        var words = constants
-        if !words.isEmpty {
-            functions.vkCmdPushConstants(commandBuffer, pipeline.layout, VkShaderStageFlags(VK_SHADER_STAGE_COMPUTE_BIT.rawValue),
-                                         0, UInt32(words.count * 4), &words)
+        if MemoryLayout<Constants>.size > 0 {
+            withUnsafeBytes(of: constants) { bytes in
+                functions.vkCmdPushConstants(commandBuffer, pipeline.layout, VkShaderStageFlags(VK_SHADER_STAGE_COMPUTE_BIT.rawValue),
+                                             0, UInt32(bytes.count), bytes.baseAddress)
+            }
         }
         functions.vkCmdDispatch(commandBuffer, UInt32(groups.0), UInt32(groups.1), UInt32(groups.2))
         barrier(from: VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,

@@ -79,7 +79,12 @@ final class VulkanDevice {
     /// tensors are written in place and no staging copies are recorded.
     let unifiedMemory: Bool
     let timestampsSupported: Bool
-    private var pipelines: [String: VulkanPipeline] = [:]
+    private var pipelines: [PipelineKey: VulkanPipeline] = [:]
+
+    private struct PipelineKey: Hashable {
+        var kernel: VulkanKernel
+        var specialization: [UInt32]
+    }
 
     var limits: VkPhysicalDeviceLimits { properties.limits }
     var isCPUDevice: Bool { properties.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU }
@@ -174,7 +179,7 @@ final class VulkanDevice {
     /// The device-local heaps' sizes and, where VK_EXT_memory_budget is offered, the bytes
     /// still available in them (budget less usage, for every process).
     func deviceLocalMemory() -> (total: Int, free: Int?) {
-        var functions = self.functions
+        let functions = self.functions
         var extensionCount: UInt32 = 0
         _ = functions.vkEnumerateDeviceExtensionProperties(physicalDevice, nil, &extensionCount, nil)
         var extensions = [VkExtensionProperties](repeating: VkExtensionProperties(), count: Int(extensionCount))
@@ -232,18 +237,18 @@ final class VulkanDevice {
         return nil
     }
 
-    /// The pipeline for SPIR-V module `name` with `specialization` constants, created once.
-    /// Bindings are storage buffers except those listed in `texelBindings` (uniform texel buffers).
-    func pipeline(_ name: String, bindings: Int, specialization: [UInt32] = [], texelBindings: Set<Int> = []) throws -> VulkanPipeline {
-        let key = name + "|" + specialization.map(String.init).joined(separator: ",") + "|" + texelBindings.sorted().map(String.init).joined(separator: ",")
+    /// The pipeline for `kernel` with `specialization` constants (as many as the shader
+    /// declares), created once.
+    func pipeline(_ kernel: VulkanKernel, specialization: [UInt32] = []) throws -> VulkanPipeline {
+        let key = PipelineKey(kernel: kernel, specialization: specialization)
         if let cached = pipelines[key] { return cached }
         let start = DispatchTime.now().uptimeNanoseconds
-        let created = try VulkanPipeline(device: self, name: name, bindings: bindings, specialization: specialization,
-                                         texelBindings: texelBindings)
+        let created = try VulkanPipeline(device: self, kernel: kernel, specialization: specialization)
         pipelines[key] = created
         if tracePipelines {
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-            FileHandle.standardError.write(Data(String(format: "vulkan: pipeline %@ built in %.3f s\n", key, seconds).utf8))
+            let label = "\(kernel)" + (specialization.isEmpty ? "" : "<\(specialization.map(String.init).joined(separator: ","))>")
+            FileHandle.standardError.write(Data(String(format: "vulkan: pipeline %@ built in %.3f s\n", label, seconds).utf8))
         }
         return created
     }

@@ -23,22 +23,9 @@ struct VulkanKernels {
         return (m >= 1024 ? 32 : m > 8 ? 16 : 4, 16)
     }
 
-    /// Dtype codes of common.glsl.
-    static func code(_ dtype: DType) -> UInt32 {
-        switch dtype {
-        case .float16: 1
-        case .bfloat16: 2
-        case .int32: 3
-        case .int64: 4
-        case .float8E4M3: 5
-        case .float8E5M2: 6
-        default: 0
-        }
-    }
-
     /// Pads `dimensions`/`strides` at the front to rank 6 (extent 1, stride 0).
-    static func rank6(_ values: [Int], fill: Int) -> [UInt32] {
-        ([Int](repeating: fill, count: 6 - values.count) + values).map { UInt32($0) }
+    static func rank6(_ values: [Int], fill: Int) -> VulkanWords6 {
+        VulkanWords6(([Int](repeating: fill, count: 6 - values.count) + values).map { UInt32($0) })
     }
 
     func record(_ node: Node, operands: [(VulkanRange, TensorType)], output: VulkanRange) throws {
@@ -59,40 +46,41 @@ struct VulkanKernels {
             // Unused LoRA bindings repeat the first one.
             let loras = operands[2...].map(\.0)
             let bindings = [operands[0].0, operands[1].0] + (0..<Graph.maximumGateInputs).map { $0 < loras.count ? loras[loras.startIndex + $0] : loras.first! }
-            try recorder.dispatch(device.pipeline("lora_gate", bindings: 11), bindings + [output],
-                                  constants: [UInt32(type.shape.rowCount), UInt32(type.shape.last), UInt32(loras.count), epsilon.bitPattern],
+            try recorder.dispatch(device.pipeline(.loraGate), bindings + [output],
+                                  constants: LoraGateConstants(rows: UInt32(type.shape.rowCount), width: UInt32(type.shape.last),
+                                                               count: UInt32(loras.count), epsilon: epsilon),
                                   groups: VulkanCommandRecorder.groups1D(type.shape.rowCount, localSize: 1))
         case let .lowRankGate(epsilon, ranks):
             var offsets = [UInt32(0)]
             for rank in ranks { offsets.append(offsets.last! + UInt32(rank)) }
             offsets += Array(repeating: offsets.last!, count: Graph.maximumGateInputs + 1 - offsets.count)
-            try recorder.dispatch(device.pipeline("lora_gate_lowrank", bindings: 5), operands[0...3].map(\.0) + [output],
-                                  constants: [UInt32(type.shape.rowCount), UInt32(type.shape.last), UInt32(ranks.count), epsilon.bitPattern,
-                                              offsets.last!] + offsets,
+            try recorder.dispatch(device.pipeline(.loraGateLowrank), operands[0...3].map(\.0) + [output],
+                                  constants: LoraGateLowrankConstants(rows: UInt32(type.shape.rowCount), width: UInt32(type.shape.last),
+                                                                      count: UInt32(ranks.count), epsilon: epsilon, total: offsets.last!,
+                                                                      offsets: VulkanWords9(offsets)),
                                   groups: VulkanCommandRecorder.groups1D(type.shape.rowCount, localSize: 1))
         case let .binary(op):
-            let codes: [BinaryOperator: UInt32] = [.add: 0, .sub: 1, .mul: 2, .div: 3]
-            let constants = [UInt32(count), codes[op]!] + Self.rank6(type.shape.dimensions, fill: 1)
-                + Self.rank6(operands[0].1.shape.broadcastStrides(to: type.shape), fill: 0)
-                + Self.rank6(operands[1].1.shape.broadcastStrides(to: type.shape), fill: 0)
-            try recorder.dispatch(device.pipeline("binary", bindings: 3), [operands[0].0, operands[1].0, output],
+            let constants = BinaryConstants(count: UInt32(count), op: VulkanBinaryCode(op).rawValue, dims: Self.rank6(type.shape.dimensions, fill: 1),
+                                            aStrides: Self.rank6(operands[0].1.shape.broadcastStrides(to: type.shape), fill: 0),
+                                            bStrides: Self.rank6(operands[1].1.shape.broadcastStrides(to: type.shape), fill: 0))
+            try recorder.dispatch(device.pipeline(.binary), [operands[0].0, operands[1].0, output],
                                   constants: constants, groups: VulkanCommandRecorder.groups1D(count, localSize: 256))
         case let .scale(factor):
-            try unary(7, factor: factor, operands[0].0, output, count)
+            try unary(.scale, factor: factor, operands[0].0, output, count)
         case let .unary(function):
-            let codes: [UnaryFunction: UInt32] = [.gelu: 0, .geluTanh: 1, .quickGelu: 2, .silu: 3, .sigmoid: 4, .relu: 5, .tanh: 6]
-            try unary(codes[function]!, factor: 1, operands[0].0, output, count)
+            try unary(VulkanUnaryCode(function), factor: 1, operands[0].0, output, count)
         case .softmax:
-            try rowwise(mode: 0, operands, output, type.shape, epsilon: 0)
+            try rowwise(.softmax, operands, output, type.shape, epsilon: 0)
         case let .layerNorm(epsilon):
-            try rowwise(mode: 1, operands, output, type.shape, epsilon: epsilon)
+            try rowwise(.layerNorm, operands, output, type.shape, epsilon: epsilon)
         case let .rmsNorm(epsilon):
-            try rowwise(mode: 2, operands, output, type.shape, epsilon: epsilon)
+            try rowwise(.rmsNorm, operands, output, type.shape, epsilon: epsilon)
         case .rotaryEmbedding:
             let shape = type.shape
             let pairs = count / 2
-            try recorder.dispatch(device.pipeline("rope", bindings: 4), [operands[0].0, operands[1].0, operands[2].0, output],
-                                  constants: [UInt32(pairs), UInt32(shape[1]), UInt32(shape[2]), UInt32(shape[3] / 2)],
+            try recorder.dispatch(device.pipeline(.rope), [operands[0].0, operands[1].0, operands[2].0, output],
+                                  constants: RopeConstants(pairs: UInt32(pairs), sequenceLength: UInt32(shape[1]), heads: UInt32(shape[2]),
+                                                           halfDim: UInt32(shape[3] / 2)),
                                   groups: VulkanCommandRecorder.groups1D(pairs, localSize: 256))
         case let .attention(scale, causal):
             try attention(operands, output: output, scale: scale, causal: causal)
@@ -100,10 +88,12 @@ struct VulkanKernels {
             let (x, weight) = (operands[0], operands[1])
             let shape = type.shape, pixels = shape[2] * shape[3]
             let block = Self.convolutionBlock
-            let pipeline = try device.pipeline("conv2d_\(Self.suffix(weight.1.dtype))", bindings: 4,
+            let pipeline = try device.pipeline(.conv2d(VulkanWeightFormat(weight.1.dtype)),
                                                specialization: [UInt32(block.channels), UInt32(block.pixels)])
-            let constants = [x.1.shape[1], x.1.shape[2], x.1.shape[3], shape[1], shape[2], shape[3],
-                             weight.1.shape[2], weight.1.shape[3], padding, operands.count == 3 ? 1 : 0].map { UInt32($0) }
+            let constants = Conv2dConstants(channels: UInt32(x.1.shape[1]), height: UInt32(x.1.shape[2]), width: UInt32(x.1.shape[3]),
+                                            outputs: UInt32(shape[1]), outHeight: UInt32(shape[2]), outWidth: UInt32(shape[3]),
+                                            kh: UInt32(weight.1.shape[2]), kw: UInt32(weight.1.shape[3]), padding: UInt32(padding),
+                                            hasBias: operands.count == 3 ? 1 : 0)
             try recorder.dispatch(pipeline, [x.0, weight.0, operands.count == 3 ? operands[2].0 : x.0, output], constants: constants,
                                   groups: ((pixels + 8 * block.pixels - 1) / (8 * block.pixels),
                                            (shape[1] + 8 * block.channels - 1) / (8 * block.channels), shape[0]))
@@ -140,9 +130,11 @@ struct VulkanKernels {
                 let windowRows = min(rowsPerWindow, rows - start)
                 let (window, offset) = rowsPerWindow == rows
                     ? (table.0, 0) : self.window(table.0, start: start * width, count: windowRows * width, size: size)
-                try recorder.dispatch(device.pipeline("convert", bindings: 3), [window, ids.0, output],
-                                      constants: [UInt32(count), 0, Self.code(table.1.dtype), Self.code(ids.1.dtype), UInt32(width), 0,
-                                                  UInt32(start), UInt32(windowRows), UInt32(offset)],
+                try recorder.dispatch(device.pipeline(.convert), [window, ids.0, output],
+                                      constants: ConvertConstants(count: UInt32(count), mode: VulkanConvertCode.gather.rawValue,
+                                                                  inDtype: VulkanDTypeCode(table.1.dtype).rawValue,
+                                                                  idDtype: VulkanDTypeCode(ids.1.dtype).rawValue, width: UInt32(width), elements: 0,
+                                                                  rowStart: UInt32(start), rowCount: UInt32(windowRows), inOffset: UInt32(offset)),
                                       groups: VulkanCommandRecorder.groups1D(count, localSize: 256))
             }
         case let .cast(target):
@@ -151,8 +143,11 @@ struct VulkanKernels {
                 try widen(source.0, source.1.dtype, output, count)
             } else {
                 let words = (count + 1) / 2
-                try recorder.dispatch(device.pipeline("convert", bindings: 3), [source.0, source.0, output],
-                                      constants: [UInt32(words), target == .float16 ? 2 : 3, Self.code(source.1.dtype), 0, 1, UInt32(count), 0, 0, 0],
+                let mode: VulkanConvertCode = target == .float16 ? .narrowF16 : .narrowBF16
+                try recorder.dispatch(device.pipeline(.convert), [source.0, source.0, output],
+                                      constants: ConvertConstants(count: UInt32(words), mode: mode.rawValue,
+                                                                  inDtype: VulkanDTypeCode(source.1.dtype).rawValue, idDtype: 0, width: 1,
+                                                                  elements: UInt32(count), rowStart: 0, rowCount: 0, inOffset: 0),
                                       groups: VulkanCommandRecorder.groups1D(words, localSize: 256))
             }
         }
@@ -160,24 +155,28 @@ struct VulkanKernels {
 
     /// `count` elements of `dtype` at `input` converted to float32 at `output`.
     private func widen(_ input: VulkanRange, _ dtype: DType, _ output: VulkanRange, _ count: Int) throws {
-        try recorder.dispatch(device.pipeline("convert", bindings: 3), [input, input, output],
-                              constants: [UInt32(count), 1, Self.code(dtype), 0, 1, UInt32(count), 0, 0, 0],
+        try recorder.dispatch(device.pipeline(.convert), [input, input, output],
+                              constants: ConvertConstants(count: UInt32(count), mode: VulkanConvertCode.widen.rawValue,
+                                                          inDtype: VulkanDTypeCode(dtype).rawValue, idDtype: 0, width: 1,
+                                                          elements: UInt32(count), rowStart: 0, rowCount: 0, inOffset: 0),
                               groups: VulkanCommandRecorder.groups1D(count, localSize: 256))
     }
 
-    private func unary(_ function: UInt32, factor: Float, _ input: VulkanRange, _ output: VulkanRange, _ count: Int) throws {
-        try recorder.dispatch(device.pipeline("unary", bindings: 2), [input, output],
-                              constants: [UInt32(count), function, factor.bitPattern],
+    private func unary(_ function: VulkanUnaryCode, factor: Float, _ input: VulkanRange, _ output: VulkanRange, _ count: Int) throws {
+        try recorder.dispatch(device.pipeline(.unary), [input, output],
+                              constants: UnaryConstants(count: UInt32(count), function: function.rawValue, factor: factor),
                               groups: VulkanCommandRecorder.groups1D(count, localSize: 256))
     }
 
-    private func rowwise(mode: UInt32, _ operands: [(VulkanRange, TensorType)], _ output: VulkanRange, _ shape: Shape, epsilon: Float) throws {
+    private func rowwise(_ mode: VulkanRowwiseCode, _ operands: [(VulkanRange, TensorType)], _ output: VulkanRange, _ shape: Shape,
+                         epsilon: Float) throws {
         let input = operands[0].0
         let weight = operands.count > 1 ? operands[1].0 : input
         let bias = operands.count > 2 ? operands[2].0 : input
         let rows = shape.rowCount
-        try recorder.dispatch(device.pipeline("rowwise", bindings: 4), [input, weight, bias, output],
-                              constants: [UInt32(rows), UInt32(shape.last), mode, operands.count > 1 ? 1 : 0, epsilon.bitPattern],
+        try recorder.dispatch(device.pipeline(.rowwise), [input, weight, bias, output],
+                              constants: RowwiseConstants(rows: UInt32(rows), width: UInt32(shape.last), mode: mode.rawValue,
+                                                          hasWeight: operands.count > 1 ? 1 : 0, epsilon: epsilon),
                               groups: VulkanCommandRecorder.groups1D(rows, localSize: 1))
     }
 
@@ -185,9 +184,10 @@ struct VulkanKernels {
                       inOffset: Int, outOffset: Int) throws {
         let count = dims.reduce(1, *)
         guard count > 0 else { return }
-        let constants = [UInt32(count), UInt32(inOffset), UInt32(outOffset)] + Self.rank6(dims, fill: 1)
-            + Self.rank6(inStrides, fill: 0) + Self.rank6(outStrides, fill: 0)
-        try recorder.dispatch(device.pipeline("copy", bindings: 2), [input, output], constants: constants,
+        let constants = CopyConstants(count: UInt32(count), inOffset: UInt32(inOffset), outOffset: UInt32(outOffset),
+                                      dims: Self.rank6(dims, fill: 1), inStrides: Self.rank6(inStrides, fill: 0),
+                                      outStrides: Self.rank6(outStrides, fill: 0))
+        try recorder.dispatch(device.pipeline(.copy), [input, output], constants: constants,
                               groups: VulkanCommandRecorder.groups1D(count, localSize: 256))
     }
 
@@ -209,23 +209,25 @@ struct VulkanKernels {
         let queries = texel ? configuration.attentionQueries : 8  // per invocation
         let queriesPerGroup = registers ? 64 * queries : 64
         let blocks = (queryLength + queriesPerGroup - 1) / queriesPerGroup
-        var constants: [UInt32] = [UInt32(queryLength), UInt32(keyLength), UInt32(heads), scale.bitPattern, causal ? 1 : 0,
-                                   mask == nil ? 0 : 1, UInt32(maskBatchStride), UInt32(maskHeadStride), UInt32(blocks)]
+        var constants = AttentionConstants(queryLength: UInt32(queryLength), keyLength: UInt32(keyLength), heads: UInt32(heads),
+                                           scale: scale, causal: causal ? 1 : 0, hasMask: mask == nil ? 0 : 1,
+                                           maskBatchStride: UInt32(maskBatchStride), maskHeadStride: UInt32(maskHeadStride),
+                                           queryBlocks: UInt32(blocks), kOffset: 0, vOffset: 0)
         var buffers = [operands[0].0, operands[1].0, operands[2].0, mask?.0 ?? operands[0].0, output]
         let groups = VulkanCommandRecorder.groups1D(batch * heads * blocks, localSize: 1)
         if texel,
            let (keys, keyOffset) = texelWindow(operands[1].0, elementOffset: 0, elementSize: 4),
            let (values, valueOffset) = texelWindow(operands[2].0, elementOffset: 0, elementSize: 4) {
-            constants += [UInt32(keyOffset / 4), UInt32(valueOffset / 4)]
+            constants.kOffset = UInt32(keyOffset / 4)
+            constants.vOffset = UInt32(valueOffset / 4)
             buffers[1] = keys
             buffers[2] = values
-            let pipeline = try device.pipeline("attention_texel", bindings: 5, specialization: [UInt32(headDim), UInt32(queries)],
-                                               texelBindings: [1, 2])
+            let pipeline = try device.pipeline(.attentionTexel, specialization: [UInt32(headDim), UInt32(queries)])
             try recorder.dispatch(pipeline, buffers, constants: constants, groups: groups,
                                   texelFormats: [1: VK_FORMAT_R32G32B32A32_SFLOAT, 2: VK_FORMAT_R32G32B32A32_SFLOAT])
             return
         }
-        try recorder.dispatch(device.pipeline(registers ? "attention_registers" : "attention", bindings: 5,
+        try recorder.dispatch(device.pipeline(registers ? .attentionRegisters : .attention,
                                               specialization: registers ? [UInt32(headDim), UInt32(queries)] : [UInt32(headDim)]),
                               buffers, constants: constants, groups: groups)
     }
@@ -241,9 +243,12 @@ struct VulkanKernels {
         var cRowStride: Int
         var windows: (a: VulkanRange, b: VulkanRange, c: VulkanRange)
 
-        var constants: [UInt32] {
-            ([m, n, k, aRow, aColumn, bRow, bColumn, batch[1], batch[2]] + aBatch + bBatch
-                + [aOffset, bOffset, cOffset, cRowStride]).map { UInt32($0) }
+        var constants: MatmulConstants {
+            MatmulConstants(m: UInt32(m), n: UInt32(n), k: UInt32(k), aRowStride: UInt32(aRow), aColStride: UInt32(aColumn),
+                            bRowStride: UInt32(bRow), bColStride: UInt32(bColumn), batch1: UInt32(batch[1]), batch2: UInt32(batch[2]),
+                            aBatch0: UInt32(aBatch[0]), aBatch1: UInt32(aBatch[1]), aBatch2: UInt32(aBatch[2]),
+                            bBatch0: UInt32(bBatch[0]), bBatch1: UInt32(bBatch[1]), bBatch2: UInt32(bBatch[2]),
+                            aOffset: UInt32(aOffset), bOffset: UInt32(bOffset), cOffset: UInt32(cOffset), cRowStride: UInt32(cRowStride))
         }
     }
 
@@ -327,11 +332,13 @@ struct VulkanKernels {
             let (xWindow, xOffset) = window(x.0, start: start * k, count: count * k, size: 4)
             // K and the rank in fours, x 16-byte aligned in its window: the 4-wide kernel.
             let wide = k % 4 == 0 && rank % 4 == 0 && xOffset % 4 == 0 && down.0.offset % 16 == 0 && up.0.offset % 16 == 0
-            let pipeline = try device.pipeline("lora_update\(wide ? "_vec4" : "")_\(Self.suffix(down.1.dtype))", bindings: 5)
+            let format = VulkanFactorFormat(down.1.dtype)
+            let pipeline = try device.pipeline(wide ? .loraUpdateVec4(format) : .loraUpdate(format))
             let (yWindow, yOffset) = window(y.0, start: start * n, count: count * n, size: 4)
             let (outWindow, outOffset) = window(output, start: start * n, count: count * n, size: 4)
-            let constants = [count, n, k, rank, rowsPerGroup].map { UInt32($0) } + [scale.bitPattern]
-                + [xOffset, yOffset, outOffset].map { UInt32($0) }
+            let constants = LoraUpdateConstants(rows: UInt32(count), n: UInt32(n), k: UInt32(k), rank: UInt32(rank),
+                                                rowsPerGroup: UInt32(rowsPerGroup), scale: scale,
+                                                xOffset: UInt32(xOffset), yOffset: UInt32(yOffset), outOffset: UInt32(outOffset))
             try recorder.dispatch(pipeline, [yWindow, xWindow, down.0, up.0, outWindow], constants: constants,
                                   groups: VulkanCommandRecorder.groups1D((count + rowsPerGroup - 1) / rowsPerGroup, localSize: 1))
         }
@@ -370,28 +377,31 @@ struct VulkanKernels {
         let histogram = VulkanRange(buffer: scratch, offset: 0, size: 1024)
         let state = VulkanRange(buffer: scratch, offset: stateOffset, size: 16)
         let partials = VulkanRange(buffer: scratch, offset: partialOffset, size: max(8 * partialCount, 8))
-        let control = try device.pipeline("topk_control", bindings: 4)
-        func controlStep(mode: UInt32, shift: UInt32 = 0) throws {
-            try recorder.dispatch(control, [histogram, state, partials, output], constants: [mode, UInt32(k), shift, UInt32(partialCount)],
+        let control = try device.pipeline(.topkControl)
+        func controlStep(_ mode: VulkanTopkControlCode, shift: UInt32 = 0) throws {
+            try recorder.dispatch(control, [histogram, state, partials, output],
+                                  constants: TopkControlConstants(mode: mode.rawValue, k: UInt32(k), shift: shift, partialCount: UInt32(partialCount)),
                                   groups: (1, 1, 1))
         }
-        try controlStep(mode: 0)
-        let pass = try device.pipeline("topk_histogram", bindings: 3)
+        try controlStep(.clear)
+        let pass = try device.pipeline(.topkHistogram)
         for shift: UInt32 in [24, 16, 8, 0] {
             for (window, groupCount) in zip(windows, groups) {
-                try recorder.dispatch(pass, [window.range, histogram, state], constants: [UInt32(window.count), UInt32(window.offset), shift],
+                try recorder.dispatch(pass, [window.range, histogram, state],
+                                      constants: TopkHistogramConstants(count: UInt32(window.count), offset: UInt32(window.offset), shift: shift),
                                       groups: VulkanCommandRecorder.groups1D(groupCount, localSize: 1))
             }
-            try controlStep(mode: 1, shift: shift)
+            try controlStep(.select, shift: shift)
         }
-        let sum = try device.pipeline("topk_sum", bindings: 3)
+        let sum = try device.pipeline(.topkSum)
         var first = 0
         for (window, groupCount) in zip(windows, groups) {
-            try recorder.dispatch(sum, [window.range, state, partials], constants: [UInt32(window.count), UInt32(window.offset), UInt32(first)],
+            try recorder.dispatch(sum, [window.range, state, partials],
+                                  constants: TopkSumConstants(count: UInt32(window.count), offset: UInt32(window.offset), partialOffset: UInt32(first)),
                                   groups: VulkanCommandRecorder.groups1D(groupCount, localSize: 1))
             first += groupCount
         }
-        try controlStep(mode: 2)
+        try controlStep(.finish)
     }
 
     /// Top-K of LoRA updates: each ΔW = (scale·up)·down is computed by the matmul kernel
@@ -422,7 +432,7 @@ struct VulkanKernels {
                 try widen(upRange, upType.dtype, widened, count)
                 source = widened
             }
-            try unary(7, factor: scale, source, scaled, count)
+            try unary(.scale, factor: scale, source, scaled, count)
             let deltaShape = Shape([upType.shape[0], down.1.shape[1]])
             let delta = VulkanRange(buffer: scratch, offset: deltaOffsets[index], size: deltaShape.elementCount * 4)
             try matmul((scaled, TensorType(upType.shape)), down, transposeA: false, transposeB: false, output: delta, outShape: deltaShape)
@@ -441,15 +451,6 @@ struct VulkanKernels {
     static let lowRankMaximumRows = 16
     static let lowRankSharedFloats = 2048
 
-    static func suffix(_ weightType: DType) -> String {
-        switch weightType {
-        case .float16: "f16"
-        case .bfloat16: "bf16"
-        case .float8E4M3: "f8e4m3"
-        case .float8E5M2: "f8e5m2"
-        default: "f32"
-        }
-    }
 
     /// The texel format matmul_texel reads 4 weights of `dtype` as.
     static func texelFormat(_ dtype: DType) -> VkFormat {
@@ -477,7 +478,7 @@ struct VulkanKernels {
     }
 
     private func dispatchMatmul(_ call: MatmulDispatch, weightType: DType) throws {
-        let suffix = Self.suffix(weightType)
+        let format = VulkanWeightFormat(weightType)
         let batches = call.batch.reduce(1, *)
         let buffers = [call.windows.a, call.windows.b, call.windows.c]
         // Linear layout with K % 4 == 0 and 4-aligned offsets: the vec4 kernel (lavapipe's fastest).
@@ -493,22 +494,83 @@ struct VulkanKernels {
                 var texel = call
                 texel.aOffset = aOffset
                 texel.bOffset = bOffset
-                let pipeline = try device.pipeline("matmul_texel_\(suffix)", bindings: 3,
-                                                   specialization: [UInt32(block.rows), UInt32(block.columns)], texelBindings: [0, 1])
+                let pipeline = try device.pipeline(.matmulTexel(format), specialization: [UInt32(block.rows), UInt32(block.columns)])
                 try recorder.dispatch(pipeline, [aView, bView, call.windows.c], constants: texel.constants, groups: grid(block),
                                       texelFormats: [0: VK_FORMAT_R32G32B32A32_SFLOAT, 1: Self.texelFormat(weightType)])
                 return
             }
             let block = vec4Block(texel: false, rows: call.m)
-            let pipeline = try device.pipeline("matmul_vec4_\(suffix)", bindings: 3, specialization: [UInt32(block.rows), UInt32(block.columns)])
+            let pipeline = try device.pipeline(.matmulVec4(format), specialization: [UInt32(block.rows), UInt32(block.columns)])
             try recorder.dispatch(pipeline, buffers, constants: call.constants, groups: grid(block))
             return
         }
         let tiled = matmulVariant == .tiled
         let block = tiled ? 8 : configuration.registerBlock  // outputs per invocation in each direction (TM = TN)
-        let pipeline = try device.pipeline(tiled ? "matmul_tiled_\(suffix)" : "matmul_\(suffix)", bindings: 3,
-                                           specialization: [UInt32(block), UInt32(block)])
+        let pipeline = try device.pipeline(tiled ? .matmulTiled(format) : .matmul(format), specialization: [UInt32(block), UInt32(block)])
         try recorder.dispatch(pipeline, buffers, constants: call.constants, groups: grid((block, block)))
+    }
+}
+
+// The graph's element types and operators in the shaders' codes (Shaders/kernels.json).
+extension VulkanWeightFormat {
+    /// The weight-format variant that reads `dtype` (`supports` has refused other types).
+    init(_ dtype: DType) {
+        switch dtype {
+        case .float16: self = .f16
+        case .bfloat16: self = .bf16
+        case .float8E4M3: self = .f8e4m3
+        case .float8E5M2: self = .f8e5m2
+        default: self = .f32
+        }
+    }
+}
+
+extension VulkanFactorFormat {
+    init(_ dtype: DType) {
+        switch dtype {
+        case .float16: self = .f16
+        case .bfloat16: self = .bf16
+        default: self = .f32
+        }
+    }
+}
+
+extension VulkanDTypeCode {
+    init(_ dtype: DType) {
+        switch dtype {
+        case .float16: self = .f16
+        case .bfloat16: self = .bf16
+        case .int32: self = .i32
+        case .int64: self = .i64
+        case .float8E4M3: self = .f8e4m3
+        case .float8E5M2: self = .f8e5m2
+        default: self = .f32
+        }
+    }
+}
+
+extension VulkanBinaryCode {
+    init(_ op: BinaryOperator) {
+        switch op {
+        case .add: self = .add
+        case .sub: self = .sub
+        case .mul: self = .mul
+        case .div: self = .div
+        }
+    }
+}
+
+extension VulkanUnaryCode {
+    init(_ function: UnaryFunction) {
+        switch function {
+        case .gelu: self = .gelu
+        case .geluTanh: self = .geluTanh
+        case .quickGelu: self = .quickGelu
+        case .silu: self = .silu
+        case .sigmoid: self = .sigmoid
+        case .relu: self = .relu
+        case .tanh: self = .tanh
+        }
     }
 }
 

@@ -4,9 +4,11 @@ import CVulkan
 import Foundation
 import LoRAFuse
 
-/// Compiled SPIR-V shipped with the backend (built from Shaders/ by Tools/shaders/compile-shaders.sh).
+/// Compiled SPIR-V shipped with the backend (Backends/Vulkan/SPIRV/, built from Shaders/ by
+/// Tools/shaders/compile-shaders.sh).
 enum ShaderLibrary {
-    static func spirv(_ name: String) throws -> [UInt32] {
+    static func spirv(_ kernel: VulkanKernel) throws -> [UInt32] {
+        let name = kernel.spirvName
         guard let url = Bundle.module.url(forResource: name, withExtension: "spv", subdirectory: "SPIRV"),
               let data = try? Data(contentsOf: url), data.count % 4 == 0, !data.isEmpty else {
             throw BackendError.deviceFailure(backend: "vulkan", reason: "shader \(name).spv is missing from the resources")
@@ -15,30 +17,37 @@ enum ShaderLibrary {
     }
 }
 
-/// A compute pipeline with its descriptor-set layout (N storage or uniform texel buffers) and a 128-byte
-/// push-constant range (the minimum every device guarantees).
+/// A compute pipeline for one `VulkanKernel` and specialization: its descriptor-set layout
+/// (the kernel's storage and uniform texel buffers) and a 128-byte push-constant range (the
+/// minimum every device guarantees; the generator refuses larger blocks).
 final class VulkanPipeline {
     static let pushConstantSize = 128
 
+    let kernel: VulkanKernel
     let pipeline: VkPipeline
     let layout: VkPipelineLayout
     let setLayout: VkDescriptorSetLayout
-    let bindingCount: Int
-    let name: String
+    var bindingCount: Int { kernel.bindingCount }
+    var texelBindings: Set<Int> { kernel.texelBindings }
+    var name: String { kernel.spirvName }
     // Handles, not the VulkanDevice: pipelines are released from the device's deinit.
     private let functions: LFVulkanFunctions
     private let vkDevice: VkDevice
 
-    let texelBindings: Set<Int>
-
-    init(device: VulkanDevice, name: String, bindings: Int, specialization: [UInt32], texelBindings: Set<Int> = []) throws {
-        self.texelBindings = texelBindings
+    init(device: VulkanDevice, kernel: VulkanKernel, specialization: [UInt32]) throws {
+        guard specialization.count == kernel.specializationCount else {
+            throw BackendError.deviceFailure(backend: "vulkan", reason:
+                "\(kernel): \(specialization.count) specialization constants for the shader's \(kernel.specializationCount)")
+        }
+        guard kernel.constants.layoutMatchesSPIRV else {
+            throw BackendError.deviceFailure(backend: "vulkan", reason: "\(kernel): \(kernel.constants) is not laid out as the shader's push constants")
+        }
+        self.kernel = kernel
         self.functions = device.functions
         self.vkDevice = device.device
-        self.name = name
-        self.bindingCount = bindings
+        let name = kernel.spirvName, bindings = kernel.bindingCount, texelBindings = kernel.texelBindings
         let functions = device.functions
-        let code = try ShaderLibrary.spirv(name)
+        let code = try ShaderLibrary.spirv(kernel)
         var module: VkShaderModule?
         try code.withUnsafeBufferPointer { words in
             var info = VkShaderModuleCreateInfo()
