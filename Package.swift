@@ -15,7 +15,8 @@ let package = Package(
     name: "LoRAFuse",
     platforms: [.macOS(.v15)],
     products: [
-        .library(name: "LoRAFuse", targets: ["LoRAFuse", "LoRAFuseBackends"]),
+        .library(name: "LoRAFuse", targets: ["LoRAFuse", "LoRAFuseModels", "LoRAFuseFusion", "LoRAFuseRetrieval", "LoRAFusePipeline",
+                                             "LoRAFuseVerification", "LoRAFuseBackends"]),
         .executable(name: "lorafuse", targets: ["lorafuse"]),
     ],
     dependencies: [
@@ -27,13 +28,33 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         // Deleting temporary files when a signal stops the process (async-signal-safe, in C).
         .target(name: "CSignalCleanup", path: "Sources/CSignalCleanup"),
-        // The engine: tensors, graph, backend protocol and registry, safetensors I/O.
+        // The library in parts, each a module (the way mlx-swift splits MLX, MLXNN, MLXFast);
+        // docs/architecture.md draws the graph.
+        // The core: tensors, graph, backend protocol, scheduler and registry, safetensors I/O.
         .target(
             name: "LoRAFuse",
-            dependencies: ["CZlib", "CSignalCleanup", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["CSignalCleanup"],
             path: "Sources/LoRAFuse",
             swiftSettings: simdKernelSettings
         ),
+        // Models as graphs: the FLUX transformer, CLIP and T5 text encoders, the VAE decoder.
+        .target(name: "LoRAFuseModels", dependencies: ["LoRAFuse"], path: "Sources/LoRAFuseModels"),
+        // LoRA files, merging, and the fusion methods (K-LoRA, AutoLoRA, the baselines, FusionPlan).
+        .target(name: "LoRAFuseFusion", dependencies: ["LoRAFuse", "LoRAFuseModels"], path: "Sources/LoRAFuseFusion"),
+        // The LoRA pool and AutoLoRA's retrieval (the only part that links GRDB and SQLite).
+        .target(
+            name: "LoRAFuseRetrieval",
+            dependencies: ["LoRAFuse", "LoRAFuseModels", "LoRAFuseFusion", .product(name: "GRDB", package: "GRDB.swift")],
+            path: "Sources/LoRAFuseRetrieval"
+        ),
+        // Text to image: the flow-matching sampler, the pipeline, PNG output (zlib).
+        .target(name: "LoRAFusePipeline", dependencies: ["LoRAFuse", "LoRAFuseModels", "LoRAFuseFusion", "CZlib"],
+                path: "Sources/LoRAFusePipeline"),
+        // Verification: the float64 reference evaluator and the op parity cases.
+        .target(name: "LoRAFuseVerification", dependencies: ["LoRAFuse"], path: "Sources/LoRAFuseVerification"),
+        // The toy world (a tiny FLUX-shaped model, its LoRAs and classifiers) the demo and the
+        // fusion evaluation run on.
+        .target(name: "LoRAFuseToyWorld", dependencies: ["LoRAFuse", "LoRAFuseModels", "LoRAFusePipeline"], path: "Examples/LoRAFuseToyWorld"),
         // Backends: one target each; each exposes a `BackendPlugin`.
         // ISA-specific micro-kernels (AVX-512), chosen at run time by the CPU backend.
         .target(
@@ -75,25 +96,33 @@ let package = Package(
         .executableTarget(
             name: "lorafuse",
             dependencies: [
-                "LoRAFuse", "LoRAFuseBackends",
+                "LoRAFuse", "LoRAFuseModels", "LoRAFuseFusion", "LoRAFuseRetrieval", "LoRAFusePipeline",
+                "LoRAFuseVerification", "LoRAFuseToyWorld", "LoRAFuseBackends",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tools/lorafuse"
         ),
+        // The library used as an application would use it (README, "Using the library").
+        .executableTarget(
+            name: "klora-example",
+            dependencies: ["LoRAFuse", "LoRAFuseModels", "LoRAFuseFusion", "LoRAFusePipeline", "LoRAFuseBackends"],
+            path: "Examples/KLoRAExample"
+        ),
         .testTarget(
             name: "LoRAFuseTests",
-            dependencies: ["LoRAFuse"],
+            dependencies: ["LoRAFuse", "LoRAFuseModels", "LoRAFuseFusion", "LoRAFuseRetrieval", "LoRAFusePipeline", "LoRAFuseVerification", "LoRAFuseToyWorld"],
             path: "Tests/LoRAFuseTests"
         ),
         .testTarget(
             name: "BackendTests",
-            dependencies: ["LoRAFuse", "LoRAFuseBackends", "LoRAFuseCPU", "LoRAFuseVulkan", "SPIRVReflection", "vulkan-shaders-gen"],
+            dependencies: ["LoRAFuse", "LoRAFuseModels", "LoRAFuseFusion", "LoRAFuseRetrieval", "LoRAFusePipeline", "LoRAFuseVerification", "LoRAFuseToyWorld",
+                           "LoRAFuseBackends", "LoRAFuseCPU", "LoRAFuseVulkan", "SPIRVReflection", "vulkan-shaders-gen"],
             path: "Tests/BackendTests"
         ),
         // Runs the built `lorafuse` executable as a user would.
         .testTarget(
             name: "CLITests",
-            dependencies: ["lorafuse", "LoRAFuse", "LoRAFuseBackends"],
+            dependencies: ["lorafuse", "klora-example", "LoRAFuse", "LoRAFuseModels", "LoRAFuseFusion", "LoRAFuseRetrieval", "LoRAFusePipeline", "LoRAFuseVerification", "LoRAFuseToyWorld", "LoRAFuseBackends"],
             path: "Tests/CLITests"
         ),
     ]

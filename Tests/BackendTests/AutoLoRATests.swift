@@ -1,6 +1,12 @@
 import Foundation
 import Testing
 import LoRAFuse
+import LoRAFuseModels
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
+import LoRAFuseVerification
+import LoRAFuseToyWorld
 
 /// AutoLoRA gated fusion against DiffSynth-Studio's own LoraMerger / FluxLoraPatcher and
 /// LoRA conversion on a tiny DiffSynth FLUX DiT (Tools/reference/make_autolora_fixtures.py).

@@ -1,6 +1,12 @@
 import Foundation
 import Testing
 import LoRAFuse
+import LoRAFuseModels
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
+import LoRAFuseVerification
+import LoRAFuseToyWorld
 
 /// The FLUX transformer against diffusers run in float64 (Tools/reference/make_flux_fixtures.py).
 @Suite(.serialized) struct FluxTransformerTests {

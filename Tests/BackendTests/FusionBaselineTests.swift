@@ -1,6 +1,12 @@
 import Foundation
 import Testing
 import LoRAFuse
+import LoRAFuseModels
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
+import LoRAFuseVerification
+import LoRAFuseToyWorld
 
 /// The fusion baselines, checked against the peft references they reduce to: merge is
 /// diffusers' two-adapter set_adapters, switch/fixed pick one whole LoRA per step,

@@ -1,6 +1,12 @@
 import Foundation
 import Testing
 import LoRAFuse
+import LoRAFuseModels
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
+import LoRAFuseVerification
+import LoRAFuseToyWorld
 
 /// Whole generations against diffusers' FluxPipeline in float64 with imported noise
 /// (Tools/reference/make_pipeline_fixtures.py): 4 steps, latents within 1e-3, the image

@@ -1,6 +1,12 @@
 import Foundation
 import Testing
 import LoRAFuse
+import LoRAFuseModels
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
+import LoRAFuseVerification
+import LoRAFuseToyWorld
 import LoRAFuseCPU
 
 /// K-LoRA against the Python reference written from the paper's formulas

@@ -1,6 +1,12 @@
 import Foundation
 import Testing
 import LoRAFuse
+import LoRAFuseModels
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
+import LoRAFuseVerification
+import LoRAFuseToyWorld
 
 /// LoRAs on the FLUX transformer against peft + diffusers in float64
 /// (Tools/reference/make_lora_fixtures.py): every format, both model layouts, hot and

@@ -1,5 +1,11 @@
 import Testing
 import LoRAFuse
+import LoRAFuseModels
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
+import LoRAFuseVerification
+import LoRAFuseToyWorld
 
 /// IEEE propagation: a NaN or infinity in an input gives non-finite outputs exactly where the
 /// float64 reference has them, on every backend (the CPU backend must not hide a NaN behind

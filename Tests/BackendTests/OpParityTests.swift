@@ -1,5 +1,11 @@
 import Testing
 import LoRAFuse
+import LoRAFuseModels
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
+import LoRAFuseVerification
+import LoRAFuseToyWorld
 import LoRAFuseVulkan
 
 extension OpCase: CustomTestStringConvertible {

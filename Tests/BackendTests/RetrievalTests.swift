@@ -1,6 +1,12 @@
 import Foundation
 import Testing
 import LoRAFuse
+import LoRAFuseModels
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
+import LoRAFuseVerification
+import LoRAFuseToyWorld
 
 /// AutoLoRA's LoRA weight encoder against a PyTorch implementation written from the
 /// research code, LoRAs read by DiffSynth's own loader (Tools/reference/make_retrieval_fixtures.py).

@@ -1,6 +1,12 @@
 import Foundation
 import Testing
 import LoRAFuse
+import LoRAFuseModels
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
+import LoRAFuseVerification
+import LoRAFuseToyWorld
 import LoRAFuseCPU
 import LoRAFuseVulkan
 

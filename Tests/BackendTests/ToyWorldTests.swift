@@ -1,6 +1,12 @@
 import Foundation
 import Testing
 import LoRAFuse
+import LoRAFuseModels
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
+import LoRAFuseVerification
+import LoRAFuseToyWorld
 
 /// The bundled toy world (Examples/toyworld) against its Python references
 /// (Tools/reference/make_toyworld_fixtures.py): a whole generation with a content LoRA against

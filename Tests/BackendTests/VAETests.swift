@@ -1,6 +1,12 @@
 import Foundation
 import Testing
 import LoRAFuse
+import LoRAFuseModels
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
+import LoRAFuseVerification
+import LoRAFuseToyWorld
 
 /// The VAE decoder against diffusers' AutoencoderKL run in float64
 /// (Tools/reference/make_pipeline_fixtures.py), from the diffusers folder and BFL's single file.

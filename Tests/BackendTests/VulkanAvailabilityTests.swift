@@ -1,6 +1,11 @@
 import Foundation
 import Testing
 import LoRAFuse
+import LoRAFuseModels
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
+import LoRAFuseVerification
 import LoRAFuseBackends
 
 /// Vulkan tests must not skip silently in CI: with `CI` set, a missing Vulkan device fails.

@@ -1,5 +1,11 @@
 import Foundation
 import LoRAFuse
+import LoRAFuseModels
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
+import LoRAFuseVerification
+import LoRAFuseToyWorld
 import Testing
 
 /// Bad input as a hostile user gives it: every case must end in one clear error and a

@@ -1,5 +1,10 @@
 import Testing
 @testable import LoRAFuse
+@testable import LoRAFuseModels
+@testable import LoRAFuseFusion
+@testable import LoRAFuseRetrieval
+@testable import LoRAFuseVerification
+@testable import LoRAFuseToyWorld
 
 @Suite struct GraphTests {
     @Test func shapeMismatchesNameTheOpAndBothShapes() throws {

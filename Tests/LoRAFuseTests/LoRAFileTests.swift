@@ -1,6 +1,12 @@
 import Foundation
 import Testing
 @testable import LoRAFuse
+@testable import LoRAFuseModels
+@testable import LoRAFuseFusion
+@testable import LoRAFuseRetrieval
+@testable import LoRAFusePipeline
+@testable import LoRAFuseVerification
+@testable import LoRAFuseToyWorld
 
 /// Reading LoRA files: format detection, alpha sources, fused-layer splitting, and one
 /// clear error for every kind of bad file.

@@ -1,5 +1,7 @@
 import Testing
 @testable import LoRAFuse
+@testable import LoRAFuseFusion
+@testable import LoRAFusePipeline
 
 @Suite struct HalfConversionTests {
     @Test(arguments: [

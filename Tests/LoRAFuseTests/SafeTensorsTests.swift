@@ -1,6 +1,12 @@
 import Foundation
 import Testing
 @testable import LoRAFuse
+@testable import LoRAFuseModels
+@testable import LoRAFuseFusion
+@testable import LoRAFuseRetrieval
+@testable import LoRAFusePipeline
+@testable import LoRAFuseVerification
+@testable import LoRAFuseToyWorld
 
 @Suite struct SafeTensorsTests {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()

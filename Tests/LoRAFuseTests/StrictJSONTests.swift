@@ -1,5 +1,6 @@
 import Testing
 @testable import LoRAFuse
+@testable import LoRAFuseRetrieval
 
 @Suite struct StrictJSONTests {
     func parse(_ text: String) throws -> JSONValue { try StrictJSONParser.parse(Array(text.utf8)) }

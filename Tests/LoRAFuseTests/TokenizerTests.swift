@@ -1,6 +1,12 @@
 import Foundation
 import Testing
 @testable import LoRAFuse
+@testable import LoRAFuseModels
+@testable import LoRAFuseFusion
+@testable import LoRAFuseRetrieval
+@testable import LoRAFusePipeline
+@testable import LoRAFuseVerification
+@testable import LoRAFuseToyWorld
 
 /// CLIP's BPE and T5's unigram tokenizers against the ids transformers gives for 64
 /// written prompts (unicode, emoji, accents, CJK, control characters, special tokens as

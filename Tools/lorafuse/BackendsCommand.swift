@@ -1,6 +1,11 @@
 import ArgumentParser
 import Foundation
 import LoRAFuse
+import LoRAFuseModels
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
+import LoRAFuseVerification
 
 /// `lorafuse backends`: every registered backend, whether it can run here, and its devices.
 struct BackendsCommand: ParsableCommand {

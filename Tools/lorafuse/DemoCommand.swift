@@ -1,6 +1,12 @@
 import ArgumentParser
 import Foundation
 import LoRAFuse
+import LoRAFuseModels
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
+import LoRAFuseVerification
+import LoRAFuseToyWorld
 
 /// Where the bundled toy world is: `--world`, else `Examples/toyworld` under the current
 /// folder (a clone's root), else beside this source file's checkout.

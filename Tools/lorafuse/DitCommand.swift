@@ -1,6 +1,12 @@
 import ArgumentParser
 import Foundation
 import LoRAFuse
+import LoRAFuseModels
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
+import LoRAFuseVerification
+import LoRAFuseToyWorld
 
 /// `lorafuse dit`: one forward pass of the FLUX transformer (docs/contracts.md).
 struct DitCommand: ParsableCommand {

@@ -1,6 +1,12 @@
 import ArgumentParser
 import Foundation
 import LoRAFuse
+import LoRAFuseModels
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
+import LoRAFuseVerification
+import LoRAFuseToyWorld
 
 /// `lorafuse generate`: prompt (+ LoRAs) to PNG with a FLUX pipeline (docs/contracts.md).
 struct GenerateCommand: ParsableCommand {

@@ -1,6 +1,11 @@
 import ArgumentParser
 import Foundation
 import LoRAFuse
+import LoRAFuseModels
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
+import LoRAFuseVerification
 
 /// `lorafuse inspect FILE`: the tensors and metadata of a safetensors file.
 struct InspectCommand: ParsableCommand {

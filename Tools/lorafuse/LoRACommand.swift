@@ -1,6 +1,12 @@
 import ArgumentParser
 import Foundation
 import LoRAFuse
+import LoRAFuseModels
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
+import LoRAFuseVerification
+import LoRAFuseToyWorld
 
 /// `--lora FILE[:SCALE]…`, `--merge`, `--allow-unmatched-lora-keys`, and the fusion methods
 /// (`--fusion klora --content … --style … --progress P`), shared by the commands that run

@@ -1,5 +1,9 @@
 import ArgumentParser
 import LoRAFuse
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
+import LoRAFuseToyWorld
 import LoRAFuseBackends
 
 @main

@@ -1,6 +1,12 @@
 import ArgumentParser
 import Foundation
 import LoRAFuse
+import LoRAFuseModels
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
+import LoRAFuseVerification
+import LoRAFuseToyWorld
 
 /// `lorafuse parity-ops`: every op of the catalogue on one backend against another (or
 /// against the float64 reference), like ggml's test-backend-ops.

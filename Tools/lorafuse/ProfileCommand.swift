@@ -1,6 +1,12 @@
 import ArgumentParser
 import Foundation
 import LoRAFuse
+import LoRAFuseModels
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
+import LoRAFuseVerification
+import LoRAFuseToyWorld
 
 /// `lorafuse profile`: times single kernels on a backend, best of `--repeat` runs.
 struct ProfileCommand: ParsableCommand {

@@ -1,6 +1,10 @@
 import ArgumentParser
 import Foundation
 import LoRAFuse
+import LoRAFuseModels
+import LoRAFuseFusion
+import LoRAFuseRetrieval
+import LoRAFusePipeline
 
 /// `lorafuse self-test …`: hooks the tests use to exercise what cannot be reached from a
 /// normal run (hidden from the help).

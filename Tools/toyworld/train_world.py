@@ -626,7 +626,7 @@ DEMO_PAIRS = [[0, 0], [1, 3], [2, 6], [4, 1], [7, 8]]
 
 
 def write_manifest(out):
-    """world.json: what `lorafuse demo` and `lorafuse eval` read (Sources/LoRAFuse/ToyWorld/ToyWorld.swift)."""
+    """world.json: what `lorafuse demo` and `lorafuse eval` read (Examples/LoRAFuseToyWorld/ToyWorld.swift)."""
     content = [dict(trigger=t, lora=f"loras/content-{t}.safetensors", label=shape, caption=f"a {t} on a black background")
                for t, (shape, _) in world.CONTENT.items()]
     style = [dict(trigger=t, lora=f"loras/style-{t}.safetensors", label=texture, caption=f"a star in {t} style")

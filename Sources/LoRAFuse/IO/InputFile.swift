@@ -18,7 +18,7 @@ public enum InputFile {
 
     /// Opens `path` for reading without blocking and checks it is a regular file; returns
     /// the descriptor and size, or the reason it cannot be used.
-    static func openRegular(_ path: String) -> Result<(descriptor: Int32, size: Int), Refusal> {
+    package static func openRegular(_ path: String) -> Result<(descriptor: Int32, size: Int), Refusal> {
         guard !path.isEmpty else { return .failure(Refusal("the path is empty")) }
         // O_NONBLOCK: opening a FIFO for reading returns at once instead of waiting for a
         // writer; regular files ignore the flag.
@@ -90,8 +90,8 @@ public enum InputFile {
         public var description: String { "\(path): cannot read: \(reason)" }
     }
 
-    struct Refusal: Error {
-        let reason: String
+    package struct Refusal: Error {
+        package let reason: String
         init(_ reason: String) { self.reason = reason }
     }
 

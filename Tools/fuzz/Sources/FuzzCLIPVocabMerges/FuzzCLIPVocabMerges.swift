@@ -1,5 +1,6 @@
 import FuzzSupport
 import LoRAFuse
+import LoRAFuseModels
 
 /// CLIP's `vocab.json` and `merges.txt` (the input split at its first NUL byte), loaded and
 /// used on a prompt.

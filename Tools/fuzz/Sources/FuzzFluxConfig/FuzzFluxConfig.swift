@@ -1,5 +1,6 @@
 import FuzzSupport
 import LoRAFuse
+import LoRAFuseModels
 
 /// A diffusers transformer config.json: the strict JSON parser, the typed reading and the
 /// bounds check; a config that passes must give sizes that compute without overflow.

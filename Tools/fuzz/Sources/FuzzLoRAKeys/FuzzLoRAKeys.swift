@@ -1,4 +1,4 @@
-@testable import LoRAFuse
+@testable import LoRAFuseFusion
 
 /// The LoRA key mapper: every line of the input as a module name, in each naming convention.
 @_cdecl("LLVMFuzzerTestOneInput")

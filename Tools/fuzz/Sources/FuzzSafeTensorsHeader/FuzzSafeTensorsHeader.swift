@@ -1,5 +1,6 @@
 import FuzzSupport
 import LoRAFuse
+import LoRAFuseFusion
 
 /// A safetensors file: the header is parsed and validated, then every tensor's bytes are
 /// read (a header that passes must describe bytes inside the file), and the LoRA reader runs.

@@ -1,5 +1,6 @@
 import FuzzSupport
 import LoRAFuse
+import LoRAFuseModels
 
 /// A SentencePiece `spiece.model` (protobuf), loaded as T5's tokenizer and used on a prompt.
 @_cdecl("LLVMFuzzerTestOneInput")

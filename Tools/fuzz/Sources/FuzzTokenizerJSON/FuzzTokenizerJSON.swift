@@ -1,5 +1,6 @@
 import FuzzSupport
 import LoRAFuse
+import LoRAFuseModels
 
 /// A tokenizers `tokenizer.json`, read as T5's Unigram model and as CLIP's BPE model, then
 /// used on a prompt.

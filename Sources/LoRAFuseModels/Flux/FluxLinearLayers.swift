@@ -1,0 +1,51 @@
+import LoRAFuse
+/// One Linear of the FLUX transformer under its diffusers name, with its widths: the
+/// layers a LoRA may target.
+public struct FluxLinearLayer: Sendable, Hashable {
+    public let name: String
+    public let inFeatures: Int
+    public let outFeatures: Int
+}
+
+extension FluxConfig {
+    /// Every Linear `FluxTransformer` builds, in graph order.
+    public var linearLayers: [FluxLinearLayer] {
+        let dim = innerDim, mlp = mlpHiddenDim, channels = FluxConfig.timestepChannels
+        var layers: [FluxLinearLayer] = []
+        func add(_ name: String, _ inFeatures: Int, _ outFeatures: Int) {
+            layers.append(FluxLinearLayer(name: name, inFeatures: inFeatures, outFeatures: outFeatures))
+        }
+        add("time_text_embed.timestep_embedder.linear_1", channels, dim)
+        add("time_text_embed.timestep_embedder.linear_2", dim, dim)
+        if guidanceEmbeds {
+            add("time_text_embed.guidance_embedder.linear_1", channels, dim)
+            add("time_text_embed.guidance_embedder.linear_2", dim, dim)
+        }
+        add("time_text_embed.text_embedder.linear_1", pooledProjectionDim, dim)
+        add("time_text_embed.text_embedder.linear_2", dim, dim)
+        add("x_embedder", inChannels, dim)
+        add("context_embedder", jointAttentionDim, dim)
+        for index in 0..<layerCount {
+            let block = "transformer_blocks.\(index)"
+            add("\(block).norm1.linear", dim, 6 * dim)
+            add("\(block).norm1_context.linear", dim, 6 * dim)
+            for name in ["to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj", "to_out.0", "to_add_out"] {
+                add("\(block).attn.\(name)", dim, dim)
+            }
+            for stream in ["ff", "ff_context"] {
+                add("\(block).\(stream).net.0.proj", dim, mlp)
+                add("\(block).\(stream).net.2", mlp, dim)
+            }
+        }
+        for index in 0..<singleLayerCount {
+            let block = "single_transformer_blocks.\(index)"
+            add("\(block).norm.linear", dim, 3 * dim)
+            for name in ["to_q", "to_k", "to_v"] { add("\(block).attn.\(name)", dim, dim) }
+            add("\(block).proj_mlp", dim, mlp)
+            add("\(block).proj_out", dim + mlp, dim)
+        }
+        add("norm_out.linear", dim, 2 * dim)
+        add("proj_out", dim, patchSize * patchSize * outChannels)
+        return layers
+    }
+}

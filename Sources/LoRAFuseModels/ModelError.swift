@@ -1,0 +1,72 @@
+import LoRAFuse
+/// Why a model could not be loaded or run: one line naming the file, tensor and shapes.
+public enum ModelError: Error, Sendable, CustomStringConvertible, Equatable {
+    case notAModel(path: String, reason: String)
+    case missingTensor(name: String, source: String)
+    case shapeMismatch(name: String, expected: Shape, actual: Shape, source: String)
+    case unsupportedDType(name: String, dtype: DType, source: String)
+    case invalidInputs(String)
+
+    public var description: String {
+        switch self {
+        case let .notAModel(path, reason): "\(path): cannot be loaded: \(reason)"
+        case let .missingTensor(name, source): "\(source): missing tensor '\(name)'"
+        case let .shapeMismatch(name, expected, actual, source):
+            "\(source): tensor '\(name)' has shape \(actual), the config expects \(expected)"
+        case let .unsupportedDType(name, dtype, source): "\(source): tensor '\(name)' is \(dtype.name); weights must be F32, F16 or BF16"
+        case let .invalidInputs(message): "inputs: \(message)"
+        }
+    }
+}
+
+/// Named tensors from one or several safetensors files (a sharded checkpoint), memory-mapped.
+public struct TensorSource: Sendable {
+    public let description: String
+    private let files: [SafeTensorsFile]
+    private let fileByName: [String: Int]
+
+    /// A tensor named in two files (two shards, or a shard and a stray copy) is an error:
+    /// which copy would win is an accident of the file order.
+    public init(files: [SafeTensorsFile], description: String) throws(ModelError) {
+        self.files = files
+        self.description = description
+        var index: [String: Int] = [:]
+        for (position, file) in files.enumerated() {
+            for name in file.names {
+                if let first = index.updateValue(position, forKey: name) {
+                    throw ModelError.notAModel(path: description, reason:
+                        "tensor '\(name)' is in both \(files[first].path) and \(file.path)")
+                }
+            }
+        }
+        fileByName = index
+    }
+
+    public var names: [String] { Array(fileByName.keys) }
+
+    /// How many numbered children `<head>.N.` the names have (blocks, layers).
+    public func childCount(_ head: String) -> Int {
+        Set(fileByName.keys.compactMap { name -> Int? in
+            guard name.hasPrefix(head + ".") else { return nil }
+            return Int(name.dropFirst(head.count + 1).split(separator: ".").first ?? "")
+        }).count
+    }
+    public func contains(_ name: String) -> Bool { fileByName[name] != nil }
+
+    public func tensor(_ name: String) throws -> HostTensor {
+        guard let position = fileByName[name] else { throw ModelError.missingTensor(name: name, source: description) }
+        return try files[position].tensor(named: name)
+    }
+
+    /// The tensor, checked against the shape the config implies and for a weight dtype.
+    public func tensor(_ name: String, shape: Shape) throws -> HostTensor {
+        let value = try tensor(name)
+        guard value.shape == shape else {
+            throw ModelError.shapeMismatch(name: name, expected: shape, actual: value.shape, source: description)
+        }
+        guard DType.weightTypes.contains(value.dtype) else {
+            throw ModelError.unsupportedDType(name: name, dtype: value.dtype, source: description)
+        }
+        return value
+    }
+}
