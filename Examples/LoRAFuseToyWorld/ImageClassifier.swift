@@ -13,6 +13,7 @@ public struct ImageClassifier: Sendable {
     public let source: String
     let weights: [String: HostTensor]
 
+    /// A classifier from its safetensors file (weights and label names in the metadata).
     public static func load(path: String) throws -> ImageClassifier {
         let file = try SafeTensorsFile(path: path)
         guard let listed = file.metadata["classes"], let data = listed.data(using: .utf8),

@@ -18,6 +18,7 @@ import LoRAFusePipeline
 /// Paths are relative to the folder. `label` is the class the classifiers should give an image
 /// of that concept: the content's shape, the style's texture.
 public struct ToyWorld: Sendable {
+    /// A content or style concept: its trigger word, LoRA, the label its classifier uses and a caption.
     public struct Concept: Sendable, Hashable {
         public let trigger: String
         public let lora: String
@@ -42,6 +43,7 @@ public struct ToyWorld: Sendable {
     /// Held-out captions for retrieval: each names the LoRA it should find.
     public let retrievalQueries: [(lora: String, caption: String)]
 
+    /// The world described by `folder`/world.json.
     public static func load(folder: String) throws -> ToyWorld {
         let root = URL(fileURLWithPath: folder)
         let manifest = root.appendingPathComponent("world.json")
@@ -110,6 +112,7 @@ public struct ToyWorld: Sendable {
 /// Lays out equally sized RGB images in a grid, each scaled up by pixel repetition, with gaps;
 /// optional titles above the columns and left of the rows (upper-case 5×7 bitmap text).
 public enum ImageGrid {
+    /// Images in rows and columns on one canvas, each scaled up by `scale`, `gap` pixels apart.
     public static func compose(_ rows: [[[UInt8]]], cellWidth: Int, cellHeight: Int, scale: Int = 1, gap: Int = 2,
                                background: (UInt8, UInt8, UInt8) = (255, 255, 255), columnTitles: [String] = [],
                                rowTitles: [String] = [], textScale: Int = 2) -> (pixels: [UInt8], width: Int, height: Int) {

@@ -37,6 +37,7 @@ public struct FlowMatchSchedulerConfig: Sendable, Equatable {
 
 /// FLUX's flow-matching Euler sampler: σ from 1 towards 0, x ← x + (σ_next − σ)·v.
 public struct FlowMatchSchedule: Sendable {
+    /// The timestep schedule: diffusers' resolution-dependent shift, or DiffSynth's fixed shift 3.
     public enum Kind: String, Sendable, CaseIterable {
         /// diffusers' FluxPipeline: σ = linspace(1, 1/N, N), shifted by
         /// e^μ / (e^μ + 1/σ − 1) with μ linear in the image sequence length
@@ -55,6 +56,7 @@ public struct FlowMatchSchedule: Sendable {
     /// divided by 1000.
     public func modelTimestep(_ index: Int) -> Double { Double(sigmas[index] * 1000) / 1000 }
 
+    /// The `steps` sigmas for an image of `imageSequenceLength` latent tokens.
     public init(kind: Kind, steps: Int, imageSequenceLength: Int, config: FlowMatchSchedulerConfig = FlowMatchSchedulerConfig()) {
         var sigmas: [Double]
         switch kind {
@@ -90,6 +92,7 @@ public struct FlowMatchSchedule: Sendable {
 /// FLUX's latent layout: [1, C, h, w] images packed as 2×2 patches into [1, (h/2)(w/2), 4C]
 /// tokens, and the tokens' position ids [0, row, column].
 public enum LatentPacking {
+    /// Latents [C, H, W] as FLUX's tokens [(H/2)(W/2), 4C] (2×2 patches).
     public static func pack(_ latents: [Float], channels: Int, height: Int, width: Int) -> [Float] {
         var packed = [Float](repeating: 0, count: latents.count)
         for c in 0..<channels { for y in 0..<height { for x in 0..<width {
@@ -99,6 +102,7 @@ public enum LatentPacking {
         return packed
     }
 
+    /// Tokens back to latents [C, H, W].
     public static func unpack(_ packed: [Float], channels: Int, height: Int, width: Int) -> [Float] {
         var latents = [Float](repeating: 0, count: packed.count)
         for c in 0..<channels { for y in 0..<height { for x in 0..<width {
@@ -122,6 +126,7 @@ public enum LatentPacking {
 public struct GaussianNoise {
     private var state: (UInt64, UInt64, UInt64, UInt64)
 
+    /// Noise fixed by `seed`.
     public init(seed: UInt64) {
         var mix = seed
         func next() -> UInt64 {
@@ -149,6 +154,7 @@ public struct GaussianNoise {
     /// A uniform double in (0, 1].
     private mutating func uniform() -> Double { Double((next() >> 11) + 1) / Double(1 << 53) }
 
+    /// The next `count` standard normal samples.
     public mutating func sample(_ count: Int) -> [Float] {
         var values: [Float] = []
         values.reserveCapacity(count + 1)

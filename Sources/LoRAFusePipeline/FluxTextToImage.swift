@@ -9,6 +9,7 @@ import LoRAFuseFusion
 /// 8-bit RGB. Components come from closures so each is loaded when needed and released
 /// after (the text encoders before sampling).
 public struct FluxTextToImage {
+    /// What to generate: prompt, size, steps, guidance, schedule, seed or noise, limits.
     public struct Settings: Sendable {
         public var prompt: String
         public var width: Int
@@ -25,6 +26,7 @@ public struct FluxTextToImage {
         public var vaeTileSize: Int?
         public var limits = Limits()
 
+        /// Settings with the defaults for everything else.
         public init(prompt: String, width: Int, height: Int, steps: Int) {
             self.prompt = prompt
             self.width = width
@@ -62,6 +64,7 @@ public struct FluxTextToImage {
     /// What the caller hears while sampling: the step just finished, of how many, its seconds.
     public typealias Progress = (_ step: Int, _ steps: Int, _ seconds: Double) -> Void
 
+    /// A generation's latents, decoded image and pixels, with timings and the graphs built.
     public struct Result: Sendable {
         /// [1, C, h, w] latents after the last step (unpacked, before the VAE's scale and shift).
         public var latents: HostTensor
@@ -82,6 +85,7 @@ public struct FluxTextToImage {
     public let settings: Settings
     public let backend: any Backend
 
+    /// A pipeline generating `settings` on `backend`.
     public init(settings: Settings, backend: any Backend) {
         self.settings = settings
         self.backend = backend

@@ -7,6 +7,7 @@ import LoRAFuseFusion
 /// 8-bit RGB PNG files: IHDR, `tEXt` chunks (prompt and settings), one zlib-compressed IDAT
 /// (the system zlib; scanlines unfiltered), IEND. Written to a temporary name, then renamed.
 public enum PNGWriter {
+    /// Why a PNG could not be encoded, written or decoded.
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
     }

@@ -13,6 +13,7 @@ import LoRAFuseFusion
 /// readers run beside one writer) holding each LoRA's path, content hash, name, caption,
 /// format, rank, target model and its weight-encoder embedding with the encoder's version.
 public final class LoRAPool: Sendable {
+    /// A LoRA in the pool: its file, content hash, caption and embedding.
     public struct Entry: Codable, Sendable, FetchableRecord, PersistableRecord {
         public static let databaseTableName = "lora"
         public var path: String
@@ -64,6 +65,7 @@ public final class LoRAPool: Sendable {
         case added, unchanged, reencoded, updated
     }
 
+    /// A search hit: the entry and its cosine similarity to the query.
     public struct Match: Sendable {
         public let entry: Entry
         public let similarity: Float
@@ -194,6 +196,7 @@ public final class LoRAPool: Sendable {
         return existing == nil ? .added : .reencoded
     }
 
+    /// Every entry, by name.
     public func entries() throws -> [Entry] {
         try database.read { db in try Entry.order(Column("name"), Column("path")).fetchAll(db) }
     }
@@ -322,6 +325,7 @@ public struct RetrievalQueryEncoder: Sendable {
     public let tokenizer: CLIPTokenizer
     public let encoder: CLIPTextEncoder
 
+    /// A query encoder from CLIP's tokenizer and text encoder.
     public init(tokenizer: CLIPTokenizer, encoder: CLIPTextEncoder) {
         self.tokenizer = tokenizer
         self.encoder = encoder
@@ -334,6 +338,7 @@ public struct RetrievalQueryEncoder: Sendable {
                                      encoder: try CLIPTextEncoder.load(path: root.appendingPathComponent("text_encoder").path))
     }
 
+    /// The normalised CLIP embedding of `text`, the pool's query vector.
     public func embed(_ text: String, on backend: any Backend) throws -> [Float] {
         let length = min(tokenizer.defaultLength, encoder.config.maxPositions)
         var ids = tokenizer.encode(text, length: length)

@@ -15,6 +15,7 @@ import LoRAFuseFusion
 /// tensors scale; a layer the LoRA lacks is a zero LoRA (its token is the projection bias);
 /// LoRA layers outside DiffSynth's blocks (embedders, final layer) are not read, as there.
 public struct LoRAWeightEncoder: Sendable {
+    /// One LoRA layer as the encoder reads it: its name, type and factors.
     public struct Layer: Sendable {
         /// DiffSynth's name, e.g. `blocks.0.attn.a_to_qkv`.
         public let name: String

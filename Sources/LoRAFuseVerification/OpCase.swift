@@ -34,6 +34,7 @@ public enum OpCaseCatalog {
         return OpCase(op: op, label: label, graph: graph, inputs: Dictionary(uniqueKeysWithValues: specs), tolerance: tolerance)
     }
 
+    /// Every case, with inputs drawn from `seed`.
     public static func all(seed: UInt64 = 0x10FA) -> [OpCase] {
         var random = SeededRandom(seed: seed)
         var cases: [OpCase] = []

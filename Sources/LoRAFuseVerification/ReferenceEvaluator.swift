@@ -5,11 +5,13 @@ import LoRAFuse
 /// backend is measured against (docs/contracts.md: CPU vs float64 ≤ 1e-4). Slow by
 /// design; use it on small shapes only.
 public enum ReferenceEvaluator {
+    /// A node's value in float64, with its shape.
     public struct Value {
         public var shape: Shape
         public var values: [Double]
     }
 
+    /// Every node of `graph` evaluated in float64 (weights widened exactly), by node id.
     public static func evaluate(_ graph: Graph, inputs: [String: HostTensor]) throws -> [Value] {
         var values = [Value?](repeating: nil, count: graph.nodes.count)
         for node in graph.nodes {

@@ -7,6 +7,7 @@ public struct DeviceInfo: Sendable, Hashable, Codable {
     /// Free-form facts worth showing (driver, threads, memory, limits).
     public var details: [String: String]
 
+    /// A device as a plugin lists it: its index, name, kind ("cpu", "gpu") and free-form details.
     public init(index: Int, name: String, kind: String, details: [String: String] = [:]) {
         self.index = index
         self.name = name
@@ -21,6 +22,7 @@ public struct BackendCapabilities: Sendable, Hashable {
     /// Element types its matmul and embedding kernels read directly.
     public var weightTypes: Set<DType>
 
+    /// The op families a backend implements and the weight element types its matmuls read.
     public init(ops: Set<OpKind>, weightTypes: Set<DType>) {
         self.ops = ops
         self.weightTypes = weightTypes
@@ -50,18 +52,21 @@ public enum BackendAvailability: Sendable {
     }
 }
 
+/// What an execution records besides its outputs.
 public struct ExecutionOptions: Sendable {
     /// Record the wall time of every node.
     public var recordTimings = false
     /// Return every node's value, not only the graph's outputs (for parity reports).
     public var keepIntermediates = false
 
+    /// `recordTimings` fills `ExecutionResult.nodeSeconds`; `keepIntermediates` keeps every node's value (for parity and diagnosis).
     public init(recordTimings: Bool = false, keepIntermediates: Bool = false) {
         self.recordTimings = recordTimings
         self.keepIntermediates = keepIntermediates
     }
 }
 
+/// The outputs of one execution, in `graph.outputs` order, with what the options asked to record.
 public struct ExecutionResult: Sendable {
     /// Values of `graph.outputs`, in order, as float32 (or the node's own type for casts).
     public var outputs: [HostTensor]
@@ -75,6 +80,7 @@ public struct ExecutionResult: Sendable {
     /// not resident); 0 on backends that read weights in place.
     public var transientWeightBytes = 0
 
+    /// A result with the given outputs (and, optionally, intermediates and per-node seconds).
     public init(outputs: [HostTensor], intermediates: [Int: HostTensor] = [:], nodeSeconds: [Int: Double] = [:]) {
         self.outputs = outputs
         self.intermediates = intermediates
@@ -130,10 +136,12 @@ extension Backend {
         try makeResident(Graph.weightSets(of: graphs))
     }
 
+    /// Every weight set `graph` binds, made resident at once.
     public func makeResident(weightsOf graph: Graph) throws -> ResidentWeights {
         try makeResident(weightsOf: [graph])
     }
 
+    /// Runs `graph` with default options.
     public func execute(_ graph: Graph, inputs: [String: HostTensor]) throws -> ExecutionResult {
         try execute(graph, inputs: inputs, options: ExecutionOptions())
     }
@@ -175,6 +183,7 @@ extension Backend {
     }
 }
 
+/// Why a backend could not be made or could not run a graph: one line naming the backend, node and sizes.
 public enum BackendError: Error, Sendable, CustomStringConvertible, Equatable {
     case unknownBackend(name: String, known: [String])
     case unavailable(name: String, reason: String)

@@ -20,6 +20,7 @@ public final class BackendRegistry: Sendable {
 
     private let plugins = Mutex<[any BackendPlugin]>([])
 
+    /// An empty registry (`shared` is the one the command line and the tests fill).
     public init() {}
 
     /// Adds `plugin`, replacing any earlier one with the same name.
@@ -33,6 +34,7 @@ public final class BackendRegistry: Sendable {
     public var all: [any BackendPlugin] { plugins.withLock { $0 } }
     public var names: [String] { all.map(\.name) }
 
+    /// The plugin registered as `name`, or `BackendError.unknownBackend` listing the names there are.
     public func plugin(named name: String) throws(BackendError) -> any BackendPlugin {
         guard let plugin = all.first(where: { $0.name == name }) else {
             throw BackendError.unknownBackend(name: name, known: names)

@@ -2,6 +2,7 @@ import Foundation
 
 /// Where the nodes of one execution ran: what a `BackendScheduler` decided, for reports.
 public struct ScheduleReport: Sendable, Hashable {
+    /// A node the primary backend declined, with the backend that ran it and the primary's reason.
     public struct Fallback: Sendable, Hashable {
         /// The node's id in the graph that was given to `execute`.
         public var node: Int
@@ -55,6 +56,7 @@ public final class BackendScheduler: Backend, @unchecked Sendable {
                             weightTypes: primary.capabilities.weightTypes.union(fallback.capabilities.weightTypes))
     }
 
+    /// A scheduler that runs what `primary` supports on it and the rest on `fallback` (the CPU backend).
     public init(primary: any Backend, fallback: any Backend) {
         self.primary = primary
         self.fallback = fallback
@@ -68,8 +70,10 @@ public final class BackendScheduler: Backend, @unchecked Sendable {
         try primary.makeResident(parts)
     }
 
+    /// The primary backend's memory.
     public func memory() -> BackendMemory { primary.memory() }
 
+    /// Every node is supported: what the primary declines, the fallback runs.
     public func supports(_ node: Node, in graph: Graph) -> NodeSupport {
         let own = primary.supports(node, in: graph)
         if own.isSupported { return own }
@@ -81,6 +85,7 @@ public final class BackendScheduler: Backend, @unchecked Sendable {
         try Schedule(graph: graph, primary: primary, fallback: fallback)
     }
 
+    /// Plans `graph` (partitions, decompositions) and runs it; the result's `schedule` says how it was split.
     public func execute(_ graph: Graph, inputs: [String: HostTensor], options: ExecutionOptions) throws -> ExecutionResult {
         let schedule = try plan(graph)
         if schedule.runsWholeOnPrimary {

@@ -30,8 +30,10 @@ public struct Graph: Sendable {
     /// The nodes whose values an execution returns, in order.
     public private(set) var outputs: [Int] = []
 
+    /// An empty graph.
     public init() {}
 
+    /// The node that produces `tensor`.
     public func node(_ tensor: Tensor) -> Node { nodes[tensor.id] }
 
     /// Names of the `.input` nodes with their expected types.
@@ -42,6 +44,7 @@ public struct Graph: Sendable {
         }
     }
 
+    /// Adds `tensor` to the graph's outputs (returned in the order marked).
     public mutating func markOutput(_ tensor: Tensor) { outputs.append(tensor.id) }
 
     /// Attaches a label (used by reports) to the node producing `tensor`.
@@ -73,6 +76,7 @@ public struct Graph: Sendable {
 
     // MARK: Leaves
 
+    /// A value bound at execution time by `name` (the inputs dictionary of `Backend.execute`).
     public mutating func input(_ name: String, _ shape: Shape, _ dtype: DType = .float32) -> Tensor {
         append(.input(name: name), [], TensorType(shape, dtype))
     }
@@ -112,6 +116,7 @@ public struct Graph: Sendable {
 
     // MARK: Linear algebra
 
+    /// `a · b` over the last two axes, with batch axes broadcast; `b` may be a narrow weight (F16, BF16, F8).
     public mutating func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false) throws(GraphError) -> Tensor {
         let op = Op.matmul(transposeA: transposeA, transposeB: transposeB)
         try requireFloat32(a, op.summary, "a")
@@ -257,6 +262,7 @@ public struct Graph: Sendable {
         return result
     }
 
+    /// An element-wise `a ∘ b` with numpy broadcasting.
     public mutating func binary(_ op: BinaryOperator, _ a: Tensor, _ b: Tensor) throws(GraphError) -> Tensor {
         try requireFloat32(a, op.rawValue, "lhs")
         try requireFloat32(b, op.rawValue, "rhs")
@@ -266,29 +272,39 @@ public struct Graph: Sendable {
         return append(.binary(op), [a, b], TensorType(Shape(shape)))
     }
 
+    /// `a + b`, broadcast.
     public mutating func add(_ a: Tensor, _ b: Tensor) throws(GraphError) -> Tensor { try binary(.add, a, b) }
+    /// `a − b`, broadcast.
     public mutating func sub(_ a: Tensor, _ b: Tensor) throws(GraphError) -> Tensor { try binary(.sub, a, b) }
+    /// `a · b` element-wise, broadcast.
     public mutating func mul(_ a: Tensor, _ b: Tensor) throws(GraphError) -> Tensor { try binary(.mul, a, b) }
+    /// `a / b`, broadcast.
     public mutating func div(_ a: Tensor, _ b: Tensor) throws(GraphError) -> Tensor { try binary(.div, a, b) }
 
+    /// `factor · x`.
     public mutating func scale(_ x: Tensor, _ factor: Float) throws(GraphError) -> Tensor {
         try requireFloat32(x, "scale", "input")
         return append(.scale(factor), [x], x.type)
     }
 
+    /// `function` applied to every element of `x`.
     public mutating func unary(_ function: UnaryFunction, _ x: Tensor) throws(GraphError) -> Tensor {
         try requireFloat32(x, function.rawValue, "input")
         return append(.unary(function), [x], x.type)
     }
 
+    /// GELU, exact (erf) or with the tanh approximation.
     public mutating func gelu(_ x: Tensor, approximateTanh: Bool = false) throws(GraphError) -> Tensor {
         try unary(approximateTanh ? .geluTanh : .gelu, x)
     }
+    /// `x · sigmoid(x)`.
     public mutating func silu(_ x: Tensor) throws(GraphError) -> Tensor { try unary(.silu, x) }
+    /// `1 / (1 + e^−x)`.
     public mutating func sigmoid(_ x: Tensor) throws(GraphError) -> Tensor { try unary(.sigmoid, x) }
 
     // MARK: Row-wise
 
+    /// Softmax over the last axis.
     public mutating func softmax(_ x: Tensor) throws(GraphError) -> Tensor {
         try requireFloat32(x, "softmax", "input")
         guard x.shape.rank >= 1 else { throw GraphError(op: "softmax", "needs rank ≥ 1, got \(x.shape)") }
@@ -319,6 +335,7 @@ public struct Graph: Sendable {
         }
     }
 
+    /// RMSNorm over the last axis, times `weight` when given.
     public mutating func rmsNorm(_ x: Tensor, weight: Tensor? = nil, epsilon: Float = 1e-6) throws(GraphError) -> Tensor {
         let op = Op.rmsNorm(epsilon: epsilon)
         try requireFloat32(x, op.summary, "input")
@@ -330,6 +347,7 @@ public struct Graph: Sendable {
 
     // MARK: Attention
 
+    /// FLUX's rotary embedding of `x` [B, L, H, D] with per-position `cos`/`sin` tables [L, D/2] (pairs of adjacent elements rotated).
     public mutating func rotaryEmbedding(_ x: Tensor, cos: Tensor, sin: Tensor) throws(GraphError) -> Tensor {
         let op = "rotaryEmbedding"
         try requireFloat32(x, op, "x")
@@ -398,6 +416,7 @@ public struct Graph: Sendable {
 
     // MARK: Layout
 
+    /// `x` viewed with another shape of the same element count (no copy).
     public mutating func reshape(_ x: Tensor, _ shape: Shape) throws(GraphError) -> Tensor {
         guard shape.checkedElementCount == x.shape.elementCount else {
             throw GraphError(op: "reshape", "cannot reshape \(x.shape) (\(x.shape.elementCount) elements) to \(shape)")
@@ -405,6 +424,7 @@ public struct Graph: Sendable {
         return append(.reshape(shape), [x], TensorType(shape, x.dtype))
     }
 
+    /// `x` with its axes reordered: output axis i is input axis `order[i]`.
     public mutating func permute(_ x: Tensor, _ order: [Int]) throws(GraphError) -> Tensor {
         guard order.sorted() == Array(0..<x.shape.rank) else {
             throw GraphError(op: "permute", "\(order) is not a permutation of the axes of \(x.shape)")
@@ -412,6 +432,7 @@ public struct Graph: Sendable {
         return append(.permute(order), [x], TensorType(Shape(order.map { x.shape[$0] }), x.dtype))
     }
 
+    /// Elements `start..<end` of `x` along `axis`.
     public mutating func slice(_ x: Tensor, axis: Int, start: Int, end: Int) throws(GraphError) -> Tensor {
         guard let resolved = x.shape.normalizedAxis(axis) else {
             throw GraphError(op: "slice", "axis \(axis) out of range for \(x.shape)")
@@ -424,6 +445,7 @@ public struct Graph: Sendable {
         return append(.slice(axis: resolved, start: start, end: end), [x], TensorType(Shape(dimensions), x.dtype))
     }
 
+    /// `tensors` joined along `axis` (equal shapes elsewhere).
     public mutating func concat(_ tensors: [Tensor], axis: Int) throws(GraphError) -> Tensor {
         guard let first = tensors.first else { throw GraphError(op: "concat", "needs at least one tensor") }
         guard let resolved = first.shape.normalizedAxis(axis) else {
@@ -448,6 +470,7 @@ public struct Graph: Sendable {
         return append(.concat(axis: resolved), tensors, TensorType(Shape(dimensions), first.dtype))
     }
 
+    /// Rows of `table` [V, D] picked by integer `ids` (I32 or I64); an id out of range is an execution error.
     public mutating func embedding(table: Tensor, ids: Tensor) throws(GraphError) -> Tensor {
         guard table.shape.rank == 2, DType.matrixTypes.contains(table.dtype) else {
             throw GraphError(op: "embedding", "table must be [V, D] of F32, F16, BF16 or F8, got \(table.type)")
@@ -458,6 +481,7 @@ public struct Graph: Sendable {
         return append(.embedding, [table, ids], TensorType(Shape(ids.shape.dimensions + [table.shape[1]])))
     }
 
+    /// `x` converted to `dtype` (rounding to nearest even when narrowing).
     public mutating func cast(_ x: Tensor, to dtype: DType) throws(GraphError) -> Tensor {
         guard x.dtype.isFloatingPoint || x.dtype.isInteger, [.float32, .float16, .bfloat16].contains(dtype) else {
             throw GraphError(op: "cast", "cannot cast \(x.type) to \(dtype.name) (targets: F32, F16, BF16)")

@@ -3,6 +3,7 @@ public struct GraphError: Error, Sendable, CustomStringConvertible, Equatable {
     public let op: String
     public let message: String
 
+    /// An error building op `op`, explained by `message`.
     public init(op: String, _ message: String) {
         self.op = op
         self.message = message

@@ -12,6 +12,7 @@ public struct HostTensor: Sendable, CustomStringConvertible {
     public var elementCount: Int { type.shape.elementCount }
     public var byteCount: Int { type.byteCount }
 
+    /// A view of `storage` from `byteOffset` (no copy).
     public init(type: TensorType, storage: TensorStorage, byteOffset: Int = 0) {
         precondition(byteOffset + type.byteCount <= storage.byteCount, "tensor range outside its storage")
         self.type = type
@@ -25,6 +26,7 @@ public struct HostTensor: Sendable, CustomStringConvertible {
         self.init(type: type, storage: try TensorStorage(byteCount: type.byteCount, fill: fill))
     }
 
+    /// A float32 tensor holding `floats` in row-major order.
     public init(shape: Shape, floats: [Float]) {
         precondition(floats.count == shape.elementCount, "\(floats.count) values for shape \(shape)")
         self.init(shape: shape, dtype: .float32) { buffer in
@@ -76,6 +78,7 @@ public struct HostTensor: Sendable, CustomStringConvertible {
 
 /// Element-wise conversion between stored types and Float/Double.
 public enum ElementConversion {
+    /// `count` elements of `dtype` at `bytes`, widened to float32.
     public static func loadFloats(_ bytes: UnsafeRawBufferPointer, dtype: DType, count: Int) -> [Float] {
         [Float](unsafeUninitializedCapacity: count) { output, initialized in
             if count > 0 { convertToFloat(bytes.baseAddress!, dtype: dtype, count: count, into: output.baseAddress!) }
@@ -83,6 +86,7 @@ public enum ElementConversion {
         }
     }
 
+    /// `count` elements of `dtype` at `bytes`, widened to float64.
     public static func loadDoubles(_ bytes: UnsafeRawBufferPointer, dtype: DType, count: Int) -> [Double] {
         guard count > 0, let base = bytes.baseAddress else { return [] }
         switch dtype {
@@ -194,6 +198,7 @@ public enum Float8Table {
     public static let e5m2: [Float] = (0...255).map { float8E5M2BitsToFloat(UInt8($0)) }
 }
 
+/// All 65,536 float16 values as float32, for exact table-driven widening.
 public final class HalfTable: Sendable {
     public static let shared = HalfTable()
     public let values: [Float]

@@ -13,6 +13,7 @@ public struct MatmulLayout: Sendable, Equatable {
     /// Element stride of each operand per output batch axis.
     public let aBatchStrides: [Int], bBatchStrides: [Int]
 
+    /// The layout of `a · b` as the graph shaped it.
     public init(a: Shape, b: Shape, transposeA: Bool, transposeB: Bool, output: Shape) {
         m = output[output.rank - 2]
         n = output[output.rank - 1]

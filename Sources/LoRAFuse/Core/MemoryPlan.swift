@@ -14,6 +14,7 @@ public struct MemoryPlan: Sendable {
     /// Size of the scratch buffer.
     public let totalBytes: Int
 
+    /// Plans every value of `graph` into one buffer, offsets aligned to `alignment`; `keepAll` gives each value its own bytes.
     public init(graph: Graph, alignment: Int, keepAll: Bool = false) {
         let nodes = graph.nodes
         var owner = Array(nodes.indices)

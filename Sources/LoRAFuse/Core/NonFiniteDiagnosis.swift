@@ -8,6 +8,7 @@ public struct NonFiniteOutput: Error, Sendable, CustomStringConvertible {
     /// "%123 matmul … (label)", or why no node is named.
     public let origin: String
 
+    /// A non-finite output of `stage` first produced by the node `origin` describes.
     public init(stage: String, origin: String) {
         self.stage = stage
         self.origin = origin
@@ -16,6 +17,7 @@ public struct NonFiniteOutput: Error, Sendable, CustomStringConvertible {
     public var description: String { "\(stage) produced non-finite values (NaN or infinity); the first non-finite node: \(origin)" }
 }
 
+/// Finds the first node of a graph that produced NaN or infinity, by re-running it with intermediates kept.
 public enum NonFiniteDiagnosis {
     /// Intermediates are kept only when they fit this many bytes (a full-size FLUX forward
     /// would need tens of GB).

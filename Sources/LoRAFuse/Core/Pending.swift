@@ -7,6 +7,7 @@ public final class Pending<Value: Sendable>: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
     private var result: Result<Value, any Error>?  // written once, before `done` is signalled
 
+    /// Starts `work` on a background thread.
     public init(_ work: @escaping @Sendable () throws -> Value) {
         DispatchQueue.global(qos: .userInitiated).async { [self] in
             result = Result { try work() }

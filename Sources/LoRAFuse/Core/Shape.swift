@@ -2,10 +2,12 @@
 public struct Shape: Hashable, Sendable, CustomStringConvertible, ExpressibleByArrayLiteral {
     public var dimensions: [Int]
 
+    /// A shape with these extents, outermost first.
     public init(_ dimensions: [Int]) { self.dimensions = dimensions }
     public init(arrayLiteral elements: Int...) { self.dimensions = elements }
 
     public var rank: Int { dimensions.count }
+    /// The extent of `axis`.
     public subscript(axis: Int) -> Int { dimensions[axis] }
 
     /// Number of elements; callers that read untrusted shapes use `checkedElementCount`.
@@ -54,6 +56,7 @@ public struct TensorType: Hashable, Sendable, CustomStringConvertible {
     public var shape: Shape
     public var dtype: DType
 
+    /// A type of `shape` and `dtype`.
     public init(_ shape: Shape, _ dtype: DType = .float32) {
         self.shape = shape
         self.dtype = dtype

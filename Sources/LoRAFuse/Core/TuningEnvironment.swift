@@ -47,6 +47,7 @@ public enum TuningEnvironment {
         return value
     }
 
+    /// The integer value of `name` when it parses and lies in `range`; otherwise one warning line and nil.
     public static func integer(_ name: String, in range: ClosedRange<Int>,
                                environment: [String: String] = ProcessInfo.processInfo.environment) -> Int? {
         value(name, environment: environment) { Int($0).flatMap { range.contains($0) ? $0 : nil } }

@@ -20,6 +20,7 @@ public struct WeightHandle: Sendable, Hashable, CustomStringConvertible {
 /// graph binds it), so its byte count is known before anything is uploaded: build the graphs,
 /// then make the set resident. Registering the same weight again gives the same handle.
 public final class WeightSet: Sendable, Hashable, CustomStringConvertible {
+    /// A weight set's identity, unique in the process.
     public struct ID: Sendable, Hashable {
         public let raw: UInt64
     }
@@ -46,6 +47,7 @@ public final class WeightSet: Sendable, Hashable, CustomStringConvertible {
     public let name: String
     private let entries = Mutex(Entries())
 
+    /// An empty set; `name` appears in reports and errors.
     public init(name: String) {
         self.name = name
         self.id = ID(raw: Self.nextID.add(1, ordering: .relaxed).oldValue)
@@ -66,11 +68,13 @@ public final class WeightSet: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// The host tensor registered as `handle`.
     public func tensor(_ handle: WeightHandle) -> HostTensor {
         precondition(handle.set == id, "\(handle) is not of weight set '\(name)'")
         return entries.withLock { $0.tensors[handle.index] }
     }
 
+    /// The name `handle` was registered under.
     public func name(of handle: WeightHandle) -> String { entries.withLock { $0.names[handle.index] } }
 
     /// Every handle, in registration order.
@@ -111,6 +115,7 @@ public final class ResidentWeights: @unchecked Sendable {
     private let lock = NSLock()
     private var onRelease: (() -> Void)?
 
+    /// What a backend made resident: the sets, handles and bytes, and `release` to free them.
     public init(backend: String, sets: [String], handles: [WeightHandle], byteCount: Int, allocatedBytes: Int,
                 onRelease: @escaping () -> Void) {
         self.backend = backend
@@ -148,6 +153,7 @@ public struct BackendMemory: Sendable, Hashable {
     /// Bytes this process allocated on the device for weights.
     public var allocatedWeightBytes: Int
 
+    /// A memory report; `free` is nil where the API does not tell.
     public init(total: Int?, free: Int?, residentWeightBytes: Int, allocatedWeightBytes: Int) {
         self.total = total
         self.free = free

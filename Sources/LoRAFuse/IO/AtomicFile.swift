@@ -31,6 +31,7 @@ public enum AtomicFile {
             return nil
         }
 
+        /// Appends `bytes`; returns the failure, or nil.
         public func write(_ bytes: [UInt8]) -> String? { bytes.withUnsafeBytes { write($0) } }
     }
 
@@ -58,6 +59,7 @@ public enum AtomicFile {
     public final class Transaction {
         private var staged: [(path: String, temporary: String, slot: Int32)] = []
 
+        /// An empty transaction; files written in it land together at `commit()` or not at all.
         public init() { lf_cleanup_install() }
 
         /// Writes `path`'s content to its temporary file; returns an error text (and

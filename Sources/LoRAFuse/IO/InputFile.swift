@@ -84,6 +84,7 @@ public enum InputFile {
         try read(path, limit: limit) { Unreadable(path: path, reason: $0) }
     }
 
+    /// Why a named input cannot be read: one line with the path and the reason.
     public struct Unreadable: Error, Sendable, CustomStringConvertible {
         public let path: String
         public let reason: String

@@ -11,6 +11,7 @@ public final class MappedFile: @unchecked Sendable {
     public let baseAddress: UnsafeRawPointer?
     public let size: Int
 
+    /// Maps the regular file at `path` read-only.
     public init(path: String) throws(SafeTensorsError) {
         self.path = path
         let descriptor: Int32

@@ -1,6 +1,7 @@
 /// Why a safetensors file was rejected. Each names the file and, where there is one,
 /// the tensor, so the user sees one line that says what is wrong and where.
 public struct SafeTensorsError: Error, Sendable, CustomStringConvertible, Equatable {
+    /// What is wrong with the file.
     public enum Kind: Sendable, Equatable {
         case cannotOpen(String)
         case fileTooSmall(size: Int)
@@ -22,6 +23,7 @@ public struct SafeTensorsError: Error, Sendable, CustomStringConvertible, Equata
     public let tensor: String?
     public let kind: Kind
 
+    /// An error in `path` (and `tensor`, where one is to blame).
     public init(path: String, tensor: String? = nil, _ kind: Kind) {
         self.path = path
         self.tensor = tensor

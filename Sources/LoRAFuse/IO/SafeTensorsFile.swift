@@ -26,6 +26,7 @@ public final class SafeTensorsFile: Sendable {
     private let dataOffset: Int
     private let indexByName: [String: Int]
 
+    /// Maps `path` and validates its header completely before anything else reads it.
     public init(path: String) throws(SafeTensorsError) {
         let mapping = try MappedFile(path: path)
         self.path = path
@@ -55,10 +56,12 @@ public final class SafeTensorsFile: Sendable {
 
     public var names: [String] { entries.map(\.name) }
 
+    /// The header entry of tensor `name`.
     public func entry(named name: String) -> SafeTensorsEntry? {
         indexByName[name].map { entries[$0] }
     }
 
+    /// Whether the file holds tensor `name`.
     public func contains(_ name: String) -> Bool { indexByName[name] != nil }
 
     /// The tensor's bytes as a view into the mapping (no copy).
@@ -67,6 +70,7 @@ public final class SafeTensorsFile: Sendable {
         return tensor(entry)
     }
 
+    /// The tensor of `entry`, a zero-copy view of the mapped file.
     public func tensor(_ entry: SafeTensorsEntry) -> HostTensor {
         let type = TensorType(entry.shape, entry.dtype)
         guard let base = mapping.baseAddress, !entry.dataRange.isEmpty else {

@@ -66,18 +66,21 @@ public indirect enum JSONValue: Sendable, Equatable {
     }
 }
 
+/// Why a document is not strict JSON, with the byte offset.
 public struct JSONParseError: Error, Sendable, CustomStringConvertible {
     public let offset: Int
     public let reason: String
     public var description: String { "\(reason) at byte \(offset)" }
 }
 
+/// A JSON parser for untrusted files: strict UTF-8, no duplicate keys, a nesting limit, integers kept exact.
 public struct StrictJSONParser {
     public static let maximumDepth = 64
 
     private let bytes: [UInt8]
     private var position = 0
 
+    /// Parses one document (whitespace around it allowed, nothing else).
     public static func parse(_ bytes: [UInt8]) throws(JSONParseError) -> JSONValue {
         var parser = StrictJSONParser(bytes: bytes)
         let value = try parser.parseValue(depth: 0)

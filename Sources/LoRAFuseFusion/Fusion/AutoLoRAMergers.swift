@@ -10,6 +10,7 @@ import LoRAFuseModels
 /// Linear, so its gates and LayerNorms run over the concatenated output: a merger here
 /// covers the diffusers Linears of that fused layer, in order, and gates their concatenation.
 public struct AutoLoRAMergers: Sendable {
+    /// One merger: the gate of one DiffSynth layer (a fused qkv, qkv+MLP or a single Linear).
     public struct Merger: Sendable {
         /// DiffSynth's layer name, e.g. `blocks.0.attn.a_to_qkv`.
         public let name: String
@@ -111,6 +112,7 @@ public struct AutoLoRAFusion: Sendable {
     /// The factors as graphs bind them, one unit a backend makes resident.
     public let weightSet = WeightSet(name: "AutoLoRA gate factors")
 
+    /// The gated fusion of `adapters` through `mergers`, their factors stacked per merger; fails when a LoRA touches a layer the merger does not know.
     public init(mergers: AutoLoRAMergers, adapters: [LoRAAdapter], config: FluxConfig) throws {
         guard (1...Graph.maximumGateInputs).contains(adapters.count) else {
             throw FusionError.invalidOption("--fusion autolora takes 1 to \(Graph.maximumGateInputs) LoRAs, got \(adapters.count)")

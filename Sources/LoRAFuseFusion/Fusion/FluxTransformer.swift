@@ -13,6 +13,7 @@ public struct FluxTransformer: Sendable {
     public var autolora: AutoLoRAFusion?
     public var config: FluxConfig { model.config }
 
+    /// The transformer of `model` with `adapters` applied hot and, optionally, AutoLoRA fusion.
     public init(model: FluxModel, adapters: [LoRAAdapter] = [], autolora: AutoLoRAFusion? = nil) {
         self.model = model
         self.adapters = adapters

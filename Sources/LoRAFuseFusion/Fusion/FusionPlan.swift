@@ -8,6 +8,7 @@ public enum FusionKind: Sendable, Hashable, CustomStringConvertible {
     case pair(FusionMethod)
     case autolora
 
+    /// The kind a command-line name (`klora`, `merge`, `autolora`, …) stands for.
     public init?(name: String) {
         if name == "autolora" {
             self = .autolora

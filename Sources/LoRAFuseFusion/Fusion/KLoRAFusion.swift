@@ -12,6 +12,7 @@ public struct KLoRAFusion: Sendable {
     public var beta: Double = 0.5
     public var schedule: KLoRAPlan.Schedule = .linear
 
+    /// K-LoRA over `plan` for this content and style LoRA, with the paper's schedule.
     public init(plan: KLoRAPlan, content: LoRAAdapter, style: LoRAAdapter) {
         self.plan = plan
         self.content = content

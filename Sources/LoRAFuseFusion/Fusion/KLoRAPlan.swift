@@ -20,6 +20,7 @@ import LoRAFuseModels
 /// paper (its pseudo-code swaps them), γ from the sums of all |ΔW| (not per-layer ratios
 /// with outliers dropped), and every FLUX layer both LoRAs touch takes part.
 public struct KLoRAPlan: Sendable, Codable, Equatable {
+    /// One layer unit K-LoRA chooses for: its Top-K sums for the content and the style LoRA.
     public struct Unit: Sendable, Codable, Equatable {
         /// The diffusers Linears this unit covers (one, or the parts of a fused module).
         public var layers: [String]
@@ -35,6 +36,7 @@ public struct KLoRAPlan: Sendable, Codable, Equatable {
         public var styleAbsSum: Double
     }
 
+    /// How the style weight S(t) moves with sampling progress.
     public enum Schedule: String, Sendable, Codable, CaseIterable {
         /// S(p) = α·p + β (Eq. 7).
         case linear
@@ -57,6 +59,7 @@ public struct KLoRAPlan: Sendable, Codable, Equatable {
         return style > 0 ? units.reduce(0) { $0 + $1.contentAbsSum } / style : .infinity
     }
 
+    /// S(t) at `progress` (0 at the first step, 1 at the last).
     public static func scale(progress: Double, alpha: Double, beta: Double, schedule: Schedule) -> Double {
         switch schedule {
         case .linear: alpha * progress + beta

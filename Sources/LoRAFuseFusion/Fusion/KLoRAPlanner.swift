@@ -31,6 +31,7 @@ public struct KLoRAPlanner {
     /// ΔW bytes per graph.
     public var groupBytes = 512 << 20
 
+    /// A planner computing on `backend`, caching plans by file hash in `cacheFolder` (nil: no cache).
     public init(backend: any Backend, cacheFolder: URL? = KLoRAPlanner.defaultCacheFolder) {
         self.backend = backend
         self.cacheFolder = cacheFolder

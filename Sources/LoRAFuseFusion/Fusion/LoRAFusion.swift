@@ -31,6 +31,7 @@ public struct LoRAFusion: Sendable {
     public var fixedFraction = 0.5
     public var seed: UInt64 = 0
 
+    /// A fusion of `content` and `style` by `method`, with the method's defaults.
     public init(method: FusionMethod, content: LoRAAdapter, style: LoRAAdapter) {
         self.method = method
         self.content = content

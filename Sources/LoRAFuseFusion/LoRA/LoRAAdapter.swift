@@ -6,6 +6,7 @@ public struct LoRAAdapter: Sendable {
     public let file: LoRAFile
     public var scale: Float
 
+    /// The LoRA in `file` at `scale` (its own α/r applied on top).
     public init(file: LoRAFile, scale: Float = 1) {
         self.file = file
         self.scale = scale

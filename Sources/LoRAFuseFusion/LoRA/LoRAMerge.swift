@@ -7,6 +7,7 @@ public struct MergedFluxWeights: FluxWeights {
     /// Merged `<layer>.weight` tensors by diffusers name.
     public let merged: [String: HostTensor]
 
+    /// The base weights with the tensors in `merged` replacing theirs.
     public init(base: any FluxWeights, merged: [String: HostTensor]) {
         self.base = base
         self.merged = merged
@@ -15,6 +16,7 @@ public struct MergedFluxWeights: FluxWeights {
     public var description: String { base.description + " + \(merged.count) merged LoRA layer(s)" }
     public var finalModulationShiftFirst: Bool { base.finalModulationShiftFirst }
 
+    /// The merged tensor where there is one, else the base's.
     public func tensor(_ name: String, shape: Shape) throws -> HostTensor {
         guard let tensor = merged[name] else { return try base.tensor(name, shape: shape) }
         guard tensor.shape == shape else {

@@ -24,6 +24,7 @@ public enum LoRANaming {
         }
     }
 
+    /// One Linear a LoRA module writes to, and which rows of a fused layer it is.
     public struct Part: Sendable, Hashable {
         public let layer: String
         public let slot: Slot

@@ -13,6 +13,7 @@ public struct FluxLinearAdapters: Sendable {
         /// The weight set the factors belong to (their file's).
         public var weightSet: WeightSet
 
+        /// A branch `scale · up(down x)` named `label`, its factors in `weightSet`.
         public init(label: String, down: HostTensor, up: HostTensor, scale: Float, weightSet: WeightSet) {
             self.label = label
             self.down = down
@@ -38,6 +39,7 @@ public struct FluxLinearAdapters: Sendable {
         public var ranks: [Int]
         public var factorsSet: WeightSet
 
+        /// A gate named `name` over `layers`.
         public init(name: String, layers: [String], parameters: HostTensor, parametersSet: WeightSet, down: HostTensor, up: HostTensor,
                     ranks: [Int], factorsSet: WeightSet) {
             self.name = name
@@ -56,6 +58,7 @@ public struct FluxLinearAdapters: Sendable {
     /// Gates by the first Linear they cover.
     public var gates: [String: Gate]
 
+    /// Adapters with these branches and gates.
     public init(lowRank: [String: [LowRank]] = [:], gates: [String: Gate] = [:]) {
         self.lowRank = lowRank
         self.gates = gates
@@ -74,6 +77,7 @@ public struct FluxDiT: Sendable {
     public var adapters: FluxLinearAdapters
     public var config: FluxConfig { model.config }
 
+    /// A builder for `model` with `adapters` on its Linears.
     public init(model: FluxModel, adapters: FluxLinearAdapters = .none) {
         self.model = model
         self.adapters = adapters

@@ -11,6 +11,7 @@ public struct FluxInputs: Sendable {
     /// Tensors bound to the graph's `.input` nodes.
     public let bindings: [String: HostTensor]
 
+    /// Inputs read from named tensors (as `lorafuse dit --inputs` gives them), checked against `config`.
     public init(_ tensors: [String: HostTensor], config: FluxConfig) throws {
         func require(_ name: String, rank: Int) throws -> HostTensor {
             guard let tensor = tensors[name] else {

@@ -9,6 +9,7 @@ public struct FluxModel: Sendable {
     /// The weights its graphs bind, as one unit a backend makes resident (see `WeightSet`).
     public let weightSet: WeightSet
 
+    /// A model of `config` whose tensors come from `weights`.
     public init(config: FluxConfig, weights: any FluxWeights) {
         self.config = config
         self.weights = weights

@@ -27,6 +27,7 @@ public struct BFLFluxWeights: FluxWeights {
     public var description: String { source.description }
     public var finalModulationShiftFirst: Bool { true }
 
+    /// The tensor `name` (diffusers naming), checked to have `shape`.
     public func tensor(_ name: String, shape: Shape) throws -> HostTensor {
         guard let (bflName, rows) = Self.map(name, innerDim: innerDim, mlpHiddenDim: mlpHiddenDim) else {
             throw ModelError.missingTensor(name: name, source: source.description + " (no BFL equivalent)")

@@ -159,8 +159,10 @@ public struct CLIPTokenizer: TextTokenizer {
         return (vocabulary, ranks)
     }
 
+    /// The ids of `text` between the start and end tokens.
     public func encode(_ text: String) -> [Int] { [bos] + tokens(text) + [eos] }
 
+    /// The ids of `text`, truncated or padded to `length` as FLUX's pipeline does.
     public func encode(_ text: String, length: Int) -> [Int] {
         tokens(text).framed(prefix: [bos], suffix: [eos], length: length, padding: pad)
     }

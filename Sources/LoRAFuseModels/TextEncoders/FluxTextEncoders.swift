@@ -10,6 +10,7 @@ public struct FluxTextEncoders: Sendable {
     public let t5Tokenizer: UnigramTokenizer
     public let t5: T5Encoder
 
+    /// The two encoders and their tokenizers.
     public init(clipTokenizer: CLIPTokenizer, clip: CLIPTextEncoder, t5Tokenizer: UnigramTokenizer, t5: T5Encoder) {
         self.clipTokenizer = clipTokenizer
         self.clip = clip

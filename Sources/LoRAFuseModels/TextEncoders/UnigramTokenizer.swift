@@ -78,11 +78,13 @@ public struct UnigramTokenizer: TextTokenizer {
         throw TokenizerError(path: path, reason: "no tokenizer.json or spiece.model")
     }
 
+    /// The ids of `text` followed by the end token.
     public func encode(_ text: String) -> [Int] {
         let ids = tokens(text)
         return prefix + ids + suffix(after: ids)
     }
 
+    /// The ids of `text`, truncated or padded to `length`.
     public func encode(_ text: String, length: Int) -> [Int] {
         let ids = tokens(text)
         return ids.framed(prefix: prefix, suffix: suffix(after: ids), length: length, padding: pad)
