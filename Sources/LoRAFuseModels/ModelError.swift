@@ -13,7 +13,7 @@ public enum ModelError: Error, Sendable, CustomStringConvertible, Equatable {
         case let .missingTensor(name, source): "\(source): missing tensor '\(name)'"
         case let .shapeMismatch(name, expected, actual, source):
             "\(source): tensor '\(name)' has shape \(actual), the config expects \(expected)"
-        case let .unsupportedDType(name, dtype, source): "\(source): tensor '\(name)' is \(dtype.name); weights must be F32, F16 or BF16"
+        case let .unsupportedDType(name, dtype, source): "\(source): tensor '\(name)' is \(dtype.name); weights must be F32, F16, BF16 or F8 (E4M3, E5M2)"
         case let .invalidInputs(message): "inputs: \(message)"
         }
     }
@@ -58,15 +58,35 @@ public struct TensorSource: Sendable {
         return try files[position].tensor(named: name)
     }
 
-    /// The tensor, checked against the shape the config implies and for a weight dtype.
+    /// The tensor, checked against the shape the config implies and for a weight dtype
+    /// (float8 included: matmuls read it narrow, vectors are widened in the graph).
     public func tensor(_ name: String, shape: Shape) throws -> HostTensor {
         let value = try tensor(name)
         guard value.shape == shape else {
             throw ModelError.shapeMismatch(name: name, expected: shape, actual: value.shape, source: description)
         }
-        guard DType.weightTypes.contains(value.dtype) else {
+        guard DType.matrixTypes.contains(value.dtype) else {
             throw ModelError.unsupportedDType(name: name, dtype: value.dtype, source: description)
         }
         return value
+    }
+
+    /// The per-tensor scale of a "scaled fp8" weight: ComfyUI stores `<layer>.scale_weight`
+    /// (one float) beside `<layer>.weight`, whose value is then the stored fp8 × the scale.
+    /// Nil when the file has no scale for `weightName`; an error when it is not one finite,
+    /// positive float.
+    public func weightScale(_ weightName: String) throws -> Float? {
+        guard weightName.hasSuffix(".weight") else { return nil }
+        let name = String(weightName.dropLast(".weight".count)) + ".scale_weight"
+        guard contains(name) else { return nil }
+        let value = try tensor(name)
+        guard value.shape.elementCount == 1, DType.weightTypes.contains(value.dtype) else {
+            throw ModelError.notAModel(path: description, reason: "\(name) is \(value.dtype.name) \(value.shape), not one float scale")
+        }
+        let scale = value.floats()[0]
+        guard scale.isFinite, scale > 0 else {
+            throw ModelError.notAModel(path: description, reason: "\(name) is \(scale), not a finite positive scale")
+        }
+        return scale
     }
 }

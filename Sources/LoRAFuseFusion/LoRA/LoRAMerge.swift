@@ -17,6 +17,11 @@ public struct MergedFluxWeights: FluxWeights {
     public var finalModulationShiftFirst: Bool { base.finalModulationShiftFirst }
 
     /// The merged tensor where there is one, else the base's.
+    /// A merged weight holds its full value (the base's scale applied); the others keep theirs.
+    public func weightScale(_ name: String) throws -> Float? {
+        merged[name] == nil ? try base.weightScale(name) : nil
+    }
+
     public func tensor(_ name: String, shape: Shape) throws -> HostTensor {
         guard let tensor = merged[name] else { return try base.tensor(name, shape: shape) }
         guard tensor.shape == shape else {
@@ -29,7 +34,8 @@ public struct MergedFluxWeights: FluxWeights {
 extension FluxModel {
     /// The model with `adapters` merged: W' = W + Σᵢ sᵢ·(αᵢ/rᵢ)·Bᵢ·Aᵢ for every Linear they
     /// touch, computed on `backend` in float32 and stored in W's dtype (as diffusers'
-    /// `fuse_lora`). Layers are merged in groups so at most ~`groupBytes` of results are in
+    /// `fuse_lora`); a float8 W (scale applied) becomes BF16, so only the touched layers
+    /// grow, and fp8 cannot lose the LoRA's small updates to its 3-bit mantissa. Layers are merged in groups so at most ~`groupBytes` of results are in
     /// flight beyond the merged weights themselves.
     public func merging(_ adapters: [LoRAAdapter], on backend: any Backend, groupBytes: Int = 256 << 20,
                         progress: ((Int, Int) -> Void)? = nil) throws -> FluxModel {
@@ -46,13 +52,14 @@ extension FluxModel {
                 let name = "\(layer.name).weight"
                 let base = try weights.tensor(name, shape: [layer.outFeatures, layer.inFeatures])
                 var sum = try graph.cast(graph.parameter(name, base), to: .float32)
+                if let scale = try weights.weightScale(name) { sum = try graph.scale(sum, scale) }
                 for (module, scale) in modulesByLayer[layer.name]! {
                     var up = try graph.cast(graph.parameter("\(layer.name).up", module.up), to: .float32)
                     up = try graph.scale(up, scale)  // [out, r]: cheaper to scale than the product
                     let delta = try graph.matmul(up, graph.parameter("\(layer.name).down", module.down))
                     sum = try graph.add(sum, delta)
                 }
-                graph.markOutput(try graph.cast(sum, to: base.dtype))
+                graph.markOutput(try graph.cast(sum, to: DType.weightTypes.contains(base.dtype) ? base.dtype : .bfloat16))
                 names.append(name)
             }
             let outputs = try backend.execute(graph, inputs: [:]).outputs

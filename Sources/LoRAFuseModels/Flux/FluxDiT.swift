@@ -140,7 +140,9 @@ public struct FluxDiT: Sendable {
             let weightParts = try zip(names, outFeatures).map { try weights.tensor("\($0).weight", shape: [$1, inFeatures]) }
             let biasParts = try zip(names, outFeatures).map { try weights.tensor("\($0).bias", shape: [$1]) }
             if names.count > 1, let weight = Self.joined(weightParts), let bias = Self.joined(biasParts) {
-                let y = try graph.linear(x, weight: graph.parameter(names.joined(separator: "+") + ".weight", weight, in: weightSet),
+                // Consecutive rows of one stored tensor: one scale (a scaled-fp8 tensor's) for all.
+                let y = try scaledLinear(x, weight: graph.parameter(names.joined(separator: "+") + ".weight", weight, in: weightSet),
+                                         scale: weights.weightScale("\(names[0]).weight"),
                                          bias: graph.cast(graph.parameter(names.joined(separator: "+") + ".bias", bias, in: weightSet), to: .float32))
                 graph.label(y, names.joined(separator: "+"))
                 return y
@@ -163,9 +165,17 @@ public struct FluxDiT: Sendable {
                               byteOffset: first.byteOffset)
         }
 
+        /// `x · Wᵀ + b`, or `s · (x · Wᵀ) + b` for a scaled-fp8 weight (W stays narrow; the
+        /// per-tensor scale goes on the product, which is cheaper than on W and exact alike).
+        mutating func scaledLinear(_ x: Tensor, weight: Tensor, scale: Float?, bias: Tensor) throws -> Tensor {
+            guard let scale, scale != 1 else { return try graph.linear(x, weight: weight, bias: bias) }
+            return try graph.add(graph.scale(graph.matmul(x, weight, transposeB: true), scale), bias)
+        }
+
         /// `x · Wᵀ + b` of the Linear `name`, labelled with its name.
         mutating func baseLinear(_ x: Tensor, _ name: String, _ inFeatures: Int, _ outFeatures: Int) throws -> Tensor {
-            let y = try graph.linear(x, weight: weight("\(name).weight", [outFeatures, inFeatures]), bias: weight("\(name).bias", [outFeatures]))
+            let y = try scaledLinear(x, weight: weight("\(name).weight", [outFeatures, inFeatures]),
+                                     scale: weights.weightScale("\(name).weight"), bias: weight("\(name).bias", [outFeatures]))
             graph.label(y, name)
             return y
         }

@@ -8,6 +8,9 @@ public protocol FluxWeights: Sendable {
     func tensor(_ name: String, shape: Shape) throws -> HostTensor
     /// BFL stores the final AdaLN modulation as (shift, scale); diffusers as (scale, shift).
     var finalModulationShiftFirst: Bool { get }
+    /// The scale of a scaled-fp8 weight `name` (diffusers naming): its value is the stored
+    /// tensor × this. Nil for weights stored as they are.
+    func weightScale(_ name: String) throws -> Float?
 }
 
 extension TensorSource: FluxWeights {
@@ -39,11 +42,17 @@ public struct BFLFluxWeights: FluxWeights {
         guard rows.upperBound <= fused.shape[0], expected == shape else {
             throw ModelError.shapeMismatch(name: prefix + bflName, expected: shape, actual: fused.shape, source: source.description)
         }
-        guard DType.weightTypes.contains(fused.dtype) else {
+        guard DType.matrixTypes.contains(fused.dtype) else {
             throw ModelError.unsupportedDType(name: prefix + bflName, dtype: fused.dtype, source: source.description)
         }
         return HostTensor(type: TensorType(shape, fused.dtype), storage: fused.storage,
                           byteOffset: fused.byteOffset + rows.lowerBound * rowWidth * fused.dtype.byteSize)
+    }
+
+    /// The scale of the BFL tensor behind `name` (a fused tensor has one scale for all its parts).
+    public func weightScale(_ name: String) throws -> Float? {
+        guard let (bflName, _) = Self.map(name, innerDim: innerDim, mlpHiddenDim: mlpHiddenDim) else { return nil }
+        return try source.weightScale(prefix + bflName)
     }
 
     /// diffusers name → (BFL name, rows of a fused tensor or nil for the whole tensor).
