@@ -86,6 +86,26 @@ final class ScratchFolder {
         #expect(unknown.error.contains("unknown backend 'tpu'"))
     }
 
+    /// GGUF files are recognised by their magic; the listing is the reader's, and a broken
+    /// header is one line and a non-zero exit.
+    @Test func inspectReadsGGUF() throws {
+        let path = CommandLine.repository.appendingPathComponent("Tests/Fixtures/gguf/types.gguf").path
+        let result = try CommandLine.run(["inspect", path, "--json"])
+        #expect(result.status == 0, "\(result.error)")
+        let object = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as! [String: Any]
+        let tensors = object["tensors"] as! [[String: Any]]
+        #expect(object["format"] as? String == "gguf" && tensors.count == 15)
+        #expect(tensors.contains { $0["name"] as? String == "quant.q4_k" && $0["dtype"] as? String == "Q4_K" && $0["shape"] as? [Int] == [3, 512] })
+        let scratch = ScratchFolder("lorafuse-gguf")
+        let broken = scratch.url.appendingPathComponent("broken.gguf")
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        bytes[8] = 0xFF; bytes[15] = 0x7F  // an absurd tensor count
+        try Data(bytes).write(to: broken)
+        let refused = try CommandLine.run(["inspect", broken.path])
+        #expect(refused.status != 0)
+        #expect(refused.error.contains("not a readable GGUF file") && refused.error.split(separator: "\n").count == 1, "\(refused.error)")
+    }
+
     @Test func inspectListsExactlyTheTensorsTorchWrote() throws {
         let path = CommandLine.repository.appendingPathComponent("Tests/Fixtures/safetensors/torch_written.safetensors").path
         let result = try CommandLine.run(["inspect", path, "--json"])

@@ -4,7 +4,7 @@
 // LLVMFuzzerTestOneInput feeds one input to one parser.
 import PackageDescription
 
-let targets = ["FuzzSafeTensorsHeader", "FuzzFluxConfig", "FuzzTokenizerJSON", "FuzzCLIPVocabMerges", "FuzzSentencePiece",
+let targets = ["FuzzSafeTensorsHeader", "FuzzGGUFHeader", "FuzzFluxConfig", "FuzzTokenizerJSON", "FuzzCLIPVocabMerges", "FuzzSentencePiece",
                "FuzzLoRAKeys"]
 
 let package = Package(

@@ -43,6 +43,8 @@ def header_only(path, limit=64):
     return struct.pack("<Q", len(text)) + text + body
 
 
+for path in sorted((fixtures / "gguf").glob("*.gguf")):
+    seed("FuzzGGUFHeader", path.name, path.read_bytes())
 seed("FuzzSafeTensorsHeader", "torch_written.safetensors", (fixtures / "safetensors/torch_written.safetensors").read_bytes())
 for path in sorted((fixtures / "lora").glob("*.safetensors")) + sorted((fixtures / "pipeline").glob("*.safetensors"))[:4]:
     seed("FuzzSafeTensorsHeader", path.name, header_only(path))

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds="${1:-60}"
 shift || true
-all=(FuzzSafeTensorsHeader FuzzFluxConfig FuzzTokenizerJSON FuzzCLIPVocabMerges FuzzSentencePiece FuzzLoRAKeys)
+all=(FuzzSafeTensorsHeader FuzzGGUFHeader FuzzFluxConfig FuzzTokenizerJSON FuzzCLIPVocabMerges FuzzSentencePiece FuzzLoRAKeys)
 targets=("${@:-${all[@]}}")
 [ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
 
