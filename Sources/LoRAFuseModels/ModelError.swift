@@ -2,6 +2,8 @@ import LoRAFuse
 /// Why a model could not be loaded or run: one line naming the file, tensor and shapes.
 public enum ModelError: Error, Sendable, CustomStringConvertible, Equatable {
     case notAModel(path: String, reason: String)
+    /// A block-quantized GGUF tensor, which the graph cannot hold yet.
+    case quantizedWeight(name: String, type: String, source: String)
     case missingTensor(name: String, source: String)
     case shapeMismatch(name: String, expected: Shape, actual: Shape, source: String)
     case unsupportedDType(name: String, dtype: DType, source: String)
@@ -13,22 +15,35 @@ public enum ModelError: Error, Sendable, CustomStringConvertible, Equatable {
         case let .missingTensor(name, source): "\(source): missing tensor '\(name)'"
         case let .shapeMismatch(name, expected, actual, source):
             "\(source): tensor '\(name)' has shape \(actual), the config expects \(expected)"
+        case let .quantizedWeight(name, type, source):
+            "\(source): tensor '\(name)' is \(type); LoRAFuse reads quantized GGUF tensors (lorafuse inspect) but does not run them yet — use an F16, BF16 or fp8 file"
         case let .unsupportedDType(name, dtype, source): "\(source): tensor '\(name)' is \(dtype.name); weights must be F32, F16, BF16 or F8 (E4M3, E5M2)"
         case let .invalidInputs(message): "inputs: \(message)"
         }
     }
 }
 
-/// Named tensors from one or several safetensors files (a sharded checkpoint), memory-mapped.
+/// Named tensors from one or several safetensors files (a sharded checkpoint), or from one
+/// GGUF file, memory-mapped.
 public struct TensorSource: Sendable {
     public let description: String
     private let files: [SafeTensorsFile]
     private let fileByName: [String: Int]
+    private let gguf: GGUFFile?
+
+    /// The tensors of a GGUF file (F32, F16 and BF16 ones as views; quantized ones refused by name).
+    public init(gguf: GGUFFile) {
+        self.gguf = gguf
+        files = []
+        description = gguf.path
+        fileByName = Dictionary(uniqueKeysWithValues: gguf.tensors.enumerated().map { ($1.name, $0) })
+    }
 
     /// A tensor named in two files (two shards, or a shard and a stray copy) is an error:
     /// which copy would win is an accident of the file order.
     public init(files: [SafeTensorsFile], description: String) throws(ModelError) {
         self.files = files
+        gguf = nil
         self.description = description
         var index: [String: Int] = [:]
         for (position, file) in files.enumerated() {
@@ -44,6 +59,19 @@ public struct TensorSource: Sendable {
 
     public var names: [String] { Array(fileByName.keys) }
 
+    /// The shape of tensor `name`, read from the header alone.
+    public func shape(_ name: String) throws -> Shape {
+        guard let position = fileByName[name] else { throw ModelError.missingTensor(name: name, source: description) }
+        if let gguf { return gguf.tensors[position].shape }
+        return try files[position].tensor(named: name).shape
+    }
+
+    /// The first tensor (in file order) the graph cannot hold yet: a block-quantized GGUF one.
+    public var firstQuantizedTensor: (name: String, type: String)? {
+        guard let gguf, let info = gguf.tensors.first(where: { gguf.hostTensor($0) == nil }) else { return nil }
+        return (info.name, info.type.description)
+    }
+
     /// How many numbered children `<head>.N.` the names have (blocks, layers).
     public func childCount(_ head: String) -> Int {
         Set(fileByName.keys.compactMap { name -> Int? in
@@ -55,6 +83,13 @@ public struct TensorSource: Sendable {
 
     public func tensor(_ name: String) throws -> HostTensor {
         guard let position = fileByName[name] else { throw ModelError.missingTensor(name: name, source: description) }
+        if let gguf {
+            let info = gguf.tensors[position]
+            guard let tensor = gguf.hostTensor(info) else {
+                throw ModelError.quantizedWeight(name: name, type: info.type.description, source: description)
+            }
+            return tensor
+        }
         return try files[position].tensor(named: name)
     }
 

@@ -102,3 +102,37 @@ import LoRAFuseModels
         }
     }
 }
+
+/// FLUX transformers from GGUF files as city96 writes them (Tools/reference/make_gguf_flux_fixtures.py):
+/// F16 and BF16 ones run, their tensors views of the mapping; a quantized one is refused by name
+/// until the quantized matmul kernels exist.
+@Suite(.serialized) struct GGUFFluxTests {
+    static let folder = FluxTransformerTests.fixtures.appendingPathComponent("dev-tiny")
+
+    @Test(arguments: ["f16", "bf16"])
+    func ggufCheckpointsMatchDiffusersOnTheirValues(_ variant: String) throws {
+        let model = try FluxModel.load(path: Self.folder.appendingPathComponent("gguf/\(variant).gguf").path)
+        let reference = try FluxModel.load(path: Self.folder.path)
+        #expect(model.config == reference.config, "config inferred from the GGUF shapes and its axes_dims_rope")
+        let inner = model.config.innerDim
+        #expect(try model.weights.tensor("transformer_blocks.0.attn.to_q.weight", shape: [inner, inner]).dtype
+                == (variant == "f16" ? .float16 : .bfloat16))
+        let inputs = try FluxInputs(SafeTensorsFile(path: Self.folder.appendingPathComponent("inputs.safetensors").path).allTensors(),
+                                    config: model.config)
+        let expected = try SafeTensorsFile(path: Self.folder.appendingPathComponent("gguf/expected-\(variant).safetensors").path)
+            .tensor(named: "sample")
+        for backend in BackendsUnderTest.all {
+            let output = try Float8FluxTests.sample(FluxTransformer(model: model), inputs, on: backend)
+            let error = relativeError(actual: output.floats(), expected: expected.doubles())
+            print("flux gguf \(variant) \(BackendsUnderTest.label(backend)) relative error \(error)")
+            #expect(error <= 1e-4, "\(variant) on \(BackendsUnderTest.label(backend)): relative error \(error)")
+        }
+    }
+
+    @Test func quantizedGGUFIsOneClearError() throws {
+        let path = Self.folder.appendingPathComponent("gguf/q8_0.gguf").path
+        let error = #expect(throws: ModelError.self) { _ = try FluxModel.load(path: path) }
+        let text = error.map { "\($0)" } ?? ""
+        #expect(text.contains("Q8_0") && text.contains("double_blocks.0.img_attn.proj.weight") && text.contains("does not run them yet"), "\(text)")
+    }
+}

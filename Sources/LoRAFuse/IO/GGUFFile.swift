@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Why a GGUF file cannot be read: one line with the path and what is wrong where.
 public struct GGUFError: Error, Sendable, CustomStringConvertible, Equatable {
     public let path: String
@@ -155,6 +161,14 @@ public final class GGUFFile: @unchecked Sendable {
         indexByName = names
     }
 
+    /// Whether the file at `path` starts with GGUF's magic (whatever its name).
+    public static func hasMagic(_ path: String) -> Bool {
+        guard case let .success(opened) = InputFile.openRegular(path) else { return false }
+        defer { close(opened.descriptor) }
+        var magic: UInt32 = 0
+        return read(opened.descriptor, &magic, 4) == 4 && magic == 0x4655_4747
+    }
+
     public func tensor(named name: String) -> GGUFTensorInfo? { indexByName[name].map { tensors[$0] } }
 
     /// The metadata value of `key`.
@@ -163,6 +177,21 @@ public final class GGUFFile: @unchecked Sendable {
     /// The stored bytes of `tensor` (a view of the mapping).
     public func bytes(of tensor: GGUFTensorInfo) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(start: file.baseAddress! + tensor.offset, count: tensor.byteCount)
+    }
+
+    /// `tensor` as a host tensor viewing the mapping, for the types the graph holds as they are
+    /// (F32, F16, BF16); nil for the block-quantized ones.
+    public func hostTensor(_ tensor: GGUFTensorInfo) -> HostTensor? {
+        let dtype: DType
+        switch tensor.type {
+        case .f32: dtype = .float32
+        case .f16: dtype = .float16
+        case .bf16: dtype = .bfloat16
+        default: return nil
+        }
+        let type = TensorType(tensor.shape, dtype)
+        guard tensor.byteCount > 0 else { return HostTensor(type: type, storage: TensorStorage(borrowing: UnsafeRawPointer(bitPattern: 64)!, byteCount: 0, owner: self)) }
+        return HostTensor(type: type, storage: TensorStorage(borrowing: file.baseAddress! + tensor.offset, byteCount: tensor.byteCount, owner: self))
     }
 
     /// `tensor` widened to float32 (for tests and references: the engine keeps quantized

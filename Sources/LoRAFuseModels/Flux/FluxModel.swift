@@ -35,7 +35,9 @@ public struct FluxModel: Sendable {
         if !isFolder.boolValue {
             // A single Black Forest Labs checkpoint.
             let given = try configPath.map { try FluxConfig.load(path: $0) }
-            let (config, weights) = try BFLFluxWeights.load(file: SafeTensorsFile(path: path), config: given)
+            let (config, weights) = GGUFFile.hasMagic(path)
+                ? try BFLFluxWeights.load(gguf: GGUFFile(path: path), config: given)
+                : try BFLFluxWeights.load(file: SafeTensorsFile(path: path), config: given)
             return FluxModel(config: config, weights: weights)
         }
         if let configPath {

@@ -110,11 +110,30 @@ public struct BFLFluxWeights: FluxWeights {
     /// must agree with the shapes), else the file's `axes_dims_rope` metadata, else FLUX.1's
     /// (16, 56, 56) for 128-wide heads.
     public static func load(file: SafeTensorsFile, config given: (config: FluxConfig, file: String)? = nil) throws -> (FluxConfig, BFLFluxWeights) {
-        let source = try TensorSource(files: [file], description: file.path)
+        try load(source: TensorSource(files: [file], description: file.path), metadata: file.metadata, path: file.path, config: given)
+    }
+
+    /// A BFL-named GGUF transformer (city96's and stable-diffusion.cpp's FLUX files); the rope
+    /// axes from an `axes_dims_rope` string in its metadata where present.
+    public static func load(gguf: GGUFFile, config given: (config: FluxConfig, file: String)? = nil) throws -> (FluxConfig, BFLFluxWeights) {
+        let source = TensorSource(gguf: gguf)
+        let metadata = gguf.metadata.reduce(into: [String: String]()) { result, entry in
+            if case let .string(text) = entry.value { result[entry.key] = text }
+        }
+        let loaded = try load(source: source, metadata: metadata, path: gguf.path, config: given)
+        if let (name, type) = source.firstQuantizedTensor {
+            throw ModelError.quantizedWeight(name: name, type: type, source: gguf.path)
+        }
+        return loaded
+    }
+
+    static func load(source: TensorSource, metadata: [String: String], path: String,
+                     config given: (config: FluxConfig, file: String)?) throws -> (FluxConfig, BFLFluxWeights) {
+        let file = (path: path, metadata: metadata)
         let prefix = source.contains("model.diffusion_model.img_in.weight") ? "model.diffusion_model." : ""
         func shape(_ name: String) throws -> Shape {
             guard source.contains(prefix + name) else { throw ModelError.missingTensor(name: prefix + name, source: file.path) }
-            return try source.tensor(prefix + name).shape
+            return try source.shape(prefix + name)
         }
         guard source.contains(prefix + "img_in.weight") else {
             throw ModelError.notAModel(path: file.path, reason: "no img_in.weight (not a BFL FLUX checkpoint)")
