@@ -87,8 +87,8 @@ public enum GGMLType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
             case .q8_0: Self.q8_0(bytes, out)
             case .q2_K: Self.q2_K(bytes, out)
             case .q3_K: Self.q3_K(bytes, out)
-            case .q4_K: Self.q4_K(bytes, out)
-            case .q5_K: Self.q5_K(bytes, out)
+            case .q4_K: Self.q4_5_K(bytes, out, fifthBit: false)
+            case .q5_K: Self.q4_5_K(bytes, out, fifthBit: true)
             case .q6_K: Self.q6_K(bytes, out)
             }
         }
@@ -200,31 +200,19 @@ public enum GGMLType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
         return (scales, mins)
     }
 
-    /// d, dmin (f16), scales[12], qs[128]; 8 groups of 32: (d·scale)·q − dmin·min,
-    /// group 2c + s takes nibble s of bytes 32c…32c+31.
-    static func q4_K(_ b: UnsafeRawPointer, _ out: UnsafeMutablePointer<Float>) {
+    /// Q4_K: d, dmin (f16), scales[12], qs[128]; Q5_K adds qh[32] before qs (bit g of byte l
+    /// is value 32g + l's fifth bit). 8 groups of 32: (d·scale)·q − dmin·min, group 2c + s
+    /// taking nibble s of bytes 32c…32c+31 of qs.
+    static func q4_5_K(_ b: UnsafeRawPointer, _ out: UnsafeMutablePointer<Float>, fifthBit: Bool) {
         let d = half(b, 0), dmin = half(b, 2)
         let (scales, mins) = scalesAndMins(b, 4)
+        let qs = fifthBit ? 48 : 16
         for g in 0..<8 {
             let dd = d * Float(scales[g]), dm = dmin * Float(mins[g])
             let (c, s) = (g / 2, g % 2)
             for l in 0..<32 {
-                let q = Float((byte(b, 16 + c * 32 + l) >> UInt8(4 * s)) & 0x0F)
-                out[g * 32 + l] = dd * q - dm
-            }
-        }
-    }
-
-    /// d, dmin (f16), scales[12], qh[32] (bit g of byte l is value 32g + l's fifth bit), qs[128].
-    static func q5_K(_ b: UnsafeRawPointer, _ out: UnsafeMutablePointer<Float>) {
-        let d = half(b, 0), dmin = half(b, 2)
-        let (scales, mins) = scalesAndMins(b, 4)
-        for g in 0..<8 {
-            let dd = d * Float(scales[g]), dm = dmin * Float(mins[g])
-            let (c, s) = (g / 2, g % 2)
-            for l in 0..<32 {
-                let low = (byte(b, 48 + c * 32 + l) >> UInt8(4 * s)) & 0x0F
-                let high = (byte(b, 16 + l) >> UInt8(g)) & 1
+                let low = (byte(b, qs + c * 32 + l) >> UInt8(4 * s)) & 0x0F
+                let high = fifthBit ? (byte(b, 16 + l) >> UInt8(g)) & 1 : 0
                 out[g * 32 + l] = dd * Float(low | high << 4) - dm
             }
         }
