@@ -99,7 +99,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
     public let name = "cpu"
     public let configuration: Configuration
     public let device: DeviceInfo
-    public let capabilities = BackendCapabilities(ops: Set(OpKind.allCases), weightTypes: DType.matrixTypes)
+    public let capabilities = BackendCapabilities(ops: Set(OpKind.allCases), weightTypes: DType.linearWeightTypes)
     let blas: OpenBLAS?
     let kernel: GemmKernel
     let pool: CPUMemoryPool
@@ -452,13 +452,12 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         let layout = MatmulLayout(a: a.type.shape, b: b.type.shape, transposeA: transposeA, transposeB: transposeB, output: outShape)
         let (m, n, k) = (layout.m, layout.n, layout.k)
         let batchCount = layout.batchCount
-        let elementSize = b.type.dtype.byteSize
 
         func operands(_ batchIndex: Int) -> (MatrixOperand, MatrixOperand, UnsafeMutablePointer<Float>) {
             let (aOffset, bOffset) = layout.offsets(batch: batchIndex)
             let aOperand = MatrixOperand(base: a.base + aOffset * 4, dtype: .float32,
                                          rowStride: layout.aRowStride, columnStride: layout.aColumnStride)
-            let bOperand = MatrixOperand(base: b.base + bOffset * elementSize, dtype: b.type.dtype,
+            let bOperand = MatrixOperand(base: b.base + b.type.dtype.byteCount(elements: bOffset), dtype: b.type.dtype,
                                          rowStride: layout.bRowStride, columnStride: layout.bColumnStride)
             return (aOperand, bOperand, out + batchIndex * m * n)
         }

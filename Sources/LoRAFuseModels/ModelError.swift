@@ -2,8 +2,6 @@ import LoRAFuse
 /// Why a model could not be loaded or run: one line naming the file, tensor and shapes.
 public enum ModelError: Error, Sendable, CustomStringConvertible, Equatable {
     case notAModel(path: String, reason: String)
-    /// A block-quantized GGUF tensor, which the graph cannot hold yet.
-    case quantizedWeight(name: String, type: String, source: String)
     case missingTensor(name: String, source: String)
     case shapeMismatch(name: String, expected: Shape, actual: Shape, source: String)
     case unsupportedDType(name: String, dtype: DType, source: String)
@@ -15,9 +13,7 @@ public enum ModelError: Error, Sendable, CustomStringConvertible, Equatable {
         case let .missingTensor(name, source): "\(source): missing tensor '\(name)'"
         case let .shapeMismatch(name, expected, actual, source):
             "\(source): tensor '\(name)' has shape \(actual), the config expects \(expected)"
-        case let .quantizedWeight(name, type, source):
-            "\(source): tensor '\(name)' is \(type); LoRAFuse reads quantized GGUF tensors (lorafuse inspect) but does not run them yet — use an F16, BF16 or fp8 file"
-        case let .unsupportedDType(name, dtype, source): "\(source): tensor '\(name)' is \(dtype.name); weights must be F32, F16, BF16 or F8 (E4M3, E5M2)"
+        case let .unsupportedDType(name, dtype, source): "\(source): tensor '\(name)' is \(dtype.name); weights must be F32, F16, BF16, F8 (E4M3, E5M2) or a GGUF type (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K…Q6_K)"
         case let .invalidInputs(message): "inputs: \(message)"
         }
     }
@@ -31,7 +27,8 @@ public struct TensorSource: Sendable {
     private let fileByName: [String: Int]
     private let gguf: GGUFFile?
 
-    /// The tensors of a GGUF file (F32, F16 and BF16 ones as views; quantized ones refused by name).
+    /// The tensors of a GGUF file, every one a view of the mapping in its stored type
+    /// (block-quantized ones stay quantized).
     public init(gguf: GGUFFile) {
         self.gguf = gguf
         files = []
@@ -66,12 +63,6 @@ public struct TensorSource: Sendable {
         return try files[position].tensor(named: name).shape
     }
 
-    /// The first tensor (in file order) the graph cannot hold yet: a block-quantized GGUF one.
-    public var firstQuantizedTensor: (name: String, type: String)? {
-        guard let gguf, let info = gguf.tensors.first(where: { gguf.hostTensor($0) == nil }) else { return nil }
-        return (info.name, info.type.description)
-    }
-
     /// How many numbered children `<head>.N.` the names have (blocks, layers).
     public func childCount(_ head: String) -> Int {
         Set(fileByName.keys.compactMap { name -> Int? in
@@ -83,24 +74,19 @@ public struct TensorSource: Sendable {
 
     public func tensor(_ name: String) throws -> HostTensor {
         guard let position = fileByName[name] else { throw ModelError.missingTensor(name: name, source: description) }
-        if let gguf {
-            let info = gguf.tensors[position]
-            guard let tensor = gguf.hostTensor(info) else {
-                throw ModelError.quantizedWeight(name: name, type: info.type.description, source: description)
-            }
-            return tensor
-        }
+        if let gguf { return gguf.hostTensor(gguf.tensors[position]) }
         return try files[position].tensor(named: name)
     }
 
     /// The tensor, checked against the shape the config implies and for a weight dtype
-    /// (float8 included: matmuls read it narrow, vectors are widened in the graph).
+    /// (float8 and the GGUF block types included: matmuls read them as stored, vectors are
+    /// widened in the graph).
     public func tensor(_ name: String, shape: Shape) throws -> HostTensor {
         let value = try tensor(name)
         guard value.shape == shape else {
             throw ModelError.shapeMismatch(name: name, expected: shape, actual: value.shape, source: description)
         }
-        guard DType.matrixTypes.contains(value.dtype) else {
+        guard DType.linearWeightTypes.contains(value.dtype) else {
             throw ModelError.unsupportedDType(name: name, dtype: value.dtype, source: description)
         }
         return value

@@ -12,7 +12,7 @@ import Testing
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Fixtures")
 
-    @Test(arguments: DType.allCases)
+    @Test(arguments: DType.allCases.filter { !$0.isBlockQuantized })
     func roundTripsEveryDType(_ dtype: DType) throws {
         let directory = TemporaryDirectory()
         let path = directory.file("round.safetensors")
@@ -119,6 +119,7 @@ import Testing
         Case(name: "missing dtype", header: #"{"t": {"shape": [1], "data_offsets": [0, 4]}}"#, expected: "invalidHeader"),
         Case(name: "missing offsets", header: #"{"t": {"dtype": "F32", "shape": [1]}}"#, expected: "invalidHeader"),
         Case(name: "unknown dtype", header: #"{"t": {"dtype": "F31", "shape": [1], "data_offsets": [0, 4]}}"#, expected: "unknownDType"),
+        Case(name: "GGUF block dtype", header: #"{"t": {"dtype": "Q8_0", "shape": [32], "data_offsets": [0, 34]}}"#, expected: "unknownDType"),
         Case(name: "dtype not a string", header: #"{"t": {"dtype": 4, "shape": [1], "data_offsets": [0, 4]}}"#, expected: "invalidHeader"),
         Case(name: "negative dimension", header: #"{"t": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}"#, expected: "invalidShape"),
         Case(name: "fractional dimension", header: #"{"t": {"dtype": "F32", "shape": [1.5], "data_offsets": [0, 4]}}"#, expected: "invalidShape"),

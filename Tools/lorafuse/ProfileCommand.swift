@@ -104,13 +104,16 @@ struct ProfileMatmulCommand: ParsableCommand {
     @Option(name: .long, parsing: .unconditional) var m = 1024
     @Option(name: .long, parsing: .unconditional) var n = 1024
     @Option(name: .long, parsing: .unconditional) var k = 1024
-    @Option(name: .long, help: "Weight dtype: f32, f16 or bf16.") var dtype = "f32"
+    @Option(name: .long, help: "Weight dtype: f32, f16, bf16, f8_e4m3, f8_e5m2 or a GGUF block type (q8_0, q4_0, q4_1, q5_0, q5_1, q2_k … q6_k; random blocks).") var dtype = "f32"
     @OptionGroup var backendOptions: BackendOptions
     @OptionGroup var options: ProfileOptions
 
     func run() throws {
-        guard let weightType = DType(rawValue: dtype.uppercased()), DType.weightTypes.contains(weightType) else {
-            throw ValidationError("--dtype must be f32, f16 or bf16, got '\(dtype)'")
+        guard let weightType = DType(rawValue: dtype.uppercased()), DType.linearWeightTypes.contains(weightType) else {
+            throw ValidationError("--dtype must be f32, f16, bf16, f8_e4m3, f8_e5m2, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k or q6_k, got '\(dtype)'")
+        }
+        guard k % weightType.blockElements == 0 else {
+            throw ValidationError("--k must be a multiple of \(weightType.blockElements) for \(weightType.name) blocks, got \(k)")
         }
         guard m > 0, n > 0, k > 0 else { throw ValidationError("--m, --n and --k must be positive") }
         try checkProfileSize([[m, k], [n, k], [m, n]])
@@ -118,13 +121,13 @@ struct ProfileMatmulCommand: ParsableCommand {
         var random = SeededRandom(seed: options.seed)
         var graph = Graph()
         let a = graph.input("a", [m, k])
-        let w = graph.parameter("w", random.tensor([n, k], dtype: weightType))
+        let w = graph.parameter("w", weightType.isBlockQuantized ? random.blocks([n, k], dtype: weightType) : random.tensor([n, k], dtype: weightType))
         let product = try graph.matmul(a, w, transposeB: true)
         graph.markOutput(product)
         let timing = try measure(backend, graph, ["a": random.tensor([m, k])], node: product, repeats: options.repeatCount)
         let seconds = timing.kernelSeconds
         let gflops = 2 * Double(m) * Double(n) * Double(k) / seconds / 1e9
-        let bytes = Double(m * k * 4 + n * k * weightType.byteSize + m * n * 4)
+        let bytes = Double(m * k * 4 + weightType.byteCount(elements: n * k) + m * n * 4)
         try report(["op": "matmul", "backend": backend.name, "device": backend.device.name, "m": m, "n": n, "k": k,
                     "dtype": weightType.name, "seconds": seconds, "wall_seconds": timing.wallSeconds, "gflops": gflops,
                     "gbps": bytes / seconds / 1e9],

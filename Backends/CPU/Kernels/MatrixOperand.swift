@@ -2,7 +2,9 @@ import LoRAFuse
 
 /// A strided 2-D view of a matrix in any weight type: element (row, column) lives at
 /// `base + (row·rowStride + column·columnStride)·dtype.byteSize`. Transposition is a
-/// swap of the strides, so kernels never copy a transposed weight.
+/// swap of the strides, so kernels never copy a transposed weight. A block-quantized
+/// matrix (GGUF Q8_0, Q4_K, …) is read only along its rows (`columnStride` 1, whole
+/// blocks): row segments are dequantized block by block as they are loaded.
 struct MatrixOperand {
     var base: UnsafeRawPointer
     var dtype: DType
@@ -11,7 +13,7 @@ struct MatrixOperand {
 
     func offset(rows: Int, columns: Int) -> MatrixOperand {
         var copy = self
-        copy.base = base + (rows &* rowStride &+ columns &* columnStride) &* dtype.byteSize
+        copy.base = base + dtype.byteCount(elements: rows &* rowStride &+ columns &* columnStride)
         return copy
     }
 
@@ -45,6 +47,10 @@ struct MatrixOperand {
             table.withUnsafeBufferPointer { values in
                 for index in 0..<count { output[index] = values[Int(pointer[index &* columnStride])] }
             }
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2K, .q3K, .q4K, .q5K, .q6K:
+            precondition(columnStride == 1 && start % dtype.blockElements == 0 && count % dtype.blockElements == 0,
+                         "a \(dtype.name) operand is read along its rows in whole blocks")
+            QuantizedRows.dequantize(base + dtype.byteCount(elements: start), dtype: dtype, count: count, into: output)
         default:
             preconditionFailure("matrix operand of \(dtype.name)")
         }

@@ -10,6 +10,12 @@ int lf_cpu_supports_avx512(void);
 /// `a` holds 14 values per depth step, `b` 32; `c` rows are `ldc` floats apart.
 void lf_gemm_kernel_14x32_avx512(long depth, const float *a, const float *b, float *c, long ldc, int accumulate);
 
+/// Widens `blocks` GGUF blocks of ggml type `type` (2 Q4_0, 3 Q4_1, 6 Q5_0, 7 Q5_1, 8 Q8_0,
+/// 10…14 Q2_K…Q6_K) at `source` into float32 at `out`, with AVX-512 (call only where
+/// lf_cpu_supports_avx512()): bit for bit the values of the portable routines. Returns 0,
+/// writing nothing, for any other type.
+int lf_dequantize_blocks_avx512(int type, const void *source, long blocks, float *out);
+
 /// Magnitudes of `rows` (1 to 4) rows of ΔW = up · down — up [rows, rank] row-major, down
 /// [rank, stride] with its rows zero-padded to `stride` (a multiple of 16) — for columns
 /// [0, columns): written to out[row · columns + column], their sum added to *sum, their

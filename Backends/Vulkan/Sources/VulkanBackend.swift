@@ -112,7 +112,7 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
     public let device: DeviceInfo
     public let configuration: Configuration
     public var capabilities: BackendCapabilities {
-        BackendCapabilities(ops: Set(OpKind.allCases).subtracting(configuration.disabledOps), weightTypes: DType.matrixTypes)
+        BackendCapabilities(ops: Set(OpKind.allCases).subtracting(configuration.disabledOps), weightTypes: DType.linearWeightTypes)
     }
     public var matmulVariant: MatmulVariant { configuration.matmulVariant }
     let context: VulkanDevice

@@ -217,7 +217,9 @@ extension VulkanBackend {
             }
         case .cast:
             let source = type(node.inputs[0]).dtype
-            guard DType.matrixTypes.union([.int32, .int64]).contains(source) else {
+            if source.isBlockQuantized {
+                guard node.type.dtype == .float32 else { return .unsupported(reason: "\(source.name) is widened to F32 only") }
+            } else if !DType.matrixTypes.union([.int32, .int64]).contains(source) {
                 return .unsupported(reason: "casting from \(source.name) is not implemented")
             }
         case .embedding:

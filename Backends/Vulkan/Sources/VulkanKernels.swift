@@ -139,7 +139,12 @@ struct VulkanKernels {
             }
         case let .cast(target):
             let source = operands[0]
-            if target == .float32 {
+            if let format = VulkanBlockWeightFormat(source.1.dtype) {
+                // `supports` admits block types to F32 only.
+                try recorder.dispatch(device.pipeline(.dequantize(format)), [source.0, output],
+                                      constants: DequantizeConstants(count: UInt32(count)),
+                                      groups: VulkanCommandRecorder.groups1D(count, localSize: 256))
+            } else if target == .float32 {
                 try widen(source.0, source.1.dtype, output, count)
             } else {
                 let words = (count + 1) / 2
@@ -277,7 +282,15 @@ struct VulkanKernels {
         let aRowMajor = layout.aColumnStride == 1, bTransposed = layout.bRowStride == 1
         var rowsPerChunk = min(m, budget / max(1, n * 4))
         if aRowMajor { rowsPerChunk = min(rowsPerChunk, budget / max(1, k * 4)) }
-        let columnsPerChunk = bTransposed ? min(n, budget / max(1, k * bSize)) : n
+        let bRowBytes = b.1.dtype.byteCount(elements: k)
+        var columnsPerChunk = bTransposed ? min(n, budget / max(1, bRowBytes)) : n
+        let blocks = b.1.dtype.isBlockQuantized
+        if blocks {
+            // Block rows are not element-addressable: every window starts at an aligned byte,
+            // so chunks of columns are whole multiples of the rows that make one alignment step.
+            let step = device.windowAlignment / gcd(bRowBytes, device.windowAlignment)
+            columnsPerChunk = columnsPerChunk / step * step
+        }
         guard rowsPerChunk >= 1, columnsPerChunk >= 1, aRowMajor || m * k * 4 <= budget, bTransposed || k * n * bSize <= budget else {
             throw BackendError.outOfMemory(backend: "vulkan", bytes: max(a.0.size, b.0.size, output.size), reason:
                 "matmul \(a.1) × \(b.1) cannot be split into windows of this device's maxStorageBufferRange (\(limit) bytes)")
@@ -296,7 +309,9 @@ struct VulkanKernels {
                         ? window(a.0, start: aMatrix + row * k, count: rows * k, size: 4)
                         : window(a.0, start: aMatrix, count: m * k, size: 4)
                     chunk.aOffset = aResidual + (aRowMajor ? 0 : row)
-                    let (bWindow, bResidual) = bTransposed
+                    let (bWindow, bResidual) = blocks
+                        ? (blockWindow(b.0, firstRow: column, rows: columns, rowBytes: bRowBytes), 0)
+                        : bTransposed
                         ? window(b.0, start: bMatrix + column * k, count: columns * k, size: bSize)
                         : window(b.0, start: bMatrix, count: k * n, size: bSize)
                     chunk.bOffset = bResidual + (bTransposed ? 0 : column)
@@ -307,6 +322,14 @@ struct VulkanKernels {
                 }
             }
         }
+    }
+
+    /// A binding window over rows `firstRow..<firstRow+rows` of a block-quantized weight
+    /// whose rows are `rowBytes` long; the first row's byte is window-aligned (see `matmul`).
+    func blockWindow(_ range: VulkanRange, firstRow: Int, rows: Int, rowBytes: Int) -> VulkanRange {
+        let start = range.offset + firstRow * rowBytes
+        precondition(start % device.windowAlignment == 0, "block window at an unaligned byte")
+        return VulkanRange(buffer: range.buffer, offset: start, size: (rows * rowBytes + 3) & ~3)
     }
 
     /// A binding window over elements `start..<start+count` (of `size` bytes) of `range`,
@@ -478,7 +501,6 @@ struct VulkanKernels {
     }
 
     private func dispatchMatmul(_ call: MatmulDispatch, weightType: DType) throws {
-        let format = VulkanWeightFormat(weightType)
         let batches = call.batch.reduce(1, *)
         let buffers = [call.windows.a, call.windows.b, call.windows.c]
         // Linear layout with K % 4 == 0 and 4-aligned offsets: the vec4 kernel (lavapipe's fastest).
@@ -487,6 +509,16 @@ struct VulkanKernels {
         func grid(_ block: (rows: Int, columns: Int)) -> (Int, Int, Int) {
             ((call.n + 8 * block.columns - 1) / (8 * block.columns), (call.m + 8 * block.rows - 1) / (8 * block.rows), batches)
         }
+        if let blockFormat = VulkanBlockWeightFormat(weightType) {
+            // GGUF blocks: the scalar kernels, whose `load_b` dequantizes one element in registers.
+            let tiled = matmulVariant == .tiled
+            let block = tiled ? 8 : configuration.registerBlock
+            let pipeline = try device.pipeline(tiled ? .matmulBlockTiled(blockFormat) : .matmulBlock(blockFormat),
+                                               specialization: [UInt32(block), UInt32(block)])
+            try recorder.dispatch(pipeline, buffers, constants: call.constants, groups: grid((block, block)))
+            return
+        }
+        let format = VulkanWeightFormat(weightType)
         if matmulVariant != .tiled && call.aColumn == 1 && call.bRow == 1 && call.k % 4 == 0 && aligned4 {
             if matmulVariant == .texel, let (aView, aOffset) = texelWindow(call.windows.a, elementOffset: call.aOffset, elementSize: 4),
                let (bView, bOffset) = texelWindow(call.windows.b, elementOffset: call.bOffset, elementSize: weightType.byteSize) {
@@ -521,6 +553,25 @@ extension VulkanWeightFormat {
         case .float8E4M3: self = .f8e4m3
         case .float8E5M2: self = .f8e5m2
         default: self = .f32
+        }
+    }
+}
+
+extension VulkanBlockWeightFormat {
+    /// The block-quantized variant that reads `dtype`; nil for the element types.
+    init?(_ dtype: DType) {
+        switch dtype {
+        case .q4_0: self = .q4_0
+        case .q4_1: self = .q4_1
+        case .q5_0: self = .q5_0
+        case .q5_1: self = .q5_1
+        case .q8_0: self = .q8_0
+        case .q2K: self = .q2_k
+        case .q3K: self = .q3_k
+        case .q4K: self = .q4_k
+        case .q5K: self = .q5_k
+        case .q6K: self = .q6_k
+        default: return nil
         }
     }
 }
@@ -573,5 +624,8 @@ extension VulkanUnaryCode {
         }
     }
 }
+
+/// The greatest common divisor of two positive integers.
+func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
 
 #endif

@@ -116,12 +116,18 @@ public struct Graph: Sendable {
 
     // MARK: Linear algebra
 
-    /// `a · b` over the last two axes, with batch axes broadcast; `b` may be a narrow weight (F16, BF16, F8).
+    /// `a · b` over the last two axes, with batch axes broadcast; `b` may be a narrow weight
+    /// (F16, BF16, F8) or, as a Linear's weight `[n, k]` with `transposeB`, a GGUF
+    /// block-quantized one whose rows are whole blocks.
     public mutating func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false) throws(GraphError) -> Tensor {
         let op = Op.matmul(transposeA: transposeA, transposeB: transposeB)
         try requireFloat32(a, op.summary, "a")
-        guard DType.matrixTypes.contains(b.dtype) else {
-            throw GraphError(op: op.summary, "b must be F32, F16, BF16, F8_E4M3 or F8_E5M2, got \(b.type)")
+        if b.dtype.isBlockQuantized {
+            guard b.shape.rank == 2, transposeB, b.shape.last % b.dtype.blockElements == 0 else {
+                throw GraphError(op: op.summary, "a \(b.dtype.name) b must be a weight [n, k] used transposed with k a multiple of \(b.dtype.blockElements), got \(b.type)")
+            }
+        } else if !DType.matrixTypes.contains(b.dtype) {
+            throw GraphError(op: op.summary, "b must be F32, F16, BF16, F8_E4M3, F8_E5M2 or a GGUF block type, got \(b.type)")
         }
         guard a.shape.rank >= 2, b.shape.rank >= 2 else {
             throw GraphError(op: op.summary, "operands need rank ≥ 2, got a \(a.shape) and b \(b.shape)")

@@ -138,6 +138,9 @@ public enum ElementConversion {
             for index in 0..<count { output[index] = Float(source.loadUnaligned(fromByteOffset: index &* 2, as: UInt16.self)) }
         case .uint8, .bool:
             for index in 0..<count { output[index] = Float(source.load(fromByteOffset: index, as: UInt8.self)) }
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2K, .q3K, .q4K, .q5K, .q6K:
+            // `count` is a whole number of blocks (tensor shapes are checked for that).
+            dtype.blockFormat!.dequantize(source, count: count, into: output)
         }
     }
 
@@ -185,6 +188,8 @@ public enum ElementConversion {
             case .uint16: base.storeBytes(of: integer(value, UInt16.self), toByteOffset: index * 2, as: UInt16.self)
             case .uint8: base.storeBytes(of: integer(value, UInt8.self), toByteOffset: index, as: UInt8.self)
             case .bool: base.storeBytes(of: UInt8(value != 0 ? 1 : 0), toByteOffset: index, as: UInt8.self)
+            case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2K, .q3K, .q4K, .q5K, .q6K:
+                preconditionFailure("LoRAFuse reads \(dtype.name) weights but does not quantize")
             }
         }
     }

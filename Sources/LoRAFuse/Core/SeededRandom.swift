@@ -19,6 +19,23 @@ public struct SeededRandom: RandomNumberGenerator, Sendable {
         let values = (0..<shape.elementCount).map { _ in Double(Float(Double.random(in: range, using: &self))) }
         return HostTensor(shape: shape, dtype: dtype, values: values)
     }
+
+    /// A tensor of a GGUF block type with random blocks: every byte random, the f16 scales
+    /// (d, and m/dmin where the type has one) set to finite values in ±`scale`, as the GGUF
+    /// fixtures make K-quant blocks. `shape.last` must be a whole number of blocks.
+    public mutating func blocks(_ shape: Shape, dtype: DType, scale: Float = 0.04) -> HostTensor {
+        guard let format = dtype.blockFormat else { preconditionFailure("\(dtype.name) is not a block type") }
+        precondition(shape.last % format.blockElements == 0, "rows of \(shape.last) are not whole \(dtype.name) blocks")
+        return HostTensor(shape: shape, dtype: dtype) { buffer in
+            for index in 0..<buffer.count { buffer[index] = UInt8.random(in: 0...255, using: &self) }
+            for block in 0..<(buffer.count / format.blockBytes) {
+                for offset in format.scaleOffsets {
+                    let value = floatToHalfBits(Float.random(in: -scale...scale, using: &self))
+                    buffer.storeBytes(of: value, toByteOffset: block * format.blockBytes + offset, as: UInt16.self)
+                }
+            }
+        }
+    }
 }
 
 /// Relative error as docs/contracts.md defines it: max|actual − expected| / max|expected|.

@@ -62,6 +62,6 @@ public struct TensorType: Hashable, Sendable, CustomStringConvertible {
         self.dtype = dtype
     }
 
-    public var byteCount: Int { shape.elementCount * dtype.byteSize }
+    public var byteCount: Int { dtype.byteCount(elements: shape.elementCount) }
     public var description: String { "\(dtype.name)\(shape)" }
 }

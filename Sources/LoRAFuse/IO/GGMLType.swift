@@ -61,6 +61,18 @@ public enum GGMLType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
         }
     }
 
+    /// Byte offsets of a block's f16 scales (d, and m or dmin where the type has one).
+    public var scaleOffsets: [Int] {
+        switch self {
+        case .f32, .f16, .bf16: []
+        case .q4_0, .q5_0, .q8_0: [0]
+        case .q4_1, .q5_1, .q4_K, .q5_K: [0, 2]
+        case .q2_K: [80, 82]
+        case .q3_K: [108]
+        case .q6_K: [208]
+        }
+    }
+
     /// Bytes of `elements` values (a whole number of blocks), or nil when `elements` is
     /// not a multiple of the block or the size overflows.
     public func byteCount(elements: Int) -> Int? {

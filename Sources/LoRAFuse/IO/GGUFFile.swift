@@ -179,17 +179,11 @@ public final class GGUFFile: @unchecked Sendable {
         UnsafeRawBufferPointer(start: file.baseAddress! + tensor.offset, count: tensor.byteCount)
     }
 
-    /// `tensor` as a host tensor viewing the mapping, for the types the graph holds as they are
-    /// (F32, F16, BF16); nil for the block-quantized ones.
-    public func hostTensor(_ tensor: GGUFTensorInfo) -> HostTensor? {
-        let dtype: DType
-        switch tensor.type {
-        case .f32: dtype = .float32
-        case .f16: dtype = .float16
-        case .bf16: dtype = .bfloat16
-        default: return nil
-        }
-        let type = TensorType(tensor.shape, dtype)
+    /// `tensor` as a host tensor viewing the mapping (no copy), in its own type: F32, F16 and
+    /// BF16 as they are, the block-quantized types as the matching `DType` (Q8_0, Q4_K, …),
+    /// whose blocks the matmul kernels dequantize as they read them.
+    public func hostTensor(_ tensor: GGUFTensorInfo) -> HostTensor {
+        let type = TensorType(tensor.shape, DType(tensor.type))
         guard tensor.byteCount > 0 else { return HostTensor(type: type, storage: TensorStorage(borrowing: UnsafeRawPointer(bitPattern: 64)!, byteCount: 0, owner: self)) }
         return HostTensor(type: type, storage: TensorStorage(borrowing: file.baseAddress! + tensor.offset, byteCount: tensor.byteCount, owner: self))
     }

@@ -146,7 +146,7 @@ public final class SafeTensorsFile: Sendable {
         guard let shapeValue else { throw invalid("missing 'shape'") }
         guard let offsetsValue else { throw invalid("missing 'data_offsets'") }
         guard case let .string(dtypeName) = dtypeValue else { throw invalid("'dtype' is \(dtypeValue.kindName), expected a string") }
-        guard let dtype = DType(rawValue: dtypeName) else {
+        guard let dtype = DType(rawValue: dtypeName), !dtype.isBlockQuantized else {
             throw SafeTensorsError(path: path, tensor: name, .unknownDType(dtypeName))
         }
         guard case let .array(dimensionValues) = shapeValue else {

@@ -17,6 +17,9 @@ public enum SafeTensorsWriter {
                 throw SafeTensorsError(path: path, tensor: name, .writeFailed("the name is reserved for metadata"))
             }
             guard seen.insert(name).inserted else { throw SafeTensorsError(path: path, tensor: name, .duplicateName) }
+            guard !tensor.dtype.isBlockQuantized else {
+                throw SafeTensorsError(path: path, tensor: name, .writeFailed("\(tensor.dtype.name) is a GGUF block type; safetensors has no such dtype"))
+            }
             let shape = tensor.shape.dimensions.map(String.init).joined(separator: ",")
             pieces.append("\(jsonQuoted(name)):{\"dtype\":\"\(tensor.dtype.name)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + tensor.byteCount)]}")
             offset += tensor.byteCount

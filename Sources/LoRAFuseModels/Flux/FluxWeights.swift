@@ -42,11 +42,12 @@ public struct BFLFluxWeights: FluxWeights {
         guard rows.upperBound <= fused.shape[0], expected == shape else {
             throw ModelError.shapeMismatch(name: prefix + bflName, expected: shape, actual: fused.shape, source: source.description)
         }
-        guard DType.matrixTypes.contains(fused.dtype) else {
+        guard DType.linearWeightTypes.contains(fused.dtype) else {
             throw ModelError.unsupportedDType(name: prefix + bflName, dtype: fused.dtype, source: source.description)
         }
+        // Rows of a block-quantized matrix are whole blocks, so a row range is a byte range.
         return HostTensor(type: TensorType(shape, fused.dtype), storage: fused.storage,
-                          byteOffset: fused.byteOffset + rows.lowerBound * rowWidth * fused.dtype.byteSize)
+                          byteOffset: fused.byteOffset + fused.dtype.byteCount(elements: rows.lowerBound * rowWidth))
     }
 
     /// The scale of the BFL tensor behind `name` (a fused tensor has one scale for all its parts).
@@ -120,11 +121,7 @@ public struct BFLFluxWeights: FluxWeights {
         let metadata = gguf.metadata.reduce(into: [String: String]()) { result, entry in
             if case let .string(text) = entry.value { result[entry.key] = text }
         }
-        let loaded = try load(source: source, metadata: metadata, path: gguf.path, config: given)
-        if let (name, type) = source.firstQuantizedTensor {
-            throw ModelError.quantizedWeight(name: name, type: type, source: gguf.path)
-        }
-        return loaded
+        return try load(source: source, metadata: metadata, path: gguf.path, config: given)
     }
 
     static func load(source: TensorSource, metadata: [String: String], path: String,

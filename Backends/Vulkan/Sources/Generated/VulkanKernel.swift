@@ -11,6 +11,11 @@ enum VulkanFactorFormat: String, CaseIterable, Sendable {
     case f32, f16, bf16
 }
 
+/// GGUF block-quantized weight types: the B of a Linear [N, K] read along K and dequantized in registers.
+enum VulkanBlockWeightFormat: String, CaseIterable, Sendable {
+    case q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k
+}
+
 /// Element type of a buffer read by convert.comp and the weight loaders.
 /// `DTYPE_*` in the shaders (Shaders/generated/kernel_codes.glsl).
 enum VulkanDTypeCode: UInt32, CaseIterable, Sendable {
@@ -76,6 +81,9 @@ enum VulkanTopkControlCode: UInt32, CaseIterable, Sendable {
 enum VulkanKernel: Hashable, Sendable, CustomStringConvertible {
     case matmul(VulkanWeightFormat)
     case matmulTiled(VulkanWeightFormat)
+    case matmulBlock(VulkanBlockWeightFormat)
+    case matmulBlockTiled(VulkanBlockWeightFormat)
+    case dequantize(VulkanBlockWeightFormat)
     case matmulVec4(VulkanWeightFormat)
     case matmulTexel(VulkanWeightFormat)
     case conv2d(VulkanWeightFormat)
@@ -99,6 +107,9 @@ enum VulkanKernel: Hashable, Sendable, CustomStringConvertible {
     static let allCases: [VulkanKernel] = [
         VulkanWeightFormat.allCases.map { .matmul($0) },
         VulkanWeightFormat.allCases.map { .matmulTiled($0) },
+        VulkanBlockWeightFormat.allCases.map { .matmulBlock($0) },
+        VulkanBlockWeightFormat.allCases.map { .matmulBlockTiled($0) },
+        VulkanBlockWeightFormat.allCases.map { .dequantize($0) },
         VulkanWeightFormat.allCases.map { .matmulVec4($0) },
         VulkanWeightFormat.allCases.map { .matmulTexel($0) },
         VulkanWeightFormat.allCases.map { .conv2d($0) },
@@ -125,6 +136,9 @@ enum VulkanKernel: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .matmul(let format): "matmul_" + format.rawValue
         case .matmulTiled(let format): "matmul_tiled_" + format.rawValue
+        case .matmulBlock(let format): "matmul_block_" + format.rawValue
+        case .matmulBlockTiled(let format): "matmul_block_tiled_" + format.rawValue
+        case .dequantize(let format): "dequantize_" + format.rawValue
         case .matmulVec4(let format): "matmul_vec4_" + format.rawValue
         case .matmulTexel(let format): "matmul_texel_" + format.rawValue
         case .conv2d(let format): "conv2d_" + format.rawValue
@@ -154,6 +168,9 @@ enum VulkanKernel: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .matmul: "matmul.comp"
         case .matmulTiled: "matmul.comp"
+        case .matmulBlock: "matmul.comp"
+        case .matmulBlockTiled: "matmul.comp"
+        case .dequantize: "dequantize.comp"
         case .matmulVec4: "matmul_vec4.comp"
         case .matmulTexel: "matmul_vec4.comp"
         case .conv2d: "conv2d.comp"
@@ -181,6 +198,9 @@ enum VulkanKernel: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .matmul: 3
         case .matmulTiled: 3
+        case .matmulBlock: 3
+        case .matmulBlockTiled: 3
+        case .dequantize: 2
         case .matmulVec4: 3
         case .matmulTexel: 3
         case .conv2d: 4
@@ -208,6 +228,9 @@ enum VulkanKernel: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .matmul: []
         case .matmulTiled: []
+        case .matmulBlock: []
+        case .matmulBlockTiled: []
+        case .dequantize: []
         case .matmulVec4: []
         case .matmulTexel: [0, 1]
         case .conv2d: []
@@ -235,6 +258,9 @@ enum VulkanKernel: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .matmul: 2
         case .matmulTiled: 2
+        case .matmulBlock: 2
+        case .matmulBlockTiled: 2
+        case .dequantize: 0
         case .matmulVec4: 2
         case .matmulTexel: 2
         case .conv2d: 2
@@ -262,6 +288,9 @@ enum VulkanKernel: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .matmul: MatmulConstants.self
         case .matmulTiled: MatmulConstants.self
+        case .matmulBlock: MatmulConstants.self
+        case .matmulBlockTiled: MatmulConstants.self
+        case .dequantize: DequantizeConstants.self
         case .matmulVec4: MatmulConstants.self
         case .matmulTexel: MatmulConstants.self
         case .conv2d: Conv2dConstants.self
@@ -378,6 +407,18 @@ struct MatmulConstants: VulkanPushConstants {
          MemoryLayout<Self>.offset(of: \.bOffset),
          MemoryLayout<Self>.offset(of: \.cOffset),
          MemoryLayout<Self>.offset(of: \.cRowStride)]
+    }
+}
+
+/// Push constants of dequantize.comp (`Parameters` there), laid out as their SPIR-V says.
+struct DequantizeConstants: VulkanPushConstants {
+    var count: UInt32
+
+    static let spirvMembers: [VulkanPushMember] = [
+        VulkanPushMember(name: "count", offset: 0, words: 1),
+    ]
+    static var swiftOffsets: [Int?] {
+        [MemoryLayout<Self>.offset(of: \.count)]
     }
 }
 
