@@ -80,6 +80,11 @@ public struct FluxTextToImage {
         public var graphCount = 0
         /// The most bytes of transformer weights (base, LoRAs, constants) resident at once.
         public var residentWeightBytes = 0
+        /// The transformer's device memory, per forward (the most of any step): peak device
+        /// bytes (nil on the CPU backend), weight bytes uploaded, seconds waited for uploads.
+        public var peakDeviceBytes: Int?
+        public var uploadedWeightBytes = 0
+        public var uploadWaitSeconds = 0.0
     }
 
     public let settings: Settings
@@ -189,7 +194,11 @@ public struct FluxTextToImage {
             let graphs = built[key]!.graphs
             var velocity = [Float](repeating: 0, count: packed.count)
             for (pass, graph) in graphs.enumerated() {
-                let output = try backend.execute(graph, inputs: inputs.bindings).outputs[0]
+                let execution = try backend.execute(graph, inputs: inputs.bindings)
+                let output = execution.outputs[0]
+                if let peak = execution.peakDeviceBytes { result.peakDeviceBytes = max(result.peakDeviceBytes ?? 0, peak) }
+                result.uploadedWeightBytes = max(result.uploadedWeightBytes, execution.transientWeightBytes)
+                result.uploadWaitSeconds = max(result.uploadWaitSeconds, execution.uploadWaitSeconds)
                 let which = graphs.count > 1 ? " (pass \(pass + 1) of \(graphs.count))" : ""
                 try NonFiniteDiagnosis.check([output], stage: "step \(step + 1) of \(settings.steps): the transformer\(which)",
                                              graph: graph, inputs: inputs.bindings, on: backend)

@@ -63,7 +63,7 @@ struct DitCommand: ParsableCommand {
         let resident = try backend.makeResident(weightSets)
         defer { resident.release() }
         let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
-        var transientBytes = 0
+        var transientBytes = 0, peakDevice: Int?, uploadWait = 0.0, segments = 0
         var best = Double.infinity
         var sample: HostTensor?
         for _ in 0..<max(1, repeatCount) {
@@ -72,6 +72,9 @@ struct DitCommand: ParsableCommand {
             let outputs = try graphs.map { graph in
                 let result = try backend.execute(graph, inputs: prepared.bindings)
                 transientBytes = max(transientBytes, result.transientWeightBytes)
+                if let peak = result.peakDeviceBytes { peakDevice = max(peakDevice ?? 0, peak) }
+                uploadWait = max(uploadWait, result.uploadWaitSeconds)
+                segments = max(segments, result.streamedSegments)
                 let output = result.outputs[0]
                 try NonFiniteDiagnosis.check([output], stage: "the transformer", graph: graph, inputs: prepared.bindings, on: backend)
                 return output
@@ -119,6 +122,15 @@ struct DitCommand: ParsableCommand {
         var device: [String: Any] = [:]
         if let total = memory.total { device["total_bytes"] = total }
         if let free = memory.free { device["free_bytes"] = free }
+        if let budget = memory.budget { device["budget_bytes"] = budget }
+        // Under the device budget: the most held at once, and what streaming cost per forward.
+        if let peakDevice {
+            device["peak_bytes"] = peakDevice
+            device["uploaded_bytes_per_forward"] = transientBytes
+            device["upload_wait_seconds"] = uploadWait
+            device["streamed_segments"] = segments
+            device["streamed_weight_bytes"] = resident.streamedBytes
+        }
         fields["device_memory"] = device
         if !loraOptions.loras.isEmpty || loraOptions.fusion != nil {
             fields["loras"] = loraOptions.loras.count + (loraOptions.fusion == nil || loraOptions.fusion == "autolora" ? 0 : 2)

@@ -244,6 +244,10 @@ struct GenerateCommand: ParsableCommand {
             if let merge = plan.mergeSeconds { fields["merge_seconds"] = merge }
             fields["graphs_built"] = result.graphCount
             fields["resident_weight_bytes"] = [backend.name: result.residentWeightBytes]
+            if let peak = result.peakDeviceBytes {
+                fields["device_memory"] = ["peak_bytes": peak, "uploaded_bytes_per_forward": result.uploadedWeightBytes,
+                                           "upload_wait_seconds": result.uploadWaitSeconds] as [String: Any]
+            }
             if !retrieved.isEmpty { fields["retrieved"] = retrieved.map { ["name": $0.name, "similarity": Double($0.similarity)] as [String: Any] } }
             print(try JSONOutput.line(fields))
         } else {

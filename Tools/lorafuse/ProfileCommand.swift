@@ -24,14 +24,28 @@ struct BackendOptions: ParsableArguments {
     @Option(name: .long, parsing: .unconditional, help: "Device index of that backend.")
     var device = 0
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Device memory the backend may use (e.g. 2GiB, 512MiB, 3000000000); weights past it are streamed block by block.",
+        discussion: "Default: what the device reports as available, less 10 %. The CPU backend reads weights in place and ignores it."))
+    var maxDeviceMemory: String?
+
+    /// What the options ask of the backend, checked.
+    func settings() throws -> BackendSettings {
+        guard let text = maxDeviceMemory else { return BackendSettings() }
+        guard let bytes = ByteSize.parse(text), bytes > 0 else {
+            throw ValidationError("--max-device-memory must be a positive byte count such as 2GiB, 512MiB or 3000000000, got '\(text)'")
+        }
+        return BackendSettings(maxDeviceMemory: bytes)
+    }
+
     /// The backend behind a scheduler: nodes it cannot run go to the CPU backend.
     func makeBackend() throws -> any Backend {
-        try BackendRegistry.shared.makeScheduledBackend(named: backend, deviceIndex: device)
+        try BackendRegistry.shared.makeScheduledBackend(named: backend, deviceIndex: device, settings: settings())
     }
 
     /// The backend alone, for parity checks and profiles that must measure its own kernels.
     func makeUnscheduledBackend() throws -> any Backend {
-        try BackendRegistry.shared.makeBackend(named: backend, deviceIndex: device)
+        try BackendRegistry.shared.makeBackend(named: backend, deviceIndex: device, settings: settings())
     }
 }
 

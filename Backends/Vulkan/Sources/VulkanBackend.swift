@@ -71,6 +71,10 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
         /// Lowers the bytes one binding may span below maxStorageBufferRange (tests use it
         /// to run the splitting paths on small tensors).
         public var bindingLimit: Int?
+        /// `--max-device-memory`, `LORAFUSE_VULKAN_MAX_DEVICE_MEMORY`: bytes of device memory
+        /// for weights and activations; nil: what the device reports as available (VK_EXT_memory_budget,
+        /// else the device-local heaps) less 10 %. Weights past it are streamed (README, "Memory").
+        public var maxDeviceMemory: Int?
 
         public init(matmulVariant: MatmulVariant = .automatic, forceStaging: Bool = false, bindingLimit: Int? = nil,
                     disabledOps: Set<OpKind> = []) {
@@ -94,6 +98,7 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
             }
             if let queries = TuningEnvironment.integer("LORAFUSE_VULKAN_ATTENTION_QUERIES", in: 1...24) { configuration.attentionQueries = queries }
             configuration.tracePipelines = TuningEnvironment.flag("LORAFUSE_VULKAN_TRACE") ?? false
+            configuration.maxDeviceMemory = TuningEnvironment.value("LORAFUSE_VULKAN_MAX_DEVICE_MEMORY") { ByteSize.parse($0).flatMap { $0 > 0 ? $0 : nil } }
             if let ops = TuningEnvironment.value("LORAFUSE_VULKAN_DISABLE_OPS", { text -> Set<OpKind>? in
                 var kinds = Set<OpKind>()
                 for name in text.split(separator: ",") {
@@ -215,24 +220,53 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
 
     // MARK: Weights
 
+    /// The bytes of device memory this backend plans with: `maxDeviceMemory`, else what the
+    /// device reports as available (VK_EXT_memory_budget, else its device-local heaps) less 10 %.
+    public var deviceBudget: Int {
+        if let bytes = configuration.maxDeviceMemory { return bytes }
+        let (total, free) = context.deviceLocalMemory()
+        let available = free ?? total
+        return available > 0 ? available / 10 * 9 : Int.max
+    }
+
     /// Uploads the weights not yet resident into one arena (allocated before anything is
     /// written: a set that does not fit fails whole, with nothing left behind).
+    ///
+    /// Under the device budget: when everything asked for fits in three quarters of it (the
+    /// rest left for activations), all of it is made resident. Otherwise the smallest sets
+    /// first (LoRA factors, AutoLoRA mergers), then the others' tensors in order, until half
+    /// the budget is held; the rest stays on the host and each execution streams it through
+    /// two buffers in the other half (`streamedBytes` says how much).
     public func makeResident(_ parts: [(set: WeightSet, handles: [WeightHandle])]) throws -> ResidentWeights {
         try lock.withLock {
             var handles: [WeightHandle] = []
             var seen = Set<WeightHandle>()
             var fresh: [(WeightHandle, HostTensor)] = []
             var bytes = 0
-            for (set, list) in parts {
+            let alignment = context.storageAlignment
+            func aligned(_ count: Int) -> Int { (count + alignment - 1) / alignment * alignment }
+            let ordered = parts.map { part in (part, part.handles.reduce(0) { $0 + part.set.tensor($1).byteCount }) }
+            let budget = deviceBudget
+            let held = resident.values.reduce(0) { $0 + $1.range.size }
+            let requested = ordered.reduce(0) { $0 + $1.1 }
+            let fitsWhole = requested <= (budget - held) / 4 * 3
+            var streamed = 0, planned = held
+            for ((set, list), _) in fitsWhole ? ordered : ordered.sorted(by: { $0.1 < $1.1 }) {
                 for handle in list where seen.insert(handle).inserted {
                     let tensor = set.tensor(handle)
+                    if resident[handle] == nil {
+                        guard fitsWhole || planned + aligned(tensor.byteCount) <= budget / 2 else {
+                            streamed += tensor.byteCount
+                            continue
+                        }
+                        planned += aligned(tensor.byteCount)
+                        fresh.append((handle, tensor))
+                    }
                     handles.append(handle)
                     bytes += tensor.byteCount
-                    if resident[handle] == nil { fresh.append((handle, tensor)) }
                 }
             }
-            let alignment = context.storageAlignment
-            let expected = fresh.reduce(0) { $0 + ($1.1.byteCount + alignment - 1) / alignment * alignment }
+            let expected = fresh.reduce(0) { $0 + aligned($1.1.byteCount) }
             let arena = VulkanArena(device: context, hostVisible: false, expectedBytes: expected)
             let ranges = try fresh.map { try arena.allocate($0.1.byteCount) }
             for ((_, tensor), range) in zip(fresh, ranges) { try writeHost(tensor, to: range) }
@@ -240,7 +274,7 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
             for handle in handles { resident[handle]!.holders += 1 }
             let allocated = ranges.reduce(0) { $0 + $1.size }
             return ResidentWeights(backend: name, sets: parts.map(\.set.name), handles: handles, byteCount: bytes,
-                                   allocatedBytes: allocated) { [weak self] in self?.drop(handles) }
+                                   allocatedBytes: allocated, streamedBytes: streamed) { [weak self] in self?.drop(handles) }
         }
     }
 
@@ -257,12 +291,15 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
     /// The device copy of a resident weight (call with the lock held).
     func residentRange(_ handle: WeightHandle) -> VulkanRange? { resident[handle]?.range }
 
+    /// Bytes of device memory the resident weights occupy (call with the lock held).
+    var residentBytes: Int { resident.values.reduce(0) { $0 + $1.range.size } }
+
     /// The device-local heaps, what VK_EXT_memory_budget says is free, and the weights held.
     public func memory() -> BackendMemory {
         let (total, free) = context.deviceLocalMemory()
         // Every resident weight is a device copy: what is held is what was allocated.
         let held = lock.withLock { resident.values.reduce(0) { $0 + $1.range.size } }
-        return BackendMemory(total: total, free: free, residentWeightBytes: held, allocatedWeightBytes: held)
+        return BackendMemory(total: total, free: free, residentWeightBytes: held, allocatedWeightBytes: held, budget: deviceBudget)
     }
 
     // MARK: Execution

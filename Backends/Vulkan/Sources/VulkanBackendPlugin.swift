@@ -19,6 +19,12 @@ public struct VulkanBackendPlugin: BackendPlugin {
     public func makeBackend(deviceIndex: Int) throws -> any Backend {
         try VulkanBackend(deviceIndex: deviceIndex)
     }
+
+    public func makeBackend(deviceIndex: Int, settings: BackendSettings) throws -> any Backend {
+        var configuration = VulkanBackend.Configuration.fromEnvironment
+        if let bytes = settings.maxDeviceMemory { configuration.maxDeviceMemory = bytes }
+        return try VulkanBackend(deviceIndex: deviceIndex, configuration: configuration)
+    }
 }
 
 #else

@@ -217,29 +217,82 @@ final class VulkanCommandRecorder {
 
     /// Ends recording, submits once, waits for completion; returns seconds per timestamp label.
     func submitAndWait() throws -> [(label: Int, seconds: Double)] {
+        let submission = try submit()
+        try submission.wait()
+        return try timestamps()
+    }
+
+    /// Ends recording and submits without waiting: the submission keeps this recorder (its
+    /// command buffer and descriptor sets) alive until it is waited for.
+    func submit() throws -> VulkanSubmission {
         let functions = device.functions
         try check(functions.vkEndCommandBuffer(commandBuffer), "vkEndCommandBuffer")
         var fenceInfo = VkFenceCreateInfo()
         fenceInfo.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO
         var fence: VkFence?
         try check(functions.vkCreateFence(device.device, &fenceInfo, nil, &fence), "vkCreateFence")
-        defer { functions.vkDestroyFence(device.device, fence, nil) }
         var buffer: VkCommandBuffer? = commandBuffer
-        try withUnsafePointer(to: &buffer) { bufferPointer in
-            var submit = VkSubmitInfo()
-            submit.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO
-            submit.commandBufferCount = 1
-            submit.pCommandBuffers = bufferPointer
-            try check(functions.vkQueueSubmit(device.queue, 1, &submit, fence), "vkQueueSubmit")
+        do {
+            try withUnsafePointer(to: &buffer) { bufferPointer in
+                var submit = VkSubmitInfo()
+                submit.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO
+                submit.commandBufferCount = 1
+                submit.pCommandBuffers = bufferPointer
+                try check(functions.vkQueueSubmit(device.queue, 1, &submit, fence), "vkQueueSubmit")
+            }
+        } catch {
+            functions.vkDestroyFence(device.device, fence, nil)
+            throw error
         }
-        try check(functions.vkWaitForFences(device.device, 1, &fence, VkBool32(VK_TRUE), UInt64.max), "vkWaitForFences")
+        return VulkanSubmission(recorder: self, fence: fence!)
+    }
+
+    /// Seconds per timestamp label, once the submission has completed.
+    func timestamps() throws -> [(label: Int, seconds: Double)] {
         guard let queryPool, queryCount > 1 else { return [] }
         var stamps = [UInt64](repeating: 0, count: Int(queryCount))
-        try check(functions.vkGetQueryPoolResults(device.device, queryPool, 0, queryCount, stamps.count * 8, &stamps, 8,
-                                                  VkQueryResultFlags(VK_QUERY_RESULT_64_BIT.rawValue | VK_QUERY_RESULT_WAIT_BIT.rawValue)),
+        try check(device.functions.vkGetQueryPoolResults(device.device, queryPool, 0, queryCount, stamps.count * 8, &stamps, 8,
+                                                         VkQueryResultFlags(VK_QUERY_RESULT_64_BIT.rawValue | VK_QUERY_RESULT_WAIT_BIT.rawValue)),
                   "vkGetQueryPoolResults")
         let period = Double(device.limits.timestampPeriod) * 1e-9
         return (1..<stamps.count).map { (timestampLabels[$0], Double(stamps[$0] &- stamps[$0 - 1]) * period) }
+    }
+}
+
+/// Work submitted to the queue: its fence, and the recorder it came from, kept alive until
+/// the work is done (a submission dropped unwaited waits in its deinit).
+final class VulkanSubmission {
+    let recorder: VulkanCommandRecorder
+    private let fence: VkFence
+    private var done = false
+
+    init(recorder: VulkanCommandRecorder, fence: VkFence) {
+        self.recorder = recorder
+        self.fence = fence
+    }
+
+    /// Whether the device has finished it (no waiting).
+    var isComplete: Bool {
+        if done { return true }
+        let device = recorder.device
+        done = device.functions.vkGetFenceStatus(device.device, fence) == VK_SUCCESS
+        return done
+    }
+
+    /// Blocks until the device has finished it.
+    func wait() throws {
+        guard !done else { return }
+        let device = recorder.device
+        var fence: VkFence? = self.fence
+        try check(device.functions.vkWaitForFences(device.device, 1, &fence, VkBool32(VK_TRUE), UInt64.max), "vkWaitForFences")
+        done = true
+    }
+
+    deinit {
+        let device = recorder.device
+        var fence: VkFence? = self.fence
+        if !done { _ = device.functions.vkWaitForFences(device.device, 1, &fence, VkBool32(VK_TRUE), UInt64.max) }
+        device.functions.vkDestroyFence(device.device, self.fence, nil)
     }
 }
 

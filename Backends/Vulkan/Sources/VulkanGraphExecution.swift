@@ -25,6 +25,32 @@ struct VulkanGraphExecution {
         // One scratch buffer; values share bytes once their last reader has run (the
         // barrier after every dispatch orders the reuse).
         let plan = MemoryPlan(graph: graph, alignment: device.storageAlignment, keepAll: options.keepIntermediates)
+        // Weights not resident either fit beside the activations under the device budget
+        // (copied in whole) or are streamed through two buffers, a group of layers at a time.
+        let transient = graph.nodes.filter { node in
+            if case .parameter = node.op { return backend.residentRange(graph.parameters[node.id]!) == nil }
+            return false
+        }.map(\.id)
+        let transientTotal = transient.reduce(0) { $0 + aligned(graph.nodes[$1].type.byteCount) }
+        let activations = aligned(max(plan.totalBytes, 16))
+        let held = backend.residentBytes
+        let available = backend.deviceBudget - held - activations
+        if transientTotal > available {
+            return try VulkanStreamedExecution(execution: self, plan: plan, transient: transient, held: held, available: available).run()
+        }
+        var result = try runWhole(plan: plan)
+        result.peakDeviceBytes = held + activations + transientTotal
+        return result
+    }
+
+    /// `count` bytes rounded up to the storage-buffer alignment.
+    func aligned(_ count: Int) -> Int {
+        let alignment = device.storageAlignment
+        return (count + alignment - 1) / alignment * alignment
+    }
+
+    /// Everything in one command buffer, the weights that are not resident copied in first.
+    private func runWhole(plan: MemoryPlan) throws -> ExecutionResult {
         let scratch = try VulkanBuffer(device: device, size: max(plan.totalBytes, 16), hostVisible: false)
         var ranges = [VulkanRange?](repeating: nil, count: graph.nodes.count)
         var uploads: [(HostTensor, VulkanRange)] = []
@@ -137,9 +163,10 @@ struct VulkanGraphExecution {
         }
     }
 
-    private func dispatchEstimate() -> Int {
+    /// Descriptor sets the nodes `range` (all when nil) will dispatch, at most.
+    func dispatchEstimate(_ range: Range<Int>? = nil) -> Int {
         let windowBytes = VulkanKernels.windowElements(device) * 4
-        return graph.nodes.reduce(0) { count, node in
+        return graph.nodes[range ?? graph.nodes.indices].reduce(0) { count, node in
             switch node.op {
             case .concat: return count + node.inputs.count
             case .topKAbsSum:
@@ -162,7 +189,7 @@ struct VulkanGraphExecution {
     }
 
     /// Embedding ids are read on the host (a kernel cannot report an id past its table).
-    private func checkEmbeddingIds() throws {
+    func checkEmbeddingIds() throws {
         for node in graph.nodes {
             guard case .embedding = node.op else { continue }
             let idsNode = graph.nodes[node.inputs[1]]

@@ -77,8 +77,18 @@ public struct ExecutionResult: Sendable {
     /// Where the nodes ran, when a `BackendScheduler` ran the graph.
     public var schedule: ScheduleReport?
     /// Bytes of weights copied to the device for this execution alone (parameters that were
-    /// not resident); 0 on backends that read weights in place.
+    /// not resident; streamed ones counted each time they are uploaded); 0 on backends that
+    /// read weights in place.
     public var transientWeightBytes = 0
+    /// The most device memory this execution held at once: its activations, the weights it
+    /// uploaded (both streaming buffers when it streamed) and the resident weights; nil on
+    /// backends without device memory (the CPU backend).
+    public var peakDeviceBytes: Int?
+    /// How many groups of layers the weights were streamed in (0: nothing streamed).
+    public var streamedSegments = 0
+    /// Seconds the device sat idle waiting for streamed weights to be written (0 when
+    /// nothing streamed; the first group's upload, before any compute, counts whole).
+    public var uploadWaitSeconds = 0.0
 
     /// A result with the given outputs (and, optionally, intermediates and per-node seconds).
     public init(outputs: [HostTensor], intermediates: [Int: HostTensor] = [:], nodeSeconds: [Int: Double] = [:]) {

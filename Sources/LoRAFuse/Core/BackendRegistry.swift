@@ -12,6 +12,28 @@ public protocol BackendPlugin: Sendable {
     func availability() -> BackendAvailability
     /// Opens device `deviceIndex` (an index into `availability().devices`).
     func makeBackend(deviceIndex: Int) throws -> any Backend
+    /// The same with settings a user gave (`--max-device-memory`); backends that have no
+    /// use for a setting ignore it (the default implementation ignores them all).
+    func makeBackend(deviceIndex: Int, settings: BackendSettings) throws -> any Backend
+}
+
+extension BackendPlugin {
+    public func makeBackend(deviceIndex: Int, settings: BackendSettings) throws -> any Backend {
+        try makeBackend(deviceIndex: deviceIndex)
+    }
+}
+
+/// What a user may ask of any backend when opening it (the command line's backend options).
+public struct BackendSettings: Sendable, Hashable {
+    /// Bytes of device memory the backend may use for weights and activations; nil: what
+    /// the device reports as available, less a margin. A device backend streams weights
+    /// that do not fit (the Vulkan backend); the CPU backend, which reads weights in place
+    /// from the mapped file, has no device memory to budget and ignores it.
+    public var maxDeviceMemory: Int?
+
+    public init(maxDeviceMemory: Int? = nil) {
+        self.maxDeviceMemory = maxDeviceMemory
+    }
 }
 
 /// The plugins this process knows, in registration order.
@@ -43,7 +65,7 @@ public final class BackendRegistry: Sendable {
     }
 
     /// Opens backend `name` on device `deviceIndex`, or says why it cannot.
-    public func makeBackend(named name: String, deviceIndex: Int = 0) throws -> any Backend {
+    public func makeBackend(named name: String, deviceIndex: Int = 0, settings: BackendSettings = BackendSettings()) throws -> any Backend {
         let plugin = try plugin(named: name)
         switch plugin.availability() {
         case let .unavailable(reason):
@@ -52,7 +74,7 @@ public final class BackendRegistry: Sendable {
             guard devices.indices.contains(deviceIndex) else {
                 throw BackendError.noSuchDevice(backend: name, index: deviceIndex, count: devices.count)
             }
-            return try plugin.makeBackend(deviceIndex: deviceIndex)
+            return try plugin.makeBackend(deviceIndex: deviceIndex, settings: settings)
         }
     }
 
@@ -62,8 +84,8 @@ public final class BackendRegistry: Sendable {
     /// Backend `name` behind a `BackendScheduler` that runs what it cannot on the CPU
     /// backend (device 0); the CPU backend itself comes as it is. Commands and pipelines
     /// use this; parity checks use `makeBackend` to see a backend's own answers.
-    public func makeScheduledBackend(named name: String, deviceIndex: Int = 0) throws -> any Backend {
-        let primary = try makeBackend(named: name, deviceIndex: deviceIndex)
+    public func makeScheduledBackend(named name: String, deviceIndex: Int = 0, settings: BackendSettings = BackendSettings()) throws -> any Backend {
+        let primary = try makeBackend(named: name, deviceIndex: deviceIndex, settings: settings)
         guard name != Self.fallbackName else { return primary }
         return BackendScheduler(primary: primary, fallback: try makeBackend(named: Self.fallbackName))
     }

@@ -112,17 +112,21 @@ public final class ResidentWeights: @unchecked Sendable {
     /// Bytes the backend allocated to hold them (0 where it reads them in place, as the CPU
     /// backend reads the memory-mapped files).
     public let allocatedBytes: Int
+    /// Bytes of the requested weights the backend did not make resident because they do not
+    /// fit its device memory budget: executions stream them in (0 when everything fits).
+    public let streamedBytes: Int
     private let lock = NSLock()
     private var onRelease: (() -> Void)?
 
     /// What a backend made resident: the sets, handles and bytes, and `release` to free them.
     public init(backend: String, sets: [String], handles: [WeightHandle], byteCount: Int, allocatedBytes: Int,
-                onRelease: @escaping () -> Void) {
+                streamedBytes: Int = 0, onRelease: @escaping () -> Void) {
         self.backend = backend
         self.sets = sets
         self.handles = handles
         self.byteCount = byteCount
         self.allocatedBytes = allocatedBytes
+        self.streamedBytes = streamedBytes
         self.onRelease = onRelease
     }
 
@@ -152,11 +156,15 @@ public struct BackendMemory: Sendable, Hashable {
     public var residentWeightBytes: Int
     /// Bytes this process allocated on the device for weights.
     public var allocatedWeightBytes: Int
+    /// The device memory budget the backend plans with (`--max-device-memory`, or what the
+    /// device reports less a margin); nil where there is none (the CPU backend).
+    public var budget: Int?
 
     /// A memory report; `free` is nil where the API does not tell.
-    public init(total: Int?, free: Int?, residentWeightBytes: Int, allocatedWeightBytes: Int) {
+    public init(total: Int?, free: Int?, residentWeightBytes: Int, allocatedWeightBytes: Int, budget: Int? = nil) {
         self.total = total
         self.free = free
+        self.budget = budget
         self.residentWeightBytes = residentWeightBytes
         self.allocatedWeightBytes = allocatedWeightBytes
     }

@@ -76,6 +76,7 @@
     X(vkCreateFence) \
     X(vkDestroyFence) \
     X(vkWaitForFences) \
+    X(vkGetFenceStatus) \
     X(vkResetFences) \
     X(vkDeviceWaitIdle)
 

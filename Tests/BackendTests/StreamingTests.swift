@@ -1,0 +1,86 @@
+import Foundation
+import Testing
+import LoRAFuse
+import LoRAFuseFusion
+import LoRAFuseModels
+import LoRAFuseVulkan
+
+/// The Vulkan backend under a device memory budget smaller than the model: weights that do
+/// not fit beside the activations are streamed a group of layers at a time through two
+/// buffers, with the same results as an all-resident run; a budget one layer cannot fit in is
+/// one clear error before anything is allocated.
+@Suite(.serialized, .enabled(if: BackendsUnderTest.vulkanTestsEnabled)) struct StreamingTests {
+    static func vulkan(budget: Int?, staging: Bool = false) throws -> VulkanBackend {
+        var configuration = VulkanBackend.Configuration.fromEnvironment
+        configuration.maxDeviceMemory = budget
+        configuration.forceStaging = staging
+        return try VulkanBackend(configuration: configuration)
+    }
+
+    /// dev-tiny in fp8 with a hot LoRA: the base is what streams, the LoRA factors stay.
+    static func setup() throws -> (FluxTransformer, FluxInputs, Graph) {
+        let (model, inputs, _) = try Float8FluxTests.load("dev-tiny", "e4m3")
+        let lora = try LoRAFile.load(path: Float8FluxTests.fixtures.deletingLastPathComponent().appendingPathComponent("lora/all.peft.safetensors").path,
+                                     model: model)
+        let transformer = FluxTransformer(model: model, adapters: [LoRAAdapter(file: lora, scale: 0.8)])
+        let graph = try transformer.graph(batch: inputs.batch, textLength: inputs.textLength, imageLength: inputs.imageLength)
+        return (transformer, inputs, graph)
+    }
+
+    @Test(arguments: [false, true]) func streamedForwardEqualsTheWholeOne(staging: Bool) throws {
+        let (_, inputs, graph) = try Self.setup()
+        let whole = try Self.vulkan(budget: nil, staging: staging).execute(graph, inputs: inputs.bindings)
+        #expect(whole.streamedSegments == 0)
+        let weightBytes = Graph.weightSets(of: [graph]).reduce(0) { $0 + $1.byteCount }
+        let peak = try #require(whole.peakDeviceBytes)
+        // A budget that holds the activations and about a third of the weights.
+        let budget = peak - weightBytes * 2 / 3
+        let streamed = try Self.vulkan(budget: budget, staging: staging).execute(graph, inputs: inputs.bindings)
+        print("streaming \(staging ? "staging" : "unified"): budget \(budget), peak \(streamed.peakDeviceBytes ?? -1), "
+              + "\(streamed.streamedSegments) segments, uploaded \(streamed.transientWeightBytes) of \(weightBytes) weight bytes, "
+              + "waited \(streamed.uploadWaitSeconds) s")
+        #expect(streamed.streamedSegments >= 3)
+        #expect(try #require(streamed.peakDeviceBytes) <= budget)
+        #expect(streamed.transientWeightBytes >= weightBytes)
+        #expect(streamed.outputs[0].floats() == whole.outputs[0].floats(), "the same kernels in the same order")
+    }
+
+    /// makeResident under the budget keeps the small sets (the LoRA's factors) and streams the
+    /// base; executions then upload only what is not resident.
+    @Test func residencyKeepsTheSmallSetsAndStreamsTheRest() throws {
+        let (_, inputs, graph) = try Self.setup()
+        let sets = Graph.weightSets(of: [graph])
+        let lora = try #require(sets.min { $0.byteCount < $1.byteCount })
+        let total = sets.reduce(0) { $0 + $1.byteCount }
+        let probe = try Self.vulkan(budget: nil).execute(graph, inputs: inputs.bindings)
+        let activations = try #require(probe.peakDeviceBytes) - total
+        // Past what makeResident takes whole (¾ of the budget), with room to stream the rest.
+        let budget = total * 6 / 5
+        #expect(budget / 2 - activations > total / 8, "the fixture leaves streaming room")
+        let backend = try Self.vulkan(budget: budget)
+        let resident = try backend.makeResident(sets)
+        defer { resident.release() }
+        #expect(resident.streamedBytes > 0 && resident.byteCount >= lora.byteCount)
+        #expect(resident.byteCount + resident.streamedBytes == total)
+        let result = try backend.execute(graph, inputs: inputs.bindings)
+        #expect(result.streamedSegments >= 2 && result.transientWeightBytes >= resident.streamedBytes)
+        #expect(try #require(result.peakDeviceBytes) <= budget)
+        #expect(result.outputs[0].floats() == probe.outputs[0].floats())
+    }
+
+    /// A budget in which one node's weights cannot fit is one error naming the node, what it
+    /// needs and the budget to ask for, before anything is allocated or run.
+    @Test func aBudgetSmallerThanOneLayerIsAClearError() throws {
+        let (_, inputs, graph) = try Self.setup()
+        let probe = try Self.vulkan(budget: nil).execute(graph, inputs: inputs.bindings)
+        let weightBytes = Graph.weightSets(of: [graph]).reduce(0) { $0 + $1.byteCount }
+        let activations = try #require(probe.peakDeviceBytes) - weightBytes
+        for budget in [activations + 512, activations / 2] {
+            let backend = try Self.vulkan(budget: budget)
+            let error = #expect(throws: BackendError.self) { try backend.execute(graph, inputs: inputs.bindings) }
+            let text = error.map { "\($0)" } ?? ""
+            #expect(text.contains("--max-device-memory") && text.contains("budget"), "\(text)")
+            #expect(backend.memory().allocatedWeightBytes == 0)
+        }
+    }
+}
