@@ -139,14 +139,21 @@ struct VulkanGraphExecution {
             }
             return try backend.readHost(ranges[id]!, type: type)
         }
-        var result = ExecutionResult(outputs: try graph.outputs.map(value))
+        var result = try self.result(value: value, timings: timings, wall: wall)
         result.transientWeightBytes = transientBytes
+        return result
+    }
+
+    /// The outputs (and intermediates, and per-node seconds, as the options ask) once the
+    /// work is done: `value` reads a node's value back, `timings` are the timestamp labels'
+    /// seconds (empty without timestamp support: the whole `wall` time goes to the last node).
+    func result(value: (Int) throws -> HostTensor, timings: [(label: Int, seconds: Double)], wall: Double) throws -> ExecutionResult {
+        var result = ExecutionResult(outputs: try graph.outputs.map(value))
         if options.keepIntermediates {
             for node in graph.nodes { result.intermediates[node.id] = try value(node.id) }
         }
         if options.recordTimings {
             if timings.isEmpty {
-                // No timestamp support: charge the whole submission to the last node.
                 for node in graph.nodes { result.nodeSeconds[node.id] = 0 }
                 if let last = graph.nodes.last { result.nodeSeconds[last.id] = wall }
             } else {

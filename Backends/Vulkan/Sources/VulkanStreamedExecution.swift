@@ -242,23 +242,11 @@ struct VulkanStreamedExecution {
             }
             return try backend.readHost(ranges[id]!, type: type)
         }
-        var result = ExecutionResult(outputs: try graph.outputs.map(value))
+        var result = try execution.result(value: value, timings: try finished.flatMap { try $0.recorder.timestamps() }, wall: wall)
         result.transientWeightBytes = uploaded
         result.streamedSegments = segments.count
         result.uploadWaitSeconds = waitSeconds
         result.peakDeviceBytes = held + activations + buffers.reduce(0) { $0 + $1.size }
-        if options.keepIntermediates {
-            for node in graph.nodes { result.intermediates[node.id] = try value(node.id) }
-        }
-        if options.recordTimings {
-            let timings = try finished.flatMap { try $0.recorder.timestamps() }
-            if timings.isEmpty {
-                for node in graph.nodes { result.nodeSeconds[node.id] = 0 }
-                if let last = graph.nodes.last { result.nodeSeconds[last.id] = wall }
-            } else {
-                for (label, seconds) in timings where label >= 0 { result.nodeSeconds[label, default: 0] += seconds }
-            }
-        }
         return result
     }
 
