@@ -36,6 +36,23 @@ public struct TensorSource: Sendable {
         fileByName = Dictionary(uniqueKeysWithValues: gguf.tensors.enumerated().map { ($1.name, $0) })
     }
 
+    /// The same with every tensor known by `rename(ggufName)` (llama.cpp's short names seen
+    /// under transformers' names); names it maps to nil keep their own. Two tensors mapped to
+    /// one name are an error.
+    public init(gguf: GGUFFile, rename: (String) -> String?) throws(ModelError) {
+        self.gguf = gguf
+        files = []
+        description = gguf.path
+        var index: [String: Int] = [:]
+        for (position, tensor) in gguf.tensors.enumerated() {
+            let name = rename(tensor.name) ?? tensor.name
+            if let first = index.updateValue(position, forKey: name) {
+                throw ModelError.notAModel(path: gguf.path, reason: "tensors '\(gguf.tensors[first].name)' and '\(tensor.name)' are both \(name)")
+            }
+        }
+        fileByName = index
+    }
+
     /// A tensor named in two files (two shards, or a shard and a stray copy) is an error:
     /// which copy would win is an accident of the file order.
     public init(files: [SafeTensorsFile], description: String) throws(ModelError) {

@@ -257,6 +257,9 @@ extension VulkanBackend {
                 return .unsupported(reason: "casting from \(source.name) is not implemented")
             }
         case .embedding:
+            if type(node.inputs[0]).dtype.isBlockQuantized {
+                return .unsupported(reason: "gathering rows of a \(type(node.inputs[0]).dtype.name) table is not implemented")
+            }
             switch graph.nodes[node.inputs[1]].op {
             case .input, .parameter: break
             default: return .unsupported(reason: "ids must be a graph input or parameter (they are range-checked on the host)")

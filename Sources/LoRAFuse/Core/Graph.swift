@@ -476,10 +476,12 @@ public struct Graph: Sendable {
         return append(.concat(axis: resolved), tensors, TensorType(Shape(dimensions), first.dtype))
     }
 
-    /// Rows of `table` [V, D] picked by integer `ids` (I32 or I64); an id out of range is an execution error.
+    /// Rows of `table` [V, D] picked by integer `ids` (I32 or I64); an id out of range is an
+    /// execution error. A block-quantized table (a GGUF T5's `token_embd`) has its rows dequantized.
     public mutating func embedding(table: Tensor, ids: Tensor) throws(GraphError) -> Tensor {
-        guard table.shape.rank == 2, DType.matrixTypes.contains(table.dtype) else {
-            throw GraphError(op: "embedding", "table must be [V, D] of F32, F16, BF16 or F8, got \(table.type)")
+        guard table.shape.rank == 2, DType.matrixTypes.contains(table.dtype)
+                || (table.dtype.isBlockQuantized && table.shape.last % table.dtype.blockElements == 0) else {
+            throw GraphError(op: "embedding", "table must be [V, D] of F32, F16, BF16, F8 or a GGUF block type (D whole blocks), got \(table.type)")
         }
         guard [.int32, .int64].contains(ids.dtype) else {
             throw GraphError(op: "embedding", "ids must be I32 or I64, got \(ids.type)")

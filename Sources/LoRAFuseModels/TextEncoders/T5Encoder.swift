@@ -75,6 +75,16 @@ public struct T5Encoder: Sendable {
     /// (ComfyUI's `t5xxl_fp16.safetensors`, `t5xxl_fp8_e4m3fn.safetensors`; config from
     /// shapes: heads from the relative-attention table, gated-GELU, max distance 128).
     public static func load(path: String) throws -> T5Encoder {
+        if GGUFFile.hasMagic(path) {
+            // llama.cpp's T5 names (city96's T5-XXL encoder GGUFs), block-quantized or not.
+            let file = try GGUFFile(path: path)
+            let gated = file.tensors.contains { $0.name.hasSuffix(".ffn_gate.weight") }
+            let source = try TensorSource(gguf: file) { transformersName($0, gated: gated) }
+            guard source.contains("encoder.block.0.layer.0.SelfAttention.q.weight") else {
+                throw ModelError.notAModel(path: path, reason: "a GGUF file without llama.cpp's T5 encoder tensors (enc.blk.0.attn_q.weight)")
+            }
+            return try fromShapes(TextEncoderWeights(source: source, prefix: ""), path: path)
+        }
         let checkpoint = try ComponentCheckpoint.open(
             path, subfolder: "text_encoder_2", probe: "encoder.block.0.layer.0.SelfAttention.q.weight",
             prefixes: ["", "text_encoders.t5xxl.transformer.", "cond_stage_model.transformer."],
@@ -84,22 +94,51 @@ public struct T5Encoder: Sendable {
             let weights = TextEncoderWeights(source: source, prefix: prefix)
             return T5Encoder(config: try T5EncoderConfig(json: object, path: configPath), weights: weights)
         case let .file(source, prefix, _):
-            let weights = TextEncoderWeights(source: source, prefix: prefix)
-            var config = T5EncoderConfig()
-            let embedding = try weights.shape(embeddingName(weights))
-            config.vocabSize = embedding[0]
-            config.modelDim = embedding[1]
-            let table = try weights.shape("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")
-            config.bucketCount = table[0]
-            config.headCount = table[1]
-            let inner = try weights.shape("encoder.block.0.layer.0.SelfAttention.q.weight")[0]
-            config.keyValueDim = inner / max(1, config.headCount)
-            let gated = weights.contains("encoder.block.0.layer.1.DenseReluDense.wi_0.weight")
-            config.feedForward = gated ? "gated-gelu" : "relu"
-            config.feedForwardDim = try weights.shape("encoder.block.0.layer.1.DenseReluDense.\(gated ? "wi_0" : "wi").weight")[0]
-            config.layerCount = weights.count("encoder.block")
-            try config.validate(path: path)
-            return T5Encoder(config: config, weights: weights)
+            return try fromShapes(TextEncoderWeights(source: source, prefix: prefix), path: path)
+        }
+    }
+
+    /// The config from the tensors' shapes (single files carry none): heads from the
+    /// relative-attention table, gated-GELU when `wi_0` exists, max distance 128.
+    static func fromShapes(_ weights: TextEncoderWeights, path: String) throws -> T5Encoder {
+        var config = T5EncoderConfig()
+        let embedding = try weights.shape(embeddingName(weights))
+        config.vocabSize = embedding[0]
+        config.modelDim = embedding[1]
+        let table = try weights.shape("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")
+        config.bucketCount = table[0]
+        config.headCount = table[1]
+        let inner = try weights.shape("encoder.block.0.layer.0.SelfAttention.q.weight")[0]
+        config.keyValueDim = inner / max(1, config.headCount)
+        let gated = weights.contains("encoder.block.0.layer.1.DenseReluDense.wi_0.weight")
+        config.feedForward = gated ? "gated-gelu" : "relu"
+        config.feedForwardDim = try weights.shape("encoder.block.0.layer.1.DenseReluDense.\(gated ? "wi_0" : "wi").weight")[0]
+        config.layerCount = weights.count("encoder.block")
+        try config.validate(path: path)
+        return T5Encoder(config: config, weights: weights)
+    }
+
+    /// transformers' T5EncoderModel name of a llama.cpp T5 tensor (`enc.blk.3.ffn_gate.weight`
+    /// → `encoder.block.3.layer.1.DenseReluDense.wi_0.weight`); nil for other names. `ffn_up`
+    /// is `wi_1` beside a gate (T5 v1.1, FLUX's T5-XXL), else the one `wi` (T5 v1.0).
+    static func transformersName(_ gguf: String, gated: Bool) -> String? {
+        if gguf == "token_embd.weight" { return "shared.weight" }
+        if gguf == "enc.output_norm.weight" { return "encoder.final_layer_norm.weight" }
+        let parts = gguf.split(separator: ".")
+        guard parts.count == 5, parts[0] == "enc", parts[1] == "blk", let block = Int(parts[2]), parts[4] == "weight" else { return nil }
+        let layer = "encoder.block.\(block).layer"
+        switch parts[3] {
+        case "attn_q": return "\(layer).0.SelfAttention.q.weight"
+        case "attn_k": return "\(layer).0.SelfAttention.k.weight"
+        case "attn_v": return "\(layer).0.SelfAttention.v.weight"
+        case "attn_o": return "\(layer).0.SelfAttention.o.weight"
+        case "attn_rel_b": return "\(layer).0.SelfAttention.relative_attention_bias.weight"
+        case "attn_norm": return "\(layer).0.layer_norm.weight"
+        case "ffn_norm": return "\(layer).1.layer_norm.weight"
+        case "ffn_gate": return "\(layer).1.DenseReluDense.wi_0.weight"
+        case "ffn_up": return "\(layer).1.DenseReluDense.\(gated ? "wi_1" : "wi").weight"
+        case "ffn_down": return "\(layer).1.DenseReluDense.wo.weight"
+        default: return nil
         }
     }
 
