@@ -185,6 +185,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
                 result.nodeSeconds[node.id] = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
             }
             if options.keepIntermediates { result.intermediates[node.id] = value.hostTensor }
+            options.progress?(node.id + 1, graph.nodes.count)
             for input in node.inputs {
                 remainingUses[input] -= 1
                 if remainingUses[input] == 0 && !kept.contains(input) { values[input] = nil }

@@ -65,12 +65,15 @@ struct DitCommand: ParsableCommand {
         let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
         var transientBytes = 0, peakDevice: Int?, uploadWait = 0.0, segments = 0
         var best = Double.infinity
+        let bar = ForwardProgress(enabled: progressEnabled(json: json), label: "forward")
         var sample: HostTensor?
         for _ in 0..<max(1, repeatCount) {
             let start = DispatchTime.now().uptimeNanoseconds
             // Several passes (LoRA Composite): the prediction is their mean.
             let outputs = try graphs.map { graph in
-                let result = try backend.execute(graph, inputs: prepared.bindings)
+                bar.begin()
+                defer { bar.finish() }
+                let result = try backend.execute(graph, inputs: prepared.bindings, options: ExecutionOptions(progress: bar.callback))
                 transientBytes = max(transientBytes, result.transientWeightBytes)
                 if let peak = result.peakDeviceBytes { peakDevice = max(peakDevice ?? 0, peak) }
                 uploadWait = max(uploadWait, result.uploadWaitSeconds)

@@ -202,7 +202,7 @@ struct GenerateCommand: ParsableCommand {
             }
         }
         let plan = try loraOptions.plan(flux, backend: backend)
-        let reporter = ProgressReporter(enabled: !json && isatty(STDERR_FILENO) != 0)
+        let reporter = ProgressReporter(enabled: progressEnabled(json: json))
         let result = try FluxTextToImage(settings: settings, backend: backend).run(
             encoders: {
                 try FluxTextEncoders.load(clip: part(parts.clip, "text_encoder"), clipTokenizer: part(parts.clipTokenizer, "tokenizer"),
@@ -255,27 +255,5 @@ struct GenerateCommand: ParsableCommand {
                          backend.name, backend.device.name, steps, sampling / Double(max(1, steps)), result.encodeSeconds,
                          result.decodeSeconds, total, Double(PeakMemory.residentBytes()) / 1048576, output))
         }
-    }
-}
-
-/// A one-line progress bar on a terminal's stderr: steps done, seconds per step, ETA.
-final class ProgressReporter {
-    let enabled: Bool
-    private var total = 0.0
-
-    init(enabled: Bool) { self.enabled = enabled }
-
-    func report(step: Int, steps: Int, seconds: Double) {
-        total += seconds
-        guard enabled else { return }
-        let width = 24, filled = width * step / max(1, steps)
-        let perStep = total / Double(step)
-        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-        let line = String(format: "\r[%@] step %d/%d  %.2f s/step  ETA %.1f s ", bar, step, steps, perStep, perStep * Double(steps - step))
-        FileHandle.standardError.write(Data(line.utf8))
-    }
-
-    func finish() {
-        if enabled { FileHandle.standardError.write(Data("\n".utf8)) }
     }
 }

@@ -129,6 +129,7 @@ struct VulkanGraphExecution {
         let start = DispatchTime.now().uptimeNanoseconds
         let timings = try recorder.submitAndWait()
         let wall = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        options.progress?(graph.nodes.count, graph.nodes.count)
 
         func value(_ id: Int) throws -> HostTensor {
             let type = graph.nodes[id].type

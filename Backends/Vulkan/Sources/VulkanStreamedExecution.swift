@@ -150,6 +150,7 @@ struct VulkanStreamedExecution {
                 try previous.wait()
                 if options.recordTimings { finished.append(previous) }
                 submissions[slot] = nil
+                options.progress?(segments[index - 2].nodes.upperBound, graph.nodes.count)
             }
             // Write the weights; the device is idle from the moment the segment before this
             // one finishes (or from the start, when nothing runs) until this one is submitted.
@@ -230,6 +231,7 @@ struct VulkanStreamedExecution {
             try submission.wait()
             if options.recordTimings { finished.append(submission) }
         }
+        options.progress?(graph.nodes.count, graph.nodes.count)
         let wall = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
 
         func value(_ id: Int) throws -> HostTensor {

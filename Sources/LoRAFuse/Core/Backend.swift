@@ -58,11 +58,16 @@ public struct ExecutionOptions: Sendable {
     public var recordTimings = false
     /// Return every node's value, not only the graph's outputs (for parity reports).
     public var keepIntermediates = false
+    /// Called as the work advances with (nodes done, nodes in the graph), from the thread that
+    /// called `execute`: after every node on the CPU backend, after every streamed segment on
+    /// the Vulkan backend (a graph run in one submission reports only its end).
+    public var progress: (@Sendable (Int, Int) -> Void)?
 
     /// `recordTimings` fills `ExecutionResult.nodeSeconds`; `keepIntermediates` keeps every node's value (for parity and diagnosis).
-    public init(recordTimings: Bool = false, keepIntermediates: Bool = false) {
+    public init(recordTimings: Bool = false, keepIntermediates: Bool = false, progress: (@Sendable (Int, Int) -> Void)? = nil) {
         self.recordTimings = recordTimings
         self.keepIntermediates = keepIntermediates
+        self.progress = progress
     }
 }
 

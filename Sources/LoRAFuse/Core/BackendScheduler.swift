@@ -233,8 +233,18 @@ public struct Schedule: @unchecked Sendable {
                     returned.append(id)
                 }
             }
-            let partResult = try partition.backend.execute(part, inputs: partInputs, options: options)
+            // Progress in the graph's own node count: the nodes before this partition, plus
+            // this partition's share of its own (which counts the copied leaves too).
+            var partOptions = options
+            let before = partition.nodes.first ?? 0, span = partition.nodes.count
+            if let progress = options.progress {
+                partOptions.progress = { done, total in progress(before + span * done / max(1, total), graph.nodes.count) }
+            }
+            let partResult = try partition.backend.execute(part, inputs: partInputs, options: partOptions)
             result.transientWeightBytes += partResult.transientWeightBytes
+            result.uploadWaitSeconds += partResult.uploadWaitSeconds
+            result.streamedSegments += partResult.streamedSegments
+            if let peak = partResult.peakDeviceBytes { result.peakDeviceBytes = max(result.peakDeviceBytes ?? 0, peak) }
             for (id, value) in zip(returned, partResult.outputs) { values[id] = value }
             for (id, tensor) in local {
                 if let seconds = partResult.nodeSeconds[tensor.id] { result.nodeSeconds[origin[id], default: 0] += seconds }
