@@ -90,6 +90,47 @@ import LoRAFuseModels
         }
     }
 
+    /// K-LoRA and AutoLoRA run unchanged on quantized bases (fp8, GGUF Q8_0): the same
+    /// fusion on the quantized model and on its float32 copy agree to float32 rounding, on
+    /// every backend (planned once, as always, from the LoRA factors alone).
+    @Test(arguments: ["e4m3", "gguf-q8_0"])
+    func fusionOnAQuantizedBase(_ variant: String) throws {
+        let folder = Self.fixtures.appendingPathComponent("dev-tiny")
+        let model = try FluxModel.load(path: variant == "gguf-q8_0" ? folder.appendingPathComponent("gguf/q8_0.gguf").path
+                                                                    : folder.appendingPathComponent("fp8/e4m3.safetensors").path)
+        let reference = try Self.widened(model)
+        let inputs = try FluxInputs(SafeTensorsFile(path: folder.appendingPathComponent("inputs.safetensors").path).allTensors(),
+                                    config: model.config)
+        let pair = KLoRATests.references[KLoRATests.pairs[0]]!
+        func adapter(_ name: String, _ scale: Float) throws -> LoRAAdapter {
+            LoRAAdapter(file: try LoRAFile.load(path: LoRAApplicationTests.fixtures.appendingPathComponent(name).path, model: model), scale: scale)
+        }
+        let (content, style) = (try adapter(pair.content, pair.content_scale), try adapter(pair.style, pair.style_scale))
+        let autoloraAdapters = try [("lora_1", Float(1)), ("lora_2", 0.7)].map { name, scale in
+            LoRAAdapter(file: try LoRAFile.load(path: AutoLoRATests.path(name), model: model), scale: scale)
+        }
+        let mergers = try AutoLoRAMergers.load(path: AutoLoRATests.path("mergers"), config: model.config)
+        for backend in BackendsUnderTest.all {
+            let label = "\(variant) on \(BackendsUnderTest.label(backend))"
+            let plan = try KLoRAPlanner(backend: backend, cacheFolder: nil).plan(content: content.file, style: style.file, config: model.config)
+            let fusion = KLoRAFusion(plan: plan, content: content, style: style)
+            for p in [0.0, 0.5, 1.0] {
+                let adapters = fusion.adapters(progress: p)
+                let quantized = try Self.sample(FluxTransformer(model: model, adapters: adapters), inputs, on: backend)
+                let widened = try Self.sample(FluxTransformer(model: reference, adapters: adapters), inputs, on: backend)
+                let error = relativeError(actual: quantized.floats(), expected: widened.floats().map(Double.init))
+                #expect(error <= 1e-5, "K-LoRA \(label) at p = \(p): \(error)")
+            }
+            let autolora = try AutoLoRAFusion(mergers: mergers, adapters: autoloraAdapters, config: model.config)
+            let quantized = try Self.sample(FluxTransformer(model: model, autolora: autolora), inputs, on: backend)
+            let widened = try Self.sample(FluxTransformer(model: reference, autolora: autolora), inputs, on: backend)
+            let base = try Self.sample(FluxTransformer(model: model), inputs, on: backend)
+            let error = relativeError(actual: quantized.floats(), expected: widened.floats().map(Double.init))
+            #expect(error <= 1e-5, "AutoLoRA \(label): \(error)")
+            #expect(relativeError(actual: base.floats(), expected: quantized.floats().map(Double.init)) > 1e-3, "the fusion changes the output")
+        }
+    }
+
     /// A scale that is not one finite positive float is one clear error naming the tensor.
     @Test func badScalesAreRefused() throws {
         let source = try SafeTensorsFile(path: Self.fixtures.appendingPathComponent("dev-tiny/fp8/scaled.safetensors").path)
