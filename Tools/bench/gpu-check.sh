@@ -2,8 +2,10 @@
 # Second half of the GPU check (first half: gpu-check-prepare.sh): runs on the GPU machine
 # with .gpu-check carried, no Swift needed. Runs parity-ops on Vulkan, the DiT parity against
 # the CPU backend (also with attention and the LoRA update forced off Vulkan: the scheduler's
-# fallback), a LoRA DiT forward, generation on both backends (latents compared), and the
-# matmul and attention profiles at FLUX shapes; writes $OUT/summary.json and the raw logs.
+# fallback), GGUF Q8_0 and fp8 DiT parity, a forward streamed under a tiny device budget, a
+# LoRA DiT forward, generation on both backends (latents compared), the matmul (F32, BF16, fp8,
+# Q8_0, Q4_K) and attention profiles at FLUX shapes, and, where torch is installed, FLUX.1-dev
+# at full size resident and streamed; writes $OUT/summary.json and the raw logs.
 # GPU_CHECK_SMALL=1 shrinks the profiles (for proving the script on lavapipe).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,7 +23,7 @@ export LD_LIBRARY_PATH="$PWD/$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 lf=/tmp/gpu-check-bin/lorafuse
 mkdir -p /tmp/gpu-check-bin
 cp -R "$here/bin/LoRAFuse_LoRAFuseVulkan.resources" /tmp/gpu-check-bin/
-[ -x "$lf" ] || { xz -dc "$here/bin/lorafuse.xz" >"$lf" && chmod +x "$lf"; }
+xz -dc "$here/bin/lorafuse.xz" >"$lf" && chmod +x "$lf"  # always this build's binary, never one left from an earlier check
 fx="$here/fixtures"
 results=()
 step() {  # name command...
@@ -41,6 +43,23 @@ step dit_parity_fallback env LORAFUSE_VULKAN_DISABLE_OPS=attention,lowRankUpdate
     --model "$fx/dev-tiny" --inputs "$fx/dev-tiny/inputs.safetensors" --lora "$fx/all.peft.safetensors:0.7" --show failures
 step dit_lora "$lf" dit --backend vulkan --model "$fx/dev-tiny" --inputs "$fx/dev-tiny/inputs.safetensors" \
     --lora "$fx/all.peft.safetensors:0.7" --lora "$fx/partial.peft.safetensors:-1.3" --repeat 5 --json
+# Quantized weights (GGUF Q8_0, fp8) against the CPU backend, and a forward streamed through a
+# device budget far below the model (the output must match the all-resident one, see the JSON).
+step dit_parity_gguf_q8_0 "$lf" parity --backend vulkan --against cpu --model "$fx/dev-tiny/gguf/q8_0.gguf" \
+    --inputs "$fx/dev-tiny/inputs.safetensors" --show failures
+step dit_parity_fp8 "$lf" parity --backend vulkan --against cpu --model "$fx/dev-tiny/fp8/e4m3.safetensors" \
+    --inputs "$fx/dev-tiny/inputs.safetensors" --lora "$fx/all.peft.safetensors:0.7" --show failures
+step dit_streamed "$lf" dit --backend vulkan --model "$fx/dev-tiny/fp8/e4m3.safetensors" --inputs "$fx/dev-tiny/inputs.safetensors" \
+    --max-device-memory 140KiB --output "$out/streamed.safetensors" --json
+step dit_resident "$lf" dit --backend vulkan --model "$fx/dev-tiny/fp8/e4m3.safetensors" --inputs "$fx/dev-tiny/inputs.safetensors" \
+    --output "$out/resident.safetensors" --json
+step dit_streamed_equals_resident python3 - "$out/streamed.safetensors" "$out/resident.safetensors" <<'PY'
+import sys
+# The same kernels in the same order, the same metadata: the two files must be byte-identical.
+same = open(sys.argv[1], "rb").read() == open(sys.argv[2], "rb").read()
+print("identical" if same else "different")
+sys.exit(0 if same else 1)
+PY
 for backend in cpu vulkan; do
     step "generate_$backend" "$lf" generate --model "$fx/flux-tiny" --prompt "a photo of a cat" --width 48 --height 32 --steps 4 \
         --max-sequence-length 48 --noise "$fx/generate-dev.safetensors" --output "$out/generate-$backend.png" \
@@ -65,11 +84,25 @@ if [ "${GPU_CHECK_SMALL:-0}" = 1 ]; then shapes=("512 768 768"); tokens=512; els
 index=0
 for shape in "${shapes[@]}"; do
     read -r m n k <<<"$shape"
-    for dtype in f32 bf16; do
+    for dtype in f32 bf16 f8_e4m3 q8_0 q4_k; do
         step "matmul_${index}_$dtype" "$lf" profile matmul --backend vulkan --m "$m" --n "$n" --k "$k" --dtype "$dtype" --repeat 5 --json
     done
     index=$((index + 1))
 done
+# FLUX.1-dev at full size, where the machine has torch to write the 11.9 GB fp8 file
+# (Tools/bench/make_flux_dev_file.py): all resident, then streamed through an 8 GiB budget.
+if [ "${GPU_CHECK_SMALL:-0}" != 1 ] && python3 -c "import torch, numpy" 2>/dev/null; then
+    full=/tmp/gpu-check-full
+    mkdir -p "$full"
+    step full_write python3 Tools/bench/make_flux_dev_file.py "$full/flux1-dev-fp8.safetensors" --inputs "$full/inputs.safetensors"
+    step full_dit_resident "$lf" dit --backend vulkan --model "$full/flux1-dev-fp8.safetensors" --inputs "$full/inputs.safetensors" \
+        --max-device-memory 64GiB --repeat 2 --json
+    step full_dit_streamed "$lf" dit --backend vulkan --model "$full/flux1-dev-fp8.safetensors" --inputs "$full/inputs.safetensors" \
+        --max-device-memory 8GiB --repeat 2 --json
+    rm -rf "$full"
+else
+    echo "full-size steps skipped (GPU_CHECK_SMALL, or no torch on this machine)"
+fi
 step attention "$lf" profile attention --backend vulkan --tokens "$tokens" --heads 24 --head-dim 128 --repeat 5 --json
 {
     echo "{\"steps\": [$(IFS=,; echo "${results[*]}")],"
