@@ -118,3 +118,72 @@ float dequantize(uint bb, uint e) {
 #endif
 
 float load_b(uint index) { return dequantize((index / QK) * BLOCK_BYTES, index % QK); }
+
+// The same values split for kernels that walk 16 consecutive elements of a row: every type's
+// scales are constant over such a run (e a multiple of 16), so `group_scale` decodes them
+// once as value = scale·q + offset, and `group_quant` reads only the element's bits.
+void group_scale(uint bb, uint e, out float scale, out float offset) {
+#if defined(B_Q4_0)
+    scale = b_half(bb); offset = -8.0 * scale;
+#elif defined(B_Q5_0)
+    scale = b_half(bb); offset = -16.0 * scale;
+#elif defined(B_Q4_1) || defined(B_Q5_1)
+    scale = b_half(bb); offset = b_half(bb + 2u);
+#elif defined(B_Q8_0)
+    scale = b_half(bb); offset = 0.0;
+#elif defined(B_Q2_K)
+    uint packed = b_byte(bb + (e >> 4));
+    scale = b_half(bb + 80u) * float(packed & 15u); offset = -b_half(bb + 82u) * float(packed >> 4);
+#elif defined(B_Q3_K)
+    uint i = e >> 4;
+    uint low6 = i < 8u ? (b_byte(bb + 96u + i) & 15u) : (b_byte(bb + 88u + i) >> 4);
+    uint high6 = (b_byte(bb + 104u + (i & 3u)) >> (2u * (i >> 2))) & 3u;
+    scale = b_half(bb + 108u) * float(int(low6 | (high6 << 4)) - 32); offset = 0.0;
+#elif defined(B_Q4_K) || defined(B_Q5_K)
+    uint g = e >> 5, j = g & 3u, sc, mn;
+    if (g < 4u) {
+        sc = b_byte(bb + 4u + g) & 63u;
+        mn = b_byte(bb + 8u + g) & 63u;
+    } else {
+        uint packed = b_byte(bb + 12u + j);
+        sc = (packed & 15u) | ((b_byte(bb + 4u + j) >> 2) & 0x30u);
+        mn = (packed >> 4) | ((b_byte(bb + 8u + j) >> 2) & 0x30u);
+    }
+    scale = b_half(bb) * float(sc); offset = -b_half(bb + 2u) * float(mn);
+#elif defined(B_Q6_K)
+    scale = b_half(bb + 208u) * float(b_int8(bb + 192u + (e >> 4))); offset = -32.0 * scale;
+#endif
+}
+
+float group_quant(uint bb, uint e) {
+#if defined(B_Q4_0)
+    return float((b_byte(bb + 2u + (e & 15u)) >> (e < 16u ? 0u : 4u)) & 15u);
+#elif defined(B_Q4_1)
+    return float((b_byte(bb + 4u + (e & 15u)) >> (e < 16u ? 0u : 4u)) & 15u);
+#elif defined(B_Q5_0)
+    return float(((b_byte(bb + 6u + (e & 15u)) >> (e < 16u ? 0u : 4u)) & 15u) | (((b_u32(bb + 2u) >> e) & 1u) << 4));
+#elif defined(B_Q5_1)
+    return float(((b_byte(bb + 8u + (e & 15u)) >> (e < 16u ? 0u : 4u)) & 15u) | (((b_u32(bb + 4u) >> e) & 1u) << 4));
+#elif defined(B_Q8_0)
+    return float(b_int8(bb + 2u + e));
+#elif defined(B_Q2_K)
+    return float((b_byte(bb + 16u + (e >> 7) * 32u + (e & 31u)) >> (2u * ((e >> 5) & 3u))) & 3u);
+#elif defined(B_Q3_K)
+    uint h = e >> 7, s = (e >> 5) & 3u, l = e & 31u;
+    int low = int((b_byte(bb + 32u + h * 32u + l) >> (2u * s)) & 3u);
+    int high = int(((b_byte(bb + l) >> (e >> 5)) & 1u) ^ 1u);
+    return float(low - (high << 2));
+#elif defined(B_Q4_K) || defined(B_Q5_K)
+    uint g = e >> 5, l = e & 31u;
+    uint q = (b_byte(bb + QS + (g >> 1) * 32u + l) >> (4u * (g & 1u))) & 15u;
+#if defined(B_Q5_K)
+    q |= ((b_byte(bb + 16u + l) >> g) & 1u) << 4;
+#endif
+    return float(q);
+#elif defined(B_Q6_K)
+    uint h = e >> 7, w = e & 127u;
+    uint low = (b_byte(bb + h * 64u + (w & 63u)) >> (4u * (w >> 6))) & 15u;
+    uint high = (b_byte(bb + 128u + h * 32u + (w & 31u)) >> (2u * (w >> 5))) & 3u;
+    return float(low | (high << 4));
+#endif
+}

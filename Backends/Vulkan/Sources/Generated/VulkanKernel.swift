@@ -168,7 +168,7 @@ enum VulkanKernel: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .matmul: "matmul.comp"
         case .matmulTiled: "matmul.comp"
-        case .matmulBlock: "matmul.comp"
+        case .matmulBlock: "matmul_block.comp"
         case .matmulBlockTiled: "matmul.comp"
         case .dequantize: "dequantize.comp"
         case .matmulVec4: "matmul_vec4.comp"
@@ -344,7 +344,7 @@ struct VulkanWords9: Sendable, Equatable {
     }
 }
 
-/// Push constants of matmul.comp, matmul_vec4.comp (`Parameters` there), laid out as their SPIR-V says.
+/// Push constants of matmul.comp, matmul_block.comp, matmul_vec4.comp (`Parameters` there), laid out as their SPIR-V says.
 struct MatmulConstants: VulkanPushConstants {
     var m: UInt32
     var n: UInt32
