@@ -57,26 +57,10 @@ float dequantize(uint bb, uint e) { return float(b_int8(bb + 2u + e)) * b_half(b
 const uint BLOCK_BYTES = 84u;
 // scales[16] (4-bit scale, 4-bit min per 16 values), qs[64] (2 bits), d, dmin (f16);
 // value e = 128h + 32s + l: (d·scale)·q − dmin·min, q = bits 2s of byte 32h + l.
-float dequantize(uint bb, uint e) {
-    uint h = e >> 7, s = (e >> 5) & 3u, l = e & 31u;
-    float q = float((b_byte(bb + 16u + h * 32u + l) >> (2u * s)) & 3u);
-    uint scale = b_byte(bb + (e >> 4));
-    return (b_half(bb + 80u) * float(scale & 15u)) * q - b_half(bb + 82u) * float(scale >> 4);
-}
 #elif defined(B_Q3_K)
 const uint BLOCK_BYTES = 110u;
 // hmask[32], qs[64] (low 2 bits), scales[12] (16 six-bit scales, offset 32), d (f16);
 // value e: (d·scale)·(q − 4·(1 − high bit)).
-float dequantize(uint bb, uint e) {
-    uint i = e >> 4;
-    uint low6 = i < 8u ? (b_byte(bb + 96u + i) & 15u) : (b_byte(bb + 88u + i) >> 4);
-    uint high6 = (b_byte(bb + 104u + (i & 3u)) >> (2u * (i >> 2))) & 3u;
-    float scale = float(int(low6 | (high6 << 4)) - 32);
-    uint h = e >> 7, s = (e >> 5) & 3u, l = e & 31u;
-    int low = int((b_byte(bb + 32u + h * 32u + l) >> (2u * s)) & 3u);
-    int high = int(((b_byte(bb + l) >> (e >> 5)) & 1u) ^ 1u);
-    return (b_half(bb + 108u) * scale) * float(low - (high << 2));
-}
 #elif defined(B_Q4_K) || defined(B_Q5_K)
 #if defined(B_Q4_K)
 const uint BLOCK_BYTES = 144u;
@@ -87,23 +71,6 @@ const uint QS = 48u;
 #endif
 // d, dmin (f16), scales[12] (8 six-bit scales and mins), [Q5_K: qh[32]], qs[128]; 8 groups
 // of 32: (d·scale)·q − dmin·min, group 2c + s taking nibble s of bytes 32c…32c+31 of qs.
-float dequantize(uint bb, uint e) {
-    uint g = e >> 5, l = e & 31u, j = g & 3u;
-    uint scale, minimum;
-    if (g < 4u) {
-        scale = b_byte(bb + 4u + g) & 63u;
-        minimum = b_byte(bb + 8u + g) & 63u;
-    } else {
-        uint packed = b_byte(bb + 12u + j);
-        scale = (packed & 15u) | ((b_byte(bb + 4u + j) >> 2) & 0x30u);
-        minimum = (packed >> 4) | ((b_byte(bb + 8u + j) >> 2) & 0x30u);
-    }
-    uint q = (b_byte(bb + QS + (g >> 1) * 32u + l) >> (4u * (g & 1u))) & 15u;
-#if defined(B_Q5_K)
-    q |= ((b_byte(bb + 16u + l) >> g) & 1u) << 4;
-#endif
-    return (b_half(bb) * float(scale)) * float(q) - b_half(bb + 2u) * float(minimum);
-}
 #elif defined(B_Q6_K)
 const uint BLOCK_BYTES = 210u;
 // ql[128] (low 4 bits), qh[64] (high 2 bits), scales[16] (int8), d (f16);
@@ -114,6 +81,21 @@ float dequantize(uint bb, uint e) {
     uint high = (b_byte(bb + 128u + h * 32u + (w & 31u)) >> (2u * (w >> 5))) & 3u;
     int q = int(low | (high << 4)) - 32;
     return (b_half(bb + 208u) * float(b_int8(bb + 192u + (e >> 4)))) * float(q);
+}
+#endif
+
+#if defined(B_Q2_K) || defined(B_Q3_K) || defined(B_Q4_K) || defined(B_Q5_K)
+void group_scale(uint bb, uint e, out float scale, out float offset);
+float group_quant(uint bb, uint e);
+// (d·scale)·q − dmin·min as the host computes it (offset = −dmin·min; Q3_K's is 0).
+float dequantize(uint bb, uint e) {
+    float scale, offset;
+    group_scale(bb, e, scale, offset);
+#if defined(B_Q3_K)
+    return scale * group_quant(bb, e);  // no "+ 0.0": a −0 product stays −0, as on the host
+#else
+    return scale * group_quant(bb, e) + offset;
+#endif
 }
 #endif
 

@@ -37,39 +37,34 @@ TARGET static void q8_0(const uint8_t *b, float *out) {
     }
 }
 
-// Q4_0 and Q4_1: value j the low nibble of byte j, value j+16 the high.
-TARGET static void q4(const uint8_t *b, float *out, int has_min) {
+// The two halves of a 32-value block: d·q + m where the type has a min (Q4_1, Q5_1), else
+// d·(q − bias) (Q4_0: 8, Q5_0: 16); d and m are the block's first f16s.
+TARGET static inline void store_halves(const uint8_t *b, float *out, int has_min, int bias, __m512i low, __m512i high) {
     __m512 d = _mm512_set1_ps(half_value(b));
-    __m512i v = bytes16(b + (has_min ? 4 : 2)), mask = _mm512_set1_epi32(15);
-    __m512i low = _mm512_and_si512(v, mask), high = _mm512_srli_epi32(v, 4);
     if (has_min) {
         __m512 m = _mm512_set1_ps(half_value(b + 2));
         store(out, _mm512_add_ps(_mm512_mul_ps(d, to_float(low)), m));
         store(out + 16, _mm512_add_ps(_mm512_mul_ps(d, to_float(high)), m));
     } else {
-        __m512i eight = _mm512_set1_epi32(8);
-        store(out, _mm512_mul_ps(d, to_float(_mm512_sub_epi32(low, eight))));
-        store(out + 16, _mm512_mul_ps(d, to_float(_mm512_sub_epi32(high, eight))));
+        __m512i offset = _mm512_set1_epi32(bias);
+        store(out, _mm512_mul_ps(d, to_float(_mm512_sub_epi32(low, offset))));
+        store(out + 16, _mm512_mul_ps(d, to_float(_mm512_sub_epi32(high, offset))));
     }
+}
+
+// Q4_0 and Q4_1: value j the low nibble of byte j, value j+16 the high.
+TARGET static void q4(const uint8_t *b, float *out, int has_min) {
+    __m512i v = bytes16(b + (has_min ? 4 : 2)), mask = _mm512_set1_epi32(15);
+    store_halves(b, out, has_min, 8, _mm512_and_si512(v, mask), _mm512_srli_epi32(v, 4));
 }
 
 // Q5_0 and Q5_1: Q4's nibbles plus a fifth bit from the 32-bit qh (bit j for value j).
 TARGET static void q5(const uint8_t *b, float *out, int has_min) {
-    __m512 d = _mm512_set1_ps(half_value(b));
     uint32_t qh;
     memcpy(&qh, b + (has_min ? 4 : 2), 4);
     __m512i v = bytes16(b + (has_min ? 8 : 6)), mask = _mm512_set1_epi32(15);
-    __m512i low = _mm512_or_si512(_mm512_and_si512(v, mask), bit_lanes(qh, 0, 4));
-    __m512i high = _mm512_or_si512(_mm512_srli_epi32(v, 4), bit_lanes(qh, 16, 4));
-    if (has_min) {
-        __m512 m = _mm512_set1_ps(half_value(b + 2));
-        store(out, _mm512_add_ps(_mm512_mul_ps(d, to_float(low)), m));
-        store(out + 16, _mm512_add_ps(_mm512_mul_ps(d, to_float(high)), m));
-    } else {
-        __m512i sixteen = _mm512_set1_epi32(16);
-        store(out, _mm512_mul_ps(d, to_float(_mm512_sub_epi32(low, sixteen))));
-        store(out + 16, _mm512_mul_ps(d, to_float(_mm512_sub_epi32(high, sixteen))));
-    }
+    store_halves(b, out, has_min, 16, _mm512_or_si512(_mm512_and_si512(v, mask), bit_lanes(qh, 0, 4)),
+                 _mm512_or_si512(_mm512_srli_epi32(v, 4), bit_lanes(qh, 16, 4)));
 }
 
 // Q2_K: scales[16], qs[64], d, dmin; value e = 128h + 32s + l: (d·scale)·q − dmin·min.
