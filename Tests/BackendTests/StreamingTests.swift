@@ -10,10 +10,14 @@ import LoRAFuseVulkan
 /// buffers, with the same results as an all-resident run; a budget one layer cannot fit in is
 /// one clear error before anything is allocated.
 @Suite(.serialized, .enabled(if: BackendsUnderTest.vulkanTestsEnabled)) struct StreamingTests {
-    static func vulkan(budget: Int?, staging: Bool = false) throws -> VulkanBackend {
+    /// A Vulkan backend with this budget; weights copied (host import, which would hold the
+    /// mapped file in place and leave nothing to stream, is tested on its own below).
+    static func vulkan(budget: Int?, staging: Bool = false, importHostMemory: Bool = false) throws -> VulkanBackend {
         var configuration = VulkanBackend.Configuration.fromEnvironment
         configuration.maxDeviceMemory = budget
         configuration.forceStaging = staging
+        configuration.importHostMemory = importHostMemory
+        configuration.hostImportMinimumBytes = 4096  // dev-tiny's Linears are 4–8 KiB
         return try VulkanBackend(configuration: configuration)
     }
 
@@ -66,6 +70,35 @@ import LoRAFuseVulkan
         #expect(result.streamedSegments >= 2 && result.transientWeightBytes >= resident.streamedBytes)
         #expect(try #require(result.peakDeviceBytes) <= budget)
         #expect(result.outputs[0].floats() == probe.outputs[0].floats())
+    }
+
+    /// On unified memory with VK_EXT_external_memory_host (lavapipe has it), weights in the
+    /// memory-mapped file are imported, not copied: they are held without device memory, and
+    /// the outputs equal a copying backend's bit for bit. Elsewhere everything is copied.
+    @Test func unifiedMemoryImportsMappedWeights() throws {
+        // The base alone: every imported weight is then a matmul's B (an 8-aligned start is
+        // bound from the 16-aligned byte below it and applied as an element offset).
+        let (transformer, inputs, _) = try Self.setup()
+        let graph = try FluxTransformer(model: transformer.model)
+            .graph(batch: inputs.batch, textLength: inputs.textLength, imageLength: inputs.imageLength)
+        let sets = Graph.weightSets(of: [graph])
+        let total = sets.reduce(0) { $0 + $1.byteCount }
+        let importing = try Self.vulkan(budget: nil, importHostMemory: true)
+        let copying = try Self.vulkan(budget: nil)
+        #expect(!copying.importsHostMemory)
+        let imported = try importing.makeResident(sets), copied = try copying.makeResident(sets)
+        defer { imported.release(); copied.release() }
+        #expect(copied.allocatedBytes >= total && copying.memory().allocatedWeightBytes == copying.memory().residentWeightBytes)
+        if importing.importsHostMemory {
+            #expect(imported.allocatedBytes < total / 2, "most of the fp8 file is imported: \(imported.allocatedBytes) of \(total) bytes copied")
+            #expect(importing.memory().residentWeightBytes >= total && importing.memory().allocatedWeightBytes == imported.allocatedBytes)
+        } else {
+            #expect(imported.allocatedBytes >= total, "no host import here: everything is copied")
+        }
+        let a = try importing.execute(graph, inputs: inputs.bindings), b = try copying.execute(graph, inputs: inputs.bindings)
+        #expect(a.transientWeightBytes == 0 && b.transientWeightBytes == 0)
+        #expect(a.outputs[0].floats() == b.outputs[0].floats())
+        print("host import: \(importing.importsHostMemory), \(imported.allocatedBytes) of \(total) weight bytes copied")
     }
 
     /// A budget in which one node's weights cannot fit is one error naming the node, what it

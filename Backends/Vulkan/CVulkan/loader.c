@@ -54,6 +54,8 @@ const char *lf_vulkan_load_device(LFVulkanFunctions *functions, VkDevice device)
     functions->name = (PFN_##name)functions->vkGetDeviceProcAddr(device, #name); \
     if (!functions->name) return #name;
     LF_VK_DEVICE_FUNCTIONS(LF_VK_LOAD_DEVICE)
+#define LF_VK_LOAD_OPTIONAL(name) functions->name = (PFN_##name)functions->vkGetDeviceProcAddr(device, #name);
+    LF_VK_OPTIONAL_DEVICE_FUNCTIONS(LF_VK_LOAD_OPTIONAL)
     return NULL;
 }
 

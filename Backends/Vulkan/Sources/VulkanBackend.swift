@@ -71,6 +71,12 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
         /// Lowers the bytes one binding may span below maxStorageBufferRange (tests use it
         /// to run the splitting paths on small tensors).
         public var bindingLimit: Int?
+        /// `LORAFUSE_VULKAN_HOST_IMPORT=0` turns off importing weights from memory-mapped files
+        /// on unified memory (VK_EXT_external_memory_host); they are then copied.
+        public var importHostMemory = true
+        /// Tensors smaller than this are copied even where host import is on (LoRA factors and
+        /// vectors: a page mapping each would cost more than the copy).
+        public var hostImportMinimumBytes = 1 << 20
         /// `--max-device-memory`, `LORAFUSE_VULKAN_MAX_DEVICE_MEMORY`: bytes of device memory
         /// for weights and activations; nil: what the device reports as available (VK_EXT_memory_budget,
         /// else the device-local heaps) less 10 %. Weights past it are streamed (README, "Memory").
@@ -98,6 +104,7 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
             }
             if let queries = TuningEnvironment.integer("LORAFUSE_VULKAN_ATTENTION_QUERIES", in: 1...24) { configuration.attentionQueries = queries }
             configuration.tracePipelines = TuningEnvironment.flag("LORAFUSE_VULKAN_TRACE") ?? false
+            configuration.importHostMemory = TuningEnvironment.flag("LORAFUSE_VULKAN_HOST_IMPORT") ?? true
             configuration.maxDeviceMemory = TuningEnvironment.value("LORAFUSE_VULKAN_MAX_DEVICE_MEMORY") { ByteSize.parse($0).flatMap { $0 > 0 ? $0 : nil } }
             if let ops = TuningEnvironment.value("LORAFUSE_VULKAN_DISABLE_OPS", { text -> Set<OpKind>? in
                 var kinds = Set<OpKind>()
@@ -123,17 +130,22 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
     let context: VulkanDevice
     private let lock = NSLock()
 
-    /// A resident weight: its device range, the arena that holds it, and how many
-    /// `ResidentWeights` hold it (it is dropped when the count reaches zero, and the arena's
-    /// memory is freed when none of its weights remain).
+    /// A resident weight: its device range, what keeps that memory (the arena of its copy, or
+    /// for an imported one the buffer and the tensor whose mapped pages it reads), and how many
+    /// `ResidentWeights` hold it (it is dropped when the count reaches zero, and the memory is
+    /// freed when nothing else holds it).
     private final class ResidentWeight {
         let range: VulkanRange
-        let arena: VulkanArena
+        let owner: AnyObject
+        let source: HostTensor?
         var holders = 0
-        init(range: VulkanRange, arena: VulkanArena) {
+        init(range: VulkanRange, owner: AnyObject, source: HostTensor? = nil) {
             self.range = range
-            self.arena = arena
+            self.owner = owner
+            self.source = source
         }
+        /// Imported: the device reads the file's pages; no device memory was allocated.
+        var isImported: Bool { source != nil }
     }
     private var resident: [WeightHandle: ResidentWeight] = [:]
 
@@ -247,8 +259,21 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
             func aligned(_ count: Int) -> Int { (count + alignment - 1) / alignment * alignment }
             let ordered = parts.map { part in (part, part.handles.reduce(0) { $0 + part.set.tensor($1).byteCount }) }
             let budget = deviceBudget
-            let held = resident.values.reduce(0) { $0 + $1.range.size }
-            let requested = ordered.reduce(0) { $0 + $1.1 }
+            let held = residentBytes
+            // Unified memory with host import: weights in mapped files are read in place and
+            // cost no device memory; only the rest is weighed against the budget.
+            var imported = Set<WeightHandle>()
+            for ((set, list), _) in ordered {
+                for handle in list where resident[handle] == nil && !imported.contains(handle) {
+                    if let weight = importWeight(set.tensor(handle)) {
+                        resident[handle] = weight
+                        imported.insert(handle)
+                    }
+                }
+            }
+            let requested = ordered.reduce(0) { total, entry in
+                total + entry.0.handles.filter { resident[$0] == nil }.reduce(0) { $0 + entry.0.set.tensor($1).byteCount }
+            }
             let fitsWhole = requested <= (budget - held) / 4 * 3
             var streamed = 0, planned = held
             for ((set, list), _) in fitsWhole ? ordered : ordered.sorted(by: { $0.1 < $1.1 }) {
@@ -270,7 +295,7 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
             let arena = VulkanArena(device: context, hostVisible: false, expectedBytes: expected)
             let ranges = try fresh.map { try arena.allocate($0.1.byteCount) }
             for ((_, tensor), range) in zip(fresh, ranges) { try writeHost(tensor, to: range) }
-            for ((handle, _), range) in zip(fresh, ranges) { resident[handle] = ResidentWeight(range: range, arena: arena) }
+            for ((handle, _), range) in zip(fresh, ranges) { resident[handle] = ResidentWeight(range: range, owner: arena) }
             for handle in handles { resident[handle]!.holders += 1 }
             let allocated = ranges.reduce(0) { $0 + $1.size }
             return ResidentWeights(backend: name, sets: parts.map(\.set.name), handles: handles, byteCount: bytes,
@@ -291,15 +316,43 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
     /// The device copy of a resident weight (call with the lock held).
     func residentRange(_ handle: WeightHandle) -> VulkanRange? { resident[handle]?.range }
 
-    /// Bytes of device memory the resident weights occupy (call with the lock held).
-    var residentBytes: Int { resident.values.reduce(0) { $0 + $1.range.size } }
+    /// Bytes of device memory the resident weights occupy, imported ones not counted (call
+    /// with the lock held).
+    var residentBytes: Int { resident.values.reduce(0) { $0 + ($1.isImported ? 0 : $1.range.size) } }
+
+    /// Whether weights in memory-mapped files are imported rather than copied: unified memory,
+    /// VK_EXT_external_memory_host, and `importHostMemory` on.
+    public var importsHostMemory: Bool {
+        context.unifiedMemory && context.hostImportAlignment != nil && configuration.importHostMemory
+    }
+
+    /// `tensor` imported in place when it lies in a mapped file and its start suits a storage
+    /// binding (the pages around it are imported); nil to copy it instead.
+    private func importWeight(_ tensor: HostTensor) -> ResidentWeight? {
+        guard importsHostMemory, let pageSize = context.hostImportAlignment, tensor.storage.isFileMapping,
+              tensor.byteCount >= configuration.hostImportMinimumBytes else { return nil }
+        let start = Int(bitPattern: tensor.storage.baseAddress) + tensor.byteOffset
+        // A start off the binding alignment is bound from the aligned byte below it, the rest an
+        // element offset a matmul applies (whole elements; block rows cannot be split so).
+        let leading = start % context.windowAlignment
+        guard leading == 0 || (!tensor.dtype.isBlockQuantized && leading % tensor.dtype.byteSize == 0) else { return nil }
+        let first = start / pageSize * pageSize
+        let end = (start + tensor.byteCount + pageSize - 1) / pageSize * pageSize
+        guard let pointer = UnsafeRawPointer(bitPattern: first),
+              let buffer = VulkanBuffer(device: context, importing: pointer, size: end - first) else { return nil }
+        let range = VulkanRange(buffer: buffer, offset: start - leading - first,
+                                size: min((leading + tensor.byteCount + 3) & ~3, end - start + leading), leading: leading)
+        return ResidentWeight(range: range, owner: buffer, source: tensor)
+    }
 
     /// The device-local heaps, what VK_EXT_memory_budget says is free, and the weights held.
     public func memory() -> BackendMemory {
         let (total, free) = context.deviceLocalMemory()
-        // Every resident weight is a device copy: what is held is what was allocated.
-        let held = lock.withLock { resident.values.reduce(0) { $0 + $1.range.size } }
-        return BackendMemory(total: total, free: free, residentWeightBytes: held, allocatedWeightBytes: held, budget: deviceBudget)
+        // Copies are allocated; imported weights are held but read in place.
+        let (held, allocated) = lock.withLock {
+            (resident.values.reduce(0) { $0 + $1.range.size }, residentBytes)
+        }
+        return BackendMemory(total: total, free: free, residentWeightBytes: held, allocatedWeightBytes: allocated, budget: deviceBudget)
     }
 
     // MARK: Execution

@@ -124,6 +124,7 @@ final class VulkanInstance: @unchecked Sendable {
             "vendor": String(format: "0x%04x", properties.vendorID),
             "memory": heaps.map { "\($0.size >> 20) MiB" }.joined(separator: " + "),
             "maxStorageBufferRange": "\(limits.maxStorageBufferRange)",
+            "minStorageBufferOffsetAlignment": "\(limits.minStorageBufferOffsetAlignment)",
             "maxComputeSharedMemorySize": "\(limits.maxComputeSharedMemorySize)",
             "maxComputeWorkGroupInvocations": "\(limits.maxComputeWorkGroupInvocations)",
             "timestampPeriod": "\(limits.timestampPeriod) ns",

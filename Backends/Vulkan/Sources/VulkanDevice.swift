@@ -10,6 +10,8 @@ final class VulkanBuffer {
     let memory: VkDeviceMemory
     let size: Int
     let mapped: UnsafeMutableRawPointer?
+    /// Host memory imported in place (never unmapped by this buffer).
+    private(set) var imported = false
     /// Strong: a buffer keeps its device alive (devices never hold buffers, so no cycle).
     private let device: VulkanDevice
 
@@ -51,8 +53,65 @@ final class VulkanBuffer {
         self.mapped = pointer
     }
 
+    /// A buffer over host memory the device reads in place (VK_EXT_external_memory_host):
+    /// `pointer` and `size` multiples of `device.hostImportAlignment`; the memory must stay
+    /// valid while the buffer lives. Nil where the driver will not import it.
+    init?(device: VulkanDevice, importing pointer: UnsafeRawPointer, size: Int) {
+        guard device.hostImportAlignment != nil, let properties = device.functions.vkGetMemoryHostPointerPropertiesEXT else { return nil }
+        let functions = device.functions
+        var hostProperties = VkMemoryHostPointerPropertiesEXT()
+        hostProperties.sType = VK_STRUCTURE_TYPE_MEMORY_HOST_POINTER_PROPERTIES_EXT
+        guard properties(device.device, VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT, pointer, &hostProperties) == VK_SUCCESS else { return nil }
+        var external = VkExternalMemoryBufferCreateInfo()
+        external.sType = VK_STRUCTURE_TYPE_EXTERNAL_MEMORY_BUFFER_CREATE_INFO
+        external.handleTypes = VkExternalMemoryHandleTypeFlags(VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT.rawValue)
+        var info = VkBufferCreateInfo()
+        info.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO
+        info.size = VkDeviceSize(size)
+        info.usage = VkBufferUsageFlags(VK_BUFFER_USAGE_STORAGE_BUFFER_BIT.rawValue | VK_BUFFER_USAGE_TRANSFER_SRC_BIT.rawValue
+                                        | VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT.rawValue)
+        info.sharingMode = VK_SHARING_MODE_EXCLUSIVE
+        var buffer: VkBuffer?
+        let created = withUnsafeMutablePointer(to: &external) { externalPointer -> VkResult in
+            info.pNext = UnsafeRawPointer(externalPointer)
+            return functions.vkCreateBuffer(device.device, &info, nil, &buffer)
+        }
+        guard created == VK_SUCCESS, let buffer else { return nil }
+        var requirements = VkMemoryRequirements()
+        functions.vkGetBufferMemoryRequirements(device.device, buffer, &requirements)
+        let bits = requirements.memoryTypeBits & hostProperties.memoryTypeBits
+        guard requirements.size <= VkDeviceSize(size), let type = (0..<32).first(where: { bits & (1 << $0) != 0 }) else {
+            functions.vkDestroyBuffer(device.device, buffer, nil)
+            return nil
+        }
+        var importInfo = VkImportMemoryHostPointerInfoEXT()
+        importInfo.sType = VK_STRUCTURE_TYPE_IMPORT_MEMORY_HOST_POINTER_INFO_EXT
+        importInfo.handleType = VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT
+        importInfo.pHostPointer = UnsafeMutableRawPointer(mutating: pointer)
+        var allocation = VkMemoryAllocateInfo()
+        allocation.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO
+        allocation.allocationSize = VkDeviceSize(size)
+        allocation.memoryTypeIndex = UInt32(type)
+        var memory: VkDeviceMemory?
+        let allocated = withUnsafeMutablePointer(to: &importInfo) { importPointer -> VkResult in
+            allocation.pNext = UnsafeRawPointer(importPointer)
+            return functions.vkAllocateMemory(device.device, &allocation, nil, &memory)
+        }
+        guard allocated == VK_SUCCESS, let memory, functions.vkBindBufferMemory(device.device, buffer, memory, 0) == VK_SUCCESS else {
+            if let memory { functions.vkFreeMemory(device.device, memory, nil) }
+            functions.vkDestroyBuffer(device.device, buffer, nil)
+            return nil
+        }
+        self.device = device
+        self.size = size
+        self.buffer = buffer
+        self.memory = memory
+        self.mapped = UnsafeMutableRawPointer(mutating: pointer)
+        self.imported = true
+    }
+
     deinit {
-        if mapped != nil { device.functions.vkUnmapMemory(device.device, memory) }
+        if mapped != nil && !imported { device.functions.vkUnmapMemory(device.device, memory) }
         device.functions.vkDestroyBuffer(device.device, buffer, nil)
         device.functions.vkFreeMemory(device.device, memory, nil)
     }
@@ -63,6 +122,10 @@ struct VulkanRange {
     let buffer: VulkanBuffer
     let offset: Int
     let size: Int
+    /// Bytes before the tensor's first byte: its value starts at `offset + leading`. Nonzero
+    /// only for a weight imported in place whose start is not binding-aligned (safetensors data
+    /// are 8-aligned); only a matmul's B reads such a range (as an element offset).
+    var leading = 0
 }
 
 /// The logical device: queue, memory types, pipelines (created once and cached), command
@@ -101,6 +164,8 @@ final class VulkanDevice {
     let maxWorkGroupCount: [Int]
     /// The device's memory types, read once.
     let memoryTypes: [VkMemoryType]
+    /// minImportedHostPointerAlignment where VK_EXT_external_memory_host is enabled, else nil.
+    let hostImportAlignment: Int?
 
     init(instance: VulkanInstance, physicalDevice: VkPhysicalDevice, forceStaging: Bool = false, bindingLimit: Int? = nil,
          tracePipelines: Bool = false) throws {
@@ -129,6 +194,30 @@ final class VulkanDevice {
         queueFamily = UInt32(family)
         timestampsSupported = families[family].timestampValidBits > 0 && properties.limits.timestampPeriod > 0
 
+        // VK_EXT_external_memory_host where offered: weights in a memory-mapped file are then
+        // imported on unified memory instead of copied (VulkanBackend.makeResident).
+        var extensionCount: UInt32 = 0
+        _ = functions.vkEnumerateDeviceExtensionProperties(physicalDevice, nil, &extensionCount, nil)
+        var extensions = [VkExtensionProperties](repeating: VkExtensionProperties(), count: Int(extensionCount))
+        _ = functions.vkEnumerateDeviceExtensionProperties(physicalDevice, nil, &extensionCount, &extensions)
+        let hostImport = extensions.contains { properties in
+            withUnsafeBytes(of: properties.extensionName) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) } == "VK_EXT_external_memory_host"
+        }
+        var importAlignment: Int?
+        if hostImport {
+            var hostProperties = VkPhysicalDeviceExternalMemoryHostPropertiesEXT()
+            hostProperties.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_EXTERNAL_MEMORY_HOST_PROPERTIES_EXT
+            var properties2 = VkPhysicalDeviceProperties2()
+            properties2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2
+            withUnsafeMutablePointer(to: &hostProperties) { pointer in
+                properties2.pNext = UnsafeMutableRawPointer(pointer)
+                functions.vkGetPhysicalDeviceProperties2(physicalDevice, &properties2)
+                properties2.pNext = nil
+            }
+            let alignment = Int(hostProperties.minImportedHostPointerAlignment)
+            if alignment > 0 && alignment & (alignment - 1) == 0 && alignment <= 1 << 16 { importAlignment = alignment }
+        }
+
         var priority: Float = 1
         var queueInfo = VkDeviceQueueCreateInfo()
         queueInfo.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO
@@ -142,7 +231,13 @@ final class VulkanDevice {
                 info.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO
                 info.queueCreateInfoCount = 1
                 info.pQueueCreateInfos = queuePointer
-                try check(functions.vkCreateDevice(physicalDevice, &info, nil, &device), "vkCreateDevice")
+                let names: [StaticString] = importAlignment != nil ? ["VK_EXT_external_memory_host"] : []
+                var pointers = names.map { Optional(UnsafeRawPointer($0.utf8Start).assumingMemoryBound(to: CChar.self)) }
+                info.enabledExtensionCount = UInt32(pointers.count)
+                try pointers.withUnsafeMutableBufferPointer { buffer in
+                    info.ppEnabledExtensionNames = UnsafePointer(buffer.baseAddress)
+                    try check(functions.vkCreateDevice(physicalDevice, &info, nil, &device), "vkCreateDevice")
+                }
             }
         }
         if let missing = lf_vulkan_load_device(&functions, device) {
@@ -150,6 +245,7 @@ final class VulkanDevice {
         }
         self.functions = functions
         self.device = device!
+        self.hostImportAlignment = functions.vkGetMemoryHostPointerPropertiesEXT != nil ? importAlignment : nil
         var queue: VkQueue?
         functions.vkGetDeviceQueue(device, queueFamily, 0, &queue)
         self.queue = queue!

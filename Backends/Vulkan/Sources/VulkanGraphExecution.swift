@@ -28,7 +28,7 @@ struct VulkanGraphExecution {
         // Weights not resident either fit beside the activations under the device budget
         // (copied in whole) or are streamed through two buffers, a group of layers at a time.
         let transient = graph.nodes.filter { node in
-            if case .parameter = node.op { return backend.residentRange(graph.parameters[node.id]!) == nil }
+            if case .parameter = node.op { return residentRange(node.id) == nil }
             return false
         }.map(\.id)
         let transientTotal = transient.reduce(0) { $0 + aligned(graph.nodes[$1].type.byteCount) }
@@ -41,6 +41,17 @@ struct VulkanGraphExecution {
         var result = try runWhole(plan: plan)
         result.peakDeviceBytes = held + activations + transientTotal
         return result
+    }
+
+    /// The resident range parameter `id` is read from, or nil to copy it in: a range with
+    /// `leading` bytes is usable only where every reader is a matmul taking it as B.
+    func residentRange(_ id: Int) -> VulkanRange? {
+        guard let range = backend.residentRange(graph.parameters[id]!) else { return nil }
+        guard range.leading != 0 else { return range }
+        for node in graph.nodes where node.inputs.contains(id) {
+            guard case .matmul = node.op, node.inputs.count == 2, node.inputs[1] == id, node.inputs[0] != id else { return nil }
+        }
+        return range
     }
 
     /// `count` bytes rounded up to the storage-buffer alignment.
@@ -62,7 +73,7 @@ struct VulkanGraphExecution {
             let size = max(4, (node.type.byteCount + 3) & ~3)
             switch node.op {
             case .parameter:
-                if let range = backend.residentRange(graph.parameters[node.id]!) {
+                if let range = residentRange(node.id) {
                     ranges[node.id] = range
                 } else {
                     if transient == nil { transient = VulkanArena(device: device, hostVisible: false, expectedBytes: transientWeightEstimate()) }
@@ -167,7 +178,7 @@ struct VulkanGraphExecution {
     /// Bytes of the parameters that are not resident (sizes the transient arena).
     private func transientWeightEstimate() -> Int {
         graph.parameters.reduce(0) { total, entry in
-            backend.residentRange(entry.value) == nil ? total + graph.nodes[entry.key].type.byteCount + device.storageAlignment : total
+            residentRange(entry.key) == nil ? total + graph.nodes[entry.key].type.byteCount + device.storageAlignment : total
         }
     }
 

@@ -265,6 +265,9 @@ struct VulkanKernels {
         var base = MatmulDispatch(m: m, n: n, k: k, aRow: layout.aRowStride, aColumn: layout.aColumnStride,
                                   bRow: layout.bRowStride, bColumn: layout.bColumnStride, cRowStride: n,
                                   windows: (a.0, b.0, output))
+        // An imported weight may start past its aligned binding start (VulkanRange.leading).
+        let bLeading = b.1.dtype.isBlockQuantized ? 0 : b.0.leading / max(1, b.1.dtype.byteSize)
+        base.bOffset = bLeading
         if a.0.size <= limit && b.0.size <= limit && output.size <= limit {
             // The shaders take exactly three batch axes: pad in front (extent 1, stride 0).
             let padding = 3 - layout.batchShape.count
@@ -312,8 +315,8 @@ struct VulkanKernels {
                     let (bWindow, bResidual) = blocks
                         ? (blockWindow(b.0, firstRow: column, rows: columns, rowBytes: bRowBytes), 0)
                         : bTransposed
-                        ? window(b.0, start: bMatrix + column * k, count: columns * k, size: bSize)
-                        : window(b.0, start: bMatrix, count: k * n, size: bSize)
+                        ? window(b.0, start: bLeading + bMatrix + column * k, count: columns * k, size: bSize)
+                        : window(b.0, start: bLeading + bMatrix, count: k * n, size: bSize)
                     chunk.bOffset = bResidual + (bTransposed ? 0 : column)
                     let (cWindow, cResidual) = window(output, start: cMatrix + row * n + column, count: (rows - 1) * n + columns, size: 4)
                     chunk.cOffset = cResidual

@@ -115,7 +115,7 @@ struct VulkanStreamedExecution {
             let size = max(4, (node.type.byteCount + 3) & ~3)
             switch node.op {
             case .parameter:
-                ranges[node.id] = backend.residentRange(graph.parameters[node.id]!)  // streamed ones: set per segment
+                ranges[node.id] = execution.residentRange(node.id)  // streamed ones: set per segment
             case let .input(name):
                 let range = VulkanRange(buffer: scratch, offset: plan.offset(of: node.id)!, size: size)
                 ranges[node.id] = range

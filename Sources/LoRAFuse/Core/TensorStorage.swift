@@ -7,6 +7,9 @@ public final class TensorStorage: @unchecked Sendable {
     public let byteCount: Int
     private let owner: AnyObject?
     private let ownsMemory: Bool
+    /// Whether the bytes lie in a memory-mapped file (whole pages that stay mapped while the
+    /// owner lives), so a device may import the pages around them (VK_EXT_external_memory_host).
+    public let isFileMapping: Bool
 
     /// Allocates `byteCount` bytes (64-byte aligned, zeroed) and lets `fill` write them once.
     public init(byteCount: Int, fill: (UnsafeMutableRawBufferPointer) throws -> Void) rethrows {
@@ -22,14 +25,17 @@ public final class TensorStorage: @unchecked Sendable {
         self.byteCount = byteCount
         self.owner = nil
         self.ownsMemory = true
+        self.isFileMapping = false
     }
 
-    /// A view of memory kept alive by `owner` (no copy).
-    public init(borrowing baseAddress: UnsafeRawPointer, byteCount: Int, owner: AnyObject) {
+    /// A view of memory kept alive by `owner` (no copy); `fileMapping` when that memory is a
+    /// memory-mapped file.
+    public init(borrowing baseAddress: UnsafeRawPointer, byteCount: Int, owner: AnyObject, fileMapping: Bool = false) {
         self.baseAddress = baseAddress
         self.byteCount = byteCount
         self.owner = owner
         self.ownsMemory = false
+        self.isFileMapping = fileMapping
     }
 
     deinit {

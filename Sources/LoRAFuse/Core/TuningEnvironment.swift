@@ -17,6 +17,7 @@ public enum TuningEnvironment {
         "LORAFUSE_VULKAN_VEC4_BLOCK": "RxC with R and C in 1...32",
         "LORAFUSE_VULKAN_ATTENTION_QUERIES": "an integer in 1...24",
         "LORAFUSE_VULKAN_TRACE": "0 or 1",
+        "LORAFUSE_VULKAN_HOST_IMPORT": "0 or 1",
         "LORAFUSE_VULKAN_MAX_DEVICE_MEMORY": "a positive byte count (e.g. 2GiB, 512MiB, 3000000000)",
         "LORAFUSE_VULKAN_DISABLE_OPS": "op families separated by commas (e.g. attention,lowRankUpdate)",
         "LORAFUSE_VULKAN_LOADER": "a path to a Vulkan loader library",

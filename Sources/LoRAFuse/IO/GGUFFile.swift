@@ -185,7 +185,7 @@ public final class GGUFFile: @unchecked Sendable {
     public func hostTensor(_ tensor: GGUFTensorInfo) -> HostTensor {
         let type = TensorType(tensor.shape, DType(tensor.type))
         guard tensor.byteCount > 0 else { return HostTensor(type: type, storage: TensorStorage(borrowing: UnsafeRawPointer(bitPattern: 64)!, byteCount: 0, owner: self)) }
-        return HostTensor(type: type, storage: TensorStorage(borrowing: file.baseAddress! + tensor.offset, byteCount: tensor.byteCount, owner: self))
+        return HostTensor(type: type, storage: TensorStorage(borrowing: file.baseAddress! + tensor.offset, byteCount: tensor.byteCount, owner: self, fileMapping: true))
     }
 
     /// `tensor` widened to float32 (for tests and references: the engine keeps quantized

@@ -77,7 +77,7 @@ public final class SafeTensorsFile: Sendable {
             return HostTensor(shape: entry.shape, dtype: entry.dtype) { _ in }
         }
         let storage = TensorStorage(borrowing: base + dataOffset + entry.dataRange.lowerBound,
-                                    byteCount: entry.dataRange.count, owner: mapping)
+                                    byteCount: entry.dataRange.count, owner: mapping, fileMapping: true)
         return HostTensor(type: type, storage: storage)
     }
 

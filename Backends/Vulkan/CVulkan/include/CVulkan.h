@@ -80,6 +80,10 @@
     X(vkResetFences) \
     X(vkDeviceWaitIdle)
 
+/// Device functions of optional extensions: NULL where the extension is not enabled.
+#define LF_VK_OPTIONAL_DEVICE_FUNCTIONS(X) \
+    X(vkGetMemoryHostPointerPropertiesEXT)
+
 #define LF_VK_DECLARE(name) PFN_##name name;
 
 /// Every Vulkan entry point LoRAFuse uses, filled in three stages (library, instance, device).
@@ -89,6 +93,7 @@ typedef struct LFVulkanFunctions {
     LF_VK_GLOBAL_FUNCTIONS(LF_VK_DECLARE)
     LF_VK_INSTANCE_FUNCTIONS(LF_VK_DECLARE)
     LF_VK_DEVICE_FUNCTIONS(LF_VK_DECLARE)
+    LF_VK_OPTIONAL_DEVICE_FUNCTIONS(LF_VK_DECLARE)
 } LFVulkanFunctions;
 
 /// Opens the Vulkan loader (libvulkan.so.1) and resolves the global functions.
