@@ -196,13 +196,7 @@ final class VulkanDevice {
 
         // VK_EXT_external_memory_host where offered: weights in a memory-mapped file are then
         // imported on unified memory instead of copied (VulkanBackend.makeResident).
-        var extensionCount: UInt32 = 0
-        _ = functions.vkEnumerateDeviceExtensionProperties(physicalDevice, nil, &extensionCount, nil)
-        var extensions = [VkExtensionProperties](repeating: VkExtensionProperties(), count: Int(extensionCount))
-        _ = functions.vkEnumerateDeviceExtensionProperties(physicalDevice, nil, &extensionCount, &extensions)
-        let hostImport = extensions.contains { properties in
-            withUnsafeBytes(of: properties.extensionName) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) } == "VK_EXT_external_memory_host"
-        }
+        let hostImport = Self.extensions(functions, physicalDevice).contains("VK_EXT_external_memory_host")
         var importAlignment: Int?
         if hostImport {
             var hostProperties = VkPhysicalDeviceExternalMemoryHostPropertiesEXT()
@@ -272,17 +266,22 @@ final class VulkanDevice {
         functions.vkDestroyDevice(device, nil)
     }
 
+    /// The names of the extensions `physicalDevice` offers.
+    static func extensions(_ functions: LFVulkanFunctions, _ physicalDevice: VkPhysicalDevice) -> Set<String> {
+        var count: UInt32 = 0
+        _ = functions.vkEnumerateDeviceExtensionProperties(physicalDevice, nil, &count, nil)
+        var extensions = [VkExtensionProperties](repeating: VkExtensionProperties(), count: Int(count))
+        _ = functions.vkEnumerateDeviceExtensionProperties(physicalDevice, nil, &count, &extensions)
+        return Set(extensions.prefix(Int(count)).map { properties in
+            withUnsafeBytes(of: properties.extensionName) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        })
+    }
+
     /// The device-local heaps' sizes and, where VK_EXT_memory_budget is offered, the bytes
     /// still available in them (budget less usage, for every process).
     func deviceLocalMemory() -> (total: Int, free: Int?) {
         let functions = self.functions
-        var extensionCount: UInt32 = 0
-        _ = functions.vkEnumerateDeviceExtensionProperties(physicalDevice, nil, &extensionCount, nil)
-        var extensions = [VkExtensionProperties](repeating: VkExtensionProperties(), count: Int(extensionCount))
-        _ = functions.vkEnumerateDeviceExtensionProperties(physicalDevice, nil, &extensionCount, &extensions)
-        let hasBudget = extensions.contains { properties in
-            withUnsafeBytes(of: properties.extensionName) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) } == "VK_EXT_memory_budget"
-        }
+        let hasBudget = Self.extensions(functions, physicalDevice).contains("VK_EXT_memory_budget")
         var budget = VkPhysicalDeviceMemoryBudgetPropertiesEXT()
         budget.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT
         var properties = VkPhysicalDeviceMemoryProperties2()
