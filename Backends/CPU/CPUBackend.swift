@@ -126,7 +126,8 @@ public final class CPUBackend: Backend, @unchecked Sendable {
 
     /// The CPU backend reads weights where they are (views of the memory-mapped files):
     /// nothing is copied or allocated; the bytes are counted so `memory()` can report them.
-    public func makeResident(_ parts: [(set: WeightSet, handles: [WeightHandle])]) throws -> ResidentWeights {
+    public func makeResident(_ parts: [(set: WeightSet, handles: [WeightHandle])],
+                             progress: (@Sendable (Int, Int) -> Void)?) throws -> ResidentWeights {
         let handles = parts.flatMap(\.handles)
         let bytes = parts.reduce(0) { total, part in total + part.handles.reduce(0) { $0 + part.set.tensor($1).byteCount } }
         residency.withLock { residentBytes += bytes }

@@ -29,7 +29,9 @@ final class RefusingBackend: Backend, @unchecked Sendable {
     }
     func upload(_ tensor: HostTensor) throws -> any BackendBuffer { try inner.upload(tensor) }
     func download(_ buffer: any BackendBuffer) throws -> HostTensor { try inner.download(buffer) }
-    func makeResident(_ parts: [(set: WeightSet, handles: [WeightHandle])]) throws -> ResidentWeights { try inner.makeResident(parts) }
+    func makeResident(_ parts: [(set: WeightSet, handles: [WeightHandle])], progress: (@Sendable (Int, Int) -> Void)?) throws -> ResidentWeights {
+        try inner.makeResident(parts, progress: progress)
+    }
     func memory() -> BackendMemory { inner.memory() }
     func execute(_ graph: Graph, inputs: [String: HostTensor], options: ExecutionOptions) throws -> ExecutionResult {
         try validate(graph, inputs: inputs)

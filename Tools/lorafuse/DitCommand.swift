@@ -60,7 +60,9 @@ struct DitCommand: ParsableCommand {
         let graphs = try passes.map { try $0.graph(batch: prepared.batch, textLength: prepared.textLength, imageLength: prepared.imageLength) }
         let graph = graphs[0]
         let weightSets = Graph.weightSets(of: graphs)
-        let resident = try backend.makeResident(weightSets)
+        let loading = ForwardProgress(enabled: progressEnabled(json: json), label: "weights")
+        let resident = try backend.makeResident(weightSets.map { ($0, $0.handles) }, progress: loading.callback)
+        loading.finish()
         defer { resident.release() }
         let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
         var transientBytes = 0, peakDevice: Int?, uploadWait = 0.0, segments = 0

@@ -30,8 +30,9 @@ final class ProgressReporter {
     }
 }
 
-/// A one-line bar for a long forward pass (nodes done of the graph's, elapsed seconds),
-/// redrawn at most ten times a second; `ExecutionOptions.progress` feeds it.
+/// A one-line bar for long work — a forward pass (nodes done of the graph's) or a load
+/// (bytes made resident) — with the elapsed seconds, redrawn at most ten times a second;
+/// `ExecutionOptions.progress` or `makeResident(_:progress:)` feeds it.
 final class ForwardProgress: @unchecked Sendable {
     let enabled: Bool
     let label: String

@@ -249,7 +249,8 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
     /// first (LoRA factors, AutoLoRA mergers), then the others' tensors in order, until half
     /// the budget is held; the rest stays on the host and each execution streams it through
     /// two buffers in the other half (`streamedBytes` says how much).
-    public func makeResident(_ parts: [(set: WeightSet, handles: [WeightHandle])]) throws -> ResidentWeights {
+    public func makeResident(_ parts: [(set: WeightSet, handles: [WeightHandle])],
+                             progress: (@Sendable (Int, Int) -> Void)?) throws -> ResidentWeights {
         try lock.withLock {
             var handles: [WeightHandle] = []
             var seen = Set<WeightHandle>()
@@ -262,12 +263,17 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
             let held = residentBytes
             // Unified memory with host import: weights in mapped files are read in place and
             // cost no device memory; only the rest is weighed against the budget.
+            let asked = ordered.reduce(0) { $0 + $1.1 }
+            var done = 0
             var imported = Set<WeightHandle>()
             for ((set, list), _) in ordered {
                 for handle in list where resident[handle] == nil && !imported.contains(handle) {
-                    if let weight = importWeight(set.tensor(handle)) {
+                    let tensor = set.tensor(handle)
+                    if let weight = importWeight(tensor) {
                         resident[handle] = weight
                         imported.insert(handle)
+                        done += tensor.byteCount
+                        progress?(done, asked)
                     }
                 }
             }
@@ -294,7 +300,12 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
             let expected = fresh.reduce(0) { $0 + aligned($1.1.byteCount) }
             let arena = VulkanArena(device: context, hostVisible: false, expectedBytes: expected)
             let ranges = try fresh.map { try arena.allocate($0.1.byteCount) }
-            for ((_, tensor), range) in zip(fresh, ranges) { try writeHost(tensor, to: range) }
+            for ((_, tensor), range) in zip(fresh, ranges) {
+                try writeHost(tensor, to: range)
+                done += tensor.byteCount
+                progress?(done, asked)
+            }
+            progress?(asked, asked)
             for ((handle, _), range) in zip(fresh, ranges) { resident[handle] = ResidentWeight(range: range, owner: arena) }
             for handle in handles { resident[handle]!.holders += 1 }
             let allocated = ranges.reduce(0) { $0 + $1.size }

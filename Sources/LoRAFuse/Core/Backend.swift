@@ -134,13 +134,21 @@ public protocol Backend: AnyObject, Sendable {
     /// released or goes away. A graph's parameters that are not resident when it runs are
     /// copied in for that execution alone (`ExecutionResult.transientWeightBytes`). The
     /// CPU backend reads weights in place: nothing is copied and nothing is allocated.
-    func makeResident(_ parts: [(set: WeightSet, handles: [WeightHandle])]) throws -> ResidentWeights
+    /// `progress`, where given, is called with (bytes done, bytes asked for) as weights are
+    /// copied or imported (a long load: 12 GB to a device takes tens of seconds).
+    func makeResident(_ parts: [(set: WeightSet, handles: [WeightHandle])],
+                      progress: (@Sendable (Int, Int) -> Void)?) throws -> ResidentWeights
 
     /// The device's memory as the backend sees it.
     func memory() -> BackendMemory
 }
 
 extension Backend {
+    /// The given handles of each set, without progress reports.
+    public func makeResident(_ parts: [(set: WeightSet, handles: [WeightHandle])]) throws -> ResidentWeights {
+        try makeResident(parts, progress: nil)
+    }
+
     /// Every weight of `sets`.
     public func makeResident(_ sets: [WeightSet]) throws -> ResidentWeights {
         try makeResident(sets.map { ($0, $0.handles) })

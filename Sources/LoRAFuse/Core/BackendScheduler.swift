@@ -66,8 +66,9 @@ public final class BackendScheduler: Backend, @unchecked Sendable {
     public func download(_ buffer: any BackendBuffer) throws -> HostTensor { try primary.download(buffer) }
     /// Weights go to the primary backend; partitions on the fallback (the CPU backend)
     /// read them in place.
-    public func makeResident(_ parts: [(set: WeightSet, handles: [WeightHandle])]) throws -> ResidentWeights {
-        try primary.makeResident(parts)
+    public func makeResident(_ parts: [(set: WeightSet, handles: [WeightHandle])],
+                             progress: (@Sendable (Int, Int) -> Void)?) throws -> ResidentWeights {
+        try primary.makeResident(parts, progress: progress)
     }
 
     /// The primary backend's memory.
