@@ -74,6 +74,29 @@ import LoRAFuseVulkan
         #expect((try? graph.matmul(x, weight, transposeB: true)) != nil)
     }
 
+    /// Embedding rows of a block table, gathered and dequantized, whole and past the binding
+    /// limit (one window of rows at a time), equal the dequantized rows exactly.
+    @Test(arguments: types) func blockTablesAreGathered(_ dtype: DType) throws {
+        var random = SeededRandom(seed: 2706)
+        let table = random.blocks([97, 2 * dtype.blockElements], dtype: dtype)
+        var graph = Graph()
+        let ids = graph.input("ids", [1, 3], .int64)
+        graph.markOutput(try graph.embedding(table: graph.parameter("table", table), ids: ids))
+        let inputs = ["ids": HostTensor(shape: [1, 3], dtype: .int64, values: [5, 96, 42])]
+        let expected = try ReferenceEvaluator.evaluate(graph, inputs: inputs)[0].values
+        var backends = BackendsUnderTest.all
+        #if canImport(CVulkan)
+        // The table (not the 3 output rows) past the lowered binding limit: gathered by windows.
+        let limit = max(table.byteCount / 3, 3 * table.shape[1] * 4 + 64)
+        #expect(table.byteCount > limit)
+        if BackendsUnderTest.vulkanTestsEnabled { backends.append(try VulkanBackend(bindingLimit: limit)) }
+        #endif
+        for backend in backends {
+            let actual = try backend.execute(graph, inputs: inputs).outputs[0].floats()
+            #expect(relativeError(actual: actual, expected: expected) == 0, "\(dtype.name) on \(BackendsUnderTest.label(backend))")
+        }
+    }
+
     /// Weights past the binding limit are bound a window of whole rows at a time, each window
     /// starting at an aligned byte (block rows are not element-addressable).
     @Test(.enabled(if: BackendsUnderTest.vulkanTestsEnabled), arguments: types)

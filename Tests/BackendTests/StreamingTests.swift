@@ -99,6 +99,17 @@ import LoRAFuseVulkan
         #expect(a.transientWeightBytes == 0 && b.transientWeightBytes == 0)
         #expect(a.outputs[0].floats() == b.outputs[0].floats())
         print("host import: \(importing.importsHostMemory), \(imported.allocatedBytes) of \(total) weight bytes copied")
+
+        // A text encoder: its embedding table is read in place too (an 8-aligned start is the
+        // gather's element offset), with the same output as a copy.
+        let t5 = try T5Encoder.load(path: TextEncoderTests.fixtures.appendingPathComponent("models/t5-a/t5xxl_fp16.safetensors").path)
+        let ids = try TextEncoderTests.ids("t5-a")
+        let encoderGraph = try t5.graph(batch: ids.count, length: ids[0].count)
+        let heldImported = try importing.makeResident(weightsOf: encoderGraph), heldCopied = try copying.makeResident(weightsOf: encoderGraph)
+        defer { heldImported.release(); heldCopied.release() }
+        if importing.importsHostMemory { #expect(heldImported.allocatedBytes < heldCopied.allocatedBytes / 2) }
+        let c = try importing.execute(encoderGraph, inputs: t5.inputs(ids)), d = try copying.execute(encoderGraph, inputs: t5.inputs(ids))
+        #expect(c.transientWeightBytes == 0 && c.outputs[0].floats() == d.outputs[0].floats())
     }
 
     /// A budget in which one node's weights cannot fit is one error naming the node, what it

@@ -167,8 +167,8 @@ import LoRAFuseCPU
 
     /// A T5 encoder GGUF with llama.cpp's names (city96's T5-XXL encoder files): Q8_0 matrices
     /// and embedding table stay quantized; matches transformers in float64 on the stored values
-    /// (Tools/reference/make_gguf_t5_fixture.py) on every backend. The table gather runs on
-    /// the CPU where the backend has no block gather (the scheduler's fallback).
+    /// (Tools/reference/make_gguf_t5_fixture.py) on every backend (Vulkan gathers and
+    /// dequantizes the table's rows with `gather_block`).
     @Test func t5GGUFWithLlamaCppNames() throws {
         let encoder = try T5Encoder.load(path: Self.fixtures.appendingPathComponent("models/t5-gguf/t5-q8_0.gguf").path)
         #expect(encoder.config.modelDim == 64 && encoder.config.headCount == 4 && encoder.config.layerCount == 2 && encoder.config.isGated)
@@ -177,8 +177,7 @@ import LoRAFuseCPU
         let quantized = graph.nodes.filter { graph.parameters[$0.id] != nil && graph.weight($0.id).dtype == .q8_0 }
         #expect(quantized.count == 2 * 7 + 1, "every matrix and the embedding table stay Q8_0")
         for backend in BackendsUnderTest.all {
-            let scheduled = backend is CPUBackend ? backend : BackendScheduler(primary: backend, fallback: CPUBackend())
-            let outputs = try scheduled.execute(graph, inputs: encoder.inputs(ids)).outputs
+            let outputs = try backend.execute(graph, inputs: encoder.inputs(ids)).outputs
             try Self.check(outputs, ["last_hidden_state"], against: Self.expected("t5-gguf"), tolerance: 1e-4,
                            "t5 gguf q8_0 \(BackendsUnderTest.label(backend))")
         }

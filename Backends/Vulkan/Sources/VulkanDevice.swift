@@ -124,7 +124,8 @@ struct VulkanRange {
     let size: Int
     /// Bytes before the tensor's first byte: its value starts at `offset + leading`. Nonzero
     /// only for a weight imported in place whose start is not binding-aligned (safetensors data
-    /// are 8-aligned); only a matmul's B reads such a range (as an element offset).
+    /// are 8-aligned); only a matmul's B and an embedding's table read such a range (as an
+    /// element offset).
     var leading = 0
 }
 

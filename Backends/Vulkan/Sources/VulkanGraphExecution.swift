@@ -49,7 +49,11 @@ struct VulkanGraphExecution {
         guard let range = backend.residentRange(graph.parameters[id]!) else { return nil }
         guard range.leading != 0 else { return range }
         for node in graph.nodes where node.inputs.contains(id) {
-            guard case .matmul = node.op, node.inputs.count == 2, node.inputs[1] == id, node.inputs[0] != id else { return nil }
+            switch node.op {
+            case .matmul where node.inputs.count == 2 && node.inputs[1] == id && node.inputs[0] != id: continue
+            case .embedding where node.inputs[0] == id && node.inputs[1] != id: continue
+            default: return nil
+            }
         }
         return range
     }
@@ -269,9 +273,6 @@ extension VulkanBackend {
                 return .unsupported(reason: "casting from \(source.name) is not implemented")
             }
         case .embedding:
-            if type(node.inputs[0]).dtype.isBlockQuantized {
-                return .unsupported(reason: "gathering rows of a \(type(node.inputs[0]).dtype.name) table is not implemented")
-            }
             switch graph.nodes[node.inputs[1]].op {
             case .input, .parameter: break
             default: return .unsupported(reason: "ids must be a graph input or parameter (they are range-checked on the host)")

@@ -114,9 +114,13 @@ struct VulkanKernels {
                          inOffset: 0, outOffset: offset * outStrides[axis])
                 offset += partType.shape[axis]
             }
+        case .embedding where table(operands[0]).dtype.isBlockQuantized:
+            try gatherBlocks(operands[0], ids: operands[1], output: output, count: count)
         case .embedding:
             let table = operands[0], ids = operands[1]
             let (rows, width, size) = (table.1.shape[0], table.1.shape[1], table.1.dtype.byteSize)
+            // An imported table may start past its aligned binding start (VulkanRange.leading).
+            let leading = table.0.leading / size
             // A table past the binding limit (CLIP-L's F32 embeddings, T5-XXL's) is bound one
             // window of rows at a time; each pass writes the ids that fall in its window.
             var rowsPerWindow = rows
@@ -129,7 +133,7 @@ struct VulkanKernels {
             for start in stride(from: 0, to: rows, by: rowsPerWindow) {
                 let windowRows = min(rowsPerWindow, rows - start)
                 let (window, offset) = rowsPerWindow == rows
-                    ? (table.0, 0) : self.window(table.0, start: start * width, count: windowRows * width, size: size)
+                    ? (table.0, leading) : self.window(table.0, start: leading + start * width, count: windowRows * width, size: size)
                 try recorder.dispatch(device.pipeline(.convert), [window, ids.0, output],
                                       constants: ConvertConstants(count: UInt32(count), mode: VulkanConvertCode.gather.rawValue,
                                                                   inDtype: VulkanDTypeCode(table.1.dtype).rawValue,
@@ -324,6 +328,34 @@ struct VulkanKernels {
                     try dispatchMatmul(chunk, weightType: b.1.dtype)
                 }
             }
+        }
+    }
+
+    private func table(_ operand: (VulkanRange, TensorType)) -> TensorType { operand.1 }
+
+    /// Rows of a GGUF block table gathered by id and dequantized (`gather_block_<type>`); a
+    /// table past the binding limit is bound a window of whole rows at a time, each window
+    /// starting at an aligned byte.
+    private func gatherBlocks(_ table: (VulkanRange, TensorType), ids: (VulkanRange, TensorType), output: VulkanRange, count: Int) throws {
+        guard let format = VulkanBlockWeightFormat(table.1.dtype) else { return }
+        let (rows, width) = (table.1.shape[0], table.1.shape[1])
+        let rowBytes = table.1.dtype.byteCount(elements: width)
+        var rowsPerWindow = rows
+        if table.0.size > device.bindingLimit {
+            let step = device.windowAlignment / gcd(rowBytes, device.windowAlignment)
+            rowsPerWindow = (device.bindingLimit - 4) / max(1, rowBytes) / step * step
+            guard rowsPerWindow >= 1 else {
+                throw BackendError.outOfMemory(backend: "vulkan", bytes: rowBytes * step, reason: "embedding rows cannot be bound within maxStorageBufferRange")
+            }
+        }
+        for start in stride(from: 0, to: rows, by: rowsPerWindow) {
+            let windowRows = min(rowsPerWindow, rows - start)
+            let window = rowsPerWindow == rows ? table.0 : blockWindow(table.0, firstRow: start, rows: windowRows, rowBytes: rowBytes)
+            try recorder.dispatch(device.pipeline(.gatherBlock(format)), [window, ids.0, output],
+                                  constants: GatherBlockConstants(count: UInt32(count), width: UInt32(width),
+                                                                  idDtype: VulkanDTypeCode(ids.1.dtype).rawValue,
+                                                                  rowStart: UInt32(start), rowCount: UInt32(windowRows)),
+                                  groups: VulkanCommandRecorder.groups1D(count, localSize: 256))
         }
     }
 

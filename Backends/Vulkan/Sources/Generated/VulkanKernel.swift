@@ -84,6 +84,7 @@ enum VulkanKernel: Hashable, Sendable, CustomStringConvertible {
     case matmulBlock(VulkanBlockWeightFormat)
     case matmulBlockTiled(VulkanBlockWeightFormat)
     case dequantize(VulkanBlockWeightFormat)
+    case gatherBlock(VulkanBlockWeightFormat)
     case matmulVec4(VulkanWeightFormat)
     case matmulTexel(VulkanWeightFormat)
     case conv2d(VulkanWeightFormat)
@@ -110,6 +111,7 @@ enum VulkanKernel: Hashable, Sendable, CustomStringConvertible {
         VulkanBlockWeightFormat.allCases.map { .matmulBlock($0) },
         VulkanBlockWeightFormat.allCases.map { .matmulBlockTiled($0) },
         VulkanBlockWeightFormat.allCases.map { .dequantize($0) },
+        VulkanBlockWeightFormat.allCases.map { .gatherBlock($0) },
         VulkanWeightFormat.allCases.map { .matmulVec4($0) },
         VulkanWeightFormat.allCases.map { .matmulTexel($0) },
         VulkanWeightFormat.allCases.map { .conv2d($0) },
@@ -139,6 +141,7 @@ enum VulkanKernel: Hashable, Sendable, CustomStringConvertible {
         case .matmulBlock(let format): "matmul_block_" + format.rawValue
         case .matmulBlockTiled(let format): "matmul_block_tiled_" + format.rawValue
         case .dequantize(let format): "dequantize_" + format.rawValue
+        case .gatherBlock(let format): "gather_block_" + format.rawValue
         case .matmulVec4(let format): "matmul_vec4_" + format.rawValue
         case .matmulTexel(let format): "matmul_texel_" + format.rawValue
         case .conv2d(let format): "conv2d_" + format.rawValue
@@ -171,6 +174,7 @@ enum VulkanKernel: Hashable, Sendable, CustomStringConvertible {
         case .matmulBlock: "matmul_block.comp"
         case .matmulBlockTiled: "matmul.comp"
         case .dequantize: "dequantize.comp"
+        case .gatherBlock: "gather_block.comp"
         case .matmulVec4: "matmul_vec4.comp"
         case .matmulTexel: "matmul_vec4.comp"
         case .conv2d: "conv2d.comp"
@@ -201,6 +205,7 @@ enum VulkanKernel: Hashable, Sendable, CustomStringConvertible {
         case .matmulBlock: 3
         case .matmulBlockTiled: 3
         case .dequantize: 2
+        case .gatherBlock: 3
         case .matmulVec4: 3
         case .matmulTexel: 3
         case .conv2d: 4
@@ -231,6 +236,7 @@ enum VulkanKernel: Hashable, Sendable, CustomStringConvertible {
         case .matmulBlock: []
         case .matmulBlockTiled: []
         case .dequantize: []
+        case .gatherBlock: []
         case .matmulVec4: []
         case .matmulTexel: [0, 1]
         case .conv2d: []
@@ -261,6 +267,7 @@ enum VulkanKernel: Hashable, Sendable, CustomStringConvertible {
         case .matmulBlock: 2
         case .matmulBlockTiled: 2
         case .dequantize: 0
+        case .gatherBlock: 0
         case .matmulVec4: 2
         case .matmulTexel: 2
         case .conv2d: 2
@@ -291,6 +298,7 @@ enum VulkanKernel: Hashable, Sendable, CustomStringConvertible {
         case .matmulBlock: MatmulConstants.self
         case .matmulBlockTiled: MatmulConstants.self
         case .dequantize: DequantizeConstants.self
+        case .gatherBlock: GatherBlockConstants.self
         case .matmulVec4: MatmulConstants.self
         case .matmulTexel: MatmulConstants.self
         case .conv2d: Conv2dConstants.self
@@ -419,6 +427,30 @@ struct DequantizeConstants: VulkanPushConstants {
     ]
     static var swiftOffsets: [Int?] {
         [MemoryLayout<Self>.offset(of: \.count)]
+    }
+}
+
+/// Push constants of gather_block.comp (`Parameters` there), laid out as their SPIR-V says.
+struct GatherBlockConstants: VulkanPushConstants {
+    var count: UInt32
+    var width: UInt32
+    var idDtype: UInt32
+    var rowStart: UInt32
+    var rowCount: UInt32
+
+    static let spirvMembers: [VulkanPushMember] = [
+        VulkanPushMember(name: "count", offset: 0, words: 1),
+        VulkanPushMember(name: "width", offset: 4, words: 1),
+        VulkanPushMember(name: "id_dtype", offset: 8, words: 1),
+        VulkanPushMember(name: "row_start", offset: 12, words: 1),
+        VulkanPushMember(name: "row_count", offset: 16, words: 1),
+    ]
+    static var swiftOffsets: [Int?] {
+        [MemoryLayout<Self>.offset(of: \.count),
+         MemoryLayout<Self>.offset(of: \.width),
+         MemoryLayout<Self>.offset(of: \.idDtype),
+         MemoryLayout<Self>.offset(of: \.rowStart),
+         MemoryLayout<Self>.offset(of: \.rowCount)]
     }
 }
 
