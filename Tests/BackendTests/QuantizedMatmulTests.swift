@@ -65,6 +65,16 @@ import LoRAFuseVulkan
         }
     }
 
+    /// Every GGUF type maps to the DType of ggml's name, block types back to their layout.
+    @Test func ggufTypesMapToDTypes() {
+        for type in GGMLType.allCases {
+            let dtype = DType(type)
+            #expect(dtype.name == type.description)
+            #expect(dtype.blockFormat == (type.blockElements > 1 ? type : nil), "\(type)")
+            #expect(dtype.byteCount(elements: 256) == type.byteCount(elements: 256), "\(type)")
+        }
+    }
+
     @Test func blockWeightsMustBeTransposedLinearsOfWholeBlocks() throws {
         var random = SeededRandom(seed: 2703)
         var graph = Graph()

@@ -256,8 +256,7 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
             var seen = Set<WeightHandle>()
             var fresh: [(WeightHandle, HostTensor)] = []
             var bytes = 0
-            let alignment = context.storageAlignment
-            func aligned(_ count: Int) -> Int { (count + alignment - 1) / alignment * alignment }
+            let aligned = context.storageAligned
             let ordered = parts.map { part in (part, part.handles.reduce(0) { $0 + part.set.tensor($1).byteCount }) }
             let budget = deviceBudget
             let held = residentBytes
@@ -265,13 +264,11 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
             // cost no device memory; only the rest is weighed against the budget.
             let asked = ordered.reduce(0) { $0 + $1.1 }
             var done = 0
-            var imported = Set<WeightHandle>()
             for ((set, list), _) in ordered {
-                for handle in list where resident[handle] == nil && !imported.contains(handle) {
+                for handle in list where resident[handle] == nil {
                     let tensor = set.tensor(handle)
                     if let weight = importWeight(tensor) {
                         resident[handle] = weight
-                        imported.insert(handle)
                         done += tensor.byteCount
                         progress?(done, asked)
                     }

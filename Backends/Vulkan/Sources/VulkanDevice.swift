@@ -153,6 +153,8 @@ final class VulkanDevice {
     var limits: VkPhysicalDeviceLimits { properties.limits }
     var isCPUDevice: Bool { properties.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU }
     var storageAlignment: Int { max(256, Int(limits.minStorageBufferOffsetAlignment)) }
+    /// `bytes` rounded up to `storageAlignment` (what a sub-allocated range occupies).
+    func storageAligned(_ bytes: Int) -> Int { (bytes + storageAlignment - 1) / storageAlignment * storageAlignment }
     /// The offset alignment binding windows start at (the device minimum, at least 4 bytes).
     var windowAlignment: Int { max(4, Int(limits.minStorageBufferOffsetAlignment)) }
     /// Where a texel-buffer view may start, and how many texels it may span.

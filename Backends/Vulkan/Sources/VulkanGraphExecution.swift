@@ -12,12 +12,27 @@ struct VulkanGraphExecution {
     let inputs: [String: HostTensor]
     let options: ExecutionOptions
     var device: VulkanDevice { backend.context }
+    /// Parameters some node reads other than as a matmul's B or an embedding's table: they
+    /// cannot take a range with `leading` bytes (one pass over the graph, per execution).
+    let readAsWhole: Set<Int>
 
     init(backend: VulkanBackend, graph: Graph, inputs: [String: HostTensor], options: ExecutionOptions) {
         self.backend = backend
         self.graph = graph
         self.inputs = inputs
         self.options = options
+        var readAsWhole = Set<Int>()
+        for node in graph.nodes {
+            for (position, input) in node.inputs.enumerated() where graph.parameters[input] != nil {
+                let offsetReader: Bool = switch node.op {
+                case .matmul: node.inputs.count == 2 && position == 1 && node.inputs[0] != input
+                case .embedding: position == 0 && node.inputs[1] != input
+                default: false
+                }
+                if !offsetReader { readAsWhole.insert(input) }
+            }
+        }
+        self.readAsWhole = readAsWhole
     }
 
     func run() throws -> ExecutionResult {
@@ -31,8 +46,8 @@ struct VulkanGraphExecution {
             if case .parameter = node.op { return residentRange(node.id) == nil }
             return false
         }.map(\.id)
-        let transientTotal = transient.reduce(0) { $0 + aligned(graph.nodes[$1].type.byteCount) }
-        let activations = aligned(max(plan.totalBytes, 16))
+        let transientTotal = transient.reduce(0) { $0 + device.storageAligned(graph.nodes[$1].type.byteCount) }
+        let activations = device.storageAligned(max(plan.totalBytes, 16))
         let held = backend.residentBytes
         let available = backend.deviceBudget - held - activations
         if transientTotal > available {
@@ -44,25 +59,13 @@ struct VulkanGraphExecution {
     }
 
     /// The resident range parameter `id` is read from, or nil to copy it in: a range with
-    /// `leading` bytes is usable only where every reader is a matmul taking it as B.
+    /// `leading` bytes is usable only where every reader is a matmul taking it as B or an
+    /// embedding taking it as its table.
     func residentRange(_ id: Int) -> VulkanRange? {
         guard let range = backend.residentRange(graph.parameters[id]!) else { return nil }
-        guard range.leading != 0 else { return range }
-        for node in graph.nodes where node.inputs.contains(id) {
-            switch node.op {
-            case .matmul where node.inputs.count == 2 && node.inputs[1] == id && node.inputs[0] != id: continue
-            case .embedding where node.inputs[0] == id && node.inputs[1] != id: continue
-            default: return nil
-            }
-        }
-        return range
+        return range.leading == 0 || !readAsWhole.contains(id) ? range : nil
     }
 
-    /// `count` bytes rounded up to the storage-buffer alignment.
-    func aligned(_ count: Int) -> Int {
-        let alignment = device.storageAlignment
-        return (count + alignment - 1) / alignment * alignment
-    }
 
     /// Everything in one command buffer, the weights that are not resident copied in first.
     private func runWhole(plan: MemoryPlan) throws -> ExecutionResult {

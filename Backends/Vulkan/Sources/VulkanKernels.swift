@@ -466,8 +466,7 @@ struct VulkanKernels {
     /// into a scratch buffer that lives only for this op (windowed past the binding limit),
     /// then the radix selection runs over all of them as one set.
     private func lowRankTopKAbsSum(_ operands: [(VulkanRange, TensorType)], output: VulkanRange, k: Int, scales: [Float]) throws {
-        let alignment = device.storageAlignment
-        func aligned(_ bytes: Int) -> Int { (bytes + alignment - 1) / alignment * alignment }
+        let aligned = device.storageAligned
         var upOffsets: [Int] = [], deltaOffsets: [Int] = []
         var size = 0
         for index in scales.indices {
@@ -593,21 +592,11 @@ extension VulkanWeightFormat {
 }
 
 extension VulkanBlockWeightFormat {
-    /// The block-quantized variant that reads `dtype`; nil for the element types.
+    /// The block-quantized variant that reads `dtype` (the manifest names them as ggml does,
+    /// lower-cased: `q4_k`); nil for the element types.
     init?(_ dtype: DType) {
-        switch dtype {
-        case .q4_0: self = .q4_0
-        case .q4_1: self = .q4_1
-        case .q5_0: self = .q5_0
-        case .q5_1: self = .q5_1
-        case .q8_0: self = .q8_0
-        case .q2K: self = .q2_k
-        case .q3K: self = .q3_k
-        case .q4K: self = .q4_k
-        case .q5K: self = .q5_k
-        case .q6K: self = .q6_k
-        default: return nil
-        }
+        guard let format = dtype.blockFormat else { return nil }
+        self.init(rawValue: format.description.lowercased())
     }
 }
 

@@ -57,12 +57,12 @@ struct VulkanStreamedExecution {
             default: break
             }
             let needs = Set(node.inputs.compactMap(root).filter(streamed.contains))
-            let needBytes = needs.reduce(0) { $0 + execution.aligned(graph.nodes[$1].type.byteCount) }
+            let needBytes = needs.reduce(0) { $0 + device.storageAligned(graph.nodes[$1].type.byteCount) }
             guard needBytes <= bufferBytes else {
                 let budget = backend.deviceBudget
                 // Enough with these resident weights, and enough when makeResident keeps up to
                 // half of a larger budget (its rule when the model does not fit).
-                let activations = execution.aligned(max(plan.totalBytes, 16))
+                let activations = device.storageAligned(max(plan.totalBytes, 16))
                 let minimum = max(held + activations + 2 * needBytes, 2 * (activations + 2 * needBytes))
                 throw BackendError.outOfMemory(backend: "vulkan", bytes: needBytes, reason:
                     "node %\(node.id) \(node.op.summary)\(node.label.map { " (\($0))" } ?? "") reads \(ByteSize.describe(needBytes)) of weights, "
@@ -71,7 +71,7 @@ struct VulkanStreamedExecution {
                     + "give --max-device-memory at least \(ByteSize.describe(minimum))")
             }
             let fresh = needs.subtracting(inCurrent)
-            let freshBytes = fresh.reduce(0) { $0 + execution.aligned(graph.nodes[$1].type.byteCount) }
+            let freshBytes = fresh.reduce(0) { $0 + device.storageAligned(graph.nodes[$1].type.byteCount) }
             if current.bytes + freshBytes > bufferBytes {
                 current.nodes = current.nodes.lowerBound..<node.id
                 segments.append(current)
@@ -80,7 +80,7 @@ struct VulkanStreamedExecution {
             }
             for id in needs.sorted() where inCurrent.insert(id).inserted {
                 current.weights.append(id)
-                current.bytes += execution.aligned(graph.nodes[id].type.byteCount)
+                current.bytes += device.storageAligned(graph.nodes[id].type.byteCount)
             }
         }
         current.nodes = current.nodes.lowerBound..<graph.nodes.count
@@ -89,7 +89,7 @@ struct VulkanStreamedExecution {
     }
 
     func run() throws -> ExecutionResult {
-        let activations = execution.aligned(max(plan.totalBytes, 16))
+        let activations = device.storageAligned(max(plan.totalBytes, 16))
         let budget = backend.deviceBudget
         guard available > 0 else {
             throw BackendError.outOfMemory(backend: "vulkan", bytes: activations + held, reason:
@@ -165,7 +165,7 @@ struct VulkanStreamedExecution {
                 weight.withUnsafeBytes { bytes in
                     if let base = bytes.baseAddress { (target + offset).copyMemory(from: base, byteCount: bytes.count) }
                 }
-                offset += execution.aligned(weight.byteCount)
+                offset += device.storageAligned(weight.byteCount)
                 uploaded += weight.byteCount
                 if idleSince == nil, running!.isComplete { idleSince = DispatchTime.now().uptimeNanoseconds }
             }

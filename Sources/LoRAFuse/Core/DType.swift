@@ -92,23 +92,10 @@ public enum DType: String, Sendable, CaseIterable, Hashable, Codable {
     /// Every type a matmul's `b` may have.
     public static let linearWeightTypes: Set<DType> = matrixTypes.union(blockQuantizedTypes)
 
-    /// The element type a GGUF tensor type is held as in the graph.
+    /// The element type a GGUF tensor type is held as in the graph (ggml's name is the DType's).
     public init(_ ggml: GGMLType) {
-        switch ggml {
-        case .f32: self = .float32
-        case .f16: self = .float16
-        case .bf16: self = .bfloat16
-        case .q4_0: self = .q4_0
-        case .q4_1: self = .q4_1
-        case .q5_0: self = .q5_0
-        case .q5_1: self = .q5_1
-        case .q8_0: self = .q8_0
-        case .q2_K: self = .q2K
-        case .q3_K: self = .q3K
-        case .q4_K: self = .q4K
-        case .q5_K: self = .q5K
-        case .q6_K: self = .q6K
-        }
+        guard let dtype = DType(rawValue: ggml.description) else { preconditionFailure("GGML type \(ggml) has no DType") }
+        self = dtype
     }
 
     /// The safetensors spelling, e.g. `BF16`.
