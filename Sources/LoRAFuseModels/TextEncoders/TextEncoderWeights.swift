@@ -66,7 +66,7 @@ struct TextEncoderWeights: Sendable {
 
     func contains(_ name: String) -> Bool { source.contains(prefix + name) }
 
-    func shape(_ name: String) throws -> Shape { try source.tensor(prefix + name).shape }
+    func shape(_ name: String) throws -> Shape { try source.shape(prefix + name) }
 
     /// How many numbered children `<head>.N.` there are (`head` in the file's own names).
     func count(_ head: String) -> Int { source.childCount(prefix + head) }
