@@ -12,8 +12,10 @@ import LoRAFuseVulkan
 @Suite(.serialized, .enabled(if: BackendsUnderTest.vulkanTestsEnabled)) struct StreamingTests {
     /// A Vulkan backend with this budget; weights copied (host import, which would hold the
     /// mapped file in place and leave nothing to stream, is tested on its own below).
-    static func vulkan(budget: Int?, staging: Bool = false, importHostMemory: Bool = false) throws -> VulkanBackend {
+    static func vulkan(budget: Int?, staging: Bool = false, importHostMemory: Bool = false,
+                       transferQueue: VulkanBackend.TransferQueue = .automatic) throws -> VulkanBackend {
         var configuration = VulkanBackend.Configuration.fromEnvironment
+        configuration.transferQueue = transferQueue
         configuration.maxDeviceMemory = budget
         configuration.forceStaging = staging
         configuration.importHostMemory = importHostMemory
@@ -31,7 +33,12 @@ import LoRAFuseVulkan
         return (transformer, inputs, graph)
     }
 
-    @Test(arguments: [false, true]) func streamedForwardEqualsTheWholeOne(staging: Bool) throws {
+    /// Unified memory (weights written in place); staging with the copies in the compute
+    /// submissions; staging with the copies in submissions of their own that the compute
+    /// waits for on a semaphore (a transfer-only queue where the device has one, else the
+    /// compute queue: the same synchronisation either way).
+    @Test(arguments: [(false, VulkanBackend.TransferQueue.off), (true, .off), (true, .compute), (true, .automatic)])
+    func streamedForwardEqualsTheWholeOne(staging: Bool, transferQueue: VulkanBackend.TransferQueue) throws {
         let (_, inputs, graph) = try Self.setup()
         let whole = try Self.vulkan(budget: nil, staging: staging).execute(graph, inputs: inputs.bindings)
         #expect(whole.streamedSegments == 0)
@@ -39,8 +46,10 @@ import LoRAFuseVulkan
         let peak = try #require(whole.peakDeviceBytes)
         // A budget that holds the activations and about a third of the weights.
         let budget = peak - weightBytes * 2 / 3
-        let streamed = try Self.vulkan(budget: budget, staging: staging).execute(graph, inputs: inputs.bindings)
-        print("streaming \(staging ? "staging" : "unified"): budget \(budget), peak \(streamed.peakDeviceBytes ?? -1), "
+        let backend = try Self.vulkan(budget: budget, staging: staging, transferQueue: transferQueue)
+        if transferQueue != .automatic { #expect(backend.copiesOnTransferQueue == (staging && transferQueue == .compute)) }
+        let streamed = try backend.execute(graph, inputs: inputs.bindings)
+        print("streaming \(staging ? "staging" : "unified") (transfer queue \(transferQueue), separate copies: \(backend.copiesOnTransferQueue)): budget \(budget), peak \(streamed.peakDeviceBytes ?? -1), "
               + "\(streamed.streamedSegments) segments, uploaded \(streamed.transientWeightBytes) of \(weightBytes) weight bytes, "
               + "waited \(streamed.uploadWaitSeconds) s")
         #expect(streamed.streamedSegments >= 3)

@@ -51,12 +51,18 @@ step dit_parity_fp8 "$lf" parity --backend vulkan --against cpu --model "$fx/dev
     --inputs "$fx/dev-tiny/inputs.safetensors" --lora "$fx/all.peft.safetensors:0.7" --show failures
 step dit_streamed "$lf" dit --backend vulkan --model "$fx/dev-tiny/fp8/e4m3.safetensors" --inputs "$fx/dev-tiny/inputs.safetensors" \
     --max-device-memory 140KiB --output "$out/streamed.safetensors" --json
+# The same with the copies in the compute submissions instead of on the transfer queue.
+step dit_streamed_no_transfer_queue env LORAFUSE_VULKAN_TRANSFER_QUEUE=off "$lf" dit --backend vulkan \
+    --model "$fx/dev-tiny/fp8/e4m3.safetensors" --inputs "$fx/dev-tiny/inputs.safetensors" \
+    --max-device-memory 140KiB --output "$out/streamed-no-transfer-queue.safetensors" --json
 step dit_resident "$lf" dit --backend vulkan --model "$fx/dev-tiny/fp8/e4m3.safetensors" --inputs "$fx/dev-tiny/inputs.safetensors" \
     --output "$out/resident.safetensors" --json
-step dit_streamed_equals_resident python3 - "$out/streamed.safetensors" "$out/resident.safetensors" <<'PY'
+step dit_streamed_equals_resident python3 - "$out/streamed.safetensors" "$out/resident.safetensors" \
+    "$out/streamed-no-transfer-queue.safetensors" <<'PY'
 import sys
-# The same kernels in the same order, the same metadata: the two files must be byte-identical.
-same = open(sys.argv[1], "rb").read() == open(sys.argv[2], "rb").read()
+# The same kernels in the same order, the same metadata: the files must be byte-identical.
+files = [open(path, "rb").read() for path in sys.argv[1:]]
+same = all(data == files[0] for data in files)
 print("identical" if same else "different")
 sys.exit(0 if same else 1)
 PY
@@ -99,6 +105,8 @@ if [ "${GPU_CHECK_SMALL:-0}" != 1 ] && python3 -c "import torch, numpy" 2>/dev/n
         --max-device-memory 64GiB --repeat 2 --json
     step full_dit_streamed "$lf" dit --backend vulkan --model "$full/flux1-dev-fp8.safetensors" --inputs "$full/inputs.safetensors" \
         --max-device-memory 8GiB --repeat 2 --json
+    step full_dit_streamed_no_transfer_queue env LORAFUSE_VULKAN_TRANSFER_QUEUE=off "$lf" dit --backend vulkan \
+        --model "$full/flux1-dev-fp8.safetensors" --inputs "$full/inputs.safetensors" --max-device-memory 8GiB --repeat 2 --json
     rm -rf "$full"
 else
     echo "full-size steps skipped (GPU_CHECK_SMALL, or no torch on this machine)"

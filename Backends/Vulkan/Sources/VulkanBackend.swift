@@ -81,6 +81,9 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
         /// for weights and activations; nil: what the device reports as available (VK_EXT_memory_budget,
         /// else the device-local heaps) less 10 %. Weights past it are streamed (README, "Memory").
         public var maxDeviceMemory: Int?
+        /// `LORAFUSE_VULKAN_TRANSFER_QUEUE=automatic|off|compute`: where streamed weights are
+        /// copied when they go through staging (discrete GPUs). See `TransferQueue`.
+        public var transferQueue: TransferQueue = .automatic
 
         public init(matmulVariant: MatmulVariant = .automatic, forceStaging: Bool = false, bindingLimit: Int? = nil,
                     disabledOps: Set<OpKind> = []) {
@@ -105,6 +108,9 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
             if let queries = TuningEnvironment.integer("LORAFUSE_VULKAN_ATTENTION_QUERIES", in: 1...24) { configuration.attentionQueries = queries }
             configuration.tracePipelines = TuningEnvironment.flag("LORAFUSE_VULKAN_TRACE") ?? false
             configuration.importHostMemory = TuningEnvironment.flag("LORAFUSE_VULKAN_HOST_IMPORT") ?? true
+            if let queue = TuningEnvironment.value("LORAFUSE_VULKAN_TRANSFER_QUEUE", { TransferQueue(rawValue: $0) }) {
+                configuration.transferQueue = queue
+            }
             configuration.maxDeviceMemory = TuningEnvironment.value("LORAFUSE_VULKAN_MAX_DEVICE_MEMORY") { ByteSize.parse($0).flatMap { $0 > 0 ? $0 : nil } }
             if let ops = TuningEnvironment.value("LORAFUSE_VULKAN_DISABLE_OPS", { text -> Set<OpKind>? in
                 var kinds = Set<OpKind>()
@@ -118,6 +124,20 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
             }
             return configuration
         }
+    }
+
+    /// Where a streamed execution copies the next segment's weights from staging into the
+    /// device buffer it will read them from.
+    public enum TransferQueue: String, Sendable, CaseIterable {
+        /// On a queue of a transfer-only family (a copy engine, which discrete GPUs have) so
+        /// the copies run beside the compute; in the compute submissions where there is none.
+        case automatic
+        /// Always in the compute submissions, behind a barrier.
+        case off
+        /// As a separate submission on the compute queue that signals a semaphore the compute
+        /// submission waits for: the dedicated queue's synchronisation, on devices with one
+        /// queue family (lavapipe), for tests.
+        case compute
     }
 
     public let name = "vulkan"
@@ -157,7 +177,8 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
         }
         let physical = instance.physicalDevices[deviceIndex]
         context = try VulkanDevice(instance: instance, physicalDevice: physical, forceStaging: configuration.forceStaging,
-                                   bindingLimit: configuration.bindingLimit, tracePipelines: configuration.tracePipelines)
+                                   bindingLimit: configuration.bindingLimit, tracePipelines: configuration.tracePipelines,
+                                   transferQueue: configuration.transferQueue)
         device = instance.describe(physical, index: deviceIndex)
         self.configuration = configuration
     }
@@ -181,6 +202,9 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
 
     /// Whether tensors are written in place (unified memory) rather than through staging copies.
     public var usesUnifiedMemory: Bool { context.unifiedMemory }
+    /// Whether streamed weights are copied in submissions of their own (a transfer-only
+    /// queue, or `.compute`); only where weights go through staging.
+    public var copiesOnTransferQueue: Bool { !context.unifiedMemory && context.transfer != nil }
 
     // MARK: Buffers
 

@@ -24,18 +24,25 @@ final class VulkanCommandRecorder {
     /// Texel-buffer views made for dispatches, destroyed with the recorder.
     private var bufferViews: [VkBufferView?] = []
 
-    init(device: VulkanDevice, maximumDispatches: Int, timestamps: Int) throws {
+    /// The queue this recorder submits to and the pool its command buffer comes from.
+    private let queue: VkQueue
+    private let commandPool: VkCommandPool
+
+    /// `transfer`: record copies only, for that queue (no dispatches, no timestamps).
+    init(device: VulkanDevice, maximumDispatches: Int, timestamps: Int, transfer: VulkanTransferQueue? = nil) throws {
         self.device = device
+        queue = transfer?.queue ?? device.queue
+        commandPool = transfer?.commandPool ?? device.commandPool
         let functions = device.functions
         let sets = max(1, maximumDispatches)
         poolSizes = [VkDescriptorPoolSize(type: VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, descriptorCount: UInt32(sets * 11)),
                      VkDescriptorPoolSize(type: VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, descriptorCount: UInt32(sets * 2))]
         poolSets = sets
-        descriptorPools = [try Self.makeDescriptorPool(device, sizes: poolSizes, sets: sets)]
+        descriptorPools = transfer == nil ? [try Self.makeDescriptorPool(device, sizes: poolSizes, sets: sets)] : []
 
         var allocateInfo = VkCommandBufferAllocateInfo()
         allocateInfo.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO
-        allocateInfo.commandPool = device.commandPool
+        allocateInfo.commandPool = commandPool
         allocateInfo.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY
         allocateInfo.commandBufferCount = 1
         var commandBuffer: VkCommandBuffer?
@@ -46,7 +53,7 @@ final class VulkanCommandRecorder {
         beginInfo.flags = VkCommandBufferUsageFlags(VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT.rawValue)
         try check(functions.vkBeginCommandBuffer(commandBuffer, &beginInfo), "vkBeginCommandBuffer")
 
-        if timestamps > 0 && device.timestampsSupported {
+        if timestamps > 0 && device.timestampsSupported && transfer == nil {
             var queryInfo = VkQueryPoolCreateInfo()
             queryInfo.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO
             queryInfo.queryType = VK_QUERY_TYPE_TIMESTAMP
@@ -65,7 +72,7 @@ final class VulkanCommandRecorder {
         if let queryPool { functions.vkDestroyQueryPool(device.device, queryPool, nil) }
         for pool in descriptorPools { functions.vkDestroyDescriptorPool(device.device, pool, nil) }
         var buffer: VkCommandBuffer? = commandBuffer
-        functions.vkFreeCommandBuffers(device.device, device.commandPool, 1, &buffer)
+        functions.vkFreeCommandBuffers(device.device, commandPool, 1, &buffer)
     }
 
     /// Marks the end of the work for node `label` (timestamps are taken between marks).
@@ -156,6 +163,7 @@ final class VulkanCommandRecorder {
     /// spent (VK_ERROR_OUT_OF_POOL_MEMORY or VK_ERROR_FRAGMENTED_POOL).
     private func allocateSet(_ layout: VkDescriptorSetLayout) throws -> VkDescriptorSet? {
         var setLayout: VkDescriptorSetLayout? = layout
+        if descriptorPools.isEmpty { descriptorPools.append(try Self.makeDescriptorPool(device, sizes: poolSizes, sets: poolSets)) }
         func allocate() -> (VkResult, VkDescriptorSet?) {
             var allocateInfo = VkDescriptorSetAllocateInfo()
             allocateInfo.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO
@@ -223,8 +231,11 @@ final class VulkanCommandRecorder {
     }
 
     /// Ends recording and submits without waiting: the submission keeps this recorder (its
-    /// command buffer and descriptor sets) alive until it is waited for.
-    func submit() throws -> VulkanSubmission {
+    /// command buffer and descriptor sets) alive until it is waited for. `signalling`: a
+    /// semaphore the submission signals when done; `waitingFor`: one its compute work waits
+    /// for (which also makes the writes before that signal visible to it). The recorder keeps
+    /// both alive.
+    func submit(signalling: VulkanSemaphore? = nil, waitingFor: VulkanSemaphore? = nil) throws -> VulkanSubmission {
         let functions = device.functions
         try check(functions.vkEndCommandBuffer(commandBuffer), "vkEndCommandBuffer")
         var fenceInfo = VkFenceCreateInfo()
@@ -232,13 +243,32 @@ final class VulkanCommandRecorder {
         var fence: VkFence?
         try check(functions.vkCreateFence(device.device, &fenceInfo, nil, &fence), "vkCreateFence")
         var buffer: VkCommandBuffer? = commandBuffer
+        for semaphore in [signalling, waitingFor].compactMap({ $0 }) { retain(semaphore) }
+        var signal: VkSemaphore? = signalling?.semaphore
+        var wait: VkSemaphore? = waitingFor?.semaphore
+        var waitStage = VkPipelineStageFlags(VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT.rawValue)
         do {
             try withUnsafePointer(to: &buffer) { bufferPointer in
                 var submit = VkSubmitInfo()
                 submit.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO
                 submit.commandBufferCount = 1
                 submit.pCommandBuffers = bufferPointer
-                try check(functions.vkQueueSubmit(device.queue, 1, &submit, fence), "vkQueueSubmit")
+                try withUnsafePointer(to: &signal) { signalPointer in
+                    try withUnsafePointer(to: &wait) { waitPointer in
+                        try withUnsafePointer(to: &waitStage) { stagePointer in
+                            if signalling != nil {
+                                submit.signalSemaphoreCount = 1
+                                submit.pSignalSemaphores = signalPointer
+                            }
+                            if waitingFor != nil {
+                                submit.waitSemaphoreCount = 1
+                                submit.pWaitSemaphores = waitPointer
+                                submit.pWaitDstStageMask = stagePointer
+                            }
+                            try check(functions.vkQueueSubmit(queue, 1, &submit, fence), "vkQueueSubmit")
+                        }
+                    }
+                }
             }
         } catch {
             functions.vkDestroyFence(device.device, fence, nil)
@@ -261,6 +291,23 @@ final class VulkanCommandRecorder {
 
 /// Work submitted to the queue: its fence, and the recorder it came from, kept alive until
 /// the work is done (a submission dropped unwaited waits in its deinit).
+/// A binary semaphore: one submission signals it, another waits for it.
+final class VulkanSemaphore {
+    let semaphore: VkSemaphore
+    private let device: VulkanDevice
+
+    init(device: VulkanDevice) throws {
+        self.device = device
+        var info = VkSemaphoreCreateInfo()
+        info.sType = VK_STRUCTURE_TYPE_SEMAPHORE_CREATE_INFO
+        var semaphore: VkSemaphore?
+        try check(device.functions.vkCreateSemaphore(device.device, &info, nil, &semaphore), "vkCreateSemaphore")
+        self.semaphore = semaphore!
+    }
+
+    deinit { device.functions.vkDestroySemaphore(device.device, semaphore, nil) }
+}
+
 final class VulkanSubmission {
     let recorder: VulkanCommandRecorder
     private let fence: VkFence

@@ -15,7 +15,10 @@ final class VulkanBuffer {
     /// Strong: a buffer keeps its device alive (devices never hold buffers, so no cycle).
     private let device: VulkanDevice
 
-    init(device: VulkanDevice, size: Int, hostVisible: Bool) throws {
+    /// `sharedWith`: the queue families that use the buffer, where more than one does (a
+    /// streaming buffer the transfer queue writes and the compute queue reads); the buffer is
+    /// then created concurrent, so neither needs an ownership transfer.
+    init(device: VulkanDevice, size: Int, hostVisible: Bool, sharedWith families: [UInt32] = []) throws {
         self.device = device
         self.size = size
         let functions = device.functions
@@ -26,7 +29,15 @@ final class VulkanBuffer {
                                         | VK_BUFFER_USAGE_TRANSFER_DST_BIT.rawValue | VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT.rawValue)
         info.sharingMode = VK_SHARING_MODE_EXCLUSIVE
         var buffer: VkBuffer?
-        try check(functions.vkCreateBuffer(device.device, &info, nil, &buffer), "vkCreateBuffer(\(size) bytes)")
+        let distinct = Array(Set(families)).sorted()
+        try distinct.withUnsafeBufferPointer { familyPointer in
+            if distinct.count > 1 {
+                info.sharingMode = VK_SHARING_MODE_CONCURRENT
+                info.queueFamilyIndexCount = UInt32(distinct.count)
+                info.pQueueFamilyIndices = familyPointer.baseAddress
+            }
+            try check(functions.vkCreateBuffer(device.device, &info, nil, &buffer), "vkCreateBuffer(\(size) bytes)")
+        }
         var requirements = VkMemoryRequirements()
         functions.vkGetBufferMemoryRequirements(device.device, buffer, &requirements)
         guard let type = device.memoryType(bits: requirements.memoryTypeBits, hostVisible: hostVisible) else {
@@ -129,6 +140,16 @@ struct VulkanRange {
     var leading = 0
 }
 
+/// A queue streamed weights are copied on, with its family and command pool: a transfer-only
+/// family's queue (`dedicated`), or the compute queue itself when a test asks for separate
+/// copy submissions on a device that has no such family.
+struct VulkanTransferQueue {
+    let queue: VkQueue
+    let family: UInt32
+    let commandPool: VkCommandPool
+    let dedicated: Bool
+}
+
 /// The logical device: queue, memory types, pipelines (created once and cached), command
 /// pool, and the limits kernels are chosen by.
 final class VulkanDevice {
@@ -143,6 +164,9 @@ final class VulkanDevice {
     /// tensors are written in place and no staging copies are recorded.
     let unifiedMemory: Bool
     let timestampsSupported: Bool
+    /// Where streamed weights are copied from staging (VulkanStreamedExecution); nil: in the
+    /// compute submissions themselves.
+    let transfer: VulkanTransferQueue?
     private var pipelines: [PipelineKey: VulkanPipeline] = [:]
 
     private struct PipelineKey: Hashable {
@@ -171,7 +195,7 @@ final class VulkanDevice {
     let hostImportAlignment: Int?
 
     init(instance: VulkanInstance, physicalDevice: VkPhysicalDevice, forceStaging: Bool = false, bindingLimit: Int? = nil,
-         tracePipelines: Bool = false) throws {
+         tracePipelines: Bool = false, transferQueue: VulkanBackend.TransferQueue = .automatic) throws {
         self.tracePipelines = tracePipelines
         var functions = instance.functions
         self.physicalDevice = physicalDevice
@@ -195,6 +219,13 @@ final class VulkanDevice {
             throw BackendError.unavailable(name: "vulkan", reason: "the device has no compute queue")
         }
         queueFamily = UInt32(family)
+        // A transfer-only family is a copy engine (a DMA queue on discrete GPUs) that runs
+        // beside the compute queue; devices with one family (lavapipe) have none.
+        let transferBit = VK_QUEUE_TRANSFER_BIT.rawValue
+        let copyFamily = transferQueue == .automatic
+            ? families.indices.first { $0 != family && families[$0].queueFlags & transferBit != 0
+                && families[$0].queueFlags & (computeBit | graphicsBit) == 0 && families[$0].queueCount > 0 }.map(UInt32.init)
+            : nil
         timestampsSupported = families[family].timestampValidBits > 0 && properties.limits.timestampPeriod > 0
 
         // VK_EXT_external_memory_host where offered: weights in a memory-mapped file are then
@@ -216,18 +247,22 @@ final class VulkanDevice {
         }
 
         var priority: Float = 1
-        var queueInfo = VkDeviceQueueCreateInfo()
-        queueInfo.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO
-        queueInfo.queueFamilyIndex = queueFamily
-        queueInfo.queueCount = 1
         var device: VkDevice?
+        let queueFamilies = [UInt32(family)] + (copyFamily.map { [$0] } ?? [])
         try withUnsafePointer(to: &priority) { priorityPointer in
-            queueInfo.pQueuePriorities = priorityPointer
-            try withUnsafePointer(to: &queueInfo) { queuePointer in
+            let queueInfos = queueFamilies.map { index in
+                var queueInfo = VkDeviceQueueCreateInfo()
+                queueInfo.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO
+                queueInfo.queueFamilyIndex = index
+                queueInfo.queueCount = 1
+                queueInfo.pQueuePriorities = priorityPointer
+                return queueInfo
+            }
+            try queueInfos.withUnsafeBufferPointer { queuePointer in
                 var info = VkDeviceCreateInfo()
                 info.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO
-                info.queueCreateInfoCount = 1
-                info.pQueueCreateInfos = queuePointer
+                info.queueCreateInfoCount = UInt32(queuePointer.count)
+                info.pQueueCreateInfos = queuePointer.baseAddress
                 let names: [StaticString] = importAlignment != nil ? ["VK_EXT_external_memory_host"] : []
                 var pointers = names.map { Optional(UnsafeRawPointer($0.utf8Start).assumingMemoryBound(to: CChar.self)) }
                 info.enabledExtensionCount = UInt32(pointers.count)
@@ -254,6 +289,18 @@ final class VulkanDevice {
         var pool: VkCommandPool?
         try check(functions.vkCreateCommandPool(device, &poolInfo, nil, &pool), "vkCreateCommandPool")
         commandPool = pool!
+        if let copyFamily {
+            var copyQueue: VkQueue?
+            functions.vkGetDeviceQueue(device, copyFamily, 0, &copyQueue)
+            poolInfo.queueFamilyIndex = copyFamily
+            var copyPool: VkCommandPool?
+            try check(functions.vkCreateCommandPool(device, &poolInfo, nil, &copyPool), "vkCreateCommandPool(transfer)")
+            transfer = VulkanTransferQueue(queue: copyQueue!, family: copyFamily, commandPool: copyPool!, dedicated: true)
+        } else if transferQueue == .compute {
+            transfer = VulkanTransferQueue(queue: queue!, family: queueFamily, commandPool: pool!, dedicated: false)
+        } else {
+            transfer = nil
+        }
 
         let types = memoryTypes
         let wanted = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT.rawValue | VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT.rawValue
@@ -265,6 +312,7 @@ final class VulkanDevice {
     deinit {
         _ = functions.vkDeviceWaitIdle(device)
         pipelines.removeAll()
+        if let transfer, transfer.dedicated { functions.vkDestroyCommandPool(device, transfer.commandPool, nil) }
         functions.vkDestroyCommandPool(device, commandPool, nil)
         functions.vkDestroyDevice(device, nil)
     }

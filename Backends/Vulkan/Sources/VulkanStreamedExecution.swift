@@ -9,7 +9,9 @@ import LoRAFuse
 /// and the segments run in order, each its own submission. While segment k computes, the
 /// host writes segment k+1's weights into the other buffer (directly on unified memory,
 /// through a staging buffer and recorded copies on a discrete GPU); a buffer is rewritten
-/// only after the segment that read it has finished. Activations and resident weights (LoRA
+/// only after the segment that read it has finished. Where the device has a transfer-only
+/// queue family (a copy engine), those copies are submitted there, so segment k+1's upload
+/// runs beside segment k's compute, and segment k+1 waits for it on a semaphore. Activations and resident weights (LoRA
 /// factors, whatever `makeResident` kept) stay in place throughout.
 struct VulkanStreamedExecution {
     let execution: VulkanGraphExecution
@@ -106,8 +108,13 @@ struct VulkanStreamedExecution {
         // discrete GPU, their staging twins and one staging buffer for inputs and outputs).
         let scratch = try VulkanBuffer(device: device, size: activations, hostVisible: false)
         let bufferCount = min(2, segments.count)
-        let buffers = try (0..<bufferCount).map { _ in try VulkanBuffer(device: device, size: max(largest, 16), hostVisible: false) }
         let unified = device.unifiedMemory
+        let transfer = unified ? nil : device.transfer
+        // Written by the transfer queue, read by the compute queue: shared by both families.
+        let families = transfer.map { [device.queueFamily, $0.family] } ?? []
+        let buffers = try (0..<bufferCount).map { _ in
+            try VulkanBuffer(device: device, size: max(largest, 16), hostVisible: false, sharedWith: families)
+        }
         let weightStaging = unified ? [] : try (0..<bufferCount).map { _ in try VulkanBuffer(device: device, size: max(largest, 16), hostVisible: true) }
         var ranges = [VulkanRange?](repeating: nil, count: graph.nodes.count)
         var inputUploads: [(HostTensor, VulkanRange)] = []
@@ -139,6 +146,7 @@ struct VulkanStreamedExecution {
         }
 
         var submissions: [VulkanSubmission?] = [nil, nil]
+        var copies: [VulkanSubmission?] = [nil, nil]  // on the transfer queue, per buffer
         var finished: [VulkanSubmission] = []  // kept for their timestamps
         var uploaded = 0
         var waitSeconds = 0.0
@@ -148,6 +156,8 @@ struct VulkanStreamedExecution {
             // The segment that last read this buffer must be done before it is rewritten.
             if let previous = submissions[slot] {
                 try previous.wait()
+                try copies[slot]?.wait()  // done before its reader; waited so its staging may be rewritten
+                copies[slot] = nil
                 if options.recordTimings { finished.append(previous) }
                 submissions[slot] = nil
                 options.progress?(segments[index - 2].nodes.upperBound, graph.nodes.count)
@@ -176,11 +186,25 @@ struct VulkanStreamedExecution {
                 if case .reshape = node.op, let source = ranges[node.inputs[0]] { ranges[node.id] = source }
             }
 
+            // On a transfer queue: the copies go in a submission of their own that signals
+            // `ready`, which this segment's compute waits for.
+            var ready: VulkanSemaphore?
+            if let transfer, segment.bytes > 0 {
+                let copier = try VulkanCommandRecorder(device: device, maximumDispatches: 0, timestamps: 0, transfer: transfer)
+                for id in segment.weights where graph.nodes[id].type.byteCount > 0 {
+                    let range = ranges[id]!, bytes = graph.nodes[id].type.byteCount
+                    copier.copy(from: VulkanRange(buffer: weightStaging[slot], offset: range.offset, size: bytes), to: range, size: bytes)
+                }
+                let semaphore = try VulkanSemaphore(device: device)
+                copies[slot] = try copier.submit(signalling: semaphore)
+                ready = semaphore
+            }
+
             let recorder = try VulkanCommandRecorder(device: device, maximumDispatches: execution.dispatchEstimate(segment.nodes),
                                                      timestamps: options.recordTimings ? segment.nodes.count : 0)
             var copied = false
             if !unified {
-                for id in segment.weights {
+                for id in segment.weights where transfer == nil {
                     let range = ranges[id]!
                     let bytes = graph.nodes[id].type.byteCount
                     if bytes > 0 {
@@ -225,8 +249,9 @@ struct VulkanStreamedExecution {
                     recorder.copy(from: ranges[id]!, to: VulkanRange(buffer: io, offset: ioOffsets[id]!, size: size), size: size)
                 }
             }
-            submissions[slot] = try recorder.submit()
+            submissions[slot] = try recorder.submit(waitingFor: ready)
         }
+        for copy in copies.compactMap({ $0 }) { try copy.wait() }
         for submission in submissions.compactMap({ $0 }) {
             try submission.wait()
             if options.recordTimings { finished.append(submission) }

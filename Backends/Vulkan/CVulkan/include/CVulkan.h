@@ -78,6 +78,8 @@
     X(vkWaitForFences) \
     X(vkGetFenceStatus) \
     X(vkResetFences) \
+    X(vkCreateSemaphore) \
+    X(vkDestroySemaphore) \
     X(vkDeviceWaitIdle)
 
 /// Device functions of optional extensions: NULL where the extension is not enabled.
