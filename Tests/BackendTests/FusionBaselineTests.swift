@@ -26,7 +26,7 @@ import LoRAFuseToyWorld
         let folder = FluxTransformerTests.fixtures.appendingPathComponent("dev-tiny")
         let inputs = try FluxInputs(SafeTensorsFile(path: folder.appendingPathComponent("inputs.safetensors").path).allTensors(),
                                     config: model.config)
-        let outputs = try fusion.passes(progress: progress, step: step).map { adapters in
+        let outputs = try fusion.passes(progress: progress, step: step, steps: 28).map { adapters in
             let graph = try FluxTransformer(model: model, adapters: adapters)
                 .graph(batch: inputs.batch, textLength: inputs.textLength, imageLength: inputs.imageLength)
             return try backend.execute(graph, inputs: inputs.bindings).outputs[0].floats()
@@ -70,7 +70,7 @@ import LoRAFuseToyWorld
     @Test func compositeAveragesTheSingleLoRAPredictions() throws {
         let model = try FluxModel.load(path: LoRAApplicationTests.diffusersModel)
         let fusion = LoRAFusion(method: .composite, content: try Self.adapter("all.peft", 1, model), style: try Self.adapter("attention.peft", 1, model))
-        #expect(fusion.passes(progress: 0.5, step: 3).count == 2)
+        #expect(fusion.passes(progress: 0.5, step: 3, steps: 6).count == 2)
         let mean = zip(try Self.expected("expected_all"), try Self.expected("expected_attention")).map { ($0 + $1) / 2 }
         for backend in Self.backends {
             #expect(relativeError(actual: try Self.predict(fusion, progress: 0.5, step: 3, model: model, backend: backend), expected: mean) <= 1e-4)
@@ -82,7 +82,7 @@ import LoRAFuseToyWorld
         var fusion = LoRAFusion(method: .random, content: try Self.adapter("all.peft", 1, model), style: try Self.adapter("attention.peft", 1, model))
         func split(seed: UInt64) -> (Set<String>, Set<String>) {
             fusion.seed = seed
-            let adapters = fusion.passes(progress: 0.5, step: 1)[0]
+            let adapters = fusion.passes(progress: 0.5, step: 1, steps: 2)[0]
             return (Set(adapters[0].file.modules.map(\.layer)), Set(adapters[1].file.modules.map(\.layer)))
         }
         let (content, style) = split(seed: 1)

@@ -528,6 +528,44 @@ final class ScratchFolder {
         }
     }
 
+    /// `estlora plan --json` and `dit --fusion estlora` against the EST-LoRA reference
+    /// (Tools/reference/make_estlora_fixtures.py: a 4-step run; `dit --progress` names the step).
+    @Test(arguments: CLIBackends.names)
+    func estloraFromTheCommandLine(_ backend: String) throws {
+        let scratch = ScratchFolder("lorafuse-estlora")
+        defer { withExtendedLifetime(scratch) {} }  // the folder lives until the test ends
+        let folder = scratch.url
+        let fixtures = CommandLine.repository.appendingPathComponent("Tests/Fixtures")
+        let model = fixtures.appendingPathComponent("flux/dev-tiny").path
+        let content = fixtures.appendingPathComponent("lora/all.peft.safetensors").path
+        let style = fixtures.appendingPathComponent("lora/partial.peft.safetensors").path
+        let cache = ["LORAFUSE_CACHE": folder.path]
+        let references = try JSONSerialization.jsonObject(with: Data(contentsOf: fixtures.appendingPathComponent("estlora/plans.json"))) as? [String: Any]
+        let reference = (references?["pairs"] as? [String: Any])?["all-partial"] as? [String: Any]
+        let expectedChoices = ((reference?["schedules"] as? [String: Any])?["s*"] as? [String: Any])?["content_layers"] as? [[String]]
+        let plan = try CommandLine.run(["estlora", "plan", "--content", content, "--style", style, "--model", model, "--steps", "4",
+                                        "--backend", backend, "--json"], environment: cache)
+        #expect(plan.status == 0, "\(plan.error)")
+        let line = try JSONSerialization.jsonObject(with: Data(plan.output.utf8)) as? [String: Any]
+        #expect((line?["layers"] as? [[String: Any]])?.compactMap { $0["name"] as? String } == reference?["order"] as? [String])
+        #expect(((line?["content_layers"] as? [[String]]) ?? []).map(Set.init) == (expectedChoices ?? [[]]).map(Set.init))
+        #expect(line?["schedule"] as? String == "periodic" && line?["beta"] as? Double == 1.5 * 0.85)
+        let output = folder.appendingPathComponent("out.safetensors").path
+        let result = try CommandLine.run(["dit", "--model", model, "--inputs", fixtures.appendingPathComponent("flux/dev-tiny/inputs.safetensors").path,
+                                          "--fusion", "estlora", "--content", content, "--style", style + ":0.8", "--steps", "4", "--progress", "0.5",
+                                          "--estlora-schedule", "linear", "--backend", backend, "--output", output], environment: cache)
+        #expect(result.status == 0, "\(result.error)")
+        let expected = try SafeTensorsFile(path: fixtures.appendingPathComponent("estlora/all-partial-linear.safetensors").path).tensor(named: "sample_2")
+        #expect(relativeError(actual: try SafeTensorsFile(path: output).tensor(named: "sample").floats(), expected: expected.doubles()) <= 1e-4)
+        for (bad, message) in [(["--estlora-schedule", "cosine"], "unknown --estlora-schedule cosine"),
+                               (["--estlora-alpha", "0"], "--estlora-alpha must be positive"),
+                               (["--estlora-beta", "inf"], "--estlora-beta must be a finite number")] {
+            let failure = try CommandLine.run(["dit", "--model", model, "--inputs", fixtures.appendingPathComponent("flux/dev-tiny/inputs.safetensors").path,
+                                               "--fusion", "estlora", "--content", content, "--style", style] + bad, environment: cache)
+            #expect(failure.status != 0 && failure.error.contains(message), "\(bad): \(failure.error)")
+        }
+    }
+
     /// `dit --fusion autolora` against DiffSynth's LoraMerger on a tiny DiffSynth DiT.
     @Test(arguments: CLIBackends.names)
     func autoloraFromTheCommandLine(_ backend: String) throws {

@@ -21,7 +21,7 @@ struct LoRAOptions: ParsableArguments {
     @Flag(name: .customLong("allow-unmatched-lora-keys"), help: "Warn about LoRA keys that match no layer instead of failing.")
     var allowUnmatchedLoRAKeys = false
 
-    @Option(name: .long, help: "How --content and --style are fused: merge, klora, switch, composite, fixed or random; or autolora (gates the --lora files with --fusion-weights).")
+    @Option(name: .long, help: "How --content and --style are fused: merge, klora, estlora, switch, composite, fixed or random; or autolora (gates the --lora files with --fusion-weights).")
     var fusion: String?
 
     @Option(name: .customLong("fusion-weights"), help: "autolora: the merger checkpoint (LoRAFusion-preview-FLUX.1-dev layout).")
@@ -49,6 +49,8 @@ struct LoRAOptions: ParsableArguments {
     var fusionSeed: UInt64 = 0
 
     @OptionGroup var klora: KLoRASettings
+
+    @OptionGroup var estlora: ESTLoRASettings
 
     func validate() throws {
         guard (0...1).contains(fixedFraction) else { throw ValidationError("--fixed-fraction must be in [0, 1], got \(fixedFraction)") }
@@ -92,7 +94,8 @@ struct LoRAOptions: ParsableArguments {
             chosen.switchEvery = switchEvery
             chosen.fixedFraction = fixedFraction
             chosen.seed = fusionSeed
-            return try FusionPlan.pair(model: model, fusion: chosen, adapters: adapters, merge: merge, klora: try klora.parameters(), on: backend)
+            return try FusionPlan.pair(model: model, fusion: chosen, adapters: adapters, merge: merge, klora: try klora.parameters(),
+                                     estlora: try estlora.parameters(), on: backend)
         }
     }
 
@@ -101,7 +104,7 @@ struct LoRAOptions: ParsableArguments {
         let progress = progress ?? 0  // both checked by validate()
         let steps = steps ?? 28
         let plan = try plan(model, backend: backend)
-        return (plan.step(progress: progress, step: Int((progress * Double(steps)).rounded())).passes, plan.mergeSeconds)
+        return (plan.step(progress: progress, step: min(steps - 1, Int((progress * Double(steps)).rounded())), of: steps).passes, plan.mergeSeconds)
     }
 }
 
@@ -145,6 +148,63 @@ struct KLoRASettings: ParsableArguments {
     }
 }
 
+/// EST-LoRA's schedule: `--estlora-alpha`, `--estlora-beta`, `--estlora-schedule`.
+struct ESTLoRASettings: ParsableArguments {
+    @Option(name: .customLong("estlora-alpha"), parsing: .unconditional, help: "α of S(t) = α·t + β (the authors' code: 1.5).")
+    var alpha: Double = ESTLoRAPlan.defaultAlpha
+
+    @Option(name: .customLong("estlora-beta"), parsing: .unconditional, help: "β of S(t) (default as the authors' FLUX script: 0.85·α for periodic, 0.5·α for linear).")
+    var beta: Double?
+
+    @Option(name: .customLong("estlora-schedule"), help: "periodic (the code's s*): S(t) = (α·t + β) mod α; linear: S(t) = α·t + β.")
+    var schedule: String = ESTLoRAPlan.Schedule.periodic.rawValue
+
+    func validate() throws {
+        for (name, value) in [("--estlora-alpha", alpha), ("--estlora-beta", beta ?? 0)] where !(value.isFinite && abs(value) <= KLoRASettings.parameterBound) {
+            throw ValidationError("\(name) must be a finite number in [−\(Int(KLoRASettings.parameterBound)), \(Int(KLoRASettings.parameterBound))], got \(value)")
+        }
+        guard alpha > 0 else { throw ValidationError("--estlora-alpha must be positive (the periodic schedule takes S mod α), got \(alpha)") }
+        _ = try chosenSchedule()
+    }
+
+    private func chosenSchedule() throws -> ESTLoRAPlan.Schedule {
+        guard let chosen = ESTLoRAPlan.Schedule(rawValue: schedule == "s*" ? "periodic" : schedule) else {
+            throw ValidationError("unknown --estlora-schedule \(schedule) (periodic, also written s*, or linear)")
+        }
+        return chosen
+    }
+
+    /// α, β and the schedule, as `FusionPlan.pair` takes them.
+    func parameters() throws -> (alpha: Double, beta: Double, schedule: ESTLoRAPlan.Schedule) {
+        let chosen = try chosenSchedule()
+        return (alpha, beta ?? chosen.defaultBeta(alpha: alpha), chosen)
+    }
+}
+
+/// The files a per-pair plan reads: `--content`, `--style`, an optional `--model` to check
+/// them against, and the backend that computes the plan.
+struct PairPlanOptions: ParsableArguments {
+    @Option(name: .long, help: "Content LoRA file.")
+    var content: String
+
+    @Option(name: .long, help: "Style LoRA file.")
+    var style: String
+
+    @Option(name: .long, help: "A FLUX model to check both LoRAs against (optional; it also gives the layer order).")
+    var model: String?
+
+    @Option(name: .long, help: "A single-file --model's config: diffusers' transformer/config.json (or a folder holding it).")
+    var config: String?
+
+    @OptionGroup var backendOptions: BackendOptions
+
+    func load() throws -> (any Backend, FluxModel?, LoRAFile, LoRAFile) {
+        let backend = try backendOptions.makeBackend()
+        let flux = try model.map { try FluxModel.load(path: $0, config: config) }
+        return (backend, flux, try LoRAFile.load(path: content, model: flux), try LoRAFile.load(path: style, model: flux))
+    }
+}
+
 /// `lorafuse klora plan`: what K-LoRA will do with a content and a style LoRA.
 struct KLoRACommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -157,19 +217,7 @@ struct KLoRAPlanCommand: ParsableCommand {
         commandName: "plan",
         abstract: "Per layer S_c, S_s, K and the switch point; the share of content layers at the start, middle and end.")
 
-    @Option(name: .long, help: "Content LoRA file.")
-    var content: String
-
-    @Option(name: .long, help: "Style LoRA file.")
-    var style: String
-
-    @Option(name: .long, help: "A FLUX model to check both LoRAs against (optional).")
-    var model: String?
-
-    @Option(name: .long, help: "A single-file --model's config: diffusers' transformer/config.json (or a folder holding it).")
-    var config: String?
-
-    @OptionGroup var backendOptions: BackendOptions
+    @OptionGroup var pair: PairPlanOptions
 
     @OptionGroup var klora: KLoRASettings
 
@@ -180,9 +228,7 @@ struct KLoRAPlanCommand: ParsableCommand {
     var json = false
 
     func run() throws {
-        let backend = try backendOptions.makeBackend()
-        let flux = try model.map { try FluxModel.load(path: $0, config: config) }
-        let contentFile = try LoRAFile.load(path: content, model: flux), styleFile = try LoRAFile.load(path: style, model: flux)
+        let (backend, flux, contentFile, styleFile) = try pair.load()
         let start = DispatchTime.now().uptimeNanoseconds
         let planner = KLoRAPlanner(backend: backend, cacheFolder: noCache ? nil : KLoRAPlanner.defaultCacheFolder)
         let plan = try planner.plan(content: contentFile, style: styleFile, config: flux?.config)
@@ -324,5 +370,72 @@ struct LoRAEmbedCommand: ParsableCommand {
             print(String(format: "lora embed on %@: %d layers → %d-d in %.3f s (best of %d), load %.3f s%@", backend.name,
                          weights.layers.count, weights.width, best, max(1, repeatCount), load, output.map { ", wrote \($0)" } ?? ""))
         }
+    }
+}
+
+/// `lorafuse estlora plan`: what EST-LoRA will do with a content and a style LoRA over a run.
+struct ESTLoRACommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "estlora", abstract: "EST-LoRA: per-layer energy selection between a content and a style LoRA.",
+        subcommands: [ESTLoRAPlanCommand.self])
+}
+
+struct ESTLoRAPlanCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plan",
+        abstract: "Per layer E_c, E_s and the content steps; the layers that apply the content LoRA at every step (--json).")
+
+    @OptionGroup var pair: PairPlanOptions
+
+    @OptionGroup var estlora: ESTLoRASettings
+
+    @Option(name: .long, parsing: .unconditional, help: "Sampling steps of the run the schedule covers.")
+    var steps = 28
+
+    @Flag(name: .long, help: "Do not read or write the plan cache ($LORAFUSE_CACHE/estlora or ~/.cache/lorafuse/estlora).")
+    var noCache = false
+
+    @Flag(name: .long, help: "Print one JSON object.")
+    var json = false
+
+    func validate() throws {
+        let maxSteps = FluxTextToImage.Limits().maxSteps
+        guard (1...maxSteps).contains(steps) else { throw ValidationError("--steps must be in 1...\(maxSteps), got \(steps)") }
+    }
+
+    func run() throws {
+        let (backend, flux, contentFile, styleFile) = try pair.load()
+        let start = DispatchTime.now().uptimeNanoseconds
+        let plan = try ESTLoRAPlanner(backend: backend, cacheFolder: noCache ? nil : ESTLoRAPlanner.defaultCacheFolder)
+            .plan(content: contentFile, style: styleFile, config: flux?.config)
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        let (alpha, beta, schedule) = try estlora.parameters()
+        let chosen = (0..<steps).map { step in
+            plan.layers.indices.map { plan.usesContent(layer: $0, step: step, steps: steps, alpha: alpha, beta: beta, schedule: schedule) }
+        }
+        if json {
+            let layers: [[String: Any]] = plan.layers.enumerated().map { index, layer in
+                ["name": layer.name, "content_energy": layer.contentEnergy, "style_energy": layer.styleEnergy,
+                 "content_abs_sum": layer.contentAbsSum, "style_abs_sum": layer.styleAbsSum,
+                 "content_steps": chosen.filter { $0[index] }.count]
+            }
+            let perStep = chosen.map { flags in plan.layers.indices.filter { flags[$0] }.map { plan.layers[$0].name } }
+            print(try JSONOutput.line(["command": "estlora plan", "backend": backend.name, "device": backend.device.name,
+                                       "seconds": seconds, "gamma": plan.gamma, "alpha": alpha, "beta": beta,
+                                       "schedule": schedule.rawValue, "steps": steps, "layers": layers,
+                                       "content_layers": perStep, "content_only": plan.contentOnly, "style_only": plan.styleOnly]))
+            return
+        }
+        let width = max(5, plan.layers.map(\.name.count).max() ?? 0)
+        print("layer".padding(toLength: width, withPad: " ", startingAt: 0) + "          E_c          E_s  content steps")
+        for (index, layer) in plan.layers.enumerated() {
+            print(layer.name.padding(toLength: width, withPad: " ", startingAt: 0)
+                  + String(format: " %12.5g %12.5g %8d of %d", layer.contentEnergy, layer.styleEnergy, chosen.filter { $0[index] }.count, steps))
+        }
+        let shares = chosen.map { Double($0.filter { $0 }.count) / Double(max(plan.layers.count, 1)) }
+        print(String(format: "γ = %.5g; %d fused, %d content-only and %d style-only layer(s); plan in %.3f s on %@",
+                     plan.gamma, plan.layers.count, plan.contentOnly.count, plan.styleOnly.count, seconds, backend.name))
+        print(String(format: "content share of fused layers (%@, α %.3g, β %.3g, %d steps): first step %.0f%%, middle %.0f%%, last %.0f%%",
+                     schedule.rawValue, alpha, beta, steps, 100 * shares[0], 100 * shares[steps / 2], 100 * shares[steps - 1]))
     }
 }

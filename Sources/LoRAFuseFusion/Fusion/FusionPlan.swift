@@ -66,9 +66,9 @@ public struct FusionPlan: Sendable {
     public let mergeSeconds: Double?
     /// Every step runs the same passes.
     public let isStatic: Bool
-    private let passes: @Sendable (_ progress: Double, _ step: Int) -> [FluxTransformer]
+    private let passes: @Sendable (_ progress: Double, _ step: Int, _ steps: Int) -> [FluxTransformer]
 
-    private init(mergeSeconds: Double? = nil, isStatic: Bool, passes: @escaping @Sendable (Double, Int) -> [FluxTransformer]) {
+    private init(mergeSeconds: Double? = nil, isStatic: Bool, passes: @escaping @Sendable (Double, Int, Int) -> [FluxTransformer]) {
         self.mergeSeconds = mergeSeconds
         self.isStatic = isStatic
         self.passes = passes
@@ -76,12 +76,13 @@ public struct FusionPlan: Sendable {
 
     /// The passes at `step` of a `steps`-step run; progress p = step / steps (0 at pure noise).
     public func step(_ step: Int, of steps: Int) -> Step {
-        self.step(progress: Double(step) / Double(max(1, steps)), step: step)
+        self.step(progress: Double(step) / Double(max(1, steps)), step: step, of: steps)
     }
 
-    /// The passes at sampling progress `progress` (step / steps), step `step` counting from 0.
-    public func step(progress: Double, step: Int) -> Step {
-        let transformers = passes(progress, step)
+    /// The passes at sampling progress `progress` (step / steps), step `step` counting from 0
+    /// of `steps` (methods that count steps use `step`, the others `progress`).
+    public func step(progress: Double, step: Int, of steps: Int) -> Step {
+        let transformers = passes(progress, step, steps)
         return Step(key: StepKey(transformers), passes: transformers)
     }
 
@@ -90,24 +91,27 @@ public struct FusionPlan: Sendable {
     public static func plain(model: FluxModel, adapters: [LoRAAdapter], merge: Bool = false, on backend: any Backend) throws -> FusionPlan {
         guard merge, !adapters.isEmpty else {
             let pass = FluxTransformer(model: model, adapters: adapters)
-            return FusionPlan(isStatic: true) { _, _ in [pass] }
+            return FusionPlan(isStatic: true) { _, _, _ in [pass] }
         }
         let start = DispatchTime.now().uptimeNanoseconds
         let pass = FluxTransformer(model: try model.merging(adapters, on: backend))
-        return FusionPlan(mergeSeconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, isStatic: true) { _, _ in [pass] }
+        return FusionPlan(mergeSeconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, isStatic: true) { _, _, _ in [pass] }
     }
 
     /// AutoLoRA: `adapters` (1 to 8) gated by `mergers` on every layer with a merger.
     public static func autolora(model: FluxModel, adapters: [LoRAAdapter], mergers: AutoLoRAMergers) throws -> FusionPlan {
         let pass = FluxTransformer(model: model, autolora: try AutoLoRAFusion(mergers: mergers, adapters: adapters, config: model.config))
-        return FusionPlan(isStatic: true) { _, _ in [pass] }
+        return FusionPlan(isStatic: true) { _, _, _ in [pass] }
     }
 
     /// A content/style fusion, with `adapters` applied hot beside it at every step. K-LoRA
-    /// without a plan in `fusion.klora` is planned here on `backend` (cached on disk by the
-    /// planner) with `klora`'s schedule; `merge` goes with `.merge` only.
+    /// without a plan in `fusion.klora` (EST-LoRA without one in `fusion.estlora`) is planned
+    /// here on `backend` (cached on disk by the planner) with `klora`'s (`estlora`'s)
+    /// schedule; `merge` goes with `.merge` only.
     public static func pair(model: FluxModel, fusion: LoRAFusion, adapters: [LoRAAdapter] = [], merge: Bool = false,
                             klora schedule: (alpha: Double, beta: Double, schedule: KLoRAPlan.Schedule) = (1.5, 0.5, .linear),
+                            estlora estSchedule: (alpha: Double, beta: Double, schedule: ESTLoRAPlan.Schedule) =
+                                (ESTLoRAPlan.defaultAlpha, ESTLoRAPlan.Schedule.periodic.defaultBeta(), .periodic),
                             on backend: any Backend) throws -> FusionPlan {
         guard !merge || fusion.method == .merge else {
             throw FusionError.invalidOption("merging goes only with the merge method (the others choose LoRAs per step)")
@@ -119,12 +123,18 @@ public struct FusionPlan: Sendable {
             (klora.alpha, klora.beta, klora.schedule) = schedule
             chosen.klora = klora
         }
+        if chosen.method == .estlora && chosen.estlora == nil {
+            let plan = try ESTLoRAPlanner(backend: backend).plan(content: fusion.content.file, style: fusion.style.file, config: model.config)
+            var estlora = ESTLoRAFusion(plan: plan, content: fusion.content, style: fusion.style)
+            (estlora.alpha, estlora.beta, estlora.schedule) = estSchedule
+            chosen.estlora = estlora
+        }
         if chosen.method == .merge {
-            return try plain(model: model, adapters: adapters + chosen.passes(progress: 0, step: 0)[0], merge: merge, on: backend)
+            return try plain(model: model, adapters: adapters + chosen.passes(progress: 0, step: 0, steps: 1)[0], merge: merge, on: backend)
         }
         let fixed = chosen
-        return FusionPlan(isStatic: false) { progress, step in
-            fixed.passes(progress: progress, step: step).map { FluxTransformer(model: model, adapters: adapters + $0) }
+        return FusionPlan(isStatic: false) { progress, step, steps in
+            fixed.passes(progress: progress, step: step, steps: steps).map { FluxTransformer(model: model, adapters: adapters + $0) }
         }
     }
 }

@@ -12,7 +12,7 @@ public enum FusionError: Error, Sendable, CustomStringConvertible, Equatable {
     public var description: String {
         switch self {
         case let .noSharedLayers(content, style):
-            "\(content) and \(style) have no layer in common: K-LoRA needs LoRAs for the same model that touch the same layers"
+            "\(content) and \(style) have no layer in common: K-LoRA and EST-LoRA choose between LoRAs for the same model on the layers both touch"
         case let .differentModels(layer, content, style):
             "the LoRAs were made for different models: layer \(layer) is \(content) in the content LoRA and \(style) in the style LoRA"
         case let .invalidOption(message): message
@@ -38,14 +38,7 @@ public struct KLoRAPlanner {
     }
 
     /// `$LORAFUSE_CACHE/klora`, else `~/.cache/lorafuse/klora`.
-    public static var defaultCacheFolder: URL? {
-        let environment = ProcessInfo.processInfo.environment
-        if let root = environment["LORAFUSE_CACHE"] {
-            return root.isEmpty ? nil : URL(fileURLWithPath: root).appendingPathComponent("klora")
-        }
-        guard let home = environment["HOME"] else { return nil }
-        return URL(fileURLWithPath: home).appendingPathComponent(".cache/lorafuse/klora")
-    }
+    public static var defaultCacheFolder: URL? { PlanCache<KLoRAPlan>.defaultFolder("klora") }
 
     /// The units: layers both LoRAs touch, grouped where both files fuse them the same way.
     static func units(content: LoRAFile, style: LoRAFile, order: [String]) -> [[String]] {
@@ -69,11 +62,8 @@ public struct KLoRAPlanner {
     public func plan(content: LoRAFile, style: LoRAFile, config: FluxConfig? = nil,
                      progress: ((Int, Int) -> Void)? = nil) throws -> KLoRAPlan {
         let contentHash = try ContentHash.of(path: content.path), styleHash = try ContentHash.of(path: style.path)
-        let cacheFile = cacheFolder?.appendingPathComponent("\(contentHash)-\(styleHash).json")
-        if let cacheFile, let data = try? InputFile.read(cacheFile.path),
-           let cached = try? JSONDecoder().decode(KLoRAPlan.self, from: data), cached.version == KLoRAPlan.formatVersion {
-            return cached
-        }
+        let cache = PlanCache<KLoRAPlan>(folder: cacheFolder)
+        if let cached = cache.read(contentHash, styleHash, isCurrent: { $0.version == KLoRAPlan.formatVersion }) { return cached }
         let order = config?.linearLayers.map(\.name) ?? naturallyOrdered(Set((content.modules + style.modules).map(\.layer)))
         let unitLayers = Self.units(content: content, style: style, order: order)
         guard !unitLayers.isEmpty else { throw FusionError.noSharedLayers(content: content.path, style: style.path) }
@@ -119,16 +109,7 @@ public struct KLoRAPlanner {
         let plan = KLoRAPlan(contentHash: contentHash, styleHash: styleHash, units: units,
                              contentOnly: order.filter { contentModules[$0] != nil && !shared.contains($0) },
                              styleOnly: order.filter { styleModules[$0] != nil && !shared.contains($0) })
-        if let cacheFile {
-            // A cache that cannot be written only costs the next run a recomputation.
-            try? FileManager.default.createDirectory(at: cacheFile.deletingLastPathComponent(), withIntermediateDirectories: true)
-            if let data = try? JSONEncoder().encode(plan) {
-                let temporary = cacheFile.appendingPathExtension("tmp-\(ProcessInfo.processInfo.processIdentifier)")
-                if (try? data.write(to: temporary)) != nil, rename(temporary.path, cacheFile.path) != 0 {
-                    try? FileManager.default.removeItem(at: temporary)
-                }
-            }
-        }
+        cache.write(plan, contentHash, styleHash)
         return plan
     }
 }

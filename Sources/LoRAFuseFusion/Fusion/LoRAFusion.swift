@@ -6,6 +6,9 @@ import LoRAFuseModels
 ///   diffusers' `set_adapters([c, s], weights=[s_c, s_s])`, the usual baseline.
 /// - `klora`: K-LoRA (Ouyang et al., CVPR 2025): per layer, the LoRA whose Top-K
 ///   magnitude wins against the progress-dependent scale (see `KLoRAPlan`).
+/// - `estlora`: EST-LoRA (arXiv 2508.02165): per layer, the LoRA whose energy ‖B·A‖²_F
+///   wins against the progress-dependent scale, the progress advancing with every fused
+///   layer's call (see `ESTLoRAPlan`).
 /// - `switch`: LoRA Switch (Zhong et al., "Multi-LoRA Composition for Image Generation",
 ///   2024): one LoRA active at a time, alternating every `switchEvery` steps, content first.
 /// - `composite`: LoRA Composite (same paper): one prediction per LoRA at every step, each
@@ -15,7 +18,7 @@ import LoRAFuseModels
 /// - `random`: every layer both LoRAs touch picks one of them at random (seeded, fixed for
 ///   all steps): the control that shows whether K-LoRA's choice matters.
 public enum FusionMethod: String, Sendable, CaseIterable {
-    case merge, klora
+    case merge, klora, estlora
     case switching = "switch"
     case composite, fixed, random
 }
@@ -27,6 +30,8 @@ public struct LoRAFusion: Sendable {
     public let style: LoRAAdapter
     /// Needed for `klora`.
     public var klora: KLoRAFusion?
+    /// Needed for `estlora`.
+    public var estlora: ESTLoRAFusion?
     public var switchEvery = 1
     public var fixedFraction = 0.5
     public var seed: UInt64 = 0
@@ -40,13 +45,15 @@ public struct LoRAFusion: Sendable {
 
     /// The forward passes of one step, each as its hot adapters; the step's prediction is
     /// the mean of the passes (two for `composite`, one otherwise). `progress` = step / steps
-    /// (0 at pure noise); `step` counts from 0 (used by `switch`).
-    public func passes(progress: Double, step: Int) -> [[LoRAAdapter]] {
+    /// (0 at pure noise); `step` counts from 0 (used by `switch`) of `steps` (used by `estlora`).
+    public func passes(progress: Double, step: Int, steps: Int) -> [[LoRAAdapter]] {
         switch method {
         case .merge:
             return [[content, style]]
         case .klora:
             return [klora!.adapters(progress: progress)]
+        case .estlora:
+            return [estlora!.adapters(step: step, steps: steps)]
         case .switching:
             return [[(step / max(1, switchEvery)) % 2 == 0 ? content : style]]
         case .composite:
