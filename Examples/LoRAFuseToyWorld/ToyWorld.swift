@@ -12,6 +12,7 @@ import LoRAFusePipeline
 ///      "content": [{"trigger": "zorbo", "lora": "loras/content-zorbo.safetensors", "label": "crescent", "caption": "…"}, …],
 ///      "style": [{"trigger": "lumeq", "lora": "loras/style-lumeq.safetensors", "label": "zigzag", "caption": "…"}, …],
 ///      "classifiers": {"object": "classifiers/object.safetensors", "style": "classifiers/style.safetensors"},
+///      "judges": [{"name": "A", "object": "classifiers/object.safetensors", "style": "…"}, {"name": "B", …}],
 ///      "merger": "autolora-merger.safetensors", "demo_pairs": [[0, 0], [1, 3], …],
 ///      "retriever": "retriever.safetensors", "retrieval_queries": [{"lora": "loras/…", "caption": "…"}, …]}
 ///
@@ -26,6 +27,13 @@ public struct ToyWorld: Sendable {
         public let caption: String
     }
 
+    /// A pair of scoring classifiers: one for the content's shape, one for the style's texture.
+    public struct Judge: Sendable, Hashable {
+        public let name: String
+        public let object: String
+        public let style: String
+    }
+
     public let folder: String
     public let pipeline: String
     public let width: Int
@@ -37,6 +45,8 @@ public struct ToyWorld: Sendable {
     public let style: [Concept]
     public let objectClassifier: String?
     public let styleClassifier: String?
+    /// Every judge: `judges` in world.json, else `classifiers` as the only one (named A).
+    public let judges: [Judge]
     public let merger: String?
     public let retriever: String?
     public let demoPairs: [(content: Int, style: Int)]
@@ -74,6 +84,23 @@ public struct ToyWorld: Sendable {
         let (width, height, steps, length) = (try number("width"), try number("height"), try number("steps"), try number("max_sequence_length"))
         let content = try concepts("content"), style = try concepts("style")
         let classifiers = object["classifiers"] as? [String: String] ?? [:]
+        var judges: [Judge] = []
+        if let listed = object["judges"] {
+            guard let entries = listed as? [[String: String]], !entries.isEmpty else {
+                throw ModelError.notAModel(path: manifest.path, reason: "`judges` must be a non-empty list of {name, object, style}")
+            }
+            for entry in entries {
+                guard let name = entry["name"], let objectFile = entry["object"], let styleFile = entry["style"] else {
+                    throw ModelError.notAModel(path: manifest.path, reason: "each `judges` entry needs `name`, `object` and `style`")
+                }
+                judges.append(Judge(name: name, object: path(objectFile), style: path(styleFile)))
+            }
+            guard Set(judges.map(\.name)).count == judges.count else {
+                throw ModelError.notAModel(path: manifest.path, reason: "`judges` names must be distinct")
+            }
+        } else if let objectFile = classifiers["object"], let styleFile = classifiers["style"] {
+            judges = [Judge(name: "A", object: path(objectFile), style: path(styleFile))]
+        }
         var pairs: [(content: Int, style: Int)] = []
         for pair in object["demo_pairs"] as? [[Int]] ?? [] {
             guard pair.count == 2, content.indices.contains(pair[0]), style.indices.contains(pair[1]) else {
@@ -92,7 +119,7 @@ public struct ToyWorld: Sendable {
         return ToyWorld(folder: folder, pipeline: path(pipeline), width: width, height: height, steps: steps, maxSequenceLength: length,
                         fusionPrompt: object["fusion_prompt"] as? String ?? "a {content} in {style} style",
                         content: content, style: style, objectClassifier: classifiers["object"].map(path),
-                        styleClassifier: classifiers["style"].map(path), merger: (object["merger"] as? String).map(path),
+                        styleClassifier: classifiers["style"].map(path), judges: judges, merger: (object["merger"] as? String).map(path),
                         retriever: (object["retriever"] as? String).map(path), demoPairs: pairs,
                         retrievalQueries: queries)
     }

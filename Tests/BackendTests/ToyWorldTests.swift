@@ -41,6 +41,13 @@ import LoRAFuseToyWorld
         try Data(#"{"pipeline": "p", "width": 32, "height": 32, "steps": 0, "max_sequence_length": 8}"#.utf8)
             .write(to: scratch.appendingPathComponent("world.json"))
         #expect { try ToyWorld.load(folder: scratch.path) } throws: { "\($0)".contains("steps") }
+        let concepts = #""content": [{"trigger": "a", "lora": "a", "label": "a"}], "style": [{"trigger": "b", "lora": "b", "label": "b"}]"#
+        for judges in [#""judges": []"#, #""judges": [{"name": "A", "object": "o"}]"#,
+                       #""judges": [{"name": "A", "object": "o", "style": "s"}, {"name": "A", "object": "o", "style": "s"}]"#] {
+            try Data(#"{"pipeline": "p", "width": 32, "height": 32, "steps": 4, "max_sequence_length": 8, \#(concepts), \#(judges)}"#.utf8)
+                .write(to: scratch.appendingPathComponent("world.json"))
+            #expect { try ToyWorld.load(folder: scratch.path) } throws: { "\($0)".contains("`judges`") }
+        }
     }
 
     @Test func classifiersMatchPyTorch() throws {
@@ -50,8 +57,11 @@ import LoRAFuseToyWorld
         let (count, height, width) = (pixels.shape[0], pixels.shape[1], pixels.shape[2])
         let bytes = pixels.withUnsafeBytes { Array($0) }
         let images = (0..<count).map { Array(bytes[$0 * height * width * 3..<($0 + 1) * height * width * 3]) }
-        for (name, path) in [("object", world.objectClassifier), ("style", world.styleClassifier)] {
-            let classifier = try ImageClassifier.load(path: try #require(path))
+        #expect(world.judges.map(\.name) == ["A", "B"])
+        #expect(world.judges.first?.object == world.objectClassifier && world.judges.first?.style == world.styleClassifier)
+        for (name, path) in world.judges.flatMap({ [($0.name == "A" ? "object" : "object-\($0.name.lowercased())", $0.object),
+                                                    ($0.name == "A" ? "style" : "style-\($0.name.lowercased())", $0.style)] }) {
+            let classifier = try ImageClassifier.load(path: path)
             let reference = try expected.tensor(named: name).doubles()
             for backend in BackendsUnderTest.all {
                 let probabilities = try classifier.classify(images: images, width: width, height: height, on: backend).flatMap { $0 }
@@ -106,6 +116,30 @@ import LoRAFuseToyWorld
             #expect(latentError <= 1e-3, "\(label) latents: \(latentError)")
             #expect(Double(close) >= 0.995 * Double(reference.count), "\(label) pixels: \(close)/\(reference.count)")
         }
+    }
+
+    /// The two-stage bootstrap: constant scores give a zero-width interval, the interval holds
+    /// the mean and is about as wide as the normal approximation, the draws are fixed by the
+    /// seed, and a method against itself differs by exactly 0.
+    @Test func bootstrapIntervalsOverClustersAndSeeds() {
+        let bootstrap = Bootstrap(clusters: 10, seeds: 16, resamples: 2000, seed: 3)
+        #expect(bootstrap.interval(Array(repeating: Array(repeating: 0.25, count: 16), count: 10)) == .init(mean: 0.25, low: 0.25, high: 0.25))
+        var random = SeededRandom(seed: 9)
+        let hits = (0..<10).map { _ in (0..<16).map { _ in Double.random(in: 0..<1, using: &random) < 0.4 ? 1.0 : 0.0 } }
+        let interval = bootstrap.interval(hits)
+        let mean = hits.joined().reduce(0, +) / 160
+        #expect(interval.mean == mean && interval.low < mean && mean < interval.high)
+        let normal = 1.96 * (mean * (1 - mean) / 160).squareRoot()
+        // Two stages on independent scores count the seed spread about twice: √2 × the normal half-width.
+        #expect((0.9...2.0).contains((interval.high - interval.low) / 2 / normal), "\(interval) vs ±\(normal)")
+        #expect(Bootstrap(clusters: 10, seeds: 16, resamples: 2000, seed: 3).interval(hits) == interval)
+        #expect(bootstrap.difference(hits, hits) == .init(mean: 0, low: 0, high: 0))
+        let better = hits.map { $0.map { _ in 1.0 } }
+        #expect(bootstrap.difference(better, hits).excludes(0) && !bootstrap.interval(hits).excludes(mean))
+        // Clusters that differ widen the interval beyond the seed-to-seed spread alone.
+        let clustered = (0..<10).map { Array(repeating: $0 < 5 ? 1.0 : 0.0, count: 16) }
+        let wide = bootstrap.interval(clustered)
+        #expect(wide.high - wide.low > 0.4)
     }
 
     @Test func gridPlacesScaledCellsBetweenGaps() {

@@ -633,19 +633,50 @@ final class ScratchFolder {
 
     @Test func evalFusionReportsScoresPerMethod() throws {
         let result = try CommandLine.run(["eval", "fusion", "--world", CommandLine.repository.appendingPathComponent("Examples/toyworld").path,
-                                          "--pairs", "1", "--seeds", "1", "--methods", "content", "style", "--json"])
+                                          "--pairs", "2", "--seeds", "2", "--methods", "content", "style", "--resamples", "200", "--json"])
         #expect(result.status == 0, "\(result.error)")
         let report = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any]
+        #expect(report?["judges"] as? [String] == ["A", "B"])
         let methods = report?["methods"] as? [[String: Any]] ?? []
-        #expect(methods.map { $0["method"] as? String } == ["content", "style"])
+        #expect(methods.map { $0["method"] as? String } == ["content alone", "style alone", "content", "style"])
+        let images = report?["images"] as? [[String: Any]] ?? []
         for method in methods {
-            #expect(method["images"] as? Int == 1)
-            for key in ["object", "style", "both", "object_probability", "style_probability"] {
-                let value = method[key] as? Double ?? -1
-                #expect((0...1).contains(value), "\(key): \(value)")
+            let name = method["method"] as? String ?? ""
+            let count = method["images"] as? Int ?? 0
+            #expect(images.filter { $0["method"] as? String == name }.count == count && count > 0, "\(name)")
+            let judged = name == "content alone" ? ["object"] : name == "style alone" ? ["style"] : ["object", "style", "both"]
+            for key in ["object", "style", "both"] {
+                if judged.contains(key) {
+                    let value = method[key] as? Double ?? -1
+                    #expect((0...1).contains(value), "\(name) \(key): \(value)")
+                } else {
+                    #expect(method[key] is NSNull, "\(name) \(key) is not judged")
+                }
             }
-            #expect((method["both"] as? Double ?? 2) <= min(method["object"] as? Double ?? 0, method["style"] as? Double ?? 0))
+            // Every judge gives each judged figure with an interval around its mean.
+            let perJudge = method["judges"] as? [String: [String: Any]] ?? [:]
+            #expect(Set(perJudge.keys) == ["A", "B"])
+            for (judge, entry) in perJudge {
+                for key in judged {
+                    let interval = entry[key] as? [String: Double] ?? [:]
+                    let (low, mean, high) = (interval["low"] ?? 2, interval["mean"] ?? -1, interval["high"] ?? -1)
+                    #expect(0 <= low && low <= mean && mean <= high && high <= 1, "\(name) \(judge) \(key): \(interval)")
+                }
+                // The per-image scores give the mean back.
+                let hits = images.filter { $0["method"] as? String == name }.map {
+                    (($0["judges"] as? [String: [String: Any]])?[judge]?[judged[0]] as? Bool) == true ? 1.0 : 0.0
+                }
+                let mean = (entry[judged[0]] as? [String: Double])?["mean"] ?? -1
+                #expect(abs(hits.reduce(0, +) / Double(max(1, hits.count)) - mean) < 1e-12, "\(name) \(judge)")
+            }
+            if judged.count == 3 {
+                #expect((method["both"] as? Double ?? 2) <= min(method["object"] as? Double ?? 0, method["style"] as? Double ?? 0))
+            }
         }
+        // Paired differences between the two fusion rows, per judge and metric.
+        let differences = report?["differences"] as? [[String: Any]] ?? []
+        #expect(differences.count == 2 * 3)
+        #expect(differences.allSatisfy { $0["a"] as? String == "content" && $0["b"] as? String == "style" })
     }
 
     @Test func evalRetrievalRanksEveryHeldOutCaption() throws {

@@ -4,8 +4,9 @@ Run after Tools/toyworld/train_world.py. Writes Tests/Fixtures/toyworld/:
 - generate.safetensors  diffusers' FluxPipeline on the world's pipeline in float64 with a content LoRA loaded by
                         diffusers (load_lora_weights, scale 1), imported noise (`noise` [1, 16, 8, 8]), the world's
                         steps and T5 length: `latents` (unpacked, after the last step) and `image` [32, 32, 3] uint8;
-- classifier.safetensors  world images (`pixels` [N, 32, 32, 3] uint8) and both classifiers' probabilities
-                        (`object`, `style` [N, 18]) from the PyTorch class in float64;
+- classifier.safetensors  world images (`pixels` [N, 32, 32, 3] uint8) and every classifier's probabilities
+                        (judge A `object`, `style`; judge B `object-b`, `style-b` [N, 18]) from the PyTorch class in
+                        float64 (`--only classifier` writes this file alone);
 - autolora.safetensors  one transformer forward (inputs as `lorafuse dit` takes them, float64) with a content and
                         a style LoRA gated by the world's AutoLoRA merger, through the training script's gated model
                         (`sample`); the same math as DiffSynth's LoraMerger, which Tests/Fixtures/autolora checks
@@ -63,9 +64,10 @@ def classifier_fixture():
     pixels = np.stack([(s[0].transpose(1, 2, 0) * 255).round().astype(np.uint8) for s in samples])
     x = torch.from_numpy(pixels).permute(0, 3, 1, 2).double() / 127.5 - 1
     out = {"pixels": torch.from_numpy(np.ascontiguousarray(pixels)).contiguous()}
-    for name in ("object", "style"):
+    for name in ("object", "style", "object-b", "style-b"):  # judge A, then judge B
         state = load_file(str(WORLD / "classifiers" / f"{name}.safetensors"))
-        model = tw.Classifier(state["head.bias"].shape[0])
+        widths = tuple(state[f"conv{i}.weight"].shape[0] for i in (1, 2, 3))
+        model = tw.Classifier(state["head.bias"].shape[0], widths)
         model.load_state_dict(state)
         with torch.no_grad():
             out[name] = torch.softmax(model.double()(x), dim=-1).float()
@@ -105,6 +107,8 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     manifest = json.loads((WORLD / "world.json").read_text())
     classifier_fixture()
+    if sys.argv[1:] == ["--only", "classifier"]:  # after a judges-only retraining
+        return
     autolora_fixture()
     generate_fixture(manifest)
 

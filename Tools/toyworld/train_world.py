@@ -18,7 +18,9 @@ Stages, in order (each skips itself when its outputs exist, unless --force or na
   retriever     AutoLoRA's LoRA weight encoder trained contrastively (Tools/train/train_retriever.py) on the LoRAs
                 with captions; held-out captions go to world.json for `lorafuse eval retrieval`;
   classifiers   two small CNNs that score images: object (18 shapes) and style (18 textures), built only
-                from ops LoRAFuse has (3×3 convolutions, ReLU, 2×2 space-to-depth, mean, Linear).
+                from ops LoRAFuse has (3×3 convolutions, ReLU, 2×2 space-to-depth, mean, Linear): judge A;
+  judges        a second, independent pair (judge B: other widths, seeds, training images, augmentation),
+                so the evaluation tables show two judges.
 Times per stage are printed and written to <out>/training.json.
 (pinned in Tools/toyworld/requirements.txt: torch 2.5.1, diffusers 0.31.0, transformers 4.46.3, peft 0.13.2,
 sentencepiece 0.2.0, open-clip-torch 2.29.0)
@@ -343,12 +345,12 @@ def train_loras(pipeline, out, steps, text):
 class Classifier(torch.nn.Module):
     """conv3×3 → ReLU → space-to-depth 2×2, three times, then the mean over positions and a Linear."""
 
-    def __init__(self, classes):
+    def __init__(self, classes, widths=(16, 32, 64)):
         super().__init__()
-        self.conv1 = torch.nn.Conv2d(3, 16, 3, padding=1)
-        self.conv2 = torch.nn.Conv2d(64, 32, 3, padding=1)
-        self.conv3 = torch.nn.Conv2d(128, 64, 3, padding=1)
-        self.head = torch.nn.Linear(64, classes)
+        self.conv1 = torch.nn.Conv2d(3, widths[0], 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(4 * widths[0], widths[1], 3, padding=1)
+        self.conv3 = torch.nn.Conv2d(4 * widths[1], widths[2], 3, padding=1)
+        self.head = torch.nn.Linear(widths[2], classes)
 
     def forward(self, x):
         x = F.pixel_unshuffle(F.relu(self.conv1(x)), 2)
@@ -357,33 +359,47 @@ class Classifier(torch.nn.Module):
         return self.head(x.mean(dim=(2, 3)))
 
 
-def train_classifiers(out, steps):
-    torch.manual_seed(8)
-    rng = np.random.default_rng(9)
+# The two judges: the scoring pair (judge A, `classifiers`) and an independently trained second
+# pair (judge B) with other widths, seeds, training images and augmentation, so no fusion method is
+# tuned to one judge's quirks.
+JUDGES = {
+    "A": dict(files=("object", "style"), widths=(16, 32, 64), seeds=(8, 9, 10, 11), blur="alternate", noise=0.03, gain=0.0),
+    "B": dict(files=("object-b", "style-b"), widths=(24, 40, 80), seeds=(18, 19, 20, 21), blur=0.35, noise=0.05, gain=0.1),
+}
+
+
+def train_classifiers(out, steps, judge="A"):
+    options = JUDGES[judge]
+    model_seed, data_seed, test_seed, batch_seed = options["seeds"]
+    torch.manual_seed(model_seed)
+    rng = np.random.default_rng(data_seed)
     samples = [world.classifier_sample(rng) for _ in range(30000)]
     pixels = torch.from_numpy(np.stack([s[0] for s in samples]))
     shapes = torch.tensor([s[1] for s in samples])
     textures = torch.tensor([s[2] for s in samples])
-    rng = np.random.default_rng(10)
+    rng = np.random.default_rng(test_seed)
     test = [world.classifier_sample(rng) for _ in range(2000)]
     test_pixels = torch.from_numpy(np.stack([s[0] for s in test]))
     results = {}
     folder = out / "classifiers"
     folder.mkdir(parents=True, exist_ok=True)
-    for name, labels, test_labels, classes in (
+    for (name, labels, test_labels, classes), file in zip((
             ("object", shapes, torch.tensor([s[1] for s in test]), world.ALL_SHAPES),
-            ("style", textures, torch.tensor([s[2] for s in test]), world.ALL_TEXTURES)):
-        model = Classifier(len(classes))
+            ("style", textures, torch.tensor([s[2] for s in test]), world.ALL_TEXTURES)), options["files"]):
+        model = Classifier(len(classes), options["widths"])
         optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=2e-3, total_steps=steps, pct_start=0.1)
-        generator = torch.Generator().manual_seed(11)
+        generator = torch.Generator().manual_seed(batch_seed)
         for step in range(steps):
             index = torch.randint(len(pixels), (128,), generator=generator)
             batch = pixels[index]
             # Generated images are softer and noisier than rendered ones.
-            if step % 2:
+            blur = step % 2 if options["blur"] == "alternate" else torch.rand((), generator=generator) < options["blur"]
+            if blur:
                 batch = F.avg_pool2d(F.pad(batch, (1, 1, 1, 1), mode="replicate"), 3, stride=1) * 0.5 + batch * 0.5
-            batch = (batch + 0.03 * torch.randn(batch.shape, generator=generator)).clamp(0, 1)
+            if options["gain"]:
+                batch = batch * (1 + options["gain"] * (2 * torch.rand(len(batch), 1, 1, 1, generator=generator) - 1))
+            batch = (batch + options["noise"] * torch.randn(batch.shape, generator=generator)).clamp(0, 1)
             loss = F.cross_entropy(model(batch * 2 - 1), labels[index])
             optimiser.zero_grad()
             loss.backward()
@@ -392,10 +408,10 @@ def train_classifiers(out, steps):
         model.eval()
         with torch.no_grad():
             accuracy = (model(test_pixels * 2 - 1).argmax(1) == test_labels).float().mean().item()
-        print(f"classifier {name}: loss {loss.item():.4f}, held-out accuracy {accuracy:.4f}", flush=True)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / f"{name}.safetensors"),
-                  metadata={"classes": json.dumps(classes), "input": "RGB [1, 3, 32, 32] in [-1, 1]"})
-        results[f"{name}_classifier_accuracy"] = round(accuracy, 4)
+        print(f"classifier {file} (judge {judge}): loss {loss.item():.4f}, held-out accuracy {accuracy:.4f}", flush=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / f"{file}.safetensors"),
+                  metadata={"classes": json.dumps(classes), "input": "RGB [1, 3, 32, 32] in [-1, 1]", "judge": judge})
+        results[f"{name}_classifier_accuracy" + ("" if judge == "A" else f"_{judge.lower()}")] = round(accuracy, 4)
     return results
 
 
@@ -635,6 +651,10 @@ def write_manifest(out):
                     fusion_prompt=world.fusion_prompt("{content}", "{style}"), content=content, style=style,
                     classifiers=dict(object="classifiers/object.safetensors", style="classifiers/style.safetensors"),
                     demo_pairs=DEMO_PAIRS)
+    judges = [dict(name=name, object=f"classifiers/{options['files'][0]}.safetensors", style=f"classifiers/{options['files'][1]}.safetensors")
+              for name, options in JUDGES.items() if (out / "classifiers" / f"{options['files'][1]}.safetensors").exists()]
+    if len(judges) > 1:
+        manifest["judges"] = judges
     if (out / "autolora-merger.safetensors").exists():
         manifest["merger"] = "autolora-merger.safetensors"
     if (out / "retriever.safetensors").exists():
@@ -709,6 +729,9 @@ def main():
     if wanted("classifiers", out / "classifiers" / "style.safetensors"):
         with Stage("classifiers"):
             report.update(train_classifiers(out, args.classifier_steps))
+    if wanted("judges", out / "classifiers" / "style-b.safetensors"):
+        with Stage("judges"):
+            report.update(train_classifiers(out, args.classifier_steps, judge="B"))
     write_manifest(out)
     report.setdefault("seconds", {}).update(Stage.times)
     report["threads"] = args.threads
