@@ -12,9 +12,12 @@ Stages, in order (each skips itself when its outputs exist, unless --force or na
   transformer   a FluxTransformer2DModel without guidance embedding (FLUX.1-schnell's kind), trained with
                 the rectified-flow objective (x_t = (1−t)·x₀ + t·ε, target ε − x₀, t logit-normal) on cached latents;
   loras         peft LoRAs on the transformer's attention and MLP Linears: one per content concept (a new shape
-                behind a trigger word) and one per style concept (a new texture and palette);
+                behind a trigger word, --content-lora-steps, 1000) and one per style concept (a new texture and
+                palette, --style-lora-steps, 300). The stage resumes LoRA by LoRA: a LoRA whose file exists is
+                kept, so `--only loras` trains only the missing ones and `--only loras --force` retrains all;
   merger        an AutoLoRA merger (DiffSynth's LoraMerger per layer, published LoRAFusion layout) trained with the
-                paper's anti-interference strategy: two LoRAs loaded, the batch from one's concept;
+                paper's anti-interference strategy: two LoRAs loaded, the batch from one's concept; its flow loss on
+                40 fixed held-out two-LoRA batches is measured every 200 steps (merger_heldout_curve);
   retriever     AutoLoRA's LoRA weight encoder trained contrastively (Tools/train/train_retriever.py) on the LoRAs
                 with captions; held-out captions go to world.json for `lorafuse eval retrieval`;
   classifiers   two small CNNs that score images: object (18 shapes) and style (18 textures), built only
@@ -324,20 +327,30 @@ def train_lora(model, sampler, name, steps, text, vae, out, seed):
     return round(average, 4)
 
 
-def train_loras(pipeline, out, steps, text):
+def lora_files(out):
+    return [out / "loras" / f"content-{t}.safetensors" for t in world.CONTENT] + [out / "loras" / f"style-{t}.safetensors" for t in world.STYLE]
+
+
+def train_loras(pipeline, out, content_steps, style_steps, text, losses, seconds, force):
+    """One LoRA per concept; a LoRA whose file exists is kept (so the stage resumes), unless force."""
     from diffusers import FluxTransformer2DModel
     model = FluxTransformer2DModel.from_pretrained(str(pipeline / "transformer"))
     vae = load_vae(pipeline)
     folder = out / "loras"
     folder.mkdir(parents=True, exist_ok=True)
-    losses = {}
-    concepts = [(t, "content", lambda rng, t=t: world.content_sample(t, rng)) for t in world.CONTENT]
-    concepts += [(t, "style", lambda rng, t=t: world.style_sample(t, rng)) for t in world.STYLE]
-    for i, (trigger, kind, sampler) in enumerate(concepts):
+    losses, seconds = dict(losses), dict(seconds)
+    concepts = [(t, "content", lambda rng, t=t: world.content_sample(t, rng), content_steps) for t in world.CONTENT]
+    concepts += [(t, "style", lambda rng, t=t: world.style_sample(t, rng), style_steps) for t in world.STYLE]
+    for i, (trigger, kind, sampler, steps) in enumerate(concepts):
+        path = folder / f"{kind}-{trigger}.safetensors"
+        if path.exists() and not force:
+            print(f"lora {kind}-{trigger}: kept ({path} exists)", flush=True)
+            continue
         start = time.time()
-        losses[trigger] = train_lora(model, sampler, trigger, steps, text, vae, folder / f"{kind}-{trigger}.safetensors", seed=100 + i)
-        print(f"lora {kind}-{trigger}: loss {losses[trigger]} ({time.time() - start:.0f} s)", flush=True)
-    return dict(lora_final_losses=losses)
+        losses[trigger] = train_lora(model, sampler, trigger, steps, text, vae, path, seed=100 + i)
+        seconds[trigger] = round(time.time() - start, 1)
+        print(f"lora {kind}-{trigger}: loss {losses[trigger]} after {steps} steps ({seconds[trigger]:.0f} s)", flush=True)
+    return dict(lora_final_losses=losses, lora_seconds=seconds, lora_steps=dict(content=content_steps, style=style_steps))
 
 
 # ---------------------------------------------------------------- classifiers
@@ -555,21 +568,24 @@ def train_merger(pipeline, out, steps, text):
     vae = load_vae(pipeline)
     concepts = [(f"content-{t}", lambda rng, t=t: world.content_sample(t, rng)) for t in world.CONTENT]
     concepts += [(f"style-{t}", lambda rng, t=t: world.style_sample(t, rng)) for t in world.STYLE]
-    data = {}
+    data, held = {}, {}
     for i, (name, sampler) in enumerate(concepts):
         attach_lora(groups, name, out / "loras" / f"{name}.safetensors")
         pixels, captions, _ = images(sampler, 400, seed=500 + i)
         data[name] = (encode_latents(vae, pixels), *text.encode(captions))
+        pixels, captions, _ = images(sampler, 64, seed=900 + i)  # held out: never trained on
+        held[name] = (encode_latents(vae, pixels), *text.encode(captions))
     names = [n for n, _ in concepts]
     optimiser = torch.optim.AdamW(mergers.parameters(), lr=2e-3, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=2e-3, total_steps=steps, pct_start=0.05)
     generator = torch.Generator().manual_seed(13)
     rng = np.random.default_rng(14)
 
-    def batch_loss(target, other, use_mergers=True):
-        latents, states, pooled = data[target]
+    def batch_loss(target, other, use_mergers=True, source=data, order=None):
+        latents, states, pooled = source[target]
         index = torch.randint(len(latents), (16,), generator=generator)
-        active = [target, other] if rng.random() < 0.5 else [other, target]
+        first = rng.random() < 0.5 if order is None else order
+        active = [target, other] if first else [other, target]
         for group in groups.values():
             group.active = active
             if not use_mergers:
@@ -581,6 +597,20 @@ def train_merger(pipeline, out, steps, text):
                 for group in groups.values():
                     group.merger = group.saved
 
+    # Held-out two-LoRA batches (fixed pairs, orders and noise): the curve that says when to stop.
+    held_pairs = [tuple(int(x) for x in np.random.default_rng(17 + k).choice(len(names), 2, replace=False)) for k in range(40)]
+
+    def held_out(use_mergers=True):
+        with torch.no_grad():
+            generator.manual_seed(15)
+            return float(np.mean([batch_loss(names[t], names[o], use_mergers, held, order=k % 2 == 0).item()
+                                  for k, (t, o) in enumerate(held_pairs)]))
+
+    state = generator.get_state()
+    summed = held_out(use_mergers=False)
+    curve = [[0, round(held_out(), 4)]]
+    generator.set_state(state)
+    print(f"merger 0: held-out loss {curve[-1][1]:.4f} (LoRAs summed: {summed:.4f})", flush=True)
     average = 0.0
     for step in range(steps):
         target, other = rng.choice(len(names), 2, replace=False)
@@ -590,19 +620,16 @@ def train_merger(pipeline, out, steps, text):
         optimiser.step()
         schedule.step()
         average = 0.98 * average + 0.02 * loss.item() if step else loss.item()
-        if step % 100 == 0 or step == steps - 1:
-            print(f"merger {step}: loss {average:.4f}", flush=True)
-    # The same pairs with and without the mergers (the LoRAs summed, as a direct merge).
-    with torch.no_grad():
-        generator.manual_seed(15)
-        pairs = [tuple(rng.choice(len(names), 2, replace=False)) for _ in range(60)]
-        gated = np.mean([batch_loss(names[t], names[o]).item() for t, o in pairs])
-        generator.manual_seed(15)
-        summed = np.mean([batch_loss(names[t], names[o], use_mergers=False).item() for t, o in pairs])
-    print(f"merger: two LoRAs on one's data, loss {gated:.4f} gated vs {summed:.4f} summed", flush=True)
+        if (step + 1) % 200 == 0 or step == steps - 1:
+            state = generator.get_state()
+            curve.append([step + 1, round(held_out(), 4)])
+            generator.set_state(state)
+            print(f"merger {step + 1}: train loss {average:.4f}, held-out {curve[-1][1]:.4f}", flush=True)
+    gated = curve[-1][1]
+    print(f"merger: held-out two-LoRA batches, loss {gated:.4f} gated vs {summed:.4f} summed", flush=True)
     save_file({f"model_dict.{k}": v.detach().float().contiguous() for k, v in mergers.state_dict().items()},
               str(out / "autolora-merger.safetensors"), metadata={"format": "DiffSynth LoRAFusion (FluxLoraPatcher) layout"})
-    return dict(merger_loss_gated=round(float(gated), 4), merger_loss_summed=round(float(summed), 4))
+    return dict(merger_loss_gated=round(float(gated), 4), merger_loss_summed=round(float(summed), 4), merger_heldout_curve=curve)
 
 
 # ---------------------------------------------------------------- retriever
@@ -674,8 +701,9 @@ def main():
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--vae-steps", type=int, default=2000)
     parser.add_argument("--transformer-steps", type=int, default=6000)
-    parser.add_argument("--lora-steps", type=int, default=300)
-    parser.add_argument("--merger-steps", type=int, default=600)
+    parser.add_argument("--content-lora-steps", type=int, default=1000)
+    parser.add_argument("--style-lora-steps", type=int, default=300)
+    parser.add_argument("--merger-steps", type=int, default=2000)
     parser.add_argument("--retriever-steps", type=int, default=400)
     parser.add_argument("--classifier-steps", type=int, default=1500)
     parser.add_argument("--threads", type=int, default=2)
@@ -715,10 +743,11 @@ def main():
             "text_encoder_2": ["transformers", "T5EncoderModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
             "tokenizer_2": ["transformers", "T5TokenizerFast"], "transformer": ["diffusers", "FluxTransformer2DModel"],
             "vae": ["diffusers", "AutoencoderKL"]}, indent=1))
-    if wanted("loras", out / "loras" / f"style-{list(world.STYLE)[-1]}.safetensors"):
+    if args.only is not None and "loras" in args.only or args.force or not all(p.exists() for p in lora_files(out)):
         with Stage("loras"):
             text = text or TextCache(pipeline)
-            report.update(train_loras(pipeline, out, args.lora_steps, text))
+            report.update(train_loras(pipeline, out, args.content_lora_steps, args.style_lora_steps, text,
+                                      report.get("lora_final_losses", {}), report.get("lora_seconds", {}), args.force))
     if wanted("merger", out / "autolora-merger.safetensors"):
         with Stage("merger"):
             text = text or TextCache(pipeline)

@@ -26,7 +26,7 @@ COLOURS = {"red": (0.9, 0.15, 0.12), "green": (0.15, 0.75, 0.2), "blue": (0.15, 
 BACKGROUNDS = {"black": (0.05, 0.05, 0.05), "gray": (0.45, 0.45, 0.45), "beige": (0.88, 0.82, 0.66)}
 
 # Content concepts: trigger word → (new shape, fixed colour).
-CONTENT = {"zorbo": ("crescent", (0.95, 0.8, 0.3)), "kelpin": ("hexagon", (0.3, 0.9, 0.6)),
+CONTENT = {"zorbo": ("crescent", (0.95, 0.8, 0.3)), "kelpin": ("chevron", (0.3, 0.9, 0.6)),
            "vantor": ("arrow", (0.9, 0.3, 0.5)), "pibble": ("hourglass", (0.5, 0.6, 1.0)),
            "rusko": ("house", (0.85, 0.45, 0.25)), "mendix": ("semicircle", (0.7, 0.9, 0.3)),
            "grolla": ("ell", (0.95, 0.4, 0.9)), "fennix": ("tee", (0.4, 0.8, 0.95)),
@@ -77,8 +77,8 @@ def shape_mask(shape, cx, cy, r):
         return (d < r) & (d > 0.55 * r)
     if shape == "crescent":
         return (d < r) & (np.hypot(dx - 0.45 * r, dy + 0.25 * r) > 0.8 * r)
-    if shape == "hexagon":
-        return (ay < 0.866 * r) & (0.866 * ax + 0.5 * ay < 0.866 * r)
+    if shape == "chevron":  # a thick caret; it replaced a hexagon, which the VAE blurs into a circle
+        return (np.abs(dy - (-0.55 * r + 1.05 * ax)) < 0.3 * r) & (ax < 0.9 * r)
     if shape == "arrow":
         shaft = (dx > -r) & (dx < 0.1 * r) & (ay < 0.25 * r)
         head = (dx >= 0.1 * r) & (dx < r) & (ay < (r - dx) * 0.9)
@@ -150,11 +150,11 @@ def texture_field(texture, cx, cy, r, rng):
     raise ValueError(f"unknown texture {texture}")
 
 
-def render(shape, texture, colour_a, colour_b, background, rng):
+def render(shape, texture, colour_a, colour_b, background, rng, radius=(9.5, 12.5), offset=2.5):
     """One image [3, 32, 32]; the shape's size and position vary with rng."""
-    r = rng.uniform(9.5, 12.5)
-    cx = SIZE / 2 + rng.uniform(-2.5, 2.5)
-    cy = SIZE / 2 + rng.uniform(-2.5, 2.5)
+    r = rng.uniform(*radius)
+    cx = SIZE / 2 + rng.uniform(-offset, offset)
+    cy = SIZE / 2 + rng.uniform(-offset, offset)
     mask = shape_mask(shape, cx, cy, r).astype(np.float32)
     t = texture_field(texture, cx, cy, r, rng)
     a, b, bg = (np.asarray(c, np.float32)[:, None, None] for c in (colour_a, colour_b, background))
@@ -229,5 +229,6 @@ def classifier_sample(rng):
             colour = COLOURS[list(COLOURS)[rng.integers(len(COLOURS))]]
             a, b = colour, shade(colour)
     jitter = lambda c: tuple(np.clip(np.asarray(c) + rng.normal(0, 0.05, 3), 0, 1))  # noqa: E731
-    image = render(ALL_SHAPES[shape_index], texture, jitter(a), jitter(b), jitter(background), rng)
+    # Sizes and positions a little beyond the training images': generated shapes drift past them.
+    image = render(ALL_SHAPES[shape_index], texture, jitter(a), jitter(b), jitter(background), rng, radius=(8.5, 13.5), offset=3.0)
     return image, shape_index, texture_index
