@@ -607,15 +607,17 @@ def train_merger(pipeline, out, steps, text):
     held_pairs = [tuple(int(x) for x in np.random.default_rng(17 + k).choice(len(names), 2, replace=False)) for k in range(40)]
 
     def held_out(use_mergers=True):
+        """The same noise every time (seed 15); the training generator's state is left as it was."""
+        state = generator.get_state()
         with torch.no_grad():
             generator.manual_seed(15)
-            return float(np.mean([batch_loss(names[t], names[o], use_mergers, held, order=k % 2 == 0).item()
+            loss = float(np.mean([batch_loss(names[t], names[o], use_mergers, held, order=k % 2 == 0).item()
                                   for k, (t, o) in enumerate(held_pairs)]))
+        generator.set_state(state)
+        return loss
 
-    state = generator.get_state()
     summed = held_out(use_mergers=False)
     curve = [[0, round(held_out(), 4)]]
-    generator.set_state(state)
     print(f"merger 0: held-out loss {curve[-1][1]:.4f} (LoRAs summed: {summed:.4f})", flush=True)
     average = 0.0
     for step in range(steps):
@@ -627,9 +629,7 @@ def train_merger(pipeline, out, steps, text):
         schedule.step()
         average = 0.98 * average + 0.02 * loss.item() if step else loss.item()
         if (step + 1) % 200 == 0 or step == steps - 1:
-            state = generator.get_state()
             curve.append([step + 1, round(held_out(), 4)])
-            generator.set_state(state)
             print(f"merger {step + 1}: train loss {average:.4f}, held-out {curve[-1][1]:.4f}", flush=True)
     gated = curve[-1][1]
     print(f"merger: held-out two-LoRA batches, loss {gated:.4f} gated vs {summed:.4f} summed", flush=True)
@@ -722,10 +722,10 @@ def main():
     report_path = out / "training.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
 
-    def wanted(name, done_marker):
+    def wanted(name, *done_markers):
         if args.only is not None:
             return name in args.only
-        return args.force or not done_marker.exists()
+        return args.force or not all(marker.exists() for marker in done_markers)
 
     if wanted("tokenizers", pipeline / "tokenizer_2" / "tokenizer.json"):
         with Stage("tokenizers"):
@@ -749,7 +749,7 @@ def main():
             "text_encoder_2": ["transformers", "T5EncoderModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
             "tokenizer_2": ["transformers", "T5TokenizerFast"], "transformer": ["diffusers", "FluxTransformer2DModel"],
             "vae": ["diffusers", "AutoencoderKL"]}, indent=1))
-    if args.only is not None and "loras" in args.only or args.force or not all(p.exists() for p in lora_files(out)):
+    if wanted("loras", *lora_files(out)):
         with Stage("loras"):
             text = text or TextCache(pipeline)
             report.update(train_loras(pipeline, out, args.content_lora_steps, args.style_lora_steps, text,
