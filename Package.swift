@@ -16,7 +16,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "LoRAFuse", targets: ["LoRAFuse", "LoRAFuseModels", "LoRAFuseFusion", "LoRAFuseRetrieval", "LoRAFusePipeline",
-                                             "LoRAFuseVerification", "LoRAFuseBackends"]),
+                                             "LoRAFuseVerification", "LoRAFuseBackends", "LoRAFuseServe"]),
         .executable(name: "lorafuse", targets: ["lorafuse"]),
     ],
     dependencies: [
@@ -24,6 +24,13 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
         // `swift package generate-documentation`: the DocC catalogs in Sources/*/Documentation.docc.
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
+        // `lorafuse serve`: the HTTP server, its OpenAPI-generated stubs, and its metrics.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-openapi-generator", from: "1.0.0"),
+        .package(url: "https://github.com/apple/swift-openapi-runtime", from: "1.0.0"),
+        .package(url: "https://github.com/hummingbird-project/swift-openapi-hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
     ],
     targets: [
         // The system zlib, for PNG output.
@@ -52,6 +59,22 @@ let package = Package(
         // Text to image: the flow-matching sampler, the pipeline, PNG output (zlib).
         .target(name: "LoRAFusePipeline", dependencies: ["LoRAFuse", "LoRAFuseModels", "LoRAFuseFusion", "CZlib"],
                 path: "Sources/LoRAFusePipeline"),
+        // `lorafuse serve`: generation over HTTP (Sources/LoRAFuseServe/openapi.yaml, stubs generated
+        // at build time), a job queue in SQLite, the models loaded once, Prometheus metrics.
+        .target(
+            name: "LoRAFuseServe",
+            dependencies: [
+                "LoRAFuse", "LoRAFuseModels", "LoRAFuseFusion", "LoRAFuseRetrieval", "LoRAFusePipeline",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
+                .product(name: "OpenAPIHummingbird", package: "swift-openapi-hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/LoRAFuseServe",
+            plugins: [.plugin(name: "OpenAPIGenerator", package: "swift-openapi-generator")]
+        ),
         // Verification: the float64 reference evaluator and the op parity cases.
         .target(name: "LoRAFuseVerification", dependencies: ["LoRAFuse"], path: "Sources/LoRAFuseVerification"),
         // The toy world (a tiny FLUX-shaped model, its LoRAs and classifiers) the demo and the
@@ -99,7 +122,7 @@ let package = Package(
             name: "lorafuse",
             dependencies: [
                 "LoRAFuse", "LoRAFuseModels", "LoRAFuseFusion", "LoRAFuseRetrieval", "LoRAFusePipeline",
-                "LoRAFuseVerification", "LoRAFuseToyWorld", "LoRAFuseBackends",
+                "LoRAFuseVerification", "LoRAFuseToyWorld", "LoRAFuseBackends", "LoRAFuseServe",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tools/lorafuse"
@@ -124,7 +147,8 @@ let package = Package(
         // Runs the built `lorafuse` executable as a user would.
         .testTarget(
             name: "CLITests",
-            dependencies: ["lorafuse", "klora-example", "LoRAFuse", "LoRAFuseModels", "LoRAFuseFusion", "LoRAFuseRetrieval", "LoRAFusePipeline", "LoRAFuseVerification", "LoRAFuseToyWorld", "LoRAFuseBackends"],
+            dependencies: ["lorafuse", "klora-example", "LoRAFuse", "LoRAFuseModels", "LoRAFuseFusion", "LoRAFuseRetrieval", "LoRAFusePipeline", "LoRAFuseVerification", "LoRAFuseToyWorld", "LoRAFuseBackends",
+                           "LoRAFuseServe"],
             path: "Tests/CLITests"
         ),
     ]

@@ -62,7 +62,8 @@ public struct FluxTextToImage {
     }
 
     /// What the caller hears while sampling: the step just finished, of how many, its seconds.
-    public typealias Progress = (_ step: Int, _ steps: Int, _ seconds: Double) -> Void
+    /// An error it throws stops the run there (a server cancelling a job) and is rethrown.
+    public typealias Progress = (_ step: Int, _ steps: Int, _ seconds: Double) throws -> Void
 
     /// A generation's latents, decoded image and pixels, with timings and the graphs built.
     public struct Result: Sendable {
@@ -208,7 +209,7 @@ public struct FluxTextToImage {
             schedule.step(&packed, velocity: velocity, index: step)
             let seconds = Self.seconds(since: start)
             result.stepSeconds.append(seconds)
-            progress?(step + 1, settings.steps, seconds)
+            try progress?(step + 1, settings.steps, seconds)
         }
         built.values.forEach { $0.weights.release() }  // the transformer is done
         built = [:]
