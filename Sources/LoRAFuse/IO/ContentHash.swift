@@ -4,7 +4,7 @@ import Foundation
 /// byte by byte, the length last): a cache key, not a cryptographic digest. Reads the file
 /// through its memory mapping.
 public enum ContentHash {
-    /// The SHA-256 of the file at `path`, in hex (read through a memory map).
+    /// The file's hash at `path`, 16 hex digits (read through a memory map).
     public static func of(path: String) throws -> String {
         let file = try MappedFile(path: path)
         guard let base = file.baseAddress else { return String(format: "%016llx", UInt64(0)) }
