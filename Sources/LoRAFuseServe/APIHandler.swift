@@ -6,12 +6,14 @@ import OpenAPIRuntime
 /// The operations of openapi.yaml (the generated `APIProtocol`), over the job store, the
 /// image service and the workers.
 struct APIHandler: APIProtocol {
-    let store: JobStore
+    let queue: any JobQueue
     let service: FluxImageService
     let events: JobEvents
     let metrics: ServeMetrics
     let control: QueueControl
     let devices: [String]
+    /// Workers of this process (0 when only workers elsewhere run the jobs).
+    let workers: Int
     let backendName: String
     /// The pool's weight encoder (POST /loras), when configured.
     let poolEncoder: PoolEncoder?
@@ -22,22 +24,22 @@ struct APIHandler: APIProtocol {
     }
 
     func metrics(_ input: Operations.Metrics.Input) async throws -> Operations.Metrics.Output {
-        .ok(.init(body: .plainText(HTTPBody(try metrics.exposition(store: store, service: service)))))
+        .ok(.init(body: .plainText(HTTPBody(try await metrics.exposition(queue: queue, service: service)))))
     }
 
     func getQueue(_ input: Operations.GetQueue.Input) async throws -> Operations.GetQueue.Output {
-        .ok(.init(body: .json(try queueState())))
+        .ok(.init(body: .json(try await queueState())))
     }
 
     func setQueue(_ input: Operations.SetQueue.Input) async throws -> Operations.SetQueue.Output {
         guard case let .json(settings) = input.body else { return .badRequest(.init(body: .json(.init(error: "a JSON body is required")))) }
         control.set(paused: settings.paused)
-        return .ok(.init(body: .json(try queueState())))
+        return .ok(.init(body: .json(try await queueState())))
     }
 
-    private func queueState() throws -> Components.Schemas.QueueState {
-        let counts = try store.counts()
-        return .init(paused: control.paused, queued: counts[.queued] ?? 0, running: counts[.running] ?? 0, workers: devices.count)
+    private func queueState() async throws -> Components.Schemas.QueueState {
+        let counts = try await queue.counts()
+        return .init(paused: control.paused, queued: counts[.queued] ?? 0, running: counts[.running] ?? 0, workers: workers)
     }
 
     func submitJob(_ input: Operations.SubmitJob.Input) async throws -> Operations.SubmitJob.Output {
@@ -47,18 +49,18 @@ struct APIHandler: APIProtocol {
         } catch {
             return .badRequest(.init(body: .json(.init(error: error.message, field: error.field))))
         }
-        let job = try store.submit(request: try JSONEncoder().encode(request), steps: service.steps(of: request))
+        let job = try await queue.submit(request: try JSONEncoder().encode(request), steps: service.steps(of: request), model: service.modelName)
         control.wake()
         return .accepted(.init(body: .json(try Self.schema(job))))
     }
 
     func getJob(_ input: Operations.GetJob.Input) async throws -> Operations.GetJob.Output {
-        guard let job = try store.job(input.path.id) else { return .notFound(.init(body: .json(Self.noSuchJob(input.path.id)))) }
+        guard let job = try await queue.job(input.path.id) else { return .notFound(.init(body: .json(Self.noSuchJob(input.path.id)))) }
         return .ok(.init(body: .json(try Self.schema(job))))
     }
 
     func cancelJob(_ input: Operations.CancelJob.Input) async throws -> Operations.CancelJob.Output {
-        guard let job = try store.cancel(input.path.id) else { return .notFound(.init(body: .json(Self.noSuchJob(input.path.id)))) }
+        guard let job = try await queue.cancel(input.path.id) else { return .notFound(.init(body: .json(Self.noSuchJob(input.path.id)))) }
         if job.state.isFinal && job.state != .cancelled {
             return .conflict(.init(body: .json(.init(error: "job \(job.id) already \(job.state.rawValue)"))))
         }
@@ -67,9 +69,10 @@ struct APIHandler: APIProtocol {
     }
 
     func streamJobEvents(_ input: Operations.StreamJobEvents.Input) async throws -> Operations.StreamJobEvents.Output {
-        // Subscribe before reading the job, so no change between the two is missed.
-        let updates = events.subscribe(input.path.id)
-        guard let now = try store.job(input.path.id) else { return .notFound(.init(body: .json(Self.noSuchJob(input.path.id)))) }
+        // Subscribe before reading the job, so no change between the two is missed. Workers of
+        // this process publish each change; those elsewhere are heard by reading the queue.
+        let updates = queue.isLocal ? events.subscribe(input.path.id) : Self.poll(queue, id: input.path.id)
+        guard let now = try await queue.job(input.path.id) else { return .notFound(.init(body: .json(Self.noSuchJob(input.path.id)))) }
         let stream = AsyncThrowingStream<ServerSentEvent, any Error> { continuation in
             let task = Task {
                 do {
@@ -78,7 +81,8 @@ struct APIHandler: APIProtocol {
                     if !now.state.isFinal {
                         for await update in updates {
                             // An update older than what was already sent (queued before the read) is dropped.
-                            if update.state == last.state && update.step <= last.step && !update.state.isFinal { continue }
+                            if update.attempts == last.attempts && update.state == last.state && update.step <= last.step
+                                && !update.state.isFinal { continue }
                             continuation.yield(try Self.event(update))
                             last = update
                             if update.state.isFinal { break }
@@ -92,8 +96,28 @@ struct APIHandler: APIProtocol {
         return .ok(.init(body: .textEventStream(HTTPBody(stream.asEncodedServerSentEvents(), length: .unknown, iterationBehavior: .single))))
     }
 
+    /// A job's changes read from the queue every 100 ms, until it ends or the listener goes.
+    static func poll(_ queue: any JobQueue, id: String) -> AsyncStream<JobRecord> {
+        AsyncStream { continuation in
+            let task = Task {
+                var last: JobRecord?
+                while !Task.isCancelled {
+                    if let job = try? await queue.job(id),
+                       last.map({ ($0.state, $0.step, $0.attempts) != (job.state, job.step, job.attempts) }) ?? true {
+                        continuation.yield(job)
+                        last = job
+                        if job.state.isFinal { break }
+                    }
+                    try? await Task.sleep(for: .milliseconds(100))
+                }
+                continuation.finish()
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
     func getJobImage(_ input: Operations.GetJobImage.Input) async throws -> Operations.GetJobImage.Output {
-        guard let job = try store.job(input.path.id) else { return .notFound(.init(body: .json(Self.noSuchJob(input.path.id)))) }
+        guard let job = try await queue.job(input.path.id) else { return .notFound(.init(body: .json(Self.noSuchJob(input.path.id)))) }
         guard job.state == .succeeded, let image = job.image else {
             return .conflict(.init(body: .json(.init(error: "job \(job.id) is \(job.state.rawValue): no image\(job.state.isFinal ? "" : " yet")"))))
         }
@@ -139,7 +163,7 @@ struct APIHandler: APIProtocol {
         let retrieved = try job.retrieved.map { try JSONDecoder().decode([String].self, from: Data($0.utf8)) }
         return .init(id: job.id, state: .init(rawValue: job.state.rawValue)!, step: job.step, steps: job.steps, createdAt: job.createdAt,
                      startedAt: job.startedAt, finishedAt: job.finishedAt, error: job.error, cancelRequested: job.cancelRequested,
-                     attempts: job.attempts, seconds: job.seconds, retrieved: retrieved,
+                     attempts: job.attempts, seconds: job.seconds, retrieved: retrieved, worker: job.worker,
                      request: try JSONDecoder().decode(GenerationRequest.self, from: job.request))
     }
 

@@ -17,8 +17,14 @@ public struct ServeSettings: Sendable {
     public var host = "127.0.0.1"
     /// 0: any free port (the one chosen is printed).
     public var port = 8188
-    /// The job queue's SQLite file.
-    public var jobsPath = "lorafuse-jobs.sqlite"
+    /// The job queue: a SQLite file (embedded, one process) or a `postgres://` URL (shared
+    /// with `lorafuse worker` processes; see `JobQueues.open`).
+    public var queue = "lorafuse-jobs.sqlite"
+    /// Seconds a PostgreSQL queue's running job may go without its worker's heartbeat.
+    public var leaseSeconds = PostgresJobQueue.defaultLeaseSeconds
+    /// Whether this process runs jobs too (false: it only queues and serves them, and
+    /// `lorafuse worker` processes on a shared queue run them).
+    public var runsWorkers = true
     /// Folders requests may name LoRAs from.
     public var loraFolders: [String] = []
     /// AutoLoRA's merger checkpoint, for `fusion: autolora`.
@@ -50,29 +56,43 @@ public enum GenerationServer {
     public static func run(_ settings: ServeSettings, backends: [any Backend], ready: @escaping @Sendable (_ port: Int) -> Void) async throws {
         precondition(!backends.isEmpty)
         let service = try FluxImageService(settings: settings)
-        let store = try JobStore(path: settings.jobsPath)
+        let queue = try await JobQueues.open(settings.queue, leaseSeconds: settings.leaseSeconds)
         let events = JobEvents()
         let metrics = ServeMetrics()
         let control = QueueControl(paused: settings.paused)
-        let workers = backends.enumerated().map { index, backend in
-            Worker(index: index, backend: backend, store: store, service: service, events: events, metrics: metrics, control: control)
-        }
+        let workers = settings.runsWorkers ? backends.enumerated().map { index, backend in
+            Worker(index: index, backend: backend, queue: queue, service: service, events: events, metrics: metrics, control: control)
+        } : []
         let encoder = try settings.poolEncoder.map { PoolEncoder(encoder: try LoRAWeightEncoder.load(path: $0), backend: backends[0]) }
-        let handler = APIHandler(store: store, service: service, events: events, metrics: metrics, control: control,
-                                 devices: backends.map(\.device.name), backendName: backends[0].name, poolEncoder: encoder)
+        let handler = APIHandler(queue: queue, service: service, events: events, metrics: metrics, control: control,
+                                 devices: backends.map(\.device.name), workers: workers.count, backendName: backends[0].name, poolEncoder: encoder)
 
         let router = Router()
         router.middlewares.add(ServeMiddleware(token: settings.token, maxBodyBytes: settings.maxBodyBytes))
         try handler.registerHandlers(on: router)
-        let threads = workers.map { $0.start() }
-        defer {
-            control.stop()
-            threads.forEach { _ in }  // the threads end at their next check
-        }
+        let running = workers.map { $0.start() }
         let app = Application(router: router, configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "lorafuse"),
                               onServerRunning: { channel in ready(channel.localAddress?.port ?? settings.port) },
                               logger: Self.quietLogger())
-        try await app.runService()
+        do {
+            try await app.runService()
+        } catch {
+            await stop(running, control: control)
+            throw error
+        }
+        await stop(running, control: control)
+    }
+
+    /// Stops the workers (or, `waitForSignal`, waits until something else stops them) and
+    /// waits until each has handed its job back (at its next step).
+    static func stop(_ workers: [DispatchSemaphore], control: QueueControl, waitForSignal: Bool = false) async {
+        if !waitForSignal { control.stop() }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async {
+                for worker in workers { _ = worker.wait(timeout: waitForSignal ? .distantFuture : .now() + 120) }
+                continuation.resume()
+            }
+        }
     }
 
     private static func quietLogger() -> Logger {
@@ -185,5 +205,37 @@ struct ServeMiddleware<Context: RequestContext>: RouterMiddleware {
             difference |= (index < x.count ? x[index] : 0) ^ (index < y.count ? y[index] : 0)
         }
         return difference == 0
+    }
+}
+
+/// `lorafuse worker`: the model loaded once, one worker per backend on a shared queue, until
+/// SIGINT or SIGTERM; then each running job goes back to the queue at its next step.
+public enum GenerationWorkers {
+    /// Runs until a stop signal. `ready` hears the workers' names and the queue; `report`
+    /// hears each job a worker ends.
+    public static func run(_ settings: ServeSettings, backends: [any Backend],
+                           ready: @escaping @Sendable (_ workers: [String], _ queue: String) -> Void,
+                           report: @escaping @Sendable (_ job: JobRecord, _ outcome: JobRecord.State, _ seconds: Double) -> Void) async throws {
+        precondition(!backends.isEmpty)
+        let service = try FluxImageService(settings: settings)
+        let queue = try await JobQueues.open(settings.queue, leaseSeconds: settings.leaseSeconds)
+        let control = QueueControl(paused: false)
+        let (events, metrics) = (JobEvents(), ServeMetrics())
+        let workers = backends.enumerated().map { index, backend in
+            Worker(index: index, backend: backend, queue: queue, service: service, events: events, metrics: metrics, control: control, report: report)
+        }
+        let signals = [SIGINT, SIGTERM].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number)
+            source.setEventHandler { control.stop() }
+            source.resume()
+            return source
+        }
+        defer { signals.forEach { $0.cancel() } }
+        ready(workers.map(\.name), queue.location)
+        let running = workers.map { $0.start() }
+        // A shared queue has no one to wake the workers when a job arrives elsewhere: they look
+        // every second (QueueControl.wait's timeout), which is what a job waits at most.
+        await GenerationServer.stop(running, control: control, waitForSignal: true)
     }
 }

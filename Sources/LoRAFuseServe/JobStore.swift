@@ -15,6 +15,9 @@ public struct JobRecord: Codable, Sendable, Equatable, FetchableRecord, Persista
     }
 
     public var id: String
+    /// The base model the job was queued for (the pipeline folder's name): only workers of
+    /// that model take it.
+    public var model: String
     public var state: State
     /// The request as submitted (JSON), already checked.
     public var request: Data
@@ -32,16 +35,22 @@ public struct JobRecord: Codable, Sendable, Equatable, FetchableRecord, Persista
     public var retrieved: String?
     /// The PNG, once succeeded.
     public var image: Data?
+    /// The worker running it (or that ran it last): host, process and device.
+    public var worker: String?
 }
 
-/// The embedded job queue: one SQLite file (WAL) that survives restarts. Every transition
-/// is one conditional UPDATE (`… WHERE state = 'running'`), so a cancel racing a worker's
-/// finish has exactly one winner and a result is written once. Opening the queue puts jobs
-/// that were running when the last process died back in the queue; finished jobs and their
-/// images stay fetchable.
-public final class JobStore: Sendable {
+/// The embedded job queue: one SQLite file (WAL) that survives restarts, for one process
+/// (its workers are threads of the server). Every transition is one conditional UPDATE
+/// (`… WHERE state = 'running' AND attempts = …`), so a cancel racing a worker's finish has
+/// exactly one winner and a result is written once. Opening the queue puts jobs that were
+/// running when the last process died back in the queue; finished jobs and their images stay
+/// fetchable. Leases are not needed: a worker dies only with the process that opens the file.
+public final class JobStore: JobQueue {
     public let path: String
     private let database: DatabasePool
+    public var location: String { path }
+    public var isLocal: Bool { true }
+    public var leaseSeconds: Double? { nil }
 
     public init(path: String) throws {
         self.path = path
@@ -70,6 +79,12 @@ public final class JobStore: Sendable {
                 }
                 try db.create(index: "job_queue", on: JobRecord.databaseTableName, columns: ["state", "createdAt"])
             }
+            migrator.registerMigration("v2: model and worker") { db in
+                try db.alter(table: JobRecord.databaseTableName) { table in
+                    table.add(column: "model", .text).notNull().defaults(to: "")
+                    table.add(column: "worker", .text)
+                }
+            }
             try migrator.migrate(database)
             // Whatever was running when the last server stopped starts again.
             try database.write { db in
@@ -81,10 +96,9 @@ public final class JobStore: Sendable {
         }
     }
 
-    /// Queues a job for `request` (`steps` for its progress) and returns it.
-    public func submit(request: Data, steps: Int) throws -> JobRecord {
-        let job = JobRecord(id: UUID().uuidString.lowercased(), state: .queued, request: request, step: 0, steps: steps, createdAt: Date(),
-                            cancelRequested: false, attempts: 0)
+    public func submit(request: Data, steps: Int, model: String) throws -> JobRecord {
+        let job = JobRecord(id: UUID().uuidString.lowercased(), model: model, state: .queued, request: request, step: 0, steps: steps,
+                            createdAt: Date(), cancelRequested: false, attempts: 0)
         try database.write { db in try job.insert(db) }
         return job
     }
@@ -93,48 +107,56 @@ public final class JobStore: Sendable {
         try database.read { db in try JobRecord.fetchOne(db, key: id) }
     }
 
-    /// The oldest queued job, now running for the caller; nil when none is queued.
-    public func claimNext() throws -> JobRecord? {
+    public func claimNext(model: String, worker: String) throws -> JobRecord? {
         try database.write { db in
-            guard var job = try JobRecord.filter(Column("state") == JobRecord.State.queued.rawValue).order(Column("createdAt"), Column("id"))
-                .fetchOne(db) else { return nil }
+            guard var job = try JobRecord.filter(Column("state") == JobRecord.State.queued.rawValue && Column("model") == model)
+                .order(Column("createdAt"), Column("id")).fetchOne(db) else { return nil }
             job.state = .running
             job.startedAt = Date()
             job.attempts += 1
             job.step = 0
+            job.worker = worker
             try job.update(db)
             return job
         }
     }
 
-    /// Records `step` finished; false when the job has been asked to stop (or is no longer
-    /// running), so the worker stops.
-    public func progress(_ id: String, step: Int) throws -> Bool {
+    public func progress(_ job: JobRecord, step: Int) throws -> Bool {
         try database.write { db in
-            try db.execute(sql: "UPDATE job SET step = ? WHERE id = ? AND state = 'running'", arguments: [step, id])
-            let row = try Row.fetchOne(db, sql: "SELECT state, cancelRequested FROM job WHERE id = ?", arguments: [id])
-            return row.map { ($0["state"] as String) == "running" && !($0["cancelRequested"] as Bool) } ?? false
+            try db.execute(sql: "UPDATE job SET step = ? WHERE id = ? AND state = 'running' AND attempts = ?", arguments: [step, job.id, job.attempts])
+            return try db.changesCount == 1 && !(Bool.fetchOne(db, sql: "SELECT cancelRequested FROM job WHERE id = ?", arguments: [job.id]) ?? true)
         }
     }
 
-    /// Ends a running job: the image on success, the message on failure, or cancelled. Returns
-    /// false when the job was not running (it was cancelled or re-queued meanwhile).
+    public func heartbeat(_ job: JobRecord) throws -> Bool {
+        try database.read { db in
+            try Bool.fetchOne(db, sql: "SELECT state = 'running' AND attempts = ? AND NOT cancelRequested FROM job WHERE id = ?",
+                              arguments: [job.attempts, job.id]) ?? false
+        }
+    }
+
     @discardableResult
-    public func finish(_ id: String, as state: JobRecord.State, image: Data? = nil, error: String? = nil, seconds: Double,
-                       retrieved: [String] = []) throws -> Bool {
+    public func finish(_ job: JobRecord, as state: JobRecord.State, image: Data?, error: String?, seconds: Double, retrieved: [String]) throws -> Bool {
         precondition(state.isFinal)
         let names = retrieved.isEmpty ? nil : String(decoding: try JSONEncoder().encode(retrieved), as: UTF8.self)
         return try database.write { db in
             try db.execute(sql: """
                 UPDATE job SET state = ?, image = ?, error = ?, seconds = ?, retrieved = ?, finishedAt = ?
-                WHERE id = ? AND state = 'running'
-                """, arguments: [state.rawValue, image, error, seconds, names, Date(), id])
+                WHERE id = ? AND state = 'running' AND attempts = ?
+                """, arguments: [state.rawValue, image, error, seconds, names, Date(), job.id, job.attempts])
             return db.changesCount == 1
         }
     }
 
-    /// Cancels a queued job at once, or asks a running one to stop after its step. nil: no
-    /// such job; the job as it is otherwise (a finished job is returned unchanged).
+    public func release(_ job: JobRecord) throws {
+        try database.write { db in
+            try db.execute(sql: "UPDATE job SET state = 'queued', step = 0 WHERE id = ? AND state = 'running' AND attempts = ? AND NOT cancelRequested",
+                           arguments: [job.id, job.attempts])
+            try db.execute(sql: "UPDATE job SET state = 'cancelled', finishedAt = ? WHERE id = ? AND state = 'running' AND attempts = ?",
+                           arguments: [Date(), job.id, job.attempts])
+        }
+    }
+
     public func cancel(_ id: String) throws -> JobRecord? {
         try database.write { db in
             try db.execute(sql: "UPDATE job SET state = 'cancelled', finishedAt = ? WHERE id = ? AND state = 'queued'", arguments: [Date(), id])
@@ -143,7 +165,6 @@ public final class JobStore: Sendable {
         }
     }
 
-    /// Jobs per state.
     public func counts() throws -> [JobRecord.State: Int] {
         try database.read { db in
             var counts: [JobRecord.State: Int] = [:]

@@ -35,8 +35,8 @@ final class ServeMetrics: Sendable {
     }
 
     /// The text exposition, with the gauges read now.
-    func exposition(store: JobStore, service: FluxImageService) throws -> String {
-        let counts = try store.counts()
+    func exposition(queue: any JobQueue, service: FluxImageService) async throws -> String {
+        let counts = try await queue.counts()
         queued.set(Double(counts[.queued] ?? 0))
         running.set(Double(counts[.running] ?? 0))
         residentBytes.set(Double(PeakMemory.residentBytes()))

@@ -169,7 +169,7 @@ final class EventStream: NSObject, URLSessionDataDelegate, @unchecked Sendable {
     }
 
     static func serverArguments(_ scratch: ScratchFolder) -> [String] {
-        ["--model", pipeline, "--jobs", scratch.url.appendingPathComponent("jobs.sqlite").path,
+        ["--model", pipeline, "--queue", scratch.url.appendingPathComponent("jobs.sqlite").path,
          "--lora-dir", scratch.url.appendingPathComponent("loras").path]
     }
 

@@ -12,7 +12,7 @@ struct LoRAFuseCommand: ParsableCommand {
         commandName: "lorafuse",
         abstract: "Run FLUX-style diffusion transformers with several LoRAs fused, on CPU or Vulkan.",
         version: "0.1.0",
-        subcommands: [BackendsCommand.self, InspectCommand.self, ProfileCommand.self, ParityOpsCommand.self, EncodeCommand.self, TokenizeCommand.self, GenerateCommand.self, ServeCommand.self, PoolCommand.self, DitCommand.self, ParityCommand.self, LoRACommand.self, KLoRACommand.self, ESTLoRACommand.self, DemoCommand.self, EvalCommand.self, SelfTestCommand.self]
+        subcommands: [BackendsCommand.self, InspectCommand.self, ProfileCommand.self, ParityOpsCommand.self, EncodeCommand.self, TokenizeCommand.self, GenerateCommand.self, ServeCommand.self, WorkerCommand.self, PoolCommand.self, DitCommand.self, ParityCommand.self, LoRACommand.self, KLoRACommand.self, ESTLoRACommand.self, DemoCommand.self, EvalCommand.self, SelfTestCommand.self]
     )
 
     static func main() {

@@ -4,31 +4,16 @@ import LoRAFuse
 import LoRAFusePipeline
 import LoRAFuseServe
 
-/// `lorafuse serve`: the generation API over HTTP (docs/serving.md).
-struct ServeCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "serve",
-        abstract: "Serve text-to-image generation with fused LoRAs over HTTP (docs/serving.md); the model stays loaded.",
-        discussion: """
-        The API is Sources/LoRAFuseServe/openapi.yaml: POST /jobs queues a generation (the settings of `lorafuse generate`
-        as JSON), GET /jobs/{id} its state, /jobs/{id}/events its progress as server-sent events, /jobs/{id}/image its PNG,
-        DELETE /jobs/{id} cancels; GET/POST /loras lists the LoRA folders and the pool and adds to the pool; /health, /metrics
-        (Prometheus), GET/PUT /queue (hold the queue). Jobs live in --jobs (SQLite): they survive a restart, and jobs that
-        were running start again. One worker per backend device (--devices 0,1 for two).
-        """
-    )
-
-    @Option(name: .long, help: "A diffusers FLUX pipeline folder: the one base model this server serves.")
+/// What `serve` and `worker` share: the model, where LoRAs and jobs come from, the devices.
+struct ServiceOptions: ParsableArguments {
+    @Option(name: .long, help: "A diffusers FLUX pipeline folder: the one base model served.")
     var model: String
 
-    @Option(name: .long, help: "Address to listen on.")
-    var host = "127.0.0.1"
+    @Option(name: .long, help: "The job queue: a SQLite file (one process, created if missing) or postgres://USER:PASSWORD@HOST[:PORT]/DATABASE[?schema=NAME] (shared by servers and `lorafuse worker`s).")
+    var queue = "lorafuse-jobs.sqlite"
 
-    @Option(name: .long, parsing: .unconditional, help: "Port to listen on (0: any free port; the one chosen is printed).")
-    var port = 8188
-
-    @Option(name: .long, help: "The job queue's SQLite file (created if missing).")
-    var jobs = "lorafuse-jobs.sqlite"
+    @Option(name: .long, parsing: .unconditional, help: "Seconds a PostgreSQL queue's running job may go without its worker's heartbeat before another worker takes it.")
+    var leaseSeconds = PostgresJobQueue.defaultLeaseSeconds
 
     @Option(name: .customLong("lora-dir"), help: "A folder whose .safetensors requests may name as LoRAs (repeat for several).")
     var loraFolders: [String] = []
@@ -39,23 +24,11 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .long, help: "A LoRA pool database (`lorafuse pool`), for auto_loras and GET /loras.")
     var pool: String?
 
-    @Option(name: .customLong("pool-encoder"), help: "The pool's weight encoder, so POST /loras can add LoRAs to the pool.")
-    var poolEncoder: String?
-
-    @Option(name: .customLong("token-file"), help: "A file holding a bearer token every request but /health must send.")
-    var tokenFile: String?
-
     @Option(name: .long, parsing: .unconditional, help: "Refuse images with more pixels than this.")
     var maxImagePixels = FluxTextToImage.Limits().maxImagePixels
 
     @Option(name: .long, parsing: .unconditional, help: "Refuse more sampling steps than this.")
     var maxSteps = 200
-
-    @Option(name: .long, parsing: .unconditional, help: "Refuse request bodies larger than this many bytes.")
-    var maxBodyBytes = 64 * 1024
-
-    @Option(name: .long, parsing: .unconditional, help: "Refuse requests with more LoRAs than this.")
-    var maxLoras = 8
 
     @Option(name: .customLong("lora-cache"), help: "Bytes of LoRA weights kept loaded (e.g. 4GiB); least recently used out first.")
     var loraCache = "4GiB"
@@ -63,16 +36,11 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .long, help: "Devices of --backend to run jobs on, one worker each (e.g. 0,1; default: --device).")
     var devices: String?
 
-    @Flag(name: .long, help: "Start with the queue held: jobs are accepted and wait until PUT /queue {\"paused\": false}.")
-    var paused = false
-
     @OptionGroup var backendOptions: BackendOptions
 
     func validate() throws {
-        guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535, got \(port)") }
-        guard maxImagePixels >= 1, maxSteps >= 1, maxBodyBytes >= 256, maxLoras >= 0 else {
-            throw ValidationError("--max-image-pixels and --max-steps must be at least 1, --max-body-bytes at least 256, --max-loras at least 0")
-        }
+        guard maxImagePixels >= 1, maxSteps >= 1 else { throw ValidationError("--max-image-pixels and --max-steps must be at least 1") }
+        guard leaseSeconds.isFinite, leaseSeconds >= 1 else { throw ValidationError("--lease-seconds must be at least 1, got \(leaseSeconds)") }
         guard let bytes = ByteSize.parse(loraCache), bytes >= 0 else {
             throw ValidationError("--lora-cache must be a byte count such as 4GiB or 512MiB, got '\(loraCache)'")
         }
@@ -94,61 +62,151 @@ struct ServeCommand: ParsableCommand {
         return indices.map { $0! }
     }
 
-    func run() throws {
+    /// The settings these options give (the server's own are set by `serve`).
+    func settings() -> ServeSettings {
         var settings = ServeSettings(model: model)
-        settings.host = host
-        settings.port = port
-        settings.jobsPath = jobs
+        settings.queue = queue
+        settings.leaseSeconds = leaseSeconds
         settings.loraFolders = loraFolders
         settings.fusionWeights = fusionWeights
         settings.poolPath = pool
-        settings.poolEncoder = poolEncoder
         settings.limits.maxImagePixels = maxImagePixels
         settings.limits.maxSteps = maxSteps
+        settings.loraCacheBytes = ByteSize.parse(loraCache)!
+        return settings
+    }
+
+    /// One backend per device.
+    func backends() throws -> [any Backend] {
+        try deviceIndices().map { index in
+            var options = backendOptions
+            options.device = index
+            return try options.makeBackend()
+        }
+    }
+}
+
+/// `lorafuse serve`: the generation API over HTTP (docs/serving.md).
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve text-to-image generation with fused LoRAs over HTTP (docs/serving.md); the model stays loaded.",
+        discussion: """
+        The API is Sources/LoRAFuseServe/openapi.yaml: POST /jobs queues a generation (the settings of `lorafuse generate`
+        as JSON), GET /jobs/{id} its state, /jobs/{id}/events its progress as server-sent events, /jobs/{id}/image its PNG,
+        DELETE /jobs/{id} cancels; GET/POST /loras lists the LoRA folders and the pool and adds to the pool; /health, /metrics
+        (Prometheus), GET/PUT /queue (hold the queue). Jobs live in --queue: a SQLite file by default (they survive a
+        restart, and jobs that were running start again), or a PostgreSQL database shared with `lorafuse worker` processes
+        on other machines. One worker per backend device (--devices 0,1 for two); --api-only runs none here.
+        """
+    )
+
+    @OptionGroup var service: ServiceOptions
+
+    @Option(name: .long, help: "Address to listen on.")
+    var host = "127.0.0.1"
+
+    @Option(name: .long, parsing: .unconditional, help: "Port to listen on (0: any free port; the one chosen is printed).")
+    var port = 8188
+
+    @Option(name: .customLong("pool-encoder"), help: "The pool's weight encoder, so POST /loras can add LoRAs to the pool.")
+    var poolEncoder: String?
+
+    @Option(name: .customLong("token-file"), help: "A file holding a bearer token every request but /health must send.")
+    var tokenFile: String?
+
+    @Option(name: .long, parsing: .unconditional, help: "Refuse request bodies larger than this many bytes.")
+    var maxBodyBytes = 64 * 1024
+
+    @Option(name: .long, parsing: .unconditional, help: "Refuse requests with more LoRAs than this.")
+    var maxLoras = 8
+
+    @Flag(name: .long, help: "Start with the queue held: jobs are accepted and wait until PUT /queue {\"paused\": false}.")
+    var paused = false
+
+    @Flag(name: .customLong("api-only"), help: "Run no jobs in this process: `lorafuse worker`s on the same --queue postgres://… run them.")
+    var apiOnly = false
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535, got \(port)") }
+        guard maxBodyBytes >= 256, maxLoras >= 0 else { throw ValidationError("--max-body-bytes must be at least 256, --max-loras at least 0") }
+        if apiOnly, !service.queue.hasPrefix("postgres") {
+            throw ValidationError("--api-only needs a queue other processes can reach: --queue postgres://…")
+        }
+    }
+
+    func run() throws {
+        var settings = service.settings()
+        settings.host = host
+        settings.port = port
+        settings.poolEncoder = poolEncoder
         settings.maxBodyBytes = maxBodyBytes
         settings.maxLoRAs = maxLoras
-        settings.loraCacheBytes = ByteSize.parse(loraCache)!
         settings.paused = paused
+        settings.runsWorkers = !apiOnly
         if let tokenFile {
             let token = try InputFile.read(tokenFile) { ValidationError("--token-file \(tokenFile): \($0)") }
             settings.token = String(decoding: token, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             guard settings.token!.count >= 16 else { throw ValidationError("--token-file \(tokenFile): the token must be at least 16 characters") }
         }
-        var backends: [any Backend] = []
-        for index in try deviceIndices() {
-            var options = backendOptions
-            options.device = index
-            backends.append(try options.makeBackend())
-        }
-        let (host, workers, model) = (host, backends.count, self.model)
-        let outcome = BlockingResult()
-        Task {
-            do {
-                try await GenerationServer.run(settings, backends: backends) { port in
-                    let line = "lorafuse serve: listening on http://\(host):\(port) (\(model), \(workers) worker\(workers == 1 ? "" : "s"))\n"
-                    FileHandle.standardOutput.write(Data(line.utf8))
-                }
-                outcome.set(nil)
-            } catch {
-                outcome.set(error)
+        let backends = try service.backends()
+        let (host, workers, model) = (host, apiOnly ? 0 : backends.count, service.model)
+        try waitFor { [settings] in
+            try await GenerationServer.run(settings, backends: backends) { port in
+                let line = "lorafuse serve: listening on http://\(host):\(port) (\(model), \(workers) worker\(workers == 1 ? "" : "s"))\n"
+                FileHandle.standardOutput.write(Data(line.utf8))
             }
         }
-        if let error = outcome.wait() { throw error }
     }
 }
 
-/// The end of async work awaited from synchronous code.
-private final class BlockingResult: @unchecked Sendable {
-    private let done = DispatchSemaphore(value: 0)
-    private var error: (any Error)?
+/// `lorafuse worker`: runs jobs of a shared PostgreSQL queue (docs/serving.md).
+struct WorkerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Run generation jobs from a PostgreSQL queue shared with `lorafuse serve` (docs/serving.md).",
+        discussion: """
+        Loads --model once and takes the oldest queued job for it, one per device, until SIGINT or SIGTERM (a job then
+        running goes back to the queue at its next step). A worker renews its job's lease with each step and a heartbeat;
+        if it dies, another worker takes the job over once --lease-seconds pass. --lora-dir folders must hold the LoRAs the
+        server's requests name (a shared folder). Prints one JSON line per job it ends.
+        """
+    )
 
-    func set(_ error: (any Error)?) {
-        self.error = error
+    @OptionGroup var service: ServiceOptions
+
+    func validate() throws {
+        guard service.queue.hasPrefix("postgres://") || service.queue.hasPrefix("postgresql://") else {
+            throw ValidationError("--queue must be a postgres:// URL: a SQLite queue is run by the `lorafuse serve` that opens it")
+        }
+    }
+
+    func run() throws {
+        let settings = service.settings()
+        let backends = try service.backends()
+        try waitFor {
+            try await GenerationWorkers.run(settings, backends: backends, ready: { names, queue in
+                FileHandle.standardError.write(Data("lorafuse worker: \(names.joined(separator: ", ")) on \(queue)\n".utf8))
+            }) { job, outcome, seconds in
+                let line: [String: Any] = ["job": job.id, "state": outcome.rawValue, "worker": job.worker ?? "", "attempt": job.attempts,
+                                           "seconds": seconds]
+                if let data = try? JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]) {
+                    FileHandle.standardOutput.write(data + Data("\n".utf8))
+                }
+            }
+        }
+    }
+}
+
+/// Runs async work from a synchronous command to its end.
+func waitFor(_ body: @escaping @Sendable () async throws -> Void) throws {
+    final class Outcome: @unchecked Sendable { var error: (any Error)? }
+    let outcome = Outcome()
+    let done = DispatchSemaphore(value: 0)
+    Task {
+        do { try await body() } catch { outcome.error = error }
         done.signal()
     }
-
-    func wait() -> (any Error)? {
-        done.wait()
-        return error
-    }
+    done.wait()
+    if let error = outcome.error { throw error }
 }

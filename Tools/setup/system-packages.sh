@@ -58,5 +58,32 @@ lorafuse_sync_vulkan_headers() {
 LORAFUSE_BUILD_PACKAGES=(zlib1g-dev libsqlite3-dev)
 # What the whole test suite needs besides: the Vulkan loader and headers, Mesa's lavapipe
 # (a CPU Vulkan device, so the Vulkan tests run without a GPU), glslang and SPIRV-Tools for
-# the shader tests, OpenBLAS for the CPU backend's BLAS path.
-LORAFUSE_TEST_PACKAGES=(libvulkan-dev mesa-vulkan-drivers glslang-tools glslang-dev spirv-tools libopenblas0 vulkan-validationlayers)
+# the shader tests, OpenBLAS for the CPU backend's BLAS path, PostgreSQL for the shared job
+# queue's tests (lorafuse_start_postgres).
+LORAFUSE_TEST_PACKAGES=(libvulkan-dev mesa-vulkan-drivers glslang-tools glslang-dev spirv-tools libopenblas0 vulkan-validationlayers postgresql)
+
+# lorafuse_start_postgres
+# Starts the machine's PostgreSQL cluster (Debian's postgresql package) when it is down, makes
+# a `lorafuse` role and a `lorafuse_test` database when missing, and exports
+# POSTGRES_TEST_URL, the URL the shared-queue tests (`lorafuse serve --queue postgres://…`,
+# `lorafuse worker`) run against. Each test makes a schema of its own in that database.
+lorafuse_start_postgres() {
+    local sudo=() as_postgres cluster
+    [ "$(id -u)" != 0 ] && sudo=(sudo)
+    if command -v runuser >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then as_postgres=(runuser -u postgres --); else as_postgres=(sudo -u postgres); fi
+    cluster=$(pg_lsclusters -h 2>/dev/null | head -1)
+    if [ -z "$cluster" ]; then
+        echo "lorafuse: no PostgreSQL cluster (pg_lsclusters lists none); install the postgresql package" >&2
+        return 1
+    fi
+    set -- $cluster
+    if [ "$4" != online ]; then
+        "${sudo[@]}" pg_ctlcluster "$1" "$2" start >&2
+    fi
+    local port=$3
+    "${as_postgres[@]}" psql -p "$port" -qtAc "SELECT 1 FROM pg_roles WHERE rolname = 'lorafuse'" | grep -q 1 ||
+        "${as_postgres[@]}" psql -p "$port" -qc "CREATE ROLE lorafuse LOGIN PASSWORD 'lorafuse'" >&2
+    "${as_postgres[@]}" psql -p "$port" -qtAc "SELECT 1 FROM pg_database WHERE datname = 'lorafuse_test'" | grep -q 1 ||
+        "${as_postgres[@]}" psql -p "$port" -qc "CREATE DATABASE lorafuse_test OWNER lorafuse" >&2
+    export POSTGRES_TEST_URL="postgres://lorafuse:lorafuse@127.0.0.1:$port/lorafuse_test"
+}

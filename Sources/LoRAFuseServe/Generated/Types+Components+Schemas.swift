@@ -99,6 +99,8 @@ extension Components {
             internal var queued: Swift.Int
             /// - Remark: Generated from `#/components/schemas/QueueState/running`.
             internal var running: Swift.Int
+            /// Workers in the server's own process (workers of a shared PostgreSQL queue elsewhere are not counted).
+            ///
             /// - Remark: Generated from `#/components/schemas/QueueState/workers`.
             internal var workers: Swift.Int
             /// Creates a new `QueueState`.
@@ -107,7 +109,7 @@ extension Components {
             ///   - paused:
             ///   - queued:
             ///   - running:
-            ///   - workers:
+            ///   - workers: Workers in the server's own process (workers of a shared PostgreSQL queue elsewhere are not counted).
             internal init(
                 paused: Swift.Bool,
                 queued: Swift.Int,
@@ -413,6 +415,10 @@ extension Components {
             ///
             /// - Remark: Generated from `#/components/schemas/Job/retrieved`.
             internal var retrieved: [Swift.String]?
+            /// The worker running it, or that ran it last (host/process/backend:device).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Job/worker`.
+            internal var worker: Swift.String?
             /// - Remark: Generated from `#/components/schemas/Job/request`.
             internal var request: Components.Schemas.GenerationRequest?
             /// Creates a new `Job`.
@@ -430,6 +436,7 @@ extension Components {
             ///   - attempts: Times a worker took the job (more than 1 after a restart).
             ///   - seconds: Seconds the worker spent on it.
             ///   - retrieved: The LoRAs auto_loras chose.
+            ///   - worker: The worker running it, or that ran it last (host/process/backend:device).
             ///   - request:
             internal init(
                 id: Swift.String,
@@ -444,6 +451,7 @@ extension Components {
                 attempts: Swift.Int? = nil,
                 seconds: Swift.Double? = nil,
                 retrieved: [Swift.String]? = nil,
+                worker: Swift.String? = nil,
                 request: Components.Schemas.GenerationRequest? = nil
             ) {
                 self.id = id
@@ -458,6 +466,7 @@ extension Components {
                 self.attempts = attempts
                 self.seconds = seconds
                 self.retrieved = retrieved
+                self.worker = worker
                 self.request = request
             }
             internal enum CodingKeys: String, CodingKey {
@@ -473,6 +482,7 @@ extension Components {
                 case attempts
                 case seconds
                 case retrieved
+                case worker
                 case request
             }
         }
