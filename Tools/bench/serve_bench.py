@@ -1,0 +1,150 @@
+"""`lorafuse serve` against `lorafuse generate` on the toy world, CPU backend, release build.
+
+1. Latency: `lorafuse generate` (the anchor: it loads the models, samples, decodes, exits)
+   and the same request served by an embedded `lorafuse serve` (SQLite queue, models loaded
+   once), submitted one after another; each served job's latency is from POST /jobs to the
+   `succeeded` event, as a client sees it. The ratio compares it with the work generate does
+   after loading (encode + sampling + decode) and with generate's sampling alone.
+2. Throughput on PostgreSQL: an API-only server and 1, 2, 4 `lorafuse worker` processes on
+   one queue; N jobs submitted at once, jobs/second from the first submit to the last result.
+
+  usage: python3 Tools/bench/serve_bench.py BIN POSTGRES_URL [--repeat 5] [--jobs 40] [--steps 20]
+Prints one JSON object per line and a summary.
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+
+WORLD = "Examples/toyworld"
+REQUEST = {"prompt": "a zorbo in lumeq style", "width": 32, "height": 32, "seed": 7,
+           "loras": [{"name": "content-zorbo"}, {"name": "style-lumeq"}]}
+
+
+def call(base, method, path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=600) as reply:
+        return json.loads(reply.read() or b"{}")
+
+
+def start_server(binary, arguments):
+    process = subprocess.Popen([binary, "serve", "--port", "0", *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    match = re.search(r"http://[0-9.]+:[0-9]+", line)
+    if not match:
+        process.kill()
+        sys.exit(f"serve did not start: {line} {process.stderr.read()}")
+    return process, match.group(0)
+
+
+def wait_finished(base, job_id):
+    """Reads the job's event stream until it ends; returns the last job."""
+    with urllib.request.urlopen(base + f"/jobs/{job_id}/events", timeout=600) as stream:
+        last = None
+        for raw in stream:
+            line = raw.decode().strip()
+            if line.startswith("data:"):
+                last = json.loads(line[5:])
+        return last
+
+
+def latency(binary, repeat, steps):
+    request = dict(REQUEST, steps=steps)
+    loras = [f"{WORLD}/loras/{lora['name']}.safetensors" for lora in request["loras"]]
+    generated = []
+    for _ in range(repeat):
+        out = subprocess.run([binary, "generate", "--model", f"{WORLD}/pipeline", "--prompt", request["prompt"], "--width", "32",
+                              "--height", "32", "--steps", str(steps), "--seed", "7",
+                              "--output", os.path.join(tempfile.gettempdir(), "serve-bench.png"), "--json",
+                              *sum([["--lora", path] for path in loras], [])], check=True, capture_output=True, text=True)
+        generated.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    with tempfile.TemporaryDirectory() as folder:
+        process, base = start_server(binary, ["--model", f"{WORLD}/pipeline", "--queue", os.path.join(folder, "jobs.sqlite"),
+                                              "--lora-dir", f"{WORLD}/loras"])
+        try:
+            call(base, "POST", "/jobs", request)  # a first job warms the LoRA cache, as a running server's would be
+            time.sleep(0.5)
+            served = []
+            for _ in range(repeat):
+                started = time.perf_counter()
+                job = call(base, "POST", "/jobs", request)
+                final = wait_finished(base, job["id"])
+                assert final["state"] == "succeeded", final
+                served.append(time.perf_counter() - started)
+        finally:
+            process.terminate()
+            process.wait()
+    best = min(generated, key=lambda row: row["seconds"])
+    after_load = min(row["encode_seconds"] + row["sampling_seconds"] + row["decode_seconds"] for row in generated)
+    sampling = min(row["sampling_seconds"] for row in generated)
+    row = {"command": "serve-latency", "backend": "cpu", "steps": steps, "repeat": repeat,
+           "generate_seconds": best["seconds"], "generate_after_load_seconds": after_load, "generate_sampling_seconds": sampling,
+           "served_seconds_median": statistics.median(served), "served_seconds_best": min(served),
+           "served_over_generate_after_load": statistics.median(served) / after_load,
+           "served_over_generate_sampling": statistics.median(served) / sampling,
+           "served_over_generate_total": statistics.median(served) / best["seconds"]}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def throughput(binary, database, workers, jobs, steps):
+    queue = f"{database}{'&' if '?' in database else '?'}schema=bench_{uuid.uuid4().hex[:12]}"
+    process, base = start_server(binary, ["--model", f"{WORLD}/pipeline", "--queue", queue, "--api-only", "--lora-dir", f"{WORLD}/loras"])
+    running = []
+    try:
+        for _ in range(workers):
+            worker = subprocess.Popen([binary, "worker", "--model", f"{WORLD}/pipeline", "--queue", queue, "--lora-dir", f"{WORLD}/loras",
+                                       "--backend", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            if "lorafuse worker:" not in worker.stderr.readline():
+                sys.exit("a worker did not start")
+            running.append(worker)
+        started = time.perf_counter()
+        ids = [call(base, "POST", "/jobs", dict(REQUEST, steps=steps, seed=seed))["id"] for seed in range(jobs)]
+        while call(base, "GET", "/queue").get("queued", 1) + call(base, "GET", "/queue").get("running", 1) > 0:
+            time.sleep(0.05)
+        seconds = time.perf_counter() - started
+        states = [call(base, "GET", f"/jobs/{job_id}")["state"] for job_id in ids]
+        assert states.count("succeeded") == jobs, states
+    finally:
+        for worker in running:
+            worker.terminate()
+        for worker in running:
+            worker.wait()
+        process.terminate()
+        process.wait()
+    row = {"command": "serve-throughput", "backend": "cpu", "queue": "postgres", "workers": workers, "jobs": jobs, "steps": steps,
+           "seconds": seconds, "jobs_per_second": jobs / seconds}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("binary")
+    parser.add_argument("database")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--jobs", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--workers", default="1,2,4")
+    args = parser.parse_args()
+    row = latency(args.binary, args.repeat, args.steps)
+    print(f"latency: served {row['served_seconds_median']:.3f} s (median of {args.repeat}) vs generate {row['generate_seconds']:.3f} s "
+          f"in all, {row['generate_after_load_seconds']:.3f} s after loading ({row['served_over_generate_after_load']:.3f}x), "
+          f"sampling {row['generate_sampling_seconds']:.3f} s ({row['served_over_generate_sampling']:.3f}x)", file=sys.stderr)
+    rows = [throughput(args.binary, args.database, int(count), args.jobs, args.steps) for count in args.workers.split(",")]
+    anchor = rows[0]["jobs_per_second"]
+    for row in rows:
+        print(f"throughput: {row['workers']} worker(s): {row['jobs_per_second']:.2f} jobs/s ({row['jobs_per_second'] / anchor:.2f}x one worker)",
+              file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
