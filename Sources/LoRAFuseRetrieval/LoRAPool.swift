@@ -171,16 +171,23 @@ public final class LoRAPool: Sendable {
         let absolute = URL(fileURLWithPath: file).standardizedFileURL.path
         let hash = try ContentHash.of(path: absolute)
         let existing = try database.read { db in try Entry.fetchOne(db, key: absolute) }
+        let (entry, outcome) = try Self.addition(path: absolute, hash: hash, existing: existing, caption: caption, name: name,
+                                                 encoder: encoder, on: backend)
+        if let entry { try database.write { db in try entry.save(db) } }
+        return outcome
+    }
+
+    /// What adding the file at `path` (absolute, content `hash`) to a pool that holds
+    /// `existing` for it comes to: the entry to store (nil: nothing changes) and the outcome.
+    /// Encodes the LoRA only when its content or the encoder changed. `add` stores it here; a
+    /// pool kept elsewhere (a PostgreSQL table) stores it there.
+    public static func addition(path absolute: String, hash: String, existing: Entry?, caption: String?, name: String?,
+                                encoder: LoRAWeightEncoder, on backend: any Backend) throws -> (entry: Entry?, outcome: AddOutcome) {
         if let existing, existing.hash == hash, existing.encoderVersion == encoder.version {
-            if let caption, caption != existing.caption {
-                try database.write { db in
-                    var updated = existing
-                    updated.caption = caption
-                    try updated.update(db)
-                }
-                return .updated
-            }
-            return .unchanged
+            guard let caption, caption != existing.caption else { return (nil, .unchanged) }
+            var updated = existing
+            updated.caption = caption
+            return (updated, .updated)
         }
         let lora = try LoRAFile.load(path: absolute, allowUnmatchedKeys: true)
         let vector = try encoder.embed(lora, on: backend)
@@ -192,8 +199,7 @@ public final class LoRAPool: Sendable {
                           rank: lora.modules.map(\.rank).max() ?? 0, target: "flux",
                           encoderVersion: encoder.version, embedding: vector.withUnsafeBufferPointer { Data(buffer: $0) },
                           addedAt: existing?.addedAt ?? Date())
-        try database.write { db in try entry.save(db) }
-        return existing == nil ? .added : .reencoded
+        return (entry, existing == nil ? .added : .reencoded)
     }
 
     /// Every entry, by name.
@@ -215,11 +221,7 @@ public final class LoRAPool: Sendable {
     /// the vector index beside the database when it matches this read's pool state, else
     /// scanned from the table (and the index rewritten for the next search).
     public func search(_ query: [Float], k: Int, encoderVersion: String? = nil) throws -> [Match] {
-        guard k > 0 else { throw ModelError.invalidInputs("k must be at least 1, got \(k)") }
-        guard query.allSatisfy(\.isFinite) else { throw ModelError.invalidInputs("the query embedding has non-finite values") }
-        let norm = (query.reduce(0) { $0 + $1 * $1 }).squareRoot()
-        guard norm > 0, norm.isFinite else { throw ModelError.invalidInputs("the query embedding has no direction (its norm is \(norm))") }
-        let unit = query.map { $0 / norm }
+        let unit = try Self.unitQuery(query, k: k)
         return try database.read { db in
             let state = try Self.state(db)
             let best: [(similarity: Float, path: String)]
@@ -234,16 +236,53 @@ public final class LoRAPool: Sendable {
             }
             let keys = best.map(\.path)
             if keys.isEmpty {
-                let widths = try Int.fetchAll(db, sql: "SELECT DISTINCT length(embedding) / 4 FROM \(Entry.databaseTableName)")
-                if !widths.isEmpty, !widths.contains(query.count) {
-                    throw ModelError.invalidInputs("the query embedding has \(query.count) values; the pool's embeddings have \(widths.sorted().map(String.init).joined(separator: " or "))")
-                }
+                try Self.checkWidth(query.count, among: try Int.fetchAll(db, sql: "SELECT DISTINCT length(embedding) / 4 FROM \(Entry.databaseTableName)"))
                 return []
             }
             let found = try Entry.fetchAll(db, sql: "SELECT * FROM \(Entry.databaseTableName) WHERE path IN (\(keys.map { _ in "?" }.joined(separator: ", ")))",
                                            arguments: StatementArguments(keys))
             let byPath = Dictionary(uniqueKeysWithValues: found.map { ($0.path, $0) })
             return best.compactMap { match in byPath[match.path].map { Match(entry: $0, similarity: match.similarity) } }
+        }
+    }
+
+    /// The `k` of `entries` most similar (cosine) to `query`, best first, as `search` ranks
+    /// them (entries of another width or, when given, encoder version are skipped): for pools
+    /// kept elsewhere, which read their entries themselves.
+    public static func rank(_ query: [Float], k: Int, among entries: [Entry], encoderVersion: String? = nil) throws -> [Match] {
+        let unit = try unitQuery(query, k: k)
+        let fitting = entries.filter { $0.embedding.count == query.count * MemoryLayout<Float>.size }
+        if fitting.isEmpty {
+            try checkWidth(query.count, among: Array(Set(entries.map { $0.embedding.count / 4 })))
+            return []
+        }
+        var vectors: [Float] = []
+        vectors.reserveCapacity(fitting.count * query.count)
+        for entry in fitting {
+            entry.embedding.withUnsafeBytes { raw in
+                for component in 0..<query.count { vectors.append(raw.loadUnaligned(fromByteOffset: component * 4, as: Float.self)) }
+            }
+        }
+        let bytes = PoolVectorIndex.build(identity: 0, generation: 0, dimension: query.count,
+                                          rows: fitting.map { ($0.path, $0.encoderVersion) }, vectors: vectors)
+        let best = bytes.withUnsafeBytes { PoolVectorIndex(bytes: $0)?.best(unit, k: k, version: encoderVersion) ?? [] }
+        let byPath = Dictionary(fitting.map { ($0.path, $0) }, uniquingKeysWith: { first, _ in first })
+        return best.compactMap { match in byPath[match.path].map { Match(entry: $0, similarity: match.similarity) } }
+    }
+
+    /// The query scaled to unit length, after checking it and `k`.
+    private static func unitQuery(_ query: [Float], k: Int) throws -> [Float] {
+        guard k > 0 else { throw ModelError.invalidInputs("k must be at least 1, got \(k)") }
+        guard query.allSatisfy(\.isFinite) else { throw ModelError.invalidInputs("the query embedding has non-finite values") }
+        let norm = (query.reduce(0) { $0 + $1 * $1 }).squareRoot()
+        guard norm > 0, norm.isFinite else { throw ModelError.invalidInputs("the query embedding has no direction (its norm is \(norm))") }
+        return query.map { $0 / norm }
+    }
+
+    /// A query that matched nothing because the pool's embeddings have another width is an error.
+    private static func checkWidth(_ width: Int, among widths: [Int]) throws {
+        if !widths.isEmpty, !widths.contains(width) {
+            throw ModelError.invalidInputs("the query embedding has \(width) values; the pool's embeddings have \(widths.sorted().map(String.init).joined(separator: " or "))")
         }
     }
 

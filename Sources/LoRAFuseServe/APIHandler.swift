@@ -126,7 +126,7 @@ struct APIHandler: APIProtocol {
 
     func listLoRAs(_ input: Operations.ListLoRAs.Input) async throws -> Operations.ListLoRAs.Output {
         let files = LoRAFolders.list(service.settings.loraFolders).map { Components.Schemas.LoRAInfo(name: $0.name, bytes: Int64($0.bytes)) }
-        let pool = try service.pool?.entries().map { Self.schema($0, outcome: nil) } ?? []
+        let pool = try await service.pool?.list().map { Self.schema($0, outcome: nil) } ?? []
         return .ok(.init(body: .json(.init(files: files, pool: pool))))
     }
 
@@ -145,8 +145,8 @@ struct APIHandler: APIProtocol {
             return .badRequest(.init(body: .json(.init(error: error.message, field: error.field))))
         }
         do {
-            let outcome = try poolEncoder.add(path: path, caption: addition.caption, to: pool)
-            guard let entry = try pool.entries().first(where: { $0.path == path }) else {
+            let outcome = try await poolEncoder.add(path: path, caption: addition.caption, to: pool)
+            guard let entry = try await pool.list().first(where: { $0.path == path }) else {
                 throw RequestError("name", "the pool did not keep \(addition.name)")
             }
             return .ok(.init(body: .json(Self.schema(entry, outcome: outcome.rawValue))))

@@ -29,7 +29,8 @@ public struct ServeSettings: Sendable {
     public var loraFolders: [String] = []
     /// AutoLoRA's merger checkpoint, for `fusion: autolora`.
     public var fusionWeights: String?
-    /// The retrieval pool, for `auto_loras` and GET/POST /loras.
+    /// The retrieval pool, for `auto_loras` and GET/POST /loras: a SQLite pool file
+    /// (`lorafuse pool`) or a `postgres://` URL (a table shared by every server and worker).
     public var poolPath: String?
     /// The pool's weight encoder, for POST /loras.
     public var poolEncoder: String?
@@ -55,7 +56,7 @@ public enum GenerationServer {
     /// Runs the server; `backends` are the devices jobs run on, one worker each.
     public static func run(_ settings: ServeSettings, backends: [any Backend], ready: @escaping @Sendable (_ port: Int) -> Void) async throws {
         precondition(!backends.isEmpty)
-        let service = try FluxImageService(settings: settings)
+        let service = try await FluxImageService(settings: settings)
         let queue = try await JobQueues.open(settings.queue, leaseSeconds: settings.leaseSeconds)
         let events = JobEvents()
         let metrics = ServeMetrics()
@@ -102,23 +103,19 @@ public enum GenerationServer {
     }
 }
 
-/// The pool's weight encoder with the backend it runs on; one addition at a time.
-final class PoolEncoder: @unchecked Sendable {
+/// The pool's weight encoder with the backend it runs on; one addition at a time (an addition
+/// that waits on its database lets the next start: two adds of one file both store the same entry).
+actor PoolEncoder {
     private let encoder: LoRAWeightEncoder
     private let backend: any Backend
-    private let lock = NSLock()
 
     init(encoder: LoRAWeightEncoder, backend: any Backend) {
         self.encoder = encoder
         self.backend = backend
     }
 
-    func add(path: String, caption: String?, to pool: LoRAPool) throws -> LoRAPool.AddOutcome {
-        try lock.withLock {
-            let outcome = try pool.add(path: path, caption: caption, encoder: encoder, on: backend)
-            try pool.refreshIndex()
-            return outcome
-        }
+    func add(path: String, caption: String?, to pool: any RetrievalPool) async throws -> LoRAPool.AddOutcome {
+        try await pool.add(path: path, caption: caption, encoder: encoder, backend: backend)
     }
 }
 
@@ -217,7 +214,7 @@ public enum GenerationWorkers {
                            ready: @escaping @Sendable (_ workers: [String], _ queue: String) -> Void,
                            report: @escaping @Sendable (_ job: JobRecord, _ outcome: JobRecord.State, _ seconds: Double) -> Void) async throws {
         precondition(!backends.isEmpty)
-        let service = try FluxImageService(settings: settings)
+        let service = try await FluxImageService(settings: settings)
         let queue = try await JobQueues.open(settings.queue, leaseSeconds: settings.leaseSeconds)
         let control = QueueControl(paused: false)
         let (events, metrics) = (JobEvents(), ServeMetrics())

@@ -35,12 +35,12 @@ final class FluxImageService: Sendable {
     private let schedulerConfig: FlowMatchSchedulerConfig?
     private let mergers: AutoLoRAMergers?
     private let retrieval: RetrievalQueryEncoder?
-    let pool: LoRAPool?
+    let pool: (any RetrievalPool)?
     let loras: LoRACache
     /// The default edge in pixels, as `lorafuse generate`'s (diffusers' 64 × the VAE's scale factor).
     let defaultSize: Int
 
-    init(settings: ServeSettings) throws {
+    init(settings: ServeSettings) async throws {
         self.settings = settings
         let folder = URL(fileURLWithPath: settings.model)
         modelName = folder.standardizedFileURL.lastPathComponent
@@ -56,7 +56,7 @@ final class FluxImageService: Sendable {
         schedulerConfig = FileManager.default.fileExists(atPath: scheduler.path) ? try FlowMatchSchedulerConfig(file: scheduler) : nil
         mergers = try settings.fusionWeights.map { try AutoLoRAMergers.load(path: $0, config: model.config) }
         if let poolPath = settings.poolPath {
-            pool = try LoRAPool(path: poolPath)
+            pool = try await RetrievalPools.open(poolPath)
             retrieval = RetrievalQueryEncoder(tokenizer: encoders.clipTokenizer, encoder: encoders.clip)
         } else {
             pool = nil
@@ -179,7 +179,8 @@ final class FluxImageService: Sendable {
         var loras = request.loras ?? []
         var retrieved: [String] = []
         if let auto = request.autoLoras, auto > 0, let pool, let retrieval {
-            for match in try pool.search(try retrieval.embed(request.prompt, on: backend), k: auto) {
+            let query = try retrieval.embed(request.prompt, on: backend)
+            for match in try blockingWait({ try await pool.nearest(query, k: auto) }) {
                 guard match.entry.isPresent else { throw RequestError("auto_loras", "pool entry \(match.entry.name) points at \(match.entry.path), which is missing") }
                 retrieved.append(match.entry.name)
                 loras.append(LoRARef(name: match.entry.path, scale: 1))

@@ -152,6 +152,38 @@ struct SharedQueueTests {
         server.stop()
     }
 
+    /// The LoRA pool as a table beside the queue: a server adds to it (POST /loras), a worker
+    /// elsewhere retrieves from it (`auto_loras`), and applies what it found as `loras` would.
+    @Test func aLoRAPoolSharedThroughPostgres() async throws {
+        let scratch = try ServeTests.scratchWithLoRA()
+        let queue = try Self.freshQueue()
+        let loras = scratch.url.appendingPathComponent("loras").path
+        let encoder = CommandLine.repository.appendingPathComponent("Tests/Fixtures/retrieval/encoder-flux-tiny.safetensors").path
+        let server = try ServerProcess(["--model", ServeTests.pipeline, "--queue", queue, "--pool", queue, "--pool-encoder", encoder,
+                                        "--api-only", "--lora-dir", loras])
+        let api = APIClient(base: server.base)
+        let added = try await api.send("POST", "loras", json: ["name": "tiny", "caption": "tiny stripes"])
+        #expect(added.status == 200 && added.json["outcome"] as? String == "added" && added.json["name"] as? String == "tiny", "\(added.text)")
+        #expect(try await api.send("POST", "loras", json: ["name": "tiny"]).json["outcome"] as? String == "unchanged")
+        let listed = try await api.send("GET", "loras").json["pool"] as? [[String: Any]]
+        #expect(listed?.map { $0["caption"] as? String } == ["tiny stripes"], "\(String(describing: listed))")
+
+        let worker = try BackgroundProcess(["worker", "--model", ServeTests.pipeline, "--queue", queue, "--pool", queue, "--lora-dir", loras])
+        #expect(worker.waitForError(containing: "lorafuse worker: "), "\(worker.errors)")
+        var request = ServeTests.request(steps: 2, lora: false)
+        request["auto_loras"] = 1
+        let auto = try #require(try await api.send("POST", "jobs", json: request).json["id"] as? String)
+        let explicit = try #require(try await api.send("POST", "jobs", json: ServeTests.request(steps: 2).merging(["loras": [["name": "tiny"]]]) { $1 })
+            .json["id"] as? String)
+        let found = try await api.waitForFinish(auto)
+        #expect(found["state"] as? String == "succeeded" && found["retrieved"] as? [String] == ["tiny"], "\(found)")
+        #expect(try await api.waitForFinish(explicit)["state"] as? String == "succeeded")
+        let images = try await [api.send("GET", "jobs/\(auto)/image").data, api.send("GET", "jobs/\(explicit)/image").data]
+        #expect(try PNGWriter.decode(images[0]).pixels == PNGWriter.decode(images[1]).pixels)
+        worker.stop()
+        server.stop()
+    }
+
     /// A queue that cannot be reached is one clear error and a non-zero exit.
     @Test func anUnreachableQueueIsOneClearError() throws {
         let result = try CommandLine.run(["worker", "--model", ServeTests.pipeline, "--queue", "postgres://nobody:secret@127.0.0.1:1/none"])

@@ -21,7 +21,7 @@ struct ServiceOptions: ParsableArguments {
     @Option(name: .customLong("fusion-weights"), help: "AutoLoRA's merger checkpoint, for requests with fusion autolora.")
     var fusionWeights: String?
 
-    @Option(name: .long, help: "A LoRA pool database (`lorafuse pool`), for auto_loras and GET /loras.")
+    @Option(name: .long, help: "The LoRA pool, for auto_loras and GET/POST /loras: a SQLite file (`lorafuse pool`) or postgres://… (a table shared by servers and workers; may be the --queue URL).")
     var pool: String?
 
     @Option(name: .long, parsing: .unconditional, help: "Refuse images with more pixels than this.")
