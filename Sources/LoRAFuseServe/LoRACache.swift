@@ -11,6 +11,10 @@ final class LoRACache: @unchecked Sendable {
     private let lock = NSLock()
     private var files: [String: (file: LoRAFile, bytes: Int, used: UInt64)] = [:]
     private var clock: UInt64 = 0
+    /// Each path's last content hash and the file it was taken of (device, inode, size,
+    /// modification time): a file that has not changed is not read again to be hashed, which
+    /// for a LoRA of hundreds of MB is most of a cache hit's cost.
+    private var hashes: [String: (file: FileIdentity, hash: String)] = [:]
     private(set) var hits = 0
     private(set) var misses = 0
 
@@ -22,7 +26,7 @@ final class LoRACache: @unchecked Sendable {
 
     /// The LoRA at `path`, checked against `model`; from the cache when its content was loaded before.
     func load(path: String, model: FluxModel) throws -> LoRAFile {
-        let hash = try ContentHash.of(path: path)
+        let hash = try contentHash(path)
         if let file = lock.withLock({ () -> LoRAFile? in
             guard let entry = files[hash] else { return nil }
             clock += 1
@@ -45,5 +49,35 @@ final class LoRACache: @unchecked Sendable {
             }
         }
         return file
+    }
+}
+
+extension LoRACache {
+    /// The content hash of the file at `path`, hashed again only when the file changed.
+    func contentHash(_ path: String) throws -> String {
+        let identity = FileIdentity(path: path)
+        if let identity, let known = lock.withLock({ hashes[path] }), known.file == identity { return known.hash }
+        let hash = try ContentHash.of(path: path)
+        if let identity { lock.withLock { hashes[path] = (identity, hash) } }
+        return hash
+    }
+}
+
+/// What tells one file version from another without reading it.
+struct FileIdentity: Equatable {
+    let device: UInt64
+    let inode: UInt64
+    let size: Int64
+    let modifiedSeconds: Int
+    let modifiedNanoseconds: Int
+
+    init?(path: String) {
+        var status = stat()
+        guard stat(path, &status) == 0 else { return nil }
+        device = UInt64(status.st_dev)
+        inode = UInt64(status.st_ino)
+        size = Int64(status.st_size)
+        modifiedSeconds = status.st_mtim.tv_sec
+        modifiedNanoseconds = status.st_mtim.tv_nsec
     }
 }
