@@ -70,8 +70,8 @@ struct APIHandler: APIProtocol {
 
     func streamJobEvents(_ input: Operations.StreamJobEvents.Input) async throws -> Operations.StreamJobEvents.Output {
         // Subscribe before reading the job, so no change between the two is missed. Workers of
-        // this process publish each change; those elsewhere are heard by reading the queue.
-        let updates = queue.isLocal ? events.subscribe(input.path.id) : Self.poll(queue, id: input.path.id)
+        // this process publish each change; those elsewhere are followed through the queue.
+        let updates = events.subscribe(input.path.id)
         guard let now = try await queue.job(input.path.id) else { return .notFound(.init(body: .json(Self.noSuchJob(input.path.id)))) }
         let stream = AsyncThrowingStream<ServerSentEvent, any Error> { continuation in
             let task = Task {
@@ -94,26 +94,6 @@ struct APIHandler: APIProtocol {
             continuation.onTermination = { _ in task.cancel() }
         }
         return .ok(.init(body: .textEventStream(HTTPBody(stream.asEncodedServerSentEvents(), length: .unknown, iterationBehavior: .single))))
-    }
-
-    /// A job's changes read from the queue every 100 ms, until it ends or the listener goes.
-    static func poll(_ queue: any JobQueue, id: String) -> AsyncStream<JobRecord> {
-        AsyncStream { continuation in
-            let task = Task {
-                var last: JobRecord?
-                while !Task.isCancelled {
-                    if let job = try? await queue.job(id),
-                       last.map({ ($0.state, $0.step, $0.attempts) != (job.state, job.step, job.attempts) }) ?? true {
-                        continuation.yield(job)
-                        last = job
-                        if job.state.isFinal { break }
-                    }
-                    try? await Task.sleep(for: .milliseconds(100))
-                }
-                continuation.finish()
-            }
-            continuation.onTermination = { _ in task.cancel() }
-        }
     }
 
     func getJobImage(_ input: Operations.GetJobImage.Input) async throws -> Operations.GetJobImage.Output {

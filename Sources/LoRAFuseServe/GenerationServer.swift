@@ -71,6 +71,9 @@ public enum GenerationServer {
         let router = Router()
         router.middlewares.add(ServeMiddleware(token: settings.token, maxBodyBytes: settings.maxBodyBytes))
         try handler.registerHandlers(on: router)
+        if !workers.isEmpty { queue.whenJobQueued { control.wake() } }
+        let following = queue.isLocal ? nil : events.follow(queue)
+        defer { following?.cancel() }
         let running = workers.map { $0.start() }
         let app = Application(router: router, configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "lorafuse"),
                               onServerRunning: { channel in ready(channel.localAddress?.port ?? settings.port) },
@@ -231,8 +234,10 @@ public enum GenerationWorkers {
         defer { signals.forEach { $0.cancel() } }
         ready(workers.map(\.name), queue.location)
         let running = workers.map { $0.start() }
-        // A shared queue has no one to wake the workers when a job arrives elsewhere: they look
-        // every second (QueueControl.wait's timeout), which is what a job waits at most.
+        // A job queued anywhere wakes the workers (LISTEN/NOTIFY); besides, they look every
+        // second (QueueControl.wait's timeout), for a notification lost with a connection and
+        // for jobs whose worker stopped renewing its lease.
+        queue.whenJobQueued { control.wake() }
         await GenerationServer.stop(running, control: control, waitForSignal: true)
     }
 }

@@ -1,7 +1,8 @@
 import Foundation
 
-/// In-process notification of job changes, for the event streams: a worker publishes each
-/// step and the final state, subscribers to that job hear them.
+/// In-process notification of job changes, for the event streams: a worker of this process
+/// publishes each step and the final state (`follow` brings those of workers elsewhere),
+/// subscribers to that job hear them.
 final class JobEvents: @unchecked Sendable {
     private let lock = NSLock()
     private var subscribers: [String: [UUID: AsyncStream<JobRecord>.Continuation]] = [:]
@@ -18,6 +19,30 @@ final class JobEvents: @unchecked Sendable {
             }
         }
         return stream
+    }
+
+    /// The jobs someone listens to now.
+    var watched: [String] { lock.withLock { Array(subscribers.keys) } }
+
+    func isWatched(_ id: String) -> Bool { lock.withLock { subscribers[id] != nil } }
+
+    /// Publishes the changes of jobs whose workers run in other processes: each change the
+    /// queue announces (read again, only for jobs someone listens to), and
+    /// every second each listened-to job again, in case an announcement was lost with a
+    /// connection. Duplicates are dropped by the streams. Runs until cancelled.
+    func follow(_ queue: any JobQueue) -> Task<Void, Never> {
+        queue.whenJobChanged { [self] id in
+            guard isWatched(id) else { return }
+            Task { if let job = try? await queue.job(id) { publish(job) } }
+        }
+        return Task { [self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                for id in watched {
+                    if let job = try? await queue.job(id) { publish(job) }
+                }
+            }
+        }
     }
 
     func publish(_ job: JobRecord) {

@@ -39,6 +39,13 @@ public protocol JobQueue: Sendable {
     func cancel(_ id: String) async throws -> JobRecord?
     /// Jobs per state.
     func counts() async throws -> [JobRecord.State: Int]
+    /// Calls `wake` whenever a job is queued by any process (a worker then claims it at once
+    /// rather than at its next look, a second later). The embedded queue's server wakes its
+    /// workers itself, so it calls nothing.
+    func whenJobQueued(_ wake: @escaping @Sendable () -> Void)
+    /// Calls `heard` with a job's id whenever a worker of any process changes its state or
+    /// step (the embedded queue's workers publish their changes themselves: nothing).
+    func whenJobChanged(_ heard: @escaping @Sendable (_ id: String) -> Void)
 }
 
 extension JobQueue {

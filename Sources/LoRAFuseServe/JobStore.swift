@@ -169,6 +169,9 @@ public final class JobStore: JobQueue {
         }
     }
 
+    public func whenJobQueued(_ wake: @escaping @Sendable () -> Void) {}
+    public func whenJobChanged(_ heard: @escaping @Sendable (_ id: String) -> Void) {}
+
     public func counts() throws -> [JobRecord.State: Int] {
         try database.read { db in
             var counts: [JobRecord.State: Int] = [:]

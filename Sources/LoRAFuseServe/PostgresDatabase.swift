@@ -67,6 +67,25 @@ final class PostgresDatabase: Sendable {
         return try await client.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: Self.silent).collect()
     }
 
+    /// Calls `heard` with the payload of every notification on `channel` (NOTIFY, `pg_notify`)
+    /// until the task is cancelled, on a connection of its own; a lost connection is opened
+    /// again a second later.
+    func listen(_ channel: String, heard: @escaping @Sendable (_ payload: String) -> Void) -> Task<Void, Never> {
+        let client = client
+        return Task {
+            while !Task.isCancelled {
+                do {
+                    try await client.withConnection { connection in
+                        try await connection.listen(on: channel) { notifications in
+                            for try await notification in notifications { heard(notification.payload) }
+                        }
+                    }
+                } catch {}
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
     /// `body`'s result, or an error as soon as `failure` names one or `seconds` pass.
     private static func firstOf(seconds: Double, failure: @escaping @Sendable () -> String?,
                                 _ body: @escaping @Sendable () async throws -> [PostgresRow]) async throws {
@@ -118,6 +137,11 @@ struct PostgresLocation: CustomStringConvertible {
         var configuration = PostgresClient.Configuration(host: host, port: parts.port ?? 5432, username: user,
                                                          password: parts.password, database: database.isEmpty ? nil : database, tls: tls)
         configuration.options.maximumConnections = 8
+        // A job's progress is a commit per step: waiting for each to reach the disk cost
+        // 5 ms a step here. Asynchronous commits keep the database consistent; a crash of the
+        // database server may lose its last fraction of a second of commits, and a job whose
+        // result was among them runs again when its lease runs out (at least once, as ever).
+        configuration.options.additionalStartupParameters = [("synchronous_commit", "off")]
         self.configuration = configuration
         description = "postgres://\(user)@\(host):\(parts.port ?? 5432)/\(database)?schema=\(schema)"
     }

@@ -2,6 +2,7 @@ import Foundation
 import LoRAFuse
 import LoRAFuseModels
 import PostgresNIO
+import Synchronization
 
 /// The shared job queue: one PostgreSQL table that `lorafuse serve` and any number of
 /// `lorafuse worker` processes, on any machines, use together (docs/serving.md).
@@ -29,12 +30,20 @@ public final class PostgresJobQueue: JobQueue {
     private let database: PostgresDatabase
     /// The table, schema-qualified and quoted.
     private let table: String
+    /// The channel a queued job is announced on (one per schema).
+    private let channel: String
+    /// The channel every change of a job's state or step is announced on, with its id:
+    /// servers whose workers run elsewhere hear progress there (`whenJobChanged`).
+    private let changes: String
+    private let listeners = Mutex<[Task<Void, Never>]>([])
 
     /// Connects to `url` (see `PostgresDatabase`) and creates the schema and its job table when missing.
     public init(url: String, leaseSeconds: Double = defaultLeaseSeconds) async throws {
         lease = leaseSeconds
         database = try await PostgresDatabase(url: url, purpose: "the job queue")
         table = database.table("job")
+        channel = "lorafuse_jobs_" + database.schema
+        changes = "lorafuse_job_changes_" + database.schema
         try await database.create(what: "the job queue", [
             """
             CREATE TABLE IF NOT EXISTS \(table) (
@@ -59,6 +68,23 @@ public final class PostgresJobQueue: JobQueue {
             """,
             "CREATE INDEX IF NOT EXISTS job_queue ON \(table) (model, state, created_at)",
         ])
+    }
+
+    deinit { listeners.withLock { $0.forEach { $0.cancel() } } }
+
+    public func whenJobQueued(_ wake: @escaping @Sendable () -> Void) {
+        let listener = database.listen(channel) { _ in wake() }
+        listeners.withLock { $0.append(listener) }
+    }
+
+    public func whenJobChanged(_ heard: @escaping @Sendable (_ id: String) -> Void) {
+        let listener = database.listen(changes, heard: heard)
+        listeners.withLock { $0.append(listener) }
+    }
+
+    /// Tells every listening worker that a job is waiting.
+    private func announce() async throws {
+        try await rows("SELECT pg_notify($1, '')", [channel])
     }
 
     private static let columns = "id, model, state, request, step, steps, created_at, started_at, finished_at, error, cancel_requested, attempts, seconds, retrieved, image, worker"
@@ -87,6 +113,7 @@ public final class PostgresJobQueue: JobQueue {
         let id = UUID().uuidString.lowercased()
         let rows = try await rows("INSERT INTO \(table) (id, model, state, request, steps) VALUES ($1, $2, 'queued', $3, $4) RETURNING \(Self.columns)",
                                   [id, model, request, steps])
+        try await announce()
         return try Self.record(rows[0])
     }
 
@@ -105,7 +132,8 @@ public final class PostgresJobQueue: JobQueue {
                 finished_at = CASE WHEN cancel_requested OR attempts >= $1 THEN clock_timestamp() END,
                 step = 0
             WHERE state = 'running' AND lease_until < clock_timestamp()
-            """, [Self.maxAttempts])
+            RETURNING pg_notify($2, id)
+            """, [Self.maxAttempts, changes])
     }
 
     public func claimNext(model: String, worker: String) async throws -> JobRecord? {
@@ -114,16 +142,16 @@ public final class PostgresJobQueue: JobQueue {
             UPDATE \(table) SET state = 'running', started_at = clock_timestamp(), attempts = attempts + 1, step = 0, worker = $2,
                 lease_until = clock_timestamp() + make_interval(secs => $3)
             WHERE id = (SELECT id FROM \(table) WHERE state = 'queued' AND model = $1 ORDER BY created_at, id FOR UPDATE SKIP LOCKED LIMIT 1)
-            RETURNING \(Self.columns)
-            """, [model, worker, lease])
+            RETURNING \(Self.columns), pg_notify($4, id)
+            """, [model, worker, lease, changes])
         return try rows.first.map(Self.record)
     }
 
     public func progress(_ job: JobRecord, step: Int) async throws -> Bool {
         let rows = try await rows("""
             UPDATE \(table) SET step = $3, lease_until = clock_timestamp() + make_interval(secs => $4)
-            WHERE id = $1 AND attempts = $2 AND state = 'running' RETURNING cancel_requested
-            """, [job.id, job.attempts, step, lease])
+            WHERE id = $1 AND attempts = $2 AND state = 'running' RETURNING cancel_requested, pg_notify($5, id)
+            """, [job.id, job.attempts, step, lease, changes])
         return try rows.first.map { try !$0.makeRandomAccess()["cancel_requested"].decode(Bool.self) } ?? false
     }
 
@@ -141,8 +169,8 @@ public final class PostgresJobQueue: JobQueue {
         let names = retrieved.isEmpty ? nil : String(decoding: try JSONEncoder().encode(retrieved), as: UTF8.self)
         let rows = try await rows("""
             UPDATE \(table) SET state = $3, image = $4, error = $5, seconds = $6, retrieved = $7, finished_at = clock_timestamp(), lease_until = NULL
-            WHERE id = $1 AND attempts = $2 AND state = 'running' RETURNING id
-            """, [job.id, job.attempts, state.rawValue, image, error, seconds, names])
+            WHERE id = $1 AND attempts = $2 AND state = 'running' RETURNING id, pg_notify($8, id)
+            """, [job.id, job.attempts, state.rawValue, image, error, seconds, names, changes])
         return rows.count == 1
     }
 
@@ -150,14 +178,17 @@ public final class PostgresJobQueue: JobQueue {
         try await rows("""
             UPDATE \(table) SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END, step = 0, lease_until = NULL,
                 finished_at = CASE WHEN cancel_requested THEN clock_timestamp() END
-            WHERE id = $1 AND attempts = $2 AND state = 'running'
-            """, [job.id, job.attempts])
+            WHERE id = $1 AND attempts = $2 AND state = 'running' RETURNING pg_notify($3, id)
+            """, [job.id, job.attempts, changes])
+        try await announce()
     }
 
     public func cancel(_ id: String) async throws -> JobRecord? {
-        let binds: [(any PostgresThrowingDynamicTypeEncodable)?] = [id]
-        try await rows("UPDATE \(table) SET state = 'cancelled', finished_at = clock_timestamp() WHERE id = $1 AND state = 'queued'", binds)
-        try await rows("UPDATE \(table) SET cancel_requested = true WHERE id = $1 AND state = 'running'", binds)
+        let binds: [(any PostgresThrowingDynamicTypeEncodable)?] = [id, changes]
+        try await rows("""
+            UPDATE \(table) SET state = 'cancelled', finished_at = clock_timestamp() WHERE id = $1 AND state = 'queued' RETURNING pg_notify($2, id)
+            """, binds)
+        try await rows("UPDATE \(table) SET cancel_requested = true WHERE id = $1 AND state = 'running' RETURNING pg_notify($2, id)", binds)
         return try await job(id)
     }
 

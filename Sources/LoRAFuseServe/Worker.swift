@@ -33,10 +33,14 @@ final class QueueControl: @unchecked Sendable {
 
     var isStopping: Bool { condition.withLock { stopping } }
 
-    /// Waits until woken or `seconds` pass; false once the server stops.
-    func wait(seconds: Double) -> Bool {
+    /// How many wake-ups there have been: what `wait(seconds:after:)` compares against.
+    var wakeups: Int { condition.withLock { generation } }
+
+    /// Waits until woken (after `seen` wake-ups: one that came meanwhile ends the wait at
+    /// once) or `seconds` pass; false once the server stops.
+    func wait(seconds: Double, after seen: Int? = nil) -> Bool {
         condition.withLock {
-            let seen = generation
+            let seen = seen ?? generation
             let deadline = Date(timeIntervalSinceNow: seconds)
             while generation == seen, !stopping, condition.wait(until: deadline) {}
             return !stopping
@@ -78,7 +82,9 @@ final class Worker: Sendable {
         let finished = DispatchSemaphore(value: 0)
         let thread = Thread { [self] in
             while !control.isStopping {
-                if control.paused || !runNext() { _ = control.wait(seconds: 1) }
+                // A job queued while the queue was being read wakes the wait that follows.
+                let seen = control.wakeups
+                if control.paused || !runNext() { _ = control.wait(seconds: 1, after: seen) }
             }
             finished.signal()
         }

@@ -5,7 +5,8 @@
    once), interleaved; each served job's latency is from POST /jobs to the `succeeded` event,
    as a client sees it (medians). The ratio compares it with the work generate does
    after loading (encode + sampling + decode) and with generate's sampling alone.
-2. Throughput on PostgreSQL: an API-only server and 1, 2, 4 `lorafuse worker` processes on
+2. The same through PostgreSQL: an API-only server and one idle worker (woken by LISTEN/NOTIFY).
+3. Throughput on PostgreSQL: an API-only server and 1, 2, 4 `lorafuse worker` processes on
    one queue; N jobs submitted at once, jobs/second from the first submit to the last result.
 
   usage: python3 Tools/bench/serve_bench.py BIN POSTGRES_URL [--repeat 5] [--jobs 40] [--steps 20]
@@ -95,6 +96,38 @@ def latency(binary, repeat, steps):
     return row
 
 
+def postgres_latency(binary, database, repeat, steps, embedded):
+    """The same request through an API-only server and one idle `lorafuse worker` on
+    PostgreSQL: what the shared queue adds (the worker is woken by LISTEN/NOTIFY)."""
+    request = dict(REQUEST, steps=steps)
+    queue = f"{database}{'&' if '?' in database else '?'}schema=bench_{uuid.uuid4().hex[:12]}"
+    process, base = start_server(binary, ["--model", f"{WORLD}/pipeline", "--queue", queue, "--api-only", "--lora-dir", f"{WORLD}/loras"])
+    worker = subprocess.Popen([binary, "worker", "--model", f"{WORLD}/pipeline", "--queue", queue, "--lora-dir", f"{WORLD}/loras"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    served = []
+    try:
+        if "lorafuse worker:" not in worker.stderr.readline():
+            sys.exit("the worker did not start")
+        assert wait_finished(base, call(base, "POST", "/jobs", request)["id"])["state"] == "succeeded"
+        for _ in range(repeat):
+            time.sleep(1.5)  # the worker idle, as between a user's requests
+            started = time.perf_counter()
+            final = wait_finished(base, call(base, "POST", "/jobs", request)["id"])
+            served.append(time.perf_counter() - started)
+            assert final["state"] == "succeeded", final
+    finally:
+        worker.terminate()
+        worker.wait()
+        process.terminate()
+        process.wait()
+    row = {"command": "serve-latency", "backend": "cpu", "queue": "postgres", "steps": steps, "repeat": repeat,
+           "served_seconds": statistics.median(served), "served_seconds_best": min(served),
+           "over_embedded_served": statistics.median(served) / embedded["served_seconds"],
+           "over_generate_after_load": statistics.median(served) / embedded["generate_after_load_seconds"]}
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def throughput(binary, database, workers, jobs, steps):
     queue = f"{database}{'&' if '?' in database else '?'}schema=bench_{uuid.uuid4().hex[:12]}"
     process, base = start_server(binary, ["--model", f"{WORLD}/pipeline", "--queue", queue, "--api-only", "--lora-dir", f"{WORLD}/loras"])
@@ -143,6 +176,10 @@ def main():
     print(f"latency (medians of {args.repeat}): served {row['served_seconds']:.3f} s vs generate {row['generate_seconds']:.3f} s "
           f"in all, {row['generate_after_load_seconds']:.3f} s after loading ({row['served_over_generate_after_load']:.3f}x), "
           f"sampling {row['generate_sampling_seconds']:.3f} s ({row['served_over_generate_sampling']:.3f}x)", file=sys.stderr)
+    shared = postgres_latency(args.binary, args.database, args.repeat, args.steps, row)
+    print(f"latency through PostgreSQL (API-only server, one idle worker): {shared['served_seconds']:.3f} s "
+          f"({shared['over_embedded_served']:.3f}x the embedded server's, {shared['over_generate_after_load']:.3f}x generate after loading)",
+          file=sys.stderr)
     rows = [throughput(args.binary, args.database, int(count), args.jobs, args.steps) for count in args.workers.split(",")]
     anchor = rows[0]["jobs_per_second"]
     for row in rows:
