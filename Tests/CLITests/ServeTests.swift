@@ -299,6 +299,43 @@ final class EventStream: NSObject, URLSessionDataDelegate, @unchecked Sendable {
         #expect(server.stop() == 0)
     }
 
+    /// A LoRA file replaced under the same name is read again (the cache is keyed by content,
+    /// and a file's hash is taken again when the file changes): the next job's image is
+    /// `generate`'s with the new file. (Replaced as editors and downloads do, by a new file
+    /// renamed over the old: a file rewritten in place changes under its memory map anyway.)
+    @Test func aLoRAReplacedUnderItsNameIsReadAgain() throws {
+        let scratch = try Self.scratchWithLoRA()
+        let file = scratch.url.appendingPathComponent("loras/tiny.safetensors")
+        let server = try ServerProcess(Self.serverArguments(scratch))
+        let api = APIClient(base: server.base)
+        let before = try #require(try api.send("POST", "jobs", json: Self.request(steps: 2)).json["id"] as? String)
+        #expect(try api.waitForFinish(before)["state"] as? String == "succeeded")
+
+        // The same size, other weights: every lora_B negated (sign bits of its F32 values).
+        var bytes = try Data(contentsOf: file)
+        let headerLength = Int(bytes.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        let header = try #require(try JSONSerialization.jsonObject(with: bytes.subdata(in: 8..<(8 + headerLength))) as? [String: Any])
+        for case let (name, info as [String: Any]) in header where name.contains("lora_B") {
+            let range = try #require(info["data_offsets"] as? [Int])
+            for offset in stride(from: 8 + headerLength + range[0] + 3, to: 8 + headerLength + range[1], by: 4) { bytes[offset] ^= 0x80 }
+        }
+        try bytes.write(to: file, options: .atomic)
+
+        let after = try #require(try api.send("POST", "jobs", json: Self.request(steps: 2)).json["id"] as? String)
+        #expect(try api.waitForFinish(after)["state"] as? String == "succeeded")
+        let served = try [before, after].map { try PNGWriter.decode(api.send("GET", "jobs/\($0)/image").data).pixels }
+        let generated = scratch.url.appendingPathComponent("generate.png").path
+        let result = try CommandLine.run(["generate", "--model", Self.pipeline, "--prompt", "a red star", "--width", "48", "--height", "32",
+                                          "--steps", "2", "--max-sequence-length", "16", "--seed", "3", "--lora", file.path + ":0.8",
+                                          "--output", generated])
+        #expect(result.status == 0, "\(result.error)")
+        let expected = try PNGWriter.decode(Data(contentsOf: URL(fileURLWithPath: generated))).pixels
+        let (changed, asGenerated) = (served[0] != served[1], served[1] == expected)  // (booleans: no pixel dumps on failure)
+        #expect(changed, "the image did not change with the LoRA")
+        #expect(asGenerated, "the image is not generate's with the new LoRA")
+        #expect(server.stop() == 0)
+    }
+
     /// Hostile and malformed requests get a 4xx naming the field; the server stays up.
     @Test func hostileRequestsAreRefusedAndTheServerStaysUp() throws {
         let scratch = try Self.scratchWithLoRA()
