@@ -98,7 +98,7 @@ struct APIHandler: APIProtocol {
 
     func getJobImage(_ input: Operations.GetJobImage.Input) async throws -> Operations.GetJobImage.Output {
         guard let job = try await queue.job(input.path.id) else { return .notFound(.init(body: .json(Self.noSuchJob(input.path.id)))) }
-        guard job.state == .succeeded, let image = job.image else {
+        guard job.state == .succeeded, let image = try await queue.image(job.id) else {
             return .conflict(.init(body: .json(.init(error: "job \(job.id) is \(job.state.rawValue): no image\(job.state.isFinal ? "" : " yet")"))))
         }
         return .ok(.init(body: .png(HTTPBody(image))))

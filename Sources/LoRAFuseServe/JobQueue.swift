@@ -19,7 +19,11 @@ public protocol JobQueue: Sendable {
 
     /// Queues a job for `request` (`steps` for its progress), to be run on `model`.
     func submit(request: Data, steps: Int, model: String) async throws -> JobRecord
+    /// The job without its image (`image` is nil: status reads, which clients repeat, do not
+    /// carry the PNG); `image(_:)` reads that.
     func job(_ id: String) async throws -> JobRecord?
+    /// A succeeded job's PNG.
+    func image(_ id: String) async throws -> Data?
     /// The oldest queued job for `model`, now running for `worker`; nil when none is queued.
     /// Jobs whose worker stopped renewing its lease go back to the queue first.
     func claimNext(model: String, worker: String) async throws -> JobRecord?

@@ -108,7 +108,16 @@ public final class JobStore: JobQueue {
     }
 
     public func job(_ id: String) throws -> JobRecord? {
-        try database.read { db in try JobRecord.fetchOne(db, key: id) }
+        try database.read { db in
+            try JobRecord.fetchOne(db, sql: """
+                SELECT id, model, state, request, step, steps, createdAt, startedAt, finishedAt, error, cancelRequested, attempts,
+                    seconds, retrieved, worker, NULL AS image FROM job WHERE id = ?
+                """, arguments: [id])
+        }
+    }
+
+    public func image(_ id: String) throws -> Data? {
+        try database.read { db in try Data.fetchOne(db, sql: "SELECT image FROM job WHERE id = ?", arguments: [id]) }
     }
 
     public func claimNext(model: String, worker: String) throws -> JobRecord? {

@@ -87,7 +87,11 @@ public final class PostgresJobQueue: JobQueue {
         try await rows("SELECT pg_notify($1, '')", [channel])
     }
 
-    private static let columns = "id, model, state, request, step, steps, created_at, started_at, finished_at, error, cancel_requested, attempts, seconds, retrieved, image, worker"
+    /// Every column but the image (read by `image(_:)` alone), which `record` reads as nil.
+    private static let columns = """
+        id, model, state, request, step, steps, created_at, started_at, finished_at, error, cancel_requested, attempts, seconds, \
+        retrieved, NULL::bytea AS image, worker
+        """
 
     @discardableResult
     private func rows(_ sql: String, _ values: [(any PostgresThrowingDynamicTypeEncodable)?] = []) async throws -> [PostgresRow] {
@@ -119,6 +123,10 @@ public final class PostgresJobQueue: JobQueue {
 
     public func job(_ id: String) async throws -> JobRecord? {
         try await rows("SELECT \(Self.columns) FROM \(table) WHERE id = $1", [id]).first.map(Self.record)
+    }
+
+    public func image(_ id: String) async throws -> Data? {
+        try await rows("SELECT image FROM \(table) WHERE id = $1", [id]).first.map { try $0.makeRandomAccess()["image"].decode(Data?.self) } ?? nil
     }
 
     /// Puts the jobs of workers whose lease ran out back in the queue (or fails them after
