@@ -135,6 +135,15 @@ struct APIHandler: APIProtocol {
         }
     }
 
+    func removeLoRA(_ input: Operations.RemoveLoRA.Input) async throws -> Operations.RemoveLoRA.Output {
+        guard let pool = service.pool else {
+            return .conflict(.init(body: .json(.init(error: "this server has no LoRA pool (start it with --pool)"))))
+        }
+        let removed = try await pool.removeEntries(input.path.name)
+        guard removed > 0 else { return .notFound(.init(body: .json(.init(error: "no pool entry \(input.path.name.prefix(200))")))) }
+        return .ok(.init(body: .json(.init(removed: removed))))
+    }
+
     // MARK: Schema conversions
 
     static func noSuchJob(_ id: String) -> Components.Schemas._Error { .init(error: "no job \(id.prefix(100))") }

@@ -16,6 +16,8 @@ protocol RetrievalPool: Sendable {
     func nearest(_ query: [Float], k: Int) async throws -> [LoRAPool.Match]
     /// Adds or refreshes the LoRA at `path` (encoded on `backend` when its content or the encoder changed).
     func add(path: String, caption: String?, encoder: LoRAWeightEncoder, backend: any Backend) async throws -> LoRAPool.AddOutcome
+    /// Removes the entries whose name or path is `key`; how many.
+    func removeEntries(_ key: String) async throws -> Int
 }
 
 enum RetrievalPools {
@@ -37,6 +39,12 @@ extension LoRAPool: RetrievalPool {
         let outcome = try add(path: file, caption: caption, name: nil, encoder: encoder, on: backend)
         try refreshIndex()
         return outcome
+    }
+
+    func removeEntries(_ key: String) throws -> Int {
+        let removed = try remove(key)
+        try refreshIndex()
+        return removed
     }
 }
 
@@ -85,6 +93,10 @@ final class PostgresLoRAPool: RetrievalPool {
 
     func nearest(_ query: [Float], k: Int) async throws -> [LoRAPool.Match] {
         try LoRAPool.rank(query, k: k, among: try await list())
+    }
+
+    func removeEntries(_ key: String) async throws -> Int {
+        try await database.rows("DELETE FROM \(table) WHERE name = $1 OR path = $1 RETURNING path", [key]).count
     }
 
     func add(path file: String, caption: String?, encoder: LoRAWeightEncoder, backend: any Backend) async throws -> LoRAPool.AddOutcome {

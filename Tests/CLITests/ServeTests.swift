@@ -384,6 +384,7 @@ final class EventStream: NSObject, URLSessionDataDelegate, @unchecked Sendable {
         let large = try api.send("POST", "jobs", json: ["prompt": String(repeating: "a", count: 10_000)])
         #expect(large.status == 413, "\(large.text)")
         #expect(try api.send("PUT", "queue", json: ["paused": "no"]).json["field"] as? String == "paused")
+        #expect(try api.send("DELETE", "loras/tiny").status == 409)  // no pool
         #expect(try api.send("GET", "jobs/\(String(repeating: "%2e%2e%2f", count: 50))etc/image").status == 404)
 
         let health = try api.send("GET", "health")

@@ -158,7 +158,8 @@ struct SharedQueueTests {
     }
 
     /// The LoRA pool as a table beside the queue: a server adds to it (POST /loras), a worker
-    /// elsewhere retrieves from it (`auto_loras`), and applies what it found as `loras` would.
+    /// elsewhere retrieves from it (`auto_loras`) and applies what it found as `loras` would;
+    /// DELETE /loras/NAME takes it out.
     @Test func aLoRAPoolSharedThroughPostgres() throws {
         let scratch = try ServeTests.scratchWithLoRA()
         let queue = try Self.freshQueue()
@@ -185,6 +186,10 @@ struct SharedQueueTests {
         #expect(try api.waitForFinish(explicit)["state"] as? String == "succeeded")
         let images = try [api.send("GET", "jobs/\(auto)/image").data, api.send("GET", "jobs/\(explicit)/image").data]
         #expect(try PNGWriter.decode(images[0]).pixels == PNGWriter.decode(images[1]).pixels)
+        let removed = try api.send("DELETE", "loras/tiny")
+        #expect(removed.status == 200 && removed.json["removed"] as? Int == 1, "\(removed.text)")
+        #expect((try api.send("GET", "loras").json["pool"] as? [Any])?.isEmpty == true)
+        #expect(try api.send("DELETE", "loras/tiny").status == 404)
         worker.stop()
         server.stop()
     }

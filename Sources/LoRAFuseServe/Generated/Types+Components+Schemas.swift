@@ -593,6 +593,21 @@ extension Components {
                 case pool
             }
         }
+        /// - Remark: Generated from `#/components/schemas/PoolRemoval`.
+        internal struct PoolRemoval: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/PoolRemoval/removed`.
+            internal var removed: Swift.Int
+            /// Creates a new `PoolRemoval`.
+            ///
+            /// - Parameters:
+            ///   - removed:
+            internal init(removed: Swift.Int) {
+                self.removed = removed
+            }
+            internal enum CodingKeys: String, CodingKey {
+                case removed
+            }
+        }
         /// - Remark: Generated from `#/components/schemas/PoolAddition`.
         internal struct PoolAddition: Codable, Hashable, Sendable {
             /// A file under a --lora-dir folder.

@@ -835,7 +835,7 @@ internal enum Operations {
                     }
                 }
             }
-            /// No such job.
+            /// No such job (or pool entry).
             ///
             /// - Remark: Generated from `#/paths//jobs/{id}/get(getJob)/responses/404`.
             ///
@@ -1009,7 +1009,7 @@ internal enum Operations {
                     }
                 }
             }
-            /// No such job.
+            /// No such job (or pool entry).
             ///
             /// - Remark: Generated from `#/paths//jobs/{id}/delete(cancelJob)/responses/404`.
             ///
@@ -1207,7 +1207,7 @@ internal enum Operations {
                     }
                 }
             }
-            /// No such job.
+            /// No such job (or pool entry).
             ///
             /// - Remark: Generated from `#/paths//jobs/{id}/events/get(streamJobEvents)/responses/404`.
             ///
@@ -1387,7 +1387,7 @@ internal enum Operations {
                     }
                 }
             }
-            /// No such job.
+            /// No such job (or pool entry).
             ///
             /// - Remark: Generated from `#/paths//jobs/{id}/image/get(getJobImage)/responses/404`.
             ///
@@ -1742,6 +1742,205 @@ internal enum Operations {
             /// The job is not in a state that allows this.
             ///
             /// - Remark: Generated from `#/paths//loras/post(addLoRA)/responses/409`.
+            ///
+            /// HTTP response code: `409 conflict`.
+            case conflict(Components.Responses.Conflict)
+            /// The associated value of the enum case if `self` is `.conflict`.
+            ///
+            /// - Throws: An error if `self` is not `.conflict`.
+            /// - SeeAlso: `.conflict`.
+            internal var conflict: Components.Responses.Conflict {
+                get throws {
+                    switch self {
+                    case let .conflict(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "conflict",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// Undocumented response.
+            ///
+            /// A response with a code that is not documented in the OpenAPI document.
+            case undocumented(statusCode: Swift.Int, OpenAPIRuntime.UndocumentedPayload)
+        }
+        internal enum AcceptableContentType: AcceptableProtocol {
+            case json
+            case other(Swift.String)
+            internal init?(rawValue: Swift.String) {
+                switch rawValue.lowercased() {
+                case "application/json":
+                    self = .json
+                default:
+                    self = .other(rawValue)
+                }
+            }
+            internal var rawValue: Swift.String {
+                switch self {
+                case let .other(string):
+                    return string
+                case .json:
+                    return "application/json"
+                }
+            }
+            internal static var allCases: [Self] {
+                [
+                    .json
+                ]
+            }
+        }
+    }
+    /// Remove a LoRA from the retrieval pool (the file stays).
+    ///
+    /// - Remark: HTTP `DELETE /loras/{name}`.
+    /// - Remark: Generated from `#/paths//loras/{name}/delete(removeLoRA)`.
+    internal enum RemoveLoRA {
+        internal static let id: Swift.String = "removeLoRA"
+        internal struct Input: Sendable, Hashable {
+            /// - Remark: Generated from `#/paths/loras/{name}/DELETE/path`.
+            internal struct Path: Sendable, Hashable {
+                /// A pool entry's name (or its file's path).
+                ///
+                /// - Remark: Generated from `#/paths/loras/{name}/DELETE/path/name`.
+                internal var name: Swift.String
+                /// Creates a new `Path`.
+                ///
+                /// - Parameters:
+                ///   - name: A pool entry's name (or its file's path).
+                internal init(name: Swift.String) {
+                    self.name = name
+                }
+            }
+            internal var path: Operations.RemoveLoRA.Input.Path
+            /// - Remark: Generated from `#/paths/loras/{name}/DELETE/header`.
+            internal struct Headers: Sendable, Hashable {
+                internal var accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.RemoveLoRA.AcceptableContentType>]
+                /// Creates a new `Headers`.
+                ///
+                /// - Parameters:
+                ///   - accept:
+                internal init(accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.RemoveLoRA.AcceptableContentType>] = .defaultValues()) {
+                    self.accept = accept
+                }
+            }
+            internal var headers: Operations.RemoveLoRA.Input.Headers
+            /// Creates a new `Input`.
+            ///
+            /// - Parameters:
+            ///   - path:
+            ///   - headers:
+            internal init(
+                path: Operations.RemoveLoRA.Input.Path,
+                headers: Operations.RemoveLoRA.Input.Headers = .init()
+            ) {
+                self.path = path
+                self.headers = headers
+            }
+        }
+        internal enum Output: Sendable, Hashable {
+            internal struct Ok: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/loras/{name}/DELETE/responses/200/content`.
+                internal enum Body: Sendable, Hashable {
+                    /// - Remark: Generated from `#/paths/loras/{name}/DELETE/responses/200/content/application\/json`.
+                    case json(Components.Schemas.PoolRemoval)
+                    /// The associated value of the enum case if `self` is `.json`.
+                    ///
+                    /// - Throws: An error if `self` is not `.json`.
+                    /// - SeeAlso: `.json`.
+                    internal var json: Components.Schemas.PoolRemoval {
+                        get throws {
+                            switch self {
+                            case let .json(body):
+                                return body
+                            }
+                        }
+                    }
+                }
+                /// Received HTTP response body
+                internal var body: Operations.RemoveLoRA.Output.Ok.Body
+                /// Creates a new `Ok`.
+                ///
+                /// - Parameters:
+                ///   - body: Received HTTP response body
+                internal init(body: Operations.RemoveLoRA.Output.Ok.Body) {
+                    self.body = body
+                }
+            }
+            /// How many entries were removed.
+            ///
+            /// - Remark: Generated from `#/paths//loras/{name}/delete(removeLoRA)/responses/200`.
+            ///
+            /// HTTP response code: `200 ok`.
+            case ok(Operations.RemoveLoRA.Output.Ok)
+            /// The associated value of the enum case if `self` is `.ok`.
+            ///
+            /// - Throws: An error if `self` is not `.ok`.
+            /// - SeeAlso: `.ok`.
+            internal var ok: Operations.RemoveLoRA.Output.Ok {
+                get throws {
+                    switch self {
+                    case let .ok(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "ok",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// A bearer token is required and was missing or wrong.
+            ///
+            /// - Remark: Generated from `#/paths//loras/{name}/delete(removeLoRA)/responses/401`.
+            ///
+            /// HTTP response code: `401 unauthorized`.
+            case unauthorized(Components.Responses.Unauthorized)
+            /// The associated value of the enum case if `self` is `.unauthorized`.
+            ///
+            /// - Throws: An error if `self` is not `.unauthorized`.
+            /// - SeeAlso: `.unauthorized`.
+            internal var unauthorized: Components.Responses.Unauthorized {
+                get throws {
+                    switch self {
+                    case let .unauthorized(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "unauthorized",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// No such job (or pool entry).
+            ///
+            /// - Remark: Generated from `#/paths//loras/{name}/delete(removeLoRA)/responses/404`.
+            ///
+            /// HTTP response code: `404 notFound`.
+            case notFound(Components.Responses.NotFound)
+            /// The associated value of the enum case if `self` is `.notFound`.
+            ///
+            /// - Throws: An error if `self` is not `.notFound`.
+            /// - SeeAlso: `.notFound`.
+            internal var notFound: Components.Responses.NotFound {
+                get throws {
+                    switch self {
+                    case let .notFound(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "notFound",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// The job is not in a state that allows this.
+            ///
+            /// - Remark: Generated from `#/paths//loras/{name}/delete(removeLoRA)/responses/409`.
             ///
             /// HTTP response code: `409 conflict`.
             case conflict(Components.Responses.Conflict)

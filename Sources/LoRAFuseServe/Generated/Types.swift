@@ -61,6 +61,11 @@ internal protocol APIProtocol: Sendable {
     /// - Remark: HTTP `POST /loras`.
     /// - Remark: Generated from `#/paths//loras/post(addLoRA)`.
     func addLoRA(_ input: Operations.AddLoRA.Input) async throws -> Operations.AddLoRA.Output
+    /// Remove a LoRA from the retrieval pool (the file stays).
+    ///
+    /// - Remark: HTTP `DELETE /loras/{name}`.
+    /// - Remark: Generated from `#/paths//loras/{name}/delete(removeLoRA)`.
+    func removeLoRA(_ input: Operations.RemoveLoRA.Input) async throws -> Operations.RemoveLoRA.Output
 }
 
 /// Convenience overloads for operation inputs.
@@ -183,6 +188,19 @@ extension APIProtocol {
         try await addLoRA(Operations.AddLoRA.Input(
             headers: headers,
             body: body
+        ))
+    }
+    /// Remove a LoRA from the retrieval pool (the file stays).
+    ///
+    /// - Remark: HTTP `DELETE /loras/{name}`.
+    /// - Remark: Generated from `#/paths//loras/{name}/delete(removeLoRA)`.
+    internal func removeLoRA(
+        path: Operations.RemoveLoRA.Input.Path,
+        headers: Operations.RemoveLoRA.Input.Headers = .init()
+    ) async throws -> Operations.RemoveLoRA.Output {
+        try await removeLoRA(Operations.RemoveLoRA.Input(
+            path: path,
+            headers: headers
         ))
     }
 }
