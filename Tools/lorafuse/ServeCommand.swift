@@ -94,7 +94,7 @@ struct ServeCommand: ParsableCommand {
         discussion: """
         The API is Sources/LoRAFuseServe/openapi.yaml: POST /jobs queues a generation (the settings of `lorafuse generate`
         as JSON), GET /jobs/{id} its state, /jobs/{id}/events its progress as server-sent events, /jobs/{id}/image its PNG,
-        DELETE /jobs/{id} cancels; GET/POST /loras lists the LoRA folders and the pool and adds to the pool; /health, /metrics
+        DELETE /jobs/{id} cancels; GET/POST /loras lists the LoRA folders and the pool and adds to the pool, DELETE /loras/{name} removes from it; /health, /metrics
         (Prometheus), GET/PUT /queue (hold the queue). Jobs live in --queue: a SQLite file by default (they survive a
         restart, and jobs that were running start again), or a PostgreSQL database shared with `lorafuse worker` processes
         on other machines. One worker per backend device (--devices 0,1 for two); --api-only runs none here.
