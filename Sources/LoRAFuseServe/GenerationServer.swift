@@ -78,22 +78,19 @@ public enum GenerationServer {
         let app = Application(router: router, configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "lorafuse"),
                               onServerRunning: { channel in ready(channel.localAddress?.port ?? settings.port) },
                               logger: Self.quietLogger())
-        do {
-            try await app.runService()
-        } catch {
-            await stop(running, control: control)
-            throw error
-        }
-        await stop(running, control: control)
+        var failure: (any Error)?
+        do { try await app.runService() } catch { failure = error }
+        control.stop()
+        await waitUntilEnded(running, timeout: .now() + 120)
+        if let failure { throw failure }
     }
 
-    /// Stops the workers (or, `waitForSignal`, waits until something else stops them) and
-    /// waits until each has handed its job back (at its next step).
-    static func stop(_ workers: [DispatchSemaphore], control: QueueControl, waitForSignal: Bool = false) async {
-        if !waitForSignal { control.stop() }
+    /// Waits (off the task pool) until each worker's thread has ended, having handed its job
+    /// back at its next step, or until `timeout`.
+    static func waitUntilEnded(_ workers: [DispatchSemaphore], timeout: DispatchTime) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             DispatchQueue.global().async {
-                for worker in workers { _ = worker.wait(timeout: waitForSignal ? .distantFuture : .now() + 120) }
+                for worker in workers { _ = worker.wait(timeout: timeout) }
                 continuation.resume()
             }
         }
@@ -238,6 +235,7 @@ public enum GenerationWorkers {
         // second (QueueControl.wait's timeout), for a notification lost with a connection and
         // for jobs whose worker stopped renewing its lease.
         queue.whenJobQueued { control.wake() }
-        await GenerationServer.stop(running, control: control, waitForSignal: true)
+        // The signal handlers stop the control; the workers end at their next step.
+        await GenerationServer.waitUntilEnded(running, timeout: .distantFuture)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import LoRAFuse
 
 /// Where jobs wait and results land: the embedded SQLite file (`JobStore`, one process) or a
 /// PostgreSQL table shared by any number of servers and workers (`PostgresJobQueue`).
@@ -61,8 +62,14 @@ extension JobQueue {
 /// Opens the queue a `--queue` value names: `postgres://USER:PASSWORD@HOST:PORT/DATABASE[?schema=NAME]`
 /// (also `postgresql://`), or a SQLite file path.
 public enum JobQueues {
+    /// Whether `location` names a PostgreSQL database (`postgres://` or `postgresql://`) rather
+    /// than a SQLite file.
+    public static func isPostgres(_ location: String) -> Bool {
+        location.hasPrefix("postgres://") || location.hasPrefix("postgresql://")
+    }
+
     public static func open(_ location: String, leaseSeconds: Double = PostgresJobQueue.defaultLeaseSeconds) async throws -> any JobQueue {
-        if location.hasPrefix("postgres://") || location.hasPrefix("postgresql://") {
+        if isPostgres(location) {
             return try await PostgresJobQueue(url: location, leaseSeconds: leaseSeconds)
         }
         return try JobStore(path: location)
@@ -72,17 +79,5 @@ public enum JobQueues {
 /// Runs async work to its end from a thread that may block (a worker's own thread, never a
 /// task's): the bridge between the synchronous sampling loop and the async queue.
 func blockingWait<Value: Sendable>(_ body: @escaping @Sendable () async throws -> Value) throws -> Value {
-    let box = BlockingResult<Value>()
-    let done = DispatchSemaphore(value: 0)
-    Task {
-        do { box.result = .success(try await body()) } catch { box.result = .failure(error) }
-        done.signal()
-    }
-    done.wait()
-    return try box.result!.get()
-}
-
-/// The result a blocked thread waits for (written once, before the semaphore is signalled).
-private final class BlockingResult<Value: Sendable>: @unchecked Sendable {
-    var result: Result<Value, any Error>?
+    try Pending(task: body).value()
 }

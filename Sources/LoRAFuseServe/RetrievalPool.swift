@@ -23,7 +23,7 @@ protocol RetrievalPool: Sendable {
 enum RetrievalPools {
     /// The pool `--pool` names: a `postgres://` URL or a SQLite file.
     static func open(_ location: String) async throws -> any RetrievalPool {
-        if location.hasPrefix("postgres://") || location.hasPrefix("postgresql://") { return try await PostgresLoRAPool(url: location) }
+        if JobQueues.isPostgres(location) { return try await PostgresLoRAPool(url: location) }
         return try LoRAPool(path: location)
     }
 }

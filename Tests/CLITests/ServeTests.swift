@@ -6,36 +6,69 @@ import LoRAFuse
 import LoRAFusePipeline
 import Testing
 
+/// A `lorafuse` process whose output is collected as it comes (so its pipes never fill).
+final class BackgroundProcess: @unchecked Sendable {
+    let process = Process()
+    private let lock = NSLock()
+    private var out = Data(), err = Data()
+
+    init(_ arguments: [String]) throws {
+        process.executableURL = CommandLine.executable
+        process.arguments = arguments
+        let (output, error) = (Pipe(), Pipe())
+        process.standardOutput = output
+        process.standardError = error
+        output.fileHandleForReading.readabilityHandler = { [self] handle in
+            let data = handle.availableData
+            lock.withLock { out.append(data) }
+        }
+        error.fileHandleForReading.readabilityHandler = { [self] handle in
+            let data = handle.availableData
+            lock.withLock { err.append(data) }
+        }
+        try process.run()
+    }
+
+    var output: String { lock.withLock { String(decoding: out, as: UTF8.self) } }
+    var errors: String { lock.withLock { String(decoding: err, as: UTF8.self) } }
+
+    /// Waits until standard error holds `text` (or the process ends, or five minutes pass).
+    func waitForError(containing text: String) -> Bool { waitUntil { $0.errors.contains(text) } }
+
+    /// Waits until standard output holds `text` (or the process ends, or five minutes pass).
+    func waitForOutput(containing text: String) -> Bool { waitUntil { $0.output.contains(text) } }
+
+    private func waitUntil(_ done: (BackgroundProcess) -> Bool) -> Bool {
+        let deadline = Date(timeIntervalSinceNow: 300)
+        while Date() < deadline, process.isRunning, !done(self) { usleep(20_000) }
+        return done(self)
+    }
+
+    @discardableResult
+    func stop(_ signal: Int32 = SIGTERM) -> Int32 {
+        if process.isRunning { kill(process.processIdentifier, signal) }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
+}
+
 /// A `lorafuse serve` process on a free port, stopped (SIGKILL) when the value goes.
 final class ServerProcess {
-    let process = Process()
+    let running: BackgroundProcess
     let base: URL
-    private let errors = Pipe()
+    var process: Process { running.process }
 
     /// Starts `lorafuse serve ARGUMENTS --port 0` and waits for the line naming its port.
     init(_ arguments: [String]) throws {
-        process.executableURL = CommandLine.executable
-        process.arguments = ["serve", "--port", "0"] + arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        // Should the server hang before it prints, stop it: the read below then ends.
-        let pid = process.processIdentifier
-        let watchdog = DispatchWorkItem { kill(pid, SIGKILL) }
-        DispatchQueue.global().asyncAfter(deadline: .now() + 300, execute: watchdog)
-        var line = Data()
-        while !line.contains(UInt8(ascii: "\n")) {
-            let chunk = output.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            line.append(chunk)
-        }
-        watchdog.cancel()
-        let text = String(decoding: line, as: UTF8.self)
-        guard let range = text.range(of: #"http://127\.0\.0\.1:[0-9]+"#, options: .regularExpression), let url = URL(string: String(text[range])) else {
-            process.waitUntilExit()
-            let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            throw ServerFailed(message: "serve did not start (status \(process.terminationStatus)): \(text) \(stderr)")
+        running = try BackgroundProcess(["serve", "--port", "0"] + arguments)
+        let ready = running.waitForOutput(containing: "\n")
+        let text = running.output
+        guard ready, let range = text.range(of: #"http://127\.0\.0\.1:[0-9]+"#, options: .regularExpression),
+              let url = URL(string: String(text[range])) else {
+            let status = running.stop(SIGKILL)
+            throw ServerFailed(message: "serve did not start (status \(status)): \(text) \(running.errors)")
         }
         base = url
     }
@@ -47,16 +80,7 @@ final class ServerProcess {
 
     /// Sends `signal` and waits for the exit; the exit status (or the signal, for SIGKILL).
     @discardableResult
-    func stop(_ signal: Int32 = SIGTERM) -> Int32 {
-        if process.isRunning { kill(process.processIdentifier, signal) }
-        process.waitUntilExit()
-        return process.terminationStatus
-    }
-
-    /// What the server wrote to standard error (after it stopped).
-    var standardError: String { String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }
-
-    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
+    func stop(_ signal: Int32 = SIGTERM) -> Int32 { running.stop(signal) }
 }
 
 /// A minimal HTTP client for the API (URLSession).

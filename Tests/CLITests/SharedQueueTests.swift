@@ -2,49 +2,6 @@ import Foundation
 import LoRAFusePipeline
 import Testing
 
-/// A `lorafuse` process whose output is collected as it comes (so its pipes never fill).
-final class BackgroundProcess: @unchecked Sendable {
-    let process = Process()
-    private let lock = NSLock()
-    private var out = Data(), err = Data()
-
-    init(_ arguments: [String]) throws {
-        process.executableURL = CommandLine.executable
-        process.arguments = arguments
-        let (output, error) = (Pipe(), Pipe())
-        process.standardOutput = output
-        process.standardError = error
-        output.fileHandleForReading.readabilityHandler = { [self] handle in
-            let data = handle.availableData
-            lock.withLock { out.append(data) }
-        }
-        error.fileHandleForReading.readabilityHandler = { [self] handle in
-            let data = handle.availableData
-            lock.withLock { err.append(data) }
-        }
-        try process.run()
-    }
-
-    var output: String { lock.withLock { String(decoding: out, as: UTF8.self) } }
-    var errors: String { lock.withLock { String(decoding: err, as: UTF8.self) } }
-
-    /// Waits until standard error holds `text` (or the process ends, or five minutes pass).
-    func waitForError(containing text: String) -> Bool {
-        let deadline = Date(timeIntervalSinceNow: 300)
-        while Date() < deadline, process.isRunning, !errors.contains(text) { usleep(20_000) }
-        return errors.contains(text)
-    }
-
-    @discardableResult
-    func stop(_ signal: Int32 = SIGTERM) -> Int32 {
-        if process.isRunning { kill(process.processIdentifier, signal) }
-        process.waitUntilExit()
-        return process.terminationStatus
-    }
-
-    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
-}
-
 /// The database the shared-queue tests use (Tools/test.sh sets it).
 let sharedQueueDatabase = ProcessInfo.processInfo.environment["POSTGRES_TEST_URL"]
 

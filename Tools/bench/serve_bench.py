@@ -46,6 +46,23 @@ def start_server(binary, arguments):
     return process, match.group(0)
 
 
+def start_shared(binary, database):
+    """An API-only server on a PostgreSQL queue in a schema of its own: (process, base URL, queue URL)."""
+    queue = f"{database}{'&' if '?' in database else '?'}schema=bench_{uuid.uuid4().hex[:12]}"
+    process, base = start_server(binary, ["--model", f"{WORLD}/pipeline", "--queue", queue, "--api-only", "--lora-dir", f"{WORLD}/loras"])
+    return process, base, queue
+
+
+def start_worker(binary, queue):
+    """A `lorafuse worker` on `queue`, returned once it says it is running (its job lines are dropped)."""
+    worker = subprocess.Popen([binary, "worker", "--model", f"{WORLD}/pipeline", "--queue", queue, "--lora-dir", f"{WORLD}/loras",
+                               "--backend", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if "lorafuse worker:" not in worker.stderr.readline():
+        worker.kill()
+        sys.exit("a worker did not start")
+    return worker
+
+
 def wait_finished(base, job_id):
     """Reads the job's event stream until it ends; returns the last job."""
     with urllib.request.urlopen(base + f"/jobs/{job_id}/events", timeout=600) as stream:
@@ -100,14 +117,10 @@ def postgres_latency(binary, database, repeat, steps, embedded):
     """The same request through an API-only server and one idle `lorafuse worker` on
     PostgreSQL: what the shared queue adds (the worker is woken by LISTEN/NOTIFY)."""
     request = dict(REQUEST, steps=steps)
-    queue = f"{database}{'&' if '?' in database else '?'}schema=bench_{uuid.uuid4().hex[:12]}"
-    process, base = start_server(binary, ["--model", f"{WORLD}/pipeline", "--queue", queue, "--api-only", "--lora-dir", f"{WORLD}/loras"])
-    worker = subprocess.Popen([binary, "worker", "--model", f"{WORLD}/pipeline", "--queue", queue, "--lora-dir", f"{WORLD}/loras"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process, base, queue = start_shared(binary, database)
+    worker = start_worker(binary, queue)
     served = []
     try:
-        if "lorafuse worker:" not in worker.stderr.readline():
-            sys.exit("the worker did not start")
         assert wait_finished(base, call(base, "POST", "/jobs", request)["id"])["state"] == "succeeded"
         for _ in range(repeat):
             time.sleep(1.5)  # the worker idle, as between a user's requests
@@ -129,16 +142,11 @@ def postgres_latency(binary, database, repeat, steps, embedded):
 
 
 def throughput(binary, database, workers, jobs, steps):
-    queue = f"{database}{'&' if '?' in database else '?'}schema=bench_{uuid.uuid4().hex[:12]}"
-    process, base = start_server(binary, ["--model", f"{WORLD}/pipeline", "--queue", queue, "--api-only", "--lora-dir", f"{WORLD}/loras"])
+    process, base, queue = start_shared(binary, database)
     running = []
     try:
         for _ in range(workers):
-            worker = subprocess.Popen([binary, "worker", "--model", f"{WORLD}/pipeline", "--queue", queue, "--lora-dir", f"{WORLD}/loras",
-                                       "--backend", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            if "lorafuse worker:" not in worker.stderr.readline():
-                sys.exit("a worker did not start")
-            running.append(worker)
+            running.append(start_worker(binary, queue))
         started = time.perf_counter()
         ids = [call(base, "POST", "/jobs", dict(REQUEST, steps=steps, seed=seed))["id"] for seed in range(jobs)]
         # Four looks a second: the bench's own polling stays out of the 2 cores' way.

@@ -130,7 +130,7 @@ struct ServeCommand: ParsableCommand {
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535, got \(port)") }
         guard maxBodyBytes >= 256, maxLoras >= 0 else { throw ValidationError("--max-body-bytes must be at least 256, --max-loras at least 0") }
-        if apiOnly, !service.queue.hasPrefix("postgres") {
+        if apiOnly, !JobQueues.isPostgres(service.queue) {
             throw ValidationError("--api-only needs a queue other processes can reach: --queue postgres://…")
         }
     }
@@ -151,12 +151,12 @@ struct ServeCommand: ParsableCommand {
         }
         let backends = try service.backends()
         let (host, workers, model) = (host, apiOnly ? 0 : backends.count, service.model)
-        try waitFor { [settings] in
+        try Pending(task: { [settings] in
             try await GenerationServer.run(settings, backends: backends) { port in
                 let line = "lorafuse serve: listening on http://\(host):\(port) (\(model), \(workers) worker\(workers == 1 ? "" : "s"))\n"
                 FileHandle.standardOutput.write(Data(line.utf8))
             }
-        }
+        }).value()
     }
 }
 
@@ -176,7 +176,7 @@ struct WorkerCommand: ParsableCommand {
     @OptionGroup var service: ServiceOptions
 
     func validate() throws {
-        guard service.queue.hasPrefix("postgres://") || service.queue.hasPrefix("postgresql://") else {
+        guard JobQueues.isPostgres(service.queue) else {
             throw ValidationError("--queue must be a postgres:// URL: a SQLite queue is run by the `lorafuse serve` that opens it")
         }
     }
@@ -184,7 +184,7 @@ struct WorkerCommand: ParsableCommand {
     func run() throws {
         let settings = service.settings()
         let backends = try service.backends()
-        try waitFor {
+        try Pending(task: {
             try await GenerationWorkers.run(settings, backends: backends, ready: { names, queue in
                 FileHandle.standardError.write(Data("lorafuse worker: \(names.joined(separator: ", ")) on \(queue)\n".utf8))
             }) { job, outcome, seconds in
@@ -194,19 +194,6 @@ struct WorkerCommand: ParsableCommand {
                     FileHandle.standardOutput.write(data + Data("\n".utf8))
                 }
             }
-        }
+        }).value()
     }
-}
-
-/// Runs async work from a synchronous command to its end.
-func waitFor(_ body: @escaping @Sendable () async throws -> Void) throws {
-    final class Outcome: @unchecked Sendable { var error: (any Error)? }
-    let outcome = Outcome()
-    let done = DispatchSemaphore(value: 0)
-    Task {
-        do { try await body() } catch { outcome.error = error }
-        done.signal()
-    }
-    done.wait()
-    if let error = outcome.error { throw error }
 }
